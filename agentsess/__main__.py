@@ -1,0 +1,3 @@
+from agentsess.cli.entry import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Core: run lifecycle, credentials, scopes, policy. Never imports typer or rich."""

@@ -1,0 +1,119 @@
+"""Reading runs back: the stable JSON shape of a run, listings, and one run in full."""
+
+import time
+
+from agentsess.core.timefmt import rfc3339
+
+RUN_KEYS = (
+    "id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host",
+    "user", "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at",
+    "ended_at", "duration", "mode", "depth",
+)
+
+
+def credential_state(row: dict, now: float | None = None) -> str:
+    if row.get("revoked_at") or row.get("status") == "revoked":
+        return "revoked"
+    if row.get("status") == "abandoned":
+        return "revoked"
+    if row.get("status") == "denied" or not row.get("expires_at"):
+        return "none"
+    now = time.time() if now is None else now
+    return "expired" if row["expires_at"] <= now else "live"
+
+
+def run_object(row: dict) -> dict:
+    """The documented ``--json`` shape of a run (see README, "JSON output")."""
+    ended = row.get("ended_at")
+    started = row["started_at"]
+    duration = None
+    if ended is not None:
+        duration = round(ended - started, 3)
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "exit_code": row.get("exit_code"),
+        "signal": row.get("signal"),
+        "parent_id": row.get("parent_id"),
+        "command": row["command"],
+        "cwd": row["cwd"],
+        "host": row["host"],
+        "user": row["user"],
+        "profile": row.get("profile"),
+        "agent": row.get("agent"),
+        "on_behalf_of": row.get("obo"),
+        "scopes": row.get("scopes") or [],
+        "expires_at": rfc3339(row.get("expires_at")),
+        "started_at": rfc3339(started, micro=True),
+        "ended_at": rfc3339(ended, micro=True),
+        "duration": duration,
+        "mode": row.get("mode"),
+        "depth": row.get("depth") or 0,
+    }
+
+
+def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=None) -> list[dict]:
+    from agentsess.core.lifecycle import reap_abandoned
+
+    reap_abandoned(store)
+    return [run_object(r) for r in store.list_runs(status, name, since, parent_id, limit)]
+
+
+def tree(store, run_id: str) -> list[dict]:
+    """The run's descendants as nested ``{"id", "name", "status", "children": [...]}``."""
+    rows = store.descendants(run_id)
+    nodes = {run_id: {"children": []}}
+    for r in rows:
+        nodes[r["id"]] = {"id": r["id"], "name": r["name"], "status": r["status"], "children": []}
+    for r in rows:
+        nodes.get(r["parent_id"], nodes[run_id])["children"].append(nodes[r["id"]])
+    return nodes[run_id]["children"]
+
+
+def show_run(store, ref: str, with_output_lines: int = 20) -> dict:
+    """Everything ``show-run`` shows: the run object, credential, receipts, children, integrity."""
+    from agentsess.core.lifecycle import reap_abandoned
+    from agentsess.edges import paths, receipts
+    from agentsess.edges.outputlog import tail_lines
+
+    reap_abandoned(store)
+    run_id = store.resolve(ref)
+    row = store.get_run(run_id)
+    out = run_object(row)
+    records = receipts.load(run_id)
+    out["credential"] = {
+        "state": credential_state(row),
+        "scopes": row.get("scopes") or [],
+        "ceiling": (row.get("policy") or {}).get("scopes"),
+        "issued_at": rfc3339(row.get("issued_at")),
+        "expires_at": rfc3339(row.get("expires_at")),
+        "jti": row.get("jti"),
+        "kid": row.get("kid"),
+        "chain": row.get("chain") or [],
+    }
+    out["revocation"] = (
+        {
+            "revoked_at": rfc3339(row.get("revoked_at")),
+            "revoked_by": row.get("revoked_by"),
+            "reason": row.get("revoke_reason"),
+            "cause": row.get("revoke_cause"),
+        }
+        if row.get("revoked_at")
+        else None
+    )
+    out["error"] = row.get("error")
+    out["output_bytes"] = row.get("output_bytes")
+    out["output_sha256"] = row.get("output_sha256")
+    out["children"] = tree(store, run_id)
+    out["receipts"] = records
+    out["integrity"] = integrity(store, row)
+    out["output_tail"] = tail_lines(paths.output_log(run_id), with_output_lines).decode("utf-8", "replace")
+    return out
+
+
+def integrity(store, row: dict) -> dict:
+    """The run's verification summary (see `agentsess verify`)."""
+    from agentsess.core.verification import verify_run
+
+    return verify_run(row).as_dict()

@@ -1,0 +1,69 @@
+"""Runs whose supervisor is gone: found when any command next looks, marked ``abandoned``.
+
+A run is abandoned when its status says running but its supervisor's pid is gone or now
+names another process (checked by start time). Its credentials are then treated as
+revoked, what is left of its process group is stopped, and its stream gets a
+``run.abandoned`` receipt and a seal.
+"""
+
+import os
+import signal
+import time
+
+from agentsess.core import audit
+from agentsess.edges import host
+from agentsess.edges.receipts import ReceiptError
+
+
+def supervisor_alive(row: dict) -> bool:
+    if row.get("host") and row["host"] != host.hostname():
+        return True  # another machine's run: not ours to judge
+    return host.same_process(row.get("supervisor_pid"), row.get("supervisor_started"))
+
+
+def stop_leftovers(row: dict) -> bool:
+    """KILL what is left of a dead supervisor's process group, if it is still that group.
+
+    The group's leader is the run's child: alive with the recorded start time, or gone while
+    the group lives on (the kernel does not reuse a pid that is still a live group's id).
+    """
+    pgid = row.get("child_pgid")
+    if not pgid or (row.get("host") and row["host"] != host.hostname()):
+        return False
+    leader = host.process_start(pgid)
+    if leader is not None and row.get("child_started") is not None and leader != int(row["child_started"]):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def reap_abandoned(store) -> list[str]:
+    """Mark every running run whose supervisor died as abandoned; returns their ids."""
+    found = []
+    for row in store.running():
+        if supervisor_alive(row):
+            continue
+        now = time.time()
+        if not store.set_status_if(row["id"], "running", status="abandoned", ended_at=now):
+            continue
+        found.append(row["id"])
+        stopped = stop_leftovers(row)
+        try:
+            audit.record(
+                store,
+                row["id"],
+                "run.abandoned",
+                {
+                    "supervisor_pid": row.get("supervisor_pid"),
+                    "detected_by_pid": os.getpid(),
+                    "leftover_processes_killed": stopped,
+                    "credentials": "treated as revoked",
+                },
+            )
+            audit.seal(store, row["id"])
+        except ReceiptError:
+            pass
+    return found

@@ -1,0 +1,154 @@
+"""Verifying a run's receipt stream: chain, store head, seal, output digest.
+
+Reports the first failure precisely, as `journalctl --verify` does: the record that was
+edited, a gap or reorder in seq, a file shorter or longer than the store's head says, a bad
+seal, an output log whose digest does not match. An intact stream without a seal (a live
+run, or one whose supervisor died before sealing) is reported as unsealed, not as failed.
+"""
+
+import json
+import os
+
+from agentsess.edges import paths, receipts
+
+
+class Integrity:
+    __slots__ = (
+        "run_id", "ok", "sealed", "count", "first_seq", "last_seq", "first_ts", "last_ts",
+        "failure", "failure_seq", "kid",
+    )
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.ok = True
+        self.sealed = False
+        self.count = 0
+        self.first_seq = self.last_seq = None
+        self.first_ts = self.last_ts = None
+        self.failure = None
+        self.failure_seq = None
+        self.kid = None
+
+    def fail(self, message: str, seq=None) -> "Integrity":
+        if self.ok:
+            self.ok = False
+            self.failure = message
+            self.failure_seq = seq
+        return self
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.ok else "FAIL"
+
+    def as_dict(self) -> dict:
+        return {
+            "run": self.run_id,
+            "result": self.verdict,
+            "ok": self.ok,
+            "sealed": self.sealed,
+            "records": self.count,
+            "seq_range": [self.first_seq, self.last_seq] if self.count else None,
+            "time_range": [self.first_ts, self.last_ts] if self.count else None,
+            "failure": self.failure,
+            "failure_seq": self.failure_seq,
+            "seal_kid": self.kid,
+        }
+
+
+def _check_seal(result: Integrity, rec: dict, prev: dict | None, row: dict) -> None:
+    from agentsess.core.audit import seal_payload
+    from agentsess.edges import keys
+
+    data = rec.get("data") or {}
+    result.kid = data.get("kid")
+    count = 0 if prev is None else prev["seq"] + 1
+    head = receipts.GENESIS if prev is None else prev["hash"]
+    if data.get("count") != count or data.get("head") != head:
+        result.fail(f"the seal at seq {rec['seq']} does not cover the records before it", rec["seq"])
+        return
+    try:
+        sig = keys.b64url_decode(data.get("sig") or "")
+    except ValueError:
+        result.fail(f"the seal at seq {rec['seq']} has a malformed signature", rec["seq"])
+        return
+    payload = seal_payload(row["id"], count, head, data.get("output_bytes"), data.get("output_sha256"))
+    if keys.public_key(data.get("kid") or "") is None:
+        result.fail(f"the seal is signed with an unknown key {data.get('kid')!r}", rec["seq"])
+        return
+    if not keys.verify_signature(data["kid"], payload, sig):
+        result.fail(f"bad seal signature (key {data['kid']})", rec["seq"])
+        return
+    result.sealed = True
+
+
+def _check_output(result: Integrity, row: dict, seal: dict | None) -> None:
+    from agentsess.edges.outputlog import file_digest
+
+    expected = (seal or {}).get("data", {}).get("output_sha256") if seal else row.get("output_sha256")
+    if expected is None:
+        return
+    path = paths.output_log(row["id"])
+    if not os.path.exists(path):
+        result.fail("the output log is missing")
+        return
+    size, digest = file_digest(path)
+    if digest != expected:
+        result.fail(f"the output log does not match its recorded digest ({size} bytes on disk)")
+
+
+def verify_run(row: dict, check_output: bool = True) -> Integrity:
+    result = Integrity(row["id"])
+    path = paths.receipts_file(row["id"])
+    if not os.path.exists(path):
+        return result.fail("the receipt stream is missing")
+    prev = None
+    seal = None
+    expected_seq = 0
+    for number, line in receipts.read(row["id"]):
+        if seal is not None:
+            return result.fail(f"a record follows the seal at line {number} (appended after sealing)")
+        try:
+            rec = json.loads(line)
+            seq = rec["seq"]
+            if not isinstance(rec.get("data"), dict) or not isinstance(seq, int):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return result.fail(f"line {number} is not a valid record (edited or damaged)", expected_seq)
+        if seq != expected_seq:
+            return result.fail(
+                f"seq gap or reorder at line {number}: expected seq {expected_seq}, found {seq}", expected_seq
+            )
+        if rec.get("run") != row["id"]:
+            return result.fail(f"record seq {seq} belongs to another run ({rec.get('run')})", seq)
+        if rec.get("hash") != receipts.record_hash(rec):
+            return result.fail(f"record seq {seq} was edited (its hash does not match its content)", seq)
+        want_prev = receipts.GENESIS if prev is None else prev["hash"]
+        if rec.get("prev") != want_prev:
+            return result.fail(f"record seq {seq} does not chain to the record before it", seq)
+        if result.count == 0:
+            result.first_seq, result.first_ts = seq, rec.get("ts")
+        result.last_seq, result.last_ts = seq, rec.get("ts")
+        result.count += 1
+        if rec.get("type") == receipts.SEAL:
+            _check_seal(result, rec, prev, row)
+            if not result.ok:
+                return result
+            seal = rec
+        prev = rec
+        expected_seq += 1
+    stored = row.get("chain_count") or 0
+    if result.count < stored:
+        return result.fail(
+            f"truncated: the store's head says {stored} records, the file holds {result.count}", result.count
+        )
+    if result.count > stored:
+        return result.fail(
+            f"the file holds {result.count} records but the store's head says {stored} "
+            "(records appended outside agentsess)",
+            stored,
+        )
+    if prev is not None and row.get("chain_head") != prev["hash"]:
+        return result.fail("the last record's hash differs from the store's chain head", prev["seq"])
+    if check_output and row.get("status") != "running":
+        _check_output(result, row, seal)
+    return result

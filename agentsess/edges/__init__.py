@@ -1,0 +1,1 @@
+"""Edges: each module owns one resource (paths, store, receipts, supervisor, keys, config)."""

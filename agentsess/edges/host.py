@@ -1,0 +1,97 @@
+"""Facts about the machine and processes: who and where a run happens, pid liveness."""
+
+import os
+
+
+def user() -> str:
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if name:
+        return name
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def hostname() -> str:
+    return os.uname().nodename
+
+
+def process_start(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int | None, started: int | float | None) -> bool:
+    """True while ``pid`` still names the process that started at ``started``."""
+    if not pid:
+        return False
+    now = process_start(pid)
+    if now is None:
+        return False
+    return started is None or int(started) == now
+
+
+def git_info(cwd: str) -> dict | None:
+    """The git repository and commit that ``cwd`` is in, read from .git without running git."""
+    path = os.path.abspath(cwd)
+    while True:
+        dotgit = os.path.join(path, ".git")
+        if os.path.exists(dotgit):
+            break
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    gitdir = dotgit
+    try:
+        if os.path.isfile(dotgit):
+            with open(dotgit) as fh:
+                line = fh.read().strip()
+            if line.startswith("gitdir:"):
+                gitdir = os.path.join(path, line[7:].strip())
+        with open(os.path.join(gitdir, "HEAD")) as fh:
+            head = fh.read().strip()
+    except OSError:
+        return {"repo": path, "commit": None, "branch": None}
+    branch, commit = None, None
+    if head.startswith("ref:"):
+        ref = head[4:].strip()
+        branch = ref.rsplit("refs/heads/", 1)[-1]
+        common = gitdir
+        try:
+            with open(os.path.join(gitdir, "commondir")) as fh:
+                common = os.path.join(gitdir, fh.read().strip())
+        except OSError:
+            pass
+        for base in (gitdir, common):
+            try:
+                with open(os.path.join(base, ref)) as fh:
+                    commit = fh.read().strip()
+                break
+            except OSError:
+                continue
+        if commit is None:
+            try:
+                with open(os.path.join(common, "packed-refs")) as fh:
+                    for line in fh:
+                        if line.rstrip().endswith(" " + ref):
+                            commit = line.split()[0]
+                            break
+            except OSError:
+                pass
+    else:
+        commit = head
+    return {"repo": path, "commit": commit, "branch": branch}

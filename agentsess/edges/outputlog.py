@@ -1,0 +1,88 @@
+"""A run's output log: the (masked) bytes the child wrote, and when.
+
+``output.log`` holds the bytes exactly as shown (masked); ``timing.log`` one line per chunk,
+``<seconds since start> <stream> <bytes>`` with stream ``1`` (stdout or pty) or ``2``
+(stderr), and ``<seconds> r <cols>x<rows>`` for a window resize: enough to replay the run
+(`agentsess export --format asciicast`). The log keeps a running SHA-256 and byte count,
+which the run's final receipt records.
+"""
+
+import hashlib
+import os
+import time
+
+from agentsess.edges import paths
+from agentsess.edges.receipts import ReceiptError
+
+
+class OutputLog:
+    def __init__(self, run_id: str):
+        folder = paths.run_dir(run_id)
+        self.path = os.path.join(folder, "output.log")
+        self.timing_path = os.path.join(folder, "timing.log")
+        self._data = os.fdopen(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb", 0)
+        self._timing = os.fdopen(
+            paths.open_private(self.timing_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", 1 << 16
+        )
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.start = time.monotonic()
+        self.size_hint = None
+
+    def write(self, stream: int, data: bytes) -> None:
+        try:
+            self._data.write(data)
+            self._timing.write(f"{time.monotonic() - self.start:.6f} {stream} {len(data)}\n")
+        except OSError as exc:
+            raise ReceiptError(f"cannot write the output log {self.path}: {exc.strerror or exc}") from None
+        self.sha.update(data)
+        self.size += len(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.size_hint is None:
+            self.size_hint = (cols, rows)
+        try:
+            self._timing.write(f"{time.monotonic() - self.start:.6f} r {cols}x{rows}\n")
+        except OSError as exc:
+            raise ReceiptError(f"cannot write the output log {self.path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        for fh in (self._timing, self._data):
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+    def digest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    """(size, sha256 hex) of a finished output log, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            sha.update(block)
+            size += len(block)
+    return size, sha.hexdigest()
+
+
+def tail_lines(path: str, count: int = 20, max_bytes: int = 1 << 16) -> bytes:
+    """The last ``count`` lines of a log without reading the whole file."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            start = max(0, size - max_bytes)
+            fh.seek(start)
+            data = fh.read()
+    except FileNotFoundError:
+        return b""
+    lines = data.splitlines(keepends=True)
+    if start > 0 and lines:
+        lines = lines[1:]
+    return b"".join(lines[-count:])

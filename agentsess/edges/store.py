@@ -1,0 +1,247 @@
+"""The run registry and revocation list: SQLite in WAL mode, behind a narrow interface.
+
+Nothing else opens the database. Rows come back as plain dicts; JSON columns (command,
+scopes, chain, policy) are decoded. Timestamps are UNIX seconds (float).
+"""
+
+import json
+import os
+import sqlite3
+
+from agentsess.edges import paths
+from agentsess.edges.migrations import MIGRATIONS
+from agentsess.errors import STATE, USAGE, AgentsessError
+from agentsess.core import ids
+
+JSON_COLUMNS = ("command", "scopes", "chain", "policy")
+FINISHED = ("exited", "revoked", "abandoned", "denied")
+
+
+def _state_error(path: str, exc: Exception) -> AgentsessError:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return AgentsessError(
+            f"the store {path} is corrupted ({text}); move it aside to start a new one "
+            "(receipt files under runs/ stay verifiable)",
+            STATE,
+        )
+    if "readonly" in text or "unable to open" in text or isinstance(exc, PermissionError):
+        return AgentsessError(
+            f"cannot write the store {path} ({text}); make the data root writable or set "
+            "AGENTSESS_HOME to a writable folder",
+            STATE,
+        )
+    return AgentsessError(f"the store {path} failed: {text}", STATE)
+
+
+class Store:
+    """One connection to the store; use as a context manager or call close()."""
+
+    def __init__(self, path: str | None = None):
+        root = paths.data_root()
+        self.path = path or paths.store_file()
+        try:
+            paths.ensure_dir(root)
+            if not os.path.exists(self.path):
+                os.close(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT))
+            self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                self.db.execute("PRAGMA journal_mode = DELETE")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except AgentsessError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _state_error(self.path, exc) from exc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.db.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                    self.db.execute("ROLLBACK")
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(
+                    "INSERT INTO migrations (name, applied_at) VALUES (?, strftime('%s','now'))",
+                    (name,),
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def _exec(self, sql: str, args=()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from exc
+
+    @staticmethod
+    def _decode(row: sqlite3.Row | None) -> dict | None:
+        if row is None:
+            return None
+        out = dict(row)
+        for key in JSON_COLUMNS:
+            if key in out and out[key] is not None:
+                out[key] = json.loads(out[key])
+        return out
+
+    def insert_run(self, row: dict) -> None:
+        row = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._exec(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def update_run(self, run_id: str, **fields) -> None:
+        if not fields:
+            return
+        fields = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in fields.items()}
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._exec(f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), run_id))
+
+    def set_status_if(self, run_id: str, expected: str, **fields) -> bool:
+        """Update only while the run still has status ``expected``; True when it did."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        cur = self._exec(
+            f"UPDATE runs SET {sets} WHERE id = ? AND status = ?", (*fields.values(), run_id, expected)
+        )
+        return cur.rowcount == 1
+
+    def set_head(self, run_id: str, head: str, count: int) -> None:
+        self._exec(
+            "UPDATE runs SET chain_head = ?, chain_count = ? WHERE id = ? AND chain_count < ?",
+            (head, count, run_id, count),
+        )
+
+    def get_run(self, run_id: str) -> dict | None:
+        return self._decode(self._exec("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+
+    def resolve(self, ref: str) -> str:
+        """A run id from what the user typed: a full id, any unique prefix, or ``last``."""
+        if ref == "last":
+            row = self._exec("SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 1").fetchone()
+            if row is None:
+                raise AgentsessError("there are no runs yet; start one with `agentsess run -- CMD`", USAGE)
+            return row[0]
+        prefix = ids.normalise_prefix(ref)
+        if prefix is None:
+            raise AgentsessError(
+                f"'{ref}' is not a run id: expected run_ followed by letters and digits "
+                "(any unique prefix), or 'last'",
+                USAGE,
+            )
+        hi = prefix + "\U0010ffff"
+        rows = self._exec(
+            "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 11", (prefix, hi)
+        ).fetchall()
+        if not rows:
+            raise AgentsessError(f"no run matches '{ref}'; list runs with `agentsess runs`", USAGE)
+        if len(rows) > 1:
+            shown = ", ".join(r[0] for r in rows[:10])
+            more = " …" if len(rows) > 10 else ""
+            raise AgentsessError(f"'{ref}' is ambiguous: it matches {shown}{more}; type more of the id", USAGE)
+        return rows[0][0]
+
+    def list_runs(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        parent_id: str | None = None,
+        limit: int | None = None,
+        columns: str = "*",
+    ) -> list[dict]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if name:
+            where.append("name = ?")
+            args.append(name)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        if parent_id:
+            where.append("parent_id = ?")
+            args.append(parent_id)
+        sql = f"SELECT {columns} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [self._decode(r) for r in self._exec(sql, args)]
+
+    def children(self, run_id: str) -> list[dict]:
+        rows = self._exec("SELECT * FROM runs WHERE parent_id = ? ORDER BY started_at, id", (run_id,))
+        return [self._decode(r) for r in rows]
+
+    def descendants(self, run_id: str) -> list[dict]:
+        """Every run below ``run_id``, parents before children."""
+        rows = self._exec(
+            """
+            WITH RECURSIVE tree(id, depth) AS (
+                SELECT id, 1 FROM runs WHERE parent_id = ?
+                UNION ALL
+                SELECT runs.id, tree.depth + 1 FROM runs JOIN tree ON runs.parent_id = tree.id
+            )
+            SELECT runs.* FROM runs JOIN tree ON runs.id = tree.id ORDER BY tree.depth, runs.started_at
+            """,
+            (run_id,),
+        )
+        return [self._decode(r) for r in rows]
+
+    def revoked_among(self, run_ids: list[str]) -> dict | None:
+        """The first of ``run_ids`` (in the given order) that is revoked or abandoned, as a row."""
+        if not run_ids:
+            return None
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._exec(
+            f"SELECT id, status, revoked_at, revoke_reason FROM runs WHERE id IN ({marks}) "
+            "AND (revoked_at IS NOT NULL OR status = 'abandoned')",
+            tuple(run_ids),
+        ).fetchall()
+        found = {r["id"]: dict(r) for r in rows}
+        for rid in run_ids:
+            if rid in found:
+                return found[rid]
+        return None
+
+    def running(self) -> list[dict]:
+        return [self._decode(r) for r in self._exec("SELECT * FROM runs WHERE status = 'running'")]
+
+    def count(self) -> int:
+        return self._exec("SELECT count(*) FROM runs").fetchone()[0]
+
+    def delete_runs(self, run_ids: list[str]) -> None:
+        for i in range(0, len(run_ids), 500):
+            part = run_ids[i : i + 500]
+            self._exec(f"DELETE FROM runs WHERE id IN ({', '.join('?' for _ in part)})", tuple(part))
