@@ -3,6 +3,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -533,3 +535,82 @@ def test_set_then_load_gives_the_value(config_path, key, minutes):
     claude = load_config().profile("claude")
     assert getattr(claude, key) == minutes * 60
     assert "# rules below" in config_path.read_text()
+
+
+# --- the validated-profiles cache ----------------------------------------------------------
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    root = tmp_path / "home"
+    root.mkdir(mode=0o700)
+    return root
+
+
+def test_cache_is_written_privately_and_gives_the_same_profiles(config_path, data_root):
+    init_config()
+    first = load_config()
+    cache = data_root / "config.cache"
+    assert cache.exists()
+    assert mode(cache) == 0o600
+    second = load_config()
+    assert second.to_dict() == first.to_dict()
+
+
+def test_cache_follows_every_edit(config_path, data_root):
+    init_config()
+    assert load_config().profile("claude").ttl == 3600
+    set_value("profiles.claude.ttl", "2h")
+    assert load_config().profile("claude").ttl == 7200
+    # an edit by hand that keeps the size and even the mtime is still seen
+    text = config_path.read_text().replace('ttl = "2h"', 'ttl = "3h"')
+    st = os.stat(config_path)
+    config_path.write_text(text)
+    os.utime(config_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_config().profile("claude").ttl == 3 * 3600
+
+
+def test_cache_is_per_config_path(tmp_path, config_path, data_root):
+    other = tmp_path / "other.toml"
+    write(config_path, "[profiles.one]\n")
+    write(other, "[profiles.one]\n")
+    assert load_config().path == str(config_path)
+    assert load_config(str(other)).path == str(other)
+
+
+def test_broken_cache_is_ignored(config_path, data_root):
+    write(config_path, "[profiles.one]\nttl = '5m'\n")
+    load_config()
+    (data_root / "config.cache").write_bytes(b"not marshal at all")
+    assert load_config().profile("one").ttl == 300
+    (data_root / "config.cache").unlink()
+    (data_root / "config.cache").mkdir()
+    assert load_config().profile("one").ttl == 300
+
+
+def test_invalid_config_is_never_served_from_cache(config_path, data_root):
+    write(config_path, "[profiles.one]\nttl = '5m'\n")
+    load_config()
+    write(config_path, "[profiles.one]\nttl = 'soon'\n")
+    with pytest.raises(AgentsessError, match="profiles.one.ttl"):
+        load_config()
+
+
+def test_no_cache_without_a_data_root(config_path, tmp_path):
+    write(config_path, "[profiles.one]\n")
+    load_config()
+    assert not (tmp_path / "home").exists()
+
+
+def test_cache_hit_does_not_import_tomllib(config_path, data_root):
+    init_config()
+    load_config()
+    code = (
+        "import sys; from agentsess.edges.config import load_config; "
+        "p = load_config().profile('claude'); "
+        "print(p.agent, 'tomllib' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    ).stdout
+    assert out.split() == ["claude-code", "False"]

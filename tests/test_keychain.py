@@ -53,7 +53,7 @@ def run_py(code: str, env_changes: dict, check: bool = True) -> subprocess.Compl
         timeout=60,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr}")
     return proc
 
 
@@ -80,24 +80,34 @@ def test_forced_file_backend_stores_in_a_private_file(home, capsys):
     assert "AGENTSESS_KEYRING=file" in status["detail"]
 
 
-def test_forced_file_notice_once_and_only_once(home, capsys):
+def test_forced_file_is_quiet(home, capsys):
+    """AGENTSESS_KEYRING=file is the user's own choice: no notice, in-process or later."""
     keychain.set_secret("a", "1")
+    keychain.get_secret("a")
+    assert capsys.readouterr().err == ""
+    proc = run_py("from agentsess.edges import keychain; print(keychain.get_secret('a'))", {})
+    assert (proc.stdout, proc.stderr) == ("1\n", "")
+
+
+def test_fallback_notice_once_and_only_once(home, capsys, monkeypatch):
+    """In one process: the notice comes with the first choice, not with later calls, nor
+    when a new process (simulated by clearing the cache) finds the record."""
+    import keyring
+    from keyring.backends import fail
+
+    monkeypatch.delenv("AGENTSESS_KEYRING")
+    monkeypatch.setattr(keyring, "get_keyring", lambda: fail.Keyring())
+    keychain.set_secret("a", "1")
+    keychain.set_secret("b", "2")
     keychain.get_secret("a")
     err = capsys.readouterr().err
     assert err.count("agentsess: ") == 1
+    assert "no usable OS keyring (fail.Keyring)" in err
     assert paths.secrets_file() in err and "0600" in err
 
     keychain._chosen.clear()  # as a new process would
-    keychain.set_secret("b", "2")
-    assert keychain.get_secret("a") == "1"
+    assert keychain.get_secret("b") == "2"
     assert capsys.readouterr().err == ""
-
-    # ...and in a new process too.
-    proc = run_py(
-        "from agentsess.edges import keychain; print(keychain.get_secret('b'))", {}
-    )
-    assert proc.stdout.strip() == "2"
-    assert proc.stderr == ""
 
 
 def test_file_tightens_an_existing_wide_data_root(home):
@@ -442,3 +452,22 @@ def test_file_record_keeps_a_data_root_on_its_file(home):
         {"AGENTSESS_KEYRING": "system", "PYTHON_KEYRING_BACKEND": PLAINTEXT},
     )
     assert listed.stdout.strip() == "[]"  # the file's entries are not offered as the keyring's
+
+
+def test_simultaneous_first_fallbacks_give_one_notice(home):
+    env = dict(os.environ)
+    env.pop("AGENTSESS_KEYRING")
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+    code = (
+        "import sys; from agentsess.edges import keychain; "
+        "keychain.set_secret('s' + sys.argv[1], 'v')"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(n)], env=env, stderr=subprocess.PIPE,
+                         text=True)
+        for n in range(5)
+    ]
+    errs = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 5
+    assert "".join(errs).count(NOTICE) == 1
+    assert [n for n, _ in keychain.list_secrets()] == [f"s{n}" for n in range(5)]

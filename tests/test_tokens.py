@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 
 import jwt
 import pytest
@@ -180,7 +179,9 @@ def test_we_verify_pyjwt_tokens_made_with_our_key():
                     max_size=5),
     chain=st.lists(st.from_regex(r"run_[0-9a-z]{5}", fullmatch=True), max_size=3),
 )
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_round_trip_with_pyjwt(agent, user, scopes, chain):
     token, claims, kid = mint(agent=agent, obo=user + "@host", scope=scopes, chain=chain)
     assert check(token).claims == claims
@@ -279,8 +280,10 @@ def test_crit_and_unknown_header_members():
     assert check(crit).reason == "malformed"
     rejected_by_pyjwt(crit, kid)
     for extra in ({"jku": "https://evil.example/jwks"}, {"jwk": {"kty": "OKP"}}, {"b64": False}):
-        assert check(forge(dict({"alg": "EdDSA", "kid": kid}, **extra), claims)).reason == "malformed"
-    assert check(forge({"alg": "EdDSA", "typ": "JOSE+JSON", "kid": kid}, claims)).reason == "malformed"
+        header = dict({"alg": "EdDSA", "kid": kid}, **extra)
+        assert check(forge(header, claims)).reason == "malformed"
+    header = {"alg": "EdDSA", "typ": "JOSE+JSON", "kid": kid}
+    assert check(forge(header, claims)).reason == "malformed"
     assert check(forge({"alg": "EdDSA", "typ": "JWT"}, claims)).reason == "malformed"  # no kid
     assert check(forge({"alg": "EdDSA", "kid": 7}, claims)).reason == "malformed"
 
@@ -403,6 +406,11 @@ def test_revocation_of_the_run_and_of_an_ancestor():
     v = check(token, is_revoked=lambda ids: ("run_root", None))
     assert (v.valid, v.reason) == (False, "revoked ancestor")
     assert "run_root" in v.detail
+
+    # Details stay one line whatever the store or the claims hold (check() asserts it).
+    odd, _, _ = mint(sid="run_odd\nline", agent="a\tb")
+    assert check(odd).valid
+    assert check(odd, is_revoked=lambda ids: (ids[0], "why\nnot")).reason == "revoked run"
 
 
 def test_required_scopes():

@@ -16,23 +16,44 @@ app = typer.Typer(
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 
-@app.command(
-    "run",
-    context_settings=PASSTHROUGH,
-    add_help_option=False,
-    help="Run a command as a supervised agent run (see `agentsess run --help`).",
-)
-def run_command(ctx: typer.Context) -> None:
-    from agentsess.cli.run import main
+FAST_HELP = {
+    "run": "Run a command as a supervised agent run (see `agentsess run --help`).",
+    "token": "Verify an agentsess token: `agentsess token verify [TOKEN|-] [--scope S]... [--json]`.",
+    "check": "Inside a run: may it act with SCOPE now? Records the decision (`agentsess check --help`).",
+    "hook": "Claude Code hook handler: `agentsess hook claude-code --run RUN` (fails closed).",
+    "exec": "Run a command unchanged and record it as an action.exec receipt of the current run.",
+}
 
-    raise typer.Exit(main(list(ctx.args)))
+
+def _passthrough(name: str, help_text: str) -> None:
+    """Commands parsed in :mod:`agentsess.cli.entry` (hot paths) still show in `--help`."""
+
+    def command(ctx: typer.Context) -> None:
+        from agentsess.cli.entry import FAST
+
+        module, attr = FAST[name]
+        fn = getattr(__import__(module, fromlist=[attr]), attr)
+        raise typer.Exit(fn(list(ctx.args)))
+
+    app.command(name, context_settings=PASSTHROUGH, add_help_option=False, help=help_text)(command)
 
 
 def _register() -> None:
-    from agentsess.cli import inspect
+    for name, help_text in FAST_HELP.items():
+        _passthrough(name, help_text)
+    from agentsess.cli import audit, credentials, exporting, inspect, settings
 
     app.command("runs")(inspect.runs)
     app.command("show-run")(inspect.show_run)
+    app.command("verify")(audit.verify)
+    app.command("revoke")(audit.revoke)
+    app.command("jwks")(credentials.jwks)
+    app.add_typer(credentials.key_app, name="key")
+    app.add_typer(credentials.secret_app, name="secret")
+    app.add_typer(settings.config_app, name="config")
+    app.command("doctor")(settings.doctor)
+    app.command("export")(exporting.export)
+    app.command("prune")(exporting.prune)
 
 
 _register()

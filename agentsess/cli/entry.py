@@ -12,6 +12,10 @@ from agentsess.errors import RUN_FAILED, AgentsessError
 
 FAST = {
     "run": ("agentsess.cli.run", "main"),
+    "token": ("agentsess.cli.token", "main"),
+    "check": ("agentsess.cli.guard", "check_main"),
+    "hook": ("agentsess.cli.guard", "hook_main"),
+    "exec": ("agentsess.cli.guard", "exec_main"),
 }
 
 
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in FAST:
         module, name = FAST[argv[0]]
         fn = getattr(__import__(module, fromlist=[name]), name)
-        return guarded(fn, argv[1:], debug, RUN_FAILED if argv[0] == "run" else 1)
+        unexpected = {"run": RUN_FAILED, "hook": 2}.get(argv[0], 1)
+        return guarded(fn, argv[1:], debug, unexpected)
     from agentsess.cli.app import run_app
 
     return guarded(run_app, argv, debug, 1)

@@ -11,6 +11,7 @@ import time
 
 from agentsess.core import audit, ids
 from agentsess.core.plan import Plan, Refused, Request, make_plan
+from agentsess.core.policy import token_digest
 from agentsess.core.timefmt import rfc3339
 from agentsess.edges import host, paths, receipts
 from agentsess.edges.receipts import ReceiptError
@@ -159,6 +160,23 @@ def _human_files_notice(files: list[str]) -> None:
         pass
 
 
+def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
+    """Claude Code hooks and shell capture: (argv to exec, receipt facts, spool path or None)."""
+    from agentsess.core import integrations
+
+    argv, facts, spool = request.argv, {}, None
+    kind = request.integration or plan.profile.integration
+    if integrations.wants_claude_code(request.argv, kind):
+        argv, extra, facts["claude_code"] = integrations.setup_claude_code(run_id, request.argv)
+        env.update(extra)
+    capture = plan.profile.capture_shell if request.capture_shell is None else request.capture_shell
+    if capture:
+        extra, spool = integrations.setup_shell_capture(run_id)
+        env.update(extra)
+        facts["shell_capture"] = True
+    return argv, facts, spool
+
+
 class Watch:
     """The supervisor's periodic check: revocation, expiry, and the receipt stream's presence."""
 
@@ -172,12 +190,19 @@ class Watch:
         self.stopped = False
         self.warned = False
         self.expired = False
+        self.spool = None
+
+    def ingest_spool(self) -> None:
+        if self.spool is not None:
+            for data in self.spool.read():
+                audit.record(self.store, self.run_id, "action.exec", data)
 
     def __call__(self, sup) -> None:
         if not os.path.exists(self.receipts_path):
             raise ReceiptError(
                 f"the receipt stream {self.receipts_path} was deleted; stopping the run (fail closed)"
             )
+        self.ingest_spool()
         if not self.revoked:
             row = self.store.db.execute(
                 "SELECT revoked_at, revoke_cause FROM runs WHERE id = ?", (self.run_id,)
@@ -246,7 +271,6 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
     if use_pty is None:
         use_pty = os.isatty(0) and os.isatty(1)
     obo = f"{host.user()}@{host.hostname()}"
-    receipts.create_stream(run_id)
     token, claims, kid = tokens.mint(
         agent=plan.agent,
         obo=obo,
@@ -258,6 +282,7 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
     )
     plan.expires_at = float(claims["exp"])
     env, env_facts = _child_env(request, plan, run_id, token, injected)
+    receipts.create_stream(run_id)
     store.insert_run(
         {
             "id": run_id,
@@ -279,12 +304,14 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
             "chain": plan.chain,
             "depth": plan.depth,
             "jti": claims["jti"],
+            "token_sha256": token_digest(token),
             "kid": kid,
             "issued_at": float(claims["iat"]),
             "expires_at": plan.expires_at,
-            "policy": profile.to_dict(),
+            "policy": profile.to_dict(redact_env=True),
         }
     )
+    argv, integration, spool = _integrations(request, plan, run_id, env)
     started = {
         "argv": request.argv,
         "name": plan.name,
@@ -299,6 +326,7 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
         "obo": obo,
         "git": host.git_info(request.cwd),
         "env": env_facts,
+        "integration": integration,
     }
     audit.record(store, run_id, "run.started", started)
     audit.record(
@@ -339,8 +367,12 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
     mask_terminal = profile.mask_terminal if request.mask_terminal is None else request.mask_terminal
     log = OutputLog(run_id)
     watch = Watch(store, run_id, plan)
+    if spool is not None:
+        from agentsess.core.integrations import SpoolReader
+
+        watch.spool = SpoolReader(spool, Masker(masked).mask_text)
     sup = Supervisor(
-        request.argv,
+        argv,
         env,
         use_pty=use_pty,
         log=log,
@@ -363,6 +395,10 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
         failure = exc.message
     finally:
         log.close()
+    try:
+        watch.ingest_spool()
+    except ReceiptError:
+        pass
     ended = time.time()
     fields = {
         "ended_at": ended,

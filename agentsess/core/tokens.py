@@ -99,6 +99,14 @@ def _fail(reason: str, detail: str, claims=None, kid=None) -> Verdict:
     return Verdict(False, reason, detail, claims, kid)
 
 
+def _shown(text) -> str:
+    """``text`` for a one-line detail: as is if short and printable, else a short repr."""
+    text = str(text)
+    if len(text) <= 80 and text.isprintable():
+        return text
+    return repr(text[:80])
+
+
 def _no_duplicates(pairs):
     out = {}
     for key, value in pairs:
@@ -181,10 +189,9 @@ def _check_header(header: dict):
     if not isinstance(alg, str):
         return _fail(MALFORMED, "token header has no 'alg'")
     if alg not in ALGORITHMS:
-        shown = alg if len(alg) <= 20 and alg.isprintable() else alg[:20].encode().hex()
-        return _fail(UNSUPPORTED_ALGORITHM, f"token algorithm {shown!r} is not EdDSA")
+        return _fail(UNSUPPORTED_ALGORITHM, f"token algorithm {alg[:20]!r} is not EdDSA")
     if "crit" in header:
-        return _fail(MALFORMED, "token header has a 'crit' member, which agentsess does not accept")
+        return _fail(MALFORMED, "token header has a 'crit' member; agentsess accepts none")
     extra = sorted(m for m in header if m not in _HEADER_MEMBERS)
     if extra:
         names = ", ".join(repr(m[:20]) for m in extra[:3])
@@ -239,7 +246,8 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
     if not token:
         return _fail(MALFORMED, "token is empty")
     if len(token) > MAX_TOKEN_LENGTH:
-        return _fail(MALFORMED, f"token is {len(token)} characters long (at most {MAX_TOKEN_LENGTH})")
+        detail = f"token is {len(token)} characters long (at most {MAX_TOKEN_LENGTH})"
+        return _fail(MALFORMED, detail)
     parts = token.split(".")
     if len(parts) != 3:
         return _fail(MALFORMED, f"token has {len(parts)} dot-separated parts, not 3")
@@ -261,12 +269,13 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
     except ValueError as exc:
         return _fail(MALFORMED, str(exc))
     kid = header["kid"]
-    shown_kid = kid if len(kid) <= 40 and kid.isprintable() else kid[:40].encode().hex()
+    shown_kid = _shown(kid)
 
     # 3. Key and signature.
     public = _keys.public_key(kid)
     if public is None:
-        return _fail(UNKNOWN_KEY, f"token is signed with key {shown_kid!r}, which this agentsess does not know")
+        detail = f"token is signed with key {shown_kid}, which this agentsess does not know"
+        return _fail(UNKNOWN_KEY, detail)
     if len(signature) != 64:
         return _fail(BAD_SIGNATURE, "token signature is not 64 bytes", kid=kid)
     try:
@@ -274,7 +283,7 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
     except Exception as exc:
         if not _keys.is_invalid_signature(exc):
             raise
-        return _fail(BAD_SIGNATURE, f"token signature does not match key {shown_kid!r}", kid=kid)
+        return _fail(BAD_SIGNATURE, f"token signature does not match key {shown_kid}", kid=kid)
 
     # 4. Claims (signed by us, but still checked for shape).
     claims = _json_object(payload_raw)
@@ -287,22 +296,27 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
     # 5. Times.
     t = int(time.time() if now is None else now)
     leeway = int(leeway)
+    sid = _shown(claims["sid"])
     if claims["exp"] <= t - leeway:
-        return _fail(EXPIRED, f"token of run {claims['sid']} expired {t - claims['exp']} s ago", claims, kid)
+        return _fail(EXPIRED, f"token of run {sid} expired {t - claims['exp']} s ago", claims, kid)
     if claims["nbf"] > t + leeway:
-        return _fail(NOT_YET_VALID, f"token of run {claims['sid']} is not valid for another {claims['nbf'] - t} s", claims, kid)
+        wait = claims["nbf"] - t
+        return _fail(NOT_YET_VALID, f"token of run {sid} is not valid for {wait} s", claims, kid)
     if claims["iat"] > t + leeway:
-        return _fail(NOT_YET_VALID, f"token of run {claims['sid']} was issued {claims['iat'] - t} s in the future", claims, kid)
+        ahead = claims["iat"] - t
+        detail = f"token of run {sid} was issued {ahead} s in the future"
+        return _fail(NOT_YET_VALID, detail, claims, kid)
 
     # 6. Revocation of the run or any ancestor.
     if is_revoked is not None:
         hit = is_revoked([claims["sid"]] + list(claims["chain"]))
         if hit:
             run_id, why = hit
-            why = f": {why}" if why else ""
+            why = f": {_shown(str(why))}" if why else ""
             if run_id == claims["sid"]:
-                return _fail(REVOKED_RUN, f"run {run_id} was revoked{why}", claims, kid)
-            return _fail(REVOKED_ANCESTOR, f"ancestor run {run_id} of run {claims['sid']} was revoked{why}", claims, kid)
+                return _fail(REVOKED_RUN, f"run {sid} was revoked{why}", claims, kid)
+            detail = f"ancestor run {_shown(run_id)} of run {sid} was revoked{why}"
+            return _fail(REVOKED_ANCESTOR, detail, claims, kid)
 
     # 7. Scopes.
     if required_scopes:
@@ -310,14 +324,12 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
         granted = claims["scope"].split()
         missing = [w for w in wanted if not any(_scopes.covers(g, w) for g in granted)]
         if missing:
-            return _fail(
-                MISSING_SCOPE,
-                f"run {claims['sid']} lacks scope {' '.join(missing)} (has: {claims['scope'] or '(none)'})",
-                claims,
-                kid,
-            )
+            has = _shown(claims["scope"]) or "(none)"
+            detail = f"run {sid} lacks scope {' '.join(missing)} (has: {has})"
+            return _fail(MISSING_SCOPE, detail, claims, kid)
 
-    return Verdict(True, None, f"valid token of run {claims['sid']} (agent {claims['agent']})", claims, kid)
+    detail = f"valid token of run {sid} (agent {_shown(claims['agent'])})"
+    return Verdict(True, None, detail, claims, kid)
 
 
 def unverified_claims(token):

@@ -4,6 +4,8 @@ Reports the first failure precisely, as `journalctl --verify` does: the record t
 edited, a gap or reorder in seq, a file shorter or longer than the store's head says, a bad
 seal, an output log whose digest does not match. An intact stream without a seal (a live
 run, or one whose supervisor died before sealing) is reported as unsealed, not as failed.
+A finished run revoked later gets its ``run.revoked`` receipt and a new seal after the
+first one; ``sealed`` means the stream ends in a valid seal.
 """
 
 import json
@@ -105,8 +107,6 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
     seal = None
     expected_seq = 0
     for number, line in receipts.read(row["id"]):
-        if seal is not None:
-            return result.fail(f"a record follows the seal at line {number} (appended after sealing)")
         try:
             rec = json.loads(line)
             seq = rec["seq"]
@@ -134,6 +134,8 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
             if not result.ok:
                 return result
             seal = rec
+        else:
+            result.sealed = False  # records after a seal (a later revocation) need a new seal
         prev = rec
         expected_seq += 1
     stored = row.get("chain_count") or 0

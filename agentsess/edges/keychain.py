@@ -9,9 +9,10 @@ Two backends:
 ``AGENTSESS_KEYRING=file|system`` forces one. Otherwise the OS keyring is tried; if it is not
 usable (keyring's ``fail`` or ``null`` backend, a chainer with nothing to chain, a backend
 keyring itself does not recommend, or an error), agentsess falls back to the file, says so
-once on stderr, and records that choice in ``keychain.json`` in the data root. Later runs
-read the record and go straight to the file without importing ``keyring`` (60 ms), so a data
-root keeps the backend its secrets are in.
+once on stderr, and records that choice in ``keychain.json`` in the data root (a forced
+``file`` is recorded too, silently). Later runs read the record and go straight to the file
+without importing ``keyring`` (60 ms), so a data root keeps the backend its secrets are in;
+only ``AGENTSESS_KEYRING=system`` overrides the record.
 
 Names are namespaced: ``signing-key:<kid>`` for signing keys, ``secret:<name>`` for user
 secrets. Keyrings cannot list their entries, so a 0600 index (names, set-at times and the
@@ -333,15 +334,14 @@ def _file_backend(root: str, reason: str, forced: bool) -> _FileBackend:
             "to a writable folder",
             STATE,
         ) from None
-    if _claim_record(root, reason):
-        if forced:
-            _notice(f"keeping secrets in {path} (mode 0600), as AGENTSESS_KEYRING=file asks.")
-        else:
-            _notice(
-                f"no usable OS keyring ({reason}); keeping secrets in {path} (mode 0600). "
-                "Set AGENTSESS_KEYRING=system to require a keyring."
-            )
-    return _FileBackend(path, reason if not forced else "AGENTSESS_KEYRING=file")
+    # A forced choice is recorded quietly (the user asked for it; `doctor` names the file).
+    # A fallback is a surprise, so it is said once per data root: by whoever records it.
+    if _claim_record(root, reason) and not forced:
+        _notice(
+            f"no usable OS keyring ({reason}); keeping secrets in {path} (mode 0600). "
+            "Set AGENTSESS_KEYRING=system to require a keyring."
+        )
+    return _FileBackend(path, reason)
 
 
 def _backend():

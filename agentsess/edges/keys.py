@@ -13,7 +13,6 @@ binding where that offers the Ed25519 functions (see :func:`_ed25519`).
 """
 
 import binascii
-import json
 import os
 import sys
 import time

@@ -48,11 +48,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN chain TEXT;
         ALTER TABLE runs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE runs ADD COLUMN jti TEXT;
+        ALTER TABLE runs ADD COLUMN token_sha256 TEXT;
         ALTER TABLE runs ADD COLUMN kid TEXT;
         ALTER TABLE runs ADD COLUMN issued_at REAL;
         ALTER TABLE runs ADD COLUMN expires_at REAL;
         ALTER TABLE runs ADD COLUMN policy TEXT;
         CREATE INDEX runs_jti ON runs (jti);
+        CREATE INDEX runs_token ON runs (token_sha256);
         """,
     ),
     (

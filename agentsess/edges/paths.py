@@ -60,11 +60,15 @@ def agent_home(agent: str) -> str:
 
 
 def ensure_dir(path: str) -> str:
-    """Create ``path`` (and parents) with mode 0700; tighten it if it exists."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass
+    """Create ``path`` with mode 0700 (missing parents too); tighten ``path`` if it exists."""
+    if not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if parent and parent != path and not os.path.isdir(parent):
+            ensure_dir(parent)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
     st = os.stat(path)
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)

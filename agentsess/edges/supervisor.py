@@ -268,9 +268,9 @@ class Supervisor:
     def group_alive(self) -> bool:
         return self.signal_group(0)
 
-    def stop(self, grace: float | None = None) -> None:
-        """TERM the child's process group now and KILL it after ``grace`` seconds."""
-        self.signal_group(signal.SIGTERM)
+    def stop(self, grace: float | None = None, signal: int = signal.SIGTERM) -> None:
+        """Signal (TERM) the child's process group now and KILL it after ``grace`` seconds."""
+        self.signal_group(signal)
         deadline = time.monotonic() + (self.grace if grace is None else grace)
         if self.kill_at is None or deadline < self.kill_at:
             self.kill_at = deadline
@@ -346,9 +346,7 @@ class Supervisor:
                 if self.term_count >= 2:
                     self.kill()
                     return
-                self.stop()
-                if sig == signal.SIGHUP:
-                    self.signal_group(signal.SIGHUP)
+                self.stop(signal=sig)
             else:
                 self.signal_group(sig)
 

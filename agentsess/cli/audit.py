@@ -1,0 +1,81 @@
+"""`agentsess verify` and `agentsess revoke`: is the record intact, and stop a run now."""
+
+import typer
+
+from agentsess.cli import render
+from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
+
+
+def verify(
+    run: str = typer.Argument(None, help="run id, unique prefix, or 'last'"),
+    all_runs: bool = typer.Option(False, "--all", help="verify every run in the store"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
+) -> None:
+    """Recompute receipt chains, seals and output digests; exit 1 if any run fails."""
+    from agentsess.core.lifecycle import reap_abandoned
+    from agentsess.core.verification import verify_run
+    from agentsess.edges.store import Store
+
+    if bool(run) == all_runs:
+        raise AgentsessError("verify: give one RUN or --all", USAGE)
+    with Store() as store:
+        reap_abandoned(store)
+        rows = store.list_runs() if all_runs else [store.get_run(store.resolve(run))]
+        results = [verify_run(row).as_dict() for row in rows]
+    if as_json:
+        render.print_json(results)
+    else:
+        out = render.console()
+        for r in results:
+            from rich.text import Text
+
+            line = Text()
+            line.append(r["result"], style="bold green" if r["ok"] else "bold red")
+            line.append(f"  {r['run']}  {r['records']} receipts")
+            if r["seq_range"]:
+                line.append(f", seq {r['seq_range'][0]}..{r['seq_range'][1]}")
+            if r["time_range"]:
+                line.append(f", {render.short_time(r['time_range'][0])} → {render.short_time(r['time_range'][1])}")
+            line.append(", sealed" if r["sealed"] else ", unsealed")
+            if r["failure"]:
+                line.append(f"\n      {r['failure']}", style="red")
+            out.print(line)
+        failed = sum(1 for r in results if not r["ok"])
+        if len(results) > 1:
+            out.print(f"{len(results) - failed} passed, {failed} failed", markup=False)
+    if any(not r["ok"] for r in results):
+        raise typer.Exit(CHECK_FAILED)
+
+
+def revoke(
+    run: str = typer.Argument(..., help="run id, unique prefix, or 'last'"),
+    reason: str = typer.Option(None, "--reason", help="why, recorded in the receipt"),
+    only: bool = typer.Option(False, "--only", help="revoke just this run, not its descendants"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON list, one object per revoked run"),
+) -> None:
+    """Kill a run's credentials, stop its process tree, and cascade to its sub-agent runs."""
+    from agentsess.core.revocation import revoke as do_revoke
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        results = do_revoke(store, run, reason, only)
+    if as_json:
+        render.print_json(results)
+        return
+    from rich.tree import Tree
+
+    out = render.console()
+    nodes = {}
+    root = None
+    for r in results:
+        label = render.text(
+            f"{r['id']}  {r['name']}  "
+            + ("revoked" if r["newly_revoked"] else "already revoked")
+            + f"; process: {r['process']}"
+        )
+        parent = nodes.get(r["parent_id"])
+        node = parent.add(label) if parent is not None else Tree(label)
+        if root is None:
+            root = node
+        nodes[r["id"]] = node
+    out.print(root)

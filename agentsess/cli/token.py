@@ -1,0 +1,51 @@
+"""`agentsess token verify [TOKEN|-] [--scope S]... [--json]`, parsed without typer (hot path)."""
+
+import argparse
+import json
+import os
+import sys
+
+from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise AgentsessError(f"token verify: {message} (see `agentsess token verify --help`)", USAGE)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="agentsess token verify",
+        description="Verify an agentsess token: signature, time window, revocation of its run and "
+        "ancestors, and scopes. Exit 0 valid, 1 invalid (with the reason), 2 usage.",
+    )
+    p.add_argument("token", nargs="?", help="the token, or - to read it from stdin (default: $AGENTSESS_TOKEN)")
+    p.add_argument("--scope", "-s", action="append", default=[], help="a scope the token must cover (repeatable)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the verdict as JSON")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["verify"]:
+        if not argv or argv[0] in ("-h", "--help"):
+            sys.stdout.write("usage: agentsess token verify [TOKEN|-] [--scope S]... [--json]\n")
+            return 0 if argv else USAGE
+        raise AgentsessError(f"token: unknown subcommand '{argv[0]}': expected 'verify'", USAGE)
+    args = parser().parse_args(argv[1:])
+    token = args.token
+    if token == "-":
+        token = sys.stdin.read().strip()
+    elif token is None:
+        token = os.environ.get("AGENTSESS_TOKEN")
+        if not token:
+            raise AgentsessError("token verify: no token given and AGENTSESS_TOKEN is not set", USAGE)
+    from agentsess.core.credentials import verify_token
+
+    verdict = verify_token(token, args.scope)
+    if args.as_json:
+        sys.stdout.write(json.dumps(verdict.as_dict(), indent=2) + "\n")
+    elif verdict.valid:
+        sys.stdout.write(f"valid: {verdict.detail}\n")
+    else:
+        sys.stderr.write(f"agentsess: invalid token ({verdict.reason}): {verdict.detail}\n")
+    return 0 if verdict.valid else CHECK_FAILED

@@ -1,0 +1,44 @@
+"""`agentsess doctor`: what agentsess uses on this machine, and whether each part works."""
+
+import os
+
+
+def diagnose() -> dict:
+    from agentsess.edges import keychain, keys, paths
+    from agentsess.edges.config import load_config
+    from agentsess.edges.store import Store
+    from agentsess.errors import AgentsessError
+
+    checks = []
+
+    def add(name, level, detail):
+        checks.append({"name": name, "level": level, "detail": detail})
+
+    root = paths.data_root()
+    add("data root", "ok" if os.access(root, os.W_OK) or not os.path.exists(root) else "fail", root)
+    try:
+        with Store() as store:
+            add("store", "ok", f"{store.path} ({store.count()} runs, migrations {', '.join(store.applied_migrations())})")
+    except AgentsessError as exc:
+        add("store", "fail", exc.message)
+    try:
+        status = keychain.backend_status()
+        level = "warn" if status.get("backend") == "file" else "ok"
+        detail = status.get("detail") or status.get("backend")
+        if status.get("backend") == "file":
+            detail = f"no OS keyring in use: secrets and signing keys are kept in {status.get('path')} (mode 0600); {detail}"
+        add("keyring", level, detail)
+    except AgentsessError as exc:
+        add("keyring", "fail", exc.message)
+    try:
+        kid, _ = keys.current_key()
+        add("signing key", "ok", f"current key {kid}; {len(keys.key_list())} key(s) published by `agentsess jwks`")
+    except AgentsessError as exc:
+        add("signing key", "fail", exc.message)
+    try:
+        config = load_config()
+        where = config.path if config.exists else f"{config.path} (absent: built-in default profile)"
+        add("config", "ok", f"{where}; profiles: {', '.join(config.profile_names())}")
+    except AgentsessError as exc:
+        add("config", "fail", exc.message)
+    return {"ok": all(c["level"] != "fail" for c in checks), "checks": checks}

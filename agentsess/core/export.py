@@ -1,0 +1,169 @@
+"""Exporting a run: its output as an asciicast v2 recording, its receipt stream as JSON Lines.
+
+``asciicast`` replays ``output.log`` by the byte counts in ``timing.log``: one ``[t, "o",
+text]`` event per recorded chunk (stdout and stderr alike: asciicast v2 has only "o" for
+output) and one ``[t, "r", "COLSxROWS"]`` per window resize, so ``asciinema play`` shows
+the run as it happened. The logs are streamed (constant memory on any size) and decoded
+with an incremental UTF-8 decoder, so a character split across two chunks stays whole;
+bytes that are not UTF-8 become U+FFFD. Output is exported exactly as logged (masked):
+a pipes-mode run's ``\\n`` is not turned into ``\\r\\n``.
+
+``jsonl`` copies the receipt stream byte for byte; ``agentsess verify`` checks it.
+"""
+
+import json
+import os
+
+from agentsess.edges import paths
+from agentsess.errors import STATE, USAGE, AgentsessError
+
+PIECE = 1 << 16  # at most this many bytes of output per read (and per event)
+DEFAULT_SIZE = (80, 24)
+DEFAULT_TERM = "xterm-256color"
+
+
+def _timing_lines(path: str):
+    """Yield ``(seconds, kind, value)`` from a timing log: kind "1"/"2" with a byte count,
+    or "r" with ``(cols, rows)``. Damaged lines are skipped; time never goes backwards."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    last = 0.0
+    with fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            try:
+                secs = float(parts[0])
+            except ValueError:
+                continue
+            if not secs >= last:  # also refuses nan
+                secs = last
+            last = secs
+            kind = parts[1].decode("ascii", "replace")
+            if kind == "r":
+                cols, sep, rows = parts[2].partition(b"x")
+                if not (sep and cols.isdigit() and rows.isdigit()):
+                    continue
+                yield secs, kind, (int(cols), int(rows))
+            elif kind in ("1", "2") and parts[2].isdigit():
+                yield secs, kind, int(parts[2])
+
+
+def _first_size(timing_path: str) -> tuple[int, int]:
+    for _, kind, value in _timing_lines(timing_path):
+        if kind == "r" and value[0] > 0 and value[1] > 0:
+            return value
+    return DEFAULT_SIZE
+
+
+def _events(output_path: str, timing_path: str):
+    """Yield asciicast events from the output log, read sequentially by the timing log."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    try:
+        data = open(output_path, "rb")
+    except FileNotFoundError:
+        return
+    t = 0.0
+    with data:
+        exhausted = False
+        for secs, kind, value in _timing_lines(timing_path):
+            t = round(secs, 6)
+            if kind == "r":
+                yield [t, "r", f"{value[0]}x{value[1]}"]
+                continue
+            left = value
+            while left > 0 and not exhausted:
+                block = data.read(min(left, PIECE))
+                if not block:
+                    exhausted = True  # the log is shorter than its timing says
+                    break
+                left -= len(block)
+                text = decoder.decode(block)
+                if text:
+                    yield [t, "o", text]
+        # bytes the timing log does not cover yet (a live run's timing is buffered)
+        while not exhausted:
+            block = data.read(PIECE)
+            if not block:
+                break
+            text = decoder.decode(block)
+            if text:
+                yield [t, "o", text]
+    rest = decoder.decode(b"", final=True)
+    if rest:
+        yield [t, "o", rest]
+
+
+def _row(run_id: str, store) -> dict:
+    if store is None:
+        from agentsess.edges.store import Store
+
+        with Store() as own:
+            row = own.get_run(run_id)
+    else:
+        row = store.get_run(run_id)
+    if row is None:
+        raise AgentsessError(f"no run {run_id} in the store; list runs with `agentsess runs`", USAGE)
+    return row
+
+
+def asciicast_header(row: dict, size: tuple[int, int], term: str | None = None) -> dict:
+    import shlex
+
+    cols, rows = size
+    return {
+        "version": 2,
+        "width": cols,
+        "height": rows,
+        "timestamp": int(row["started_at"]),
+        "command": shlex.join(str(a) for a in (row.get("command") or [])),
+        "title": row["id"],
+        "env": {"TERM": term or os.environ.get("TERM") or DEFAULT_TERM},
+    }
+
+
+def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
+    """Write run ``run_id``'s output to binary file ``out`` as asciicast v2.
+
+    The header's size is the first resize in the timing log (80x24 without one, as in
+    pipes mode); ``TERM`` is ``term``, else the exporting environment's, since a run does
+    not record its child's. Returns ``{"events", "output_events", "resizes"}`` counts.
+    """
+    row = _row(run_id, store)
+    folder = paths.run_dir(run_id)
+    output_path = os.path.join(folder, "output.log")
+    timing_path = os.path.join(folder, "timing.log")
+    header = asciicast_header(row, _first_size(timing_path), term)
+    out.write(json.dumps(header, ensure_ascii=False).encode() + b"\n")
+    counts = {"events": 0, "output_events": 0, "resizes": 0}
+    for event in _events(output_path, timing_path):
+        out.write(json.dumps(event, ensure_ascii=False).encode() + b"\n")
+        counts["events"] += 1
+        counts["output_events" if event[1] == "o" else "resizes"] += 1
+    return counts
+
+
+def jsonl(run_id: str, out) -> int:
+    """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size."""
+    path = paths.receipts_file(run_id)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise AgentsessError(
+            f"run {run_id} has no receipt stream ({path} is missing); `agentsess verify {run_id}` says more",
+            STATE,
+        ) from None
+    size = 0
+    with fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            out.write(block)
+            size += len(block)
+    return size

@@ -1,0 +1,133 @@
+"""The guard: where a tool call meets the run's policy (`check`, agent hooks, MCP proxy,
+shell capture). Each entry finds its run in the store, asks :func:`policy.decide`, and writes
+the decision as a receipt before answering.
+"""
+
+import os
+
+from agentsess.core import audit, policy
+from agentsess.errors import USAGE, AgentsessError
+
+
+def find_run(store, env: dict, run_id: str | None = None) -> dict:
+    """The run a tool call belongs to: ``--run`` if given, else the token's, else AGENTSESS_RUN_ID."""
+    token = env.get("AGENTSESS_TOKEN")
+    row = None
+    if run_id:
+        row = store.get_run(run_id)
+        if row is None:
+            raise AgentsessError(f"no run {run_id} in this store", USAGE)
+    elif token:
+        found = store.db.execute(
+            "SELECT id FROM runs WHERE token_sha256 = ?", (policy.token_digest(token),)
+        ).fetchone()
+        if found is None:
+            raise AgentsessError("AGENTSESS_TOKEN is not a token this agentsess minted for any run", USAGE)
+        row = store.get_run(found[0])
+    elif env.get("AGENTSESS_RUN_ID"):
+        row = store.get_run(env["AGENTSESS_RUN_ID"])
+        if row is None:
+            raise AgentsessError(f"AGENTSESS_RUN_ID names run {env['AGENTSESS_RUN_ID']}, unknown to this store", USAGE)
+    else:
+        raise AgentsessError(
+            "not inside a run: no AGENTSESS_TOKEN or AGENTSESS_RUN_ID; start one with `agentsess run -- CMD`",
+            USAGE,
+        )
+    if token and row.get("token_sha256") and row["token_sha256"] != policy.token_digest(token) and not run_id:
+        raise AgentsessError("AGENTSESS_TOKEN does not belong to the run in AGENTSESS_RUN_ID", USAGE)
+    return row
+
+
+def _refresh_liveness(store, row: dict) -> dict:
+    """Treat a running run whose supervisor died as abandoned (its credentials are dead)."""
+    if row["status"] == "running":
+        from agentsess.core.lifecycle import supervisor_alive
+
+        if not supervisor_alive(row):
+            from agentsess.core.lifecycle import reap_abandoned
+
+            reap_abandoned(store)
+            row = store.get_run(row["id"])
+    return row
+
+
+def check(store, env: dict, scope: str, tool: str | None = None, command=None) -> tuple[dict, "policy.Decision"]:
+    """`agentsess check SCOPE`: may this run act with ``scope`` now? Writes ``action.checked``."""
+    from agentsess.core.scopes import parse_scope
+
+    scope = parse_scope(scope)
+    row = _refresh_liveness(store, find_run(store, env))
+    decision = policy.decide(row, tool or "check", command, scope=scope)
+    audit.record(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
+    return row, decision
+
+
+CLAUDE_EVENTS = ("PreToolUse", "PostToolUse", "SessionStart", "SessionEnd", "UserPromptSubmit", "Stop", "SubagentStop", "Notification")
+
+
+def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
+    """Handle one Claude Code hook event; returns the JSON to print (PreToolUse) or None."""
+    if not isinstance(event, dict):
+        raise AgentsessError("hook input is not a JSON object", USAGE)
+    name = event.get("hook_event_name")
+    if not isinstance(name, str):
+        raise AgentsessError("hook input has no hook_event_name", USAGE)
+    row = _refresh_liveness(store, find_run(store, {}, run_id))
+    session = event.get("session_id")
+    if session and row.get("session_id") != session:
+        store.update_run(row["id"], session_id=session)
+    if name == "PreToolUse":
+        tool = event.get("tool_name") or "?"
+        args = event.get("tool_input")
+        decision = policy.decide(row, tool, args)
+        audit.record(
+            store,
+            row["id"],
+            "action.checked",
+            policy.checked_receipt(decision, tool, args, "claude-code", {"session_id": session, "tool_use_id": event.get("tool_use_id")}),
+        )
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": decision.decision,
+                "permissionDecisionReason": f"agentsess: {decision.reason}",
+            }
+        }
+    if name == "PostToolUse":
+        tool = event.get("tool_name") or "?"
+        result = event.get("tool_response")
+        summary, digest = policy.summarise(result, policy.RESULT_CAP)
+        audit.record(
+            store,
+            row["id"],
+            "action.result",
+            {"tool": tool, "source": "claude-code", "session_id": session, "tool_use_id": event.get("tool_use_id"),
+             "result": summary, "result_sha256": digest, "args_sha256": policy.summarise(event.get("tool_input"))[1]},
+        )
+        return None
+    if name in ("SessionStart", "SessionEnd"):
+        audit.record(
+            store,
+            row["id"],
+            "agent.session",
+            {"event": name, "session_id": session, "source": event.get("source") or event.get("reason")},
+        )
+        return None
+    return None
+
+
+def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
+    """An ``action.exec`` receipt for a shell command the agent ran."""
+    from agentsess.core.redaction import redact
+
+    row = find_run(store, env)
+    text = redact(command)
+    if len(text) > policy.SUMMARY_CAP:
+        text = text[: policy.SUMMARY_CAP] + f"… [{len(text) - policy.SUMMARY_CAP} more characters]"
+    audit.record(
+        store,
+        row["id"],
+        "action.exec",
+        {"command": text, "command_sha256": policy.token_digest(command), "cwd": cwd, "exit_code": exit_code,
+         "duration": round(duration, 6), "source": source, "pid": os.getpid()},
+    )

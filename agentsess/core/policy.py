@@ -1,0 +1,137 @@
+"""Policy at the tool call: the run's scopes and its profile's rules decide, and each
+decision is an ``action.checked`` receipt.
+
+This is paid on every tool call of an agent (Claude Code hooks, `check`, the MCP proxy,
+shell capture), so it decides from the store alone: the run's row carries its status,
+revocation, expiry, scopes and the snapshot of its profile taken at start (a config edited
+during a run does not change that run). No token cryptography: a token presented here is
+matched by its SHA-256 against the one the store recorded when the run minted it.
+
+Rules are checked in order; the first whose ``tool`` (exact, or a glob such as
+``mcp:github:*``) and ``args`` glob match decides. ``args`` matches the call's main
+argument: ``command`` (Bash), else ``file_path``, ``path``, ``url``, ``pattern``,
+``query``, else the canonical JSON of the whole input. A matched rule's decision holds only
+while the run is live and holds the rule's ``scope``; otherwise the call is denied. Calls no
+rule matches get the profile's ``default_decision`` (``allow`` unless set).
+"""
+
+import hashlib
+import json
+import time
+
+from agentsess.core import scopes as scope_algebra
+
+SUMMARY_CAP = 512
+RESULT_CAP = 2048
+MAIN_ARGUMENT_KEYS = ("command", "file_path", "path", "url", "pattern", "query")
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Decision:
+    __slots__ = ("decision", "reason", "rule", "scope")
+
+    def __init__(self, decision: str, reason: str, rule=None, scope=None):
+        self.decision = decision
+        self.reason = reason
+        self.rule = rule
+        self.scope = scope
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allow"
+
+
+def liveness(row: dict, now: float | None = None) -> str | None:
+    """Why the run cannot act now (revoked, expired, ended), or None while it is live."""
+    if row.get("revoked_at"):
+        return f"run {row['id']} was revoked"
+    if row["status"] == "abandoned":
+        return f"run {row['id']} was abandoned (its supervisor died); its credentials are dead"
+    if row["status"] != "running":
+        return f"run {row['id']} is {row['status']}, not running"
+    now = time.time() if now is None else now
+    if row.get("expires_at") and row["expires_at"] <= now:
+        return f"the credential of run {row['id']} expired"
+    return None
+
+
+def main_argument(args) -> str:
+    if isinstance(args, dict):
+        for key in MAIN_ARGUMENT_KEYS:
+            value = args.get(key)
+            if isinstance(value, str):
+                return value
+    if isinstance(args, str):
+        return args
+    return canonical_json(args)
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _matches(pattern: str | None, value: str) -> bool:
+    if pattern is None:
+        return True
+    if pattern == value:
+        return True
+    if not any(c in pattern for c in "*?["):
+        return False
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(value, pattern)
+
+
+def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float | None = None) -> Decision:
+    """The decision for ``tool`` called with ``args`` (or an explicit ``scope`` request) in run ``row``."""
+    dead = liveness(row, now)
+    if dead:
+        return Decision("deny", dead, scope=scope)
+    granted = row.get("scopes") or []
+
+    def holds(wanted: str) -> bool:
+        return any(scope_algebra.covers(g, wanted) for g in granted)
+
+    if scope is not None and not holds(scope):
+        return Decision("deny", f"run {row['id']} lacks scope {scope} (has: {' '.join(granted) or 'none'})", scope=scope)
+    policy = row.get("policy") or {}
+    argument = main_argument(args) if args is not None else ""
+    for rule in policy.get("rules") or []:
+        if not _matches(rule.get("tool"), tool) or (rule.get("args") is not None and not _matches(rule["args"], argument)):
+            continue
+        label = f"rule {rule.get('index', 0) + 1}"
+        needed = rule.get("scope")
+        if needed and not holds(needed):
+            return Decision("deny", f"{label} needs scope {needed}, which run {row['id']} lacks", rule.get("index"), needed)
+        why = rule.get("reason") or f"{label} ({rule.get('tool')}{' ' + rule['args'] if rule.get('args') else ''})"
+        return Decision(rule.get("decision", "deny"), why, rule.get("index"), needed or scope)
+    default = policy.get("default_decision") or "allow"
+    if scope is not None:
+        return Decision("allow", f"run {row['id']} holds scope {scope}", scope=scope)
+    return Decision(default, f"no rule matched; default_decision is {default}", scope=None)
+
+
+def summarise(args, cap: int = SUMMARY_CAP) -> tuple[str, str]:
+    """(a masked, size-capped summary of ``args``, the SHA-256 of their full canonical JSON)."""
+    from agentsess.core.redaction import redact
+
+    full = canonical_json(args)
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    text = main_argument(args) if isinstance(args, dict) and any(isinstance(args.get(k), str) for k in MAIN_ARGUMENT_KEYS) else full
+    text = redact(text)
+    if len(text) > cap:
+        text = text[:cap] + f"… [{len(text) - cap} more characters]"
+    return text, digest
+
+
+def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dict | None = None) -> dict:
+    data = {"tool": tool, "source": source}
+    if args is not None:
+        data["summary"], data["args_sha256"] = summarise(args)
+    data.update({"rule": decision.rule, "scope": decision.scope, "decision": decision.decision, "reason": decision.reason})
+    if extra:
+        data.update(extra)
+    return data

@@ -1,0 +1,52 @@
+"""Redaction of credential-shaped text in tool-call summaries and results.
+
+The output tee masks the run's exact secret values (:mod:`agentsess.core.masking`); the
+guard, paid on every tool call, has no secret values to hand (it must not: it runs in the
+agent's process tree), so receipts of tool calls mask what looks like a credential: JWTs
+(agentsess tokens among them), well-known token prefixes (GitHub, OpenAI/Anthropic, AWS,
+Slack, npm, PyPI), bearer and basic credentials, URL passwords, private key blocks, and the
+value of any ``NAME=value`` / ``"name": "value"`` whose name says token, secret, password or
+key.
+"""
+
+import re
+
+MASK = "[masked]"
+
+_PATTERNS = re.compile(
+    r"""
+      eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+          # JWT
+    | \b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})     # GitHub
+    | \bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}                             # OpenAI, Anthropic
+    | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                                      # AWS access key id
+    | \bxox[abposr]-[A-Za-z0-9-]{10,}                                    # Slack
+    | \bnpm_[A-Za-z0-9]{30,}                                             # npm
+    | \bpypi-[A-Za-z0-9_-]{30,}                                          # PyPI
+    | -----BEGIN[A-Z ]*PRIVATE\ KEY-----.*?-----END[A-Z ]*PRIVATE\ KEY-----
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_LABELLED = re.compile(
+    r"""
+      (?P<bearer>\b(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+)[A-Za-z0-9._~+/=-]{8,}
+    | (?P<url>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)
+    | (?P<named>["']?[A-Za-z0-9_.-]*(?:token|TOKEN|Token|secret|SECRET|Secret|passw(?:or)?d|PASSW(?:OR)?D|Passw(?:or)?d|api_?key|API_?KEY|ApiKey|private_?key|PRIVATE_?KEY)[A-Za-z0-9_.-]*["']?\s*[:=]\s*)(?P<q>["']?)(?!\[masked)[^\s"',;&|]{4,}(?P=q)
+    """,
+    re.VERBOSE,
+)
+
+
+def _labelled(match: "re.Match") -> str:
+    for group in ("bearer", "url"):
+        if match.group(group):
+            return match.group(group) + MASK
+    q = match.group("q") or ""
+    return match.group("named") + q + MASK + q
+
+
+def redact(text: str) -> str:
+    """``text`` with credential-shaped substrings replaced by ``[masked]``."""
+    if not text:
+        return text
+    text = _PATTERNS.sub(MASK, text)
+    return _LABELLED.sub(_labelled, text)

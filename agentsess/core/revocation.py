@@ -1,0 +1,91 @@
+"""Revocation: mark a run's credentials dead, stop its process tree, cascade to descendants.
+
+The store is the revocation list: ``token verify`` and the guard refuse any token whose run
+or ancestor has ``revoked_at`` set (or is abandoned). Each revoked run's stream gets a
+``run.revoked`` receipt; a finished run's stream is sealed again after it. Live supervisors
+on this machine are told at once with SIGUSR1 (they also poll the store); they stop the
+child's process group per the profile's ``on_revoke``.
+"""
+
+import os
+import signal
+import time
+
+from agentsess.core import audit
+from agentsess.core.lifecycle import reap_abandoned, supervisor_alive
+from agentsess.core.timefmt import rfc3339
+from agentsess.edges import host
+from agentsess.edges.receipts import ReceiptError
+
+
+def _mark(store, row: dict, now: float, by: str, reason: str | None, cause: str) -> bool:
+    """Set the run's revocation fields; False when it was already revoked."""
+    fields = {"revoked_at": now, "revoked_by": by, "revoke_reason": reason, "revoke_cause": cause}
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    cur = store.db.execute(
+        f"UPDATE runs SET {sets}, status = CASE WHEN status = 'running' THEN 'revoked' ELSE status END "
+        "WHERE id = ? AND revoked_at IS NULL",
+        (*fields.values(), row["id"]),
+    )
+    return cur.rowcount == 1
+
+
+def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait: float | None = None) -> list[dict]:
+    """Revoke run ``ref`` (and its descendants unless ``only``); one result dict per run."""
+    reap_abandoned(store)
+    run_id = store.resolve(ref)
+    root = store.get_run(run_id)
+    targets = [root] + ([] if only else store.descendants(run_id))
+    by = f"{host.user()}@{host.hostname()}"
+    now = time.time()
+    results = []
+    for row in targets:
+        cause = "direct" if row["id"] == run_id else f"ancestor {run_id}"
+        newly = _mark(store, row, now, by, reason, cause)
+        result = {
+            "id": row["id"],
+            "name": row["name"],
+            "parent_id": row.get("parent_id"),
+            "status_before": row["status"],
+            "newly_revoked": newly,
+            "cause": cause if newly else row.get("revoke_cause"),
+            "process": "not running",
+        }
+        if newly:
+            try:
+                audit.record(
+                    store,
+                    row["id"],
+                    "run.revoked",
+                    {"cause": "direct" if row["id"] == run_id else "ancestor", "ancestor": None if row["id"] == run_id else run_id,
+                     "by": by, "reason": reason, "at": rfc3339(now)},
+                )
+                if row["status"] != "running":
+                    audit.seal(store, row["id"])
+            except ReceiptError as exc:
+                result["receipt_error"] = exc.message
+        if row["status"] == "running" and supervisor_alive(row):
+            policy = row.get("policy") or {}
+            keep = policy.get("on_revoke") == "keep"
+            result["process"] = "kept running (on_revoke = keep)" if keep else "stopping"
+            if newly and row.get("host") == host.hostname():
+                try:
+                    os.kill(row["supervisor_pid"], signal.SIGUSR1)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        results.append(result)
+    stopping = [r for r in results if r["process"] == "stopping"]
+    if stopping:
+        grace = max((store.get_run(r["id"]).get("policy") or {}).get("revoke_grace", 5) for r in stopping)
+        deadline = time.monotonic() + (grace + 2 if wait is None else wait)
+        pending = {r["id"]: r for r in stopping}
+        while pending and time.monotonic() < deadline:
+            for rid in list(pending):
+                row = store.get_run(rid)
+                if row.get("ended_at") is not None or not supervisor_alive(row):
+                    pending.pop(rid)["process"] = "stopped"
+            if pending:
+                time.sleep(0.05)
+        for r in pending.values():
+            r["process"] = "still running"
+    return results

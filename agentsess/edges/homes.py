@@ -1,0 +1,246 @@
+"""Home folders: the human's credentials on disk, and the agent's own HOME.
+
+:data:`HUMAN_CREDENTIAL_FILES` lists where the human's credentials live under their home
+(paths relative to HOME; a trailing ``/`` marks a folder). An agent run as the human
+can read all of them; ``agentsess doctor`` names the ones that exist
+(:func:`readable_credential_files`), and :func:`isolated_home` gives the agent a HOME of
+its own so that tools looking in ``~`` find none of them.
+"""
+
+import os
+
+from agentsess.edges import paths
+from agentsess.errors import STATE, USAGE, AgentsessError
+
+HUMAN_CREDENTIAL_FILES = (
+    ".aws/credentials",
+    ".aws/config",
+    ".config/gh/hosts.yml",
+    ".config/hub",
+    ".netrc",
+    ".git-credentials",
+    ".config/git/credentials",
+    ".docker/config.json",
+    ".kube/config",
+    ".config/gcloud/",
+    ".azure/",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".gem/credentials",
+    ".terraform.d/credentials.tfrc.json",
+    ".vault-token",
+    ".pgpass",
+    ".ssh/",  # the private keys in it: id_* other than *.pub
+    ".gnupg/",
+    ".password-store/",
+    ".local/share/keyrings/",
+    # browser profiles: saved passwords and session cookies
+    ".mozilla/firefox/",
+    ".config/google-chrome/",
+    ".config/chromium/",
+    "Library/Application Support/Google/Chrome/",
+    "Library/Application Support/Firefox/",
+    "Library/Keychains/",
+)
+
+XDG_DIRS = (
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_DATA_HOME", ".local/share"),
+    ("XDG_CACHE_HOME", ".cache"),
+    ("XDG_STATE_HOME", ".local/state"),
+)
+
+# Git config files whose [credential] sections and http.extraHeader are left behind when
+# carried: they would hand the agent the human's git credentials through a helper.
+_GIT_CONFIGS = (".gitconfig", ".config/git/config")
+
+
+def readable_credential_files(home: str) -> list:
+    """Absolute paths of the entries of :data:`HUMAN_CREDENTIAL_FILES` under ``home``
+    that exist and that this process can read, in list order. For ``.ssh`` these are
+    the private key files themselves; other folders are named when they can be listed."""
+    found = []
+    for rel in HUMAN_CREDENTIAL_FILES:
+        path = os.path.join(home, rel.rstrip("/"))
+        if rel == ".ssh/":
+            found.extend(_ssh_keys(path))
+        elif rel.endswith("/"):
+            if os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK):
+                found.append(path)
+        elif os.path.isfile(path) and os.access(path, os.R_OK):
+            found.append(path)
+    return found
+
+
+def _ssh_keys(folder: str) -> list:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    keys = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.startswith("id_") and not name.endswith(".pub"):
+            if os.path.isfile(path) and os.access(path, os.R_OK):
+                keys.append(path)
+    return keys
+
+
+def isolated_home(agent: str, human_home: str, carry=(".gitconfig",)) -> dict:
+    """Create (0700) or reuse the agent's own HOME; return the variables that select it.
+
+    The folder is ``paths.agent_home(agent)`` and persists across runs, with the XDG
+    config, data, cache and state folders inside it. Each path in ``carry`` (relative to
+    the human's HOME; a file or a folder) is copied from the human's home if it exists
+    there and the agent has no such file yet: nothing the agent already has is ever
+    overwritten. Carried git config files lose their ``[credential]`` sections and
+    ``extraHeader`` settings. A carry path that is or holds one of
+    :data:`HUMAN_CREDENTIAL_FILES`, or that leads outside the home, is refused with an
+    :class:`AgentsessError` naming it, before anything is copied.
+
+    Returns ``{"HOME": ..., "XDG_CONFIG_HOME": ..., "XDG_DATA_HOME": ...,
+    "XDG_CACHE_HOME": ..., "XDG_STATE_HOME": ...}``.
+    """
+    if not agent or agent in (".", "..") or "/" in agent or "\0" in agent:
+        raise AgentsessError(f"invalid agent name {agent!r}: it must be one path segment", USAGE)
+    human_home = os.path.abspath(human_home)
+    sources = [_checked_carry(rel, human_home) for rel in carry]
+
+    # Each level made 0700 in turn: os.makedirs gives intermediate folders the umask's mode.
+    root = paths.ensure_dir(paths.data_root())
+    home = _ensure_tree(root, os.path.relpath(paths.agent_home(agent), root))
+    env = {"HOME": home}
+    for var, rel in XDG_DIRS:
+        env[var] = _ensure_tree(home, rel)
+
+    for rel, src in sources:
+        if not os.path.lexists(src):
+            continue
+        dest = os.path.join(home, rel)
+        if os.path.isdir(src):
+            _copy_tree(src, dest, home)
+        else:
+            _copy_file(src, dest, home, rel)
+    return env
+
+
+def _checked_carry(rel: str, human_home: str):
+    """(normalised ``rel``, absolute source path) of a carry entry, or AgentsessError."""
+    norm = os.path.normpath(rel) if rel else ""
+    if not rel or os.path.isabs(rel) or norm == "." or norm == ".." or norm.startswith("../"):
+        raise AgentsessError(
+            f"refusing to carry {rel!r} into the agent's home: give a path inside your home, "
+            "relative to it",
+            USAGE,
+        )
+    src = os.path.join(human_home, norm)
+    candidates = [norm]
+    real = os.path.realpath(src)
+    real_home = os.path.realpath(human_home)
+    if real.startswith(real_home + os.sep):
+        candidates.append(os.path.relpath(real, real_home))
+    if os.path.isdir(src):
+        # Links inside a carried folder are followed when copying: check where they lead.
+        for root, dirs, files in os.walk(src):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                if os.path.islink(path):
+                    target = os.path.realpath(path)
+                    if target.startswith(real_home + os.sep):
+                        candidates.append(os.path.relpath(target, real_home))
+    for cand in candidates:
+        hit = _credential_overlap(cand)
+        if hit:
+            raise AgentsessError(
+                f"refusing to carry {rel} into the agent's home: it holds the human's "
+                f"credentials ({hit}); remove it from the profile's carry list",
+                USAGE,
+            )
+    return norm, src
+
+
+def _credential_overlap(rel: str):
+    """The credential entry that ``rel`` is, lies inside, or contains; else None."""
+    for entry in HUMAN_CREDENTIAL_FILES:
+        cred = entry.rstrip("/")
+        if rel == cred or rel.startswith(cred + "/") or cred.startswith(rel + "/"):
+            return cred
+    return None
+
+
+def _ensure_tree(home: str, rel: str) -> str:
+    """Make ``home/rel`` folder by folder (0700), refusing symbolic links on the way: the
+    agent's home outlives its runs, and a link planted there must not lead our writes
+    or chmods into the human's files."""
+    path = home
+    for part in rel.split("/"):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise AgentsessError(
+                f"{path} is a symbolic link; the agent's home must hold real folders: "
+                "remove the link",
+                STATE,
+            )
+        paths.ensure_dir(path)
+    return path
+
+
+def _copy_tree(src: str, dest: str, home: str) -> None:
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        sub = os.path.relpath(root, src)
+        target = dest if sub == "." else os.path.join(dest, sub)
+        for name in sorted(files):
+            rel = os.path.relpath(os.path.join(target, name), home)
+            _copy_file(os.path.join(root, name), os.path.join(target, name), home, rel)
+
+
+def _copy_file(src: str, dest: str, home: str, rel: str) -> None:
+    if os.path.lexists(dest):
+        return  # the agent's own copy wins, always
+    parent = os.path.dirname(dest)
+    if parent != home:
+        _ensure_tree(home, os.path.relpath(parent, home))
+    with open(src, "rb") as f:
+        data = f.read()
+    if rel in _GIT_CONFIGS:
+        data = strip_git_credentials(data)
+    mode = (os.stat(src).st_mode & 0o700) | 0o600
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(dest, flags, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def strip_git_credentials(config: bytes) -> bytes:
+    """``config`` (a git config file) without its ``[credential]`` sections (helpers that
+    would serve the human's git credentials) and ``extraHeader`` settings (which carry
+    tokens in ``Authorization`` headers)."""
+    out = []
+    skipping = False
+    for line in config.splitlines(keepends=True):
+        body = line.strip()
+        if body.startswith(b"["):
+            close = body.find(b"]")
+            header = (body[1:close] if close > 0 else body[1:]).split()
+            skipping = bool(header) and header[0].split(b".", 1)[0].lower() == b"credential"
+            if skipping:
+                continue
+            body = body[close + 1 :].strip() if close > 0 else b""
+            if body and _is_extra_header(body):  # "[http] extraHeader = ..." on one line
+                out.append(line.strip()[: close + 1] + b"\n")
+            else:
+                out.append(line)
+            continue
+        if skipping or _is_extra_header(body):
+            continue
+        out.append(line)
+    return b"".join(out)
+
+
+def _is_extra_header(body: bytes) -> bool:
+    return body.split(b"=", 1)[0].strip().lower() == b"extraheader"
