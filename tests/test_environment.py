@@ -161,7 +161,9 @@ def test_real_environment_of_a_child_process():
 names = st.text(alphabet="ABCKNOST_aegkn*", min_size=1, max_size=20)
 
 
-@given(env=st.dictionaries(names, st.text(max_size=5), max_size=15), extra=st.lists(names, max_size=3))
+@given(
+    env=st.dictionaries(names, st.text(max_size=5), max_size=15), extra=st.lists(names, max_size=3)
+)
 def test_scrub_partitions_the_environment(env, extra):
     child, scrubbed, passed = scrub_env(env, extra_patterns=extra)
     assert set(child) | set(scrubbed) == set(env)

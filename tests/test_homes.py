@@ -48,6 +48,11 @@ def human(tmp_path):
     return home
 
 
+def read(*parts) -> str:
+    with open(os.path.join(*parts)) as f:
+        return f.read()
+
+
 def mode(path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
@@ -109,9 +114,12 @@ def test_isolated_home_layout_and_modes(human, data_root):
         "XDG_STATE_HOME": str(home / ".local" / "state"),
     }
     assert env["HOME"] == paths.agent_home("claude")
-    for folder in (data_root, data_root / "homes", home, *(home / p for p in (
-        ".config", ".local", ".local/share", ".cache", ".local/state"
-    ))):
+    for folder in (
+        data_root,
+        data_root / "homes",
+        home,
+        *(home / p for p in (".config", ".local", ".local/share", ".cache", ".local/state")),
+    ):
         assert folder.is_dir()
         assert mode(folder) == 0o700, folder
     # The git config came along, without the credential helper.
@@ -135,10 +143,10 @@ def test_isolated_home_persists_and_never_overwrites(human, data_root):
 
     again = isolated_home("claude", str(human), carry=(".gitconfig", ".config/nvim"))
     assert again == env
-    assert open(os.path.join(home, ".gitconfig")).read() == "[user]\n\tname = agent's own\n"
-    assert open(os.path.join(env["XDG_CACHE_HOME"], "tool", "state")).read() == "kept"
+    assert read(home, ".gitconfig") == "[user]\n\tname = agent's own\n"
+    assert read(env["XDG_CACHE_HOME"], "tool/state") == "kept"
     # A carry entry added later is copied, folders included.
-    assert open(os.path.join(home, ".config/nvim/lua/plugins.lua")).read() == "return {}\n"
+    assert read(home, ".config/nvim/lua/plugins.lua") == "return {}\n"
     assert mode(os.path.join(home, ".config/nvim/lua")) == 0o700
 
 
@@ -217,9 +225,12 @@ def test_link_planted_in_agent_home_is_refused(human, tmp_path):
 def test_git_uses_the_carried_config_without_credential_helper(human):
     env = isolated_home("claude", str(human))
     child = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1", **env}
-    run = lambda *a: subprocess.run(  # noqa: E731
-        ["git", "config", *a], env=child, capture_output=True, text=True
-    )
+
+    def run(*args):
+        return subprocess.run(
+            ["git", "config", *args], env=child, capture_output=True, text=True, check=False
+        )
+
     assert run("--global", "user.name").stdout.strip() == "Hu Man"
     assert run("--global", "credential.helper").returncode == 1  # not set
 

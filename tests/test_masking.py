@@ -113,9 +113,11 @@ def feed_in_chunks(masker, data, cuts):
 _raw_byte = st.integers(0, 255).filter(lambda b: b not in b"[]:")
 random_value = st.lists(_raw_byte, min_size=8, max_size=40).map(bytes)
 # Values made of characters that URL quoting encodes (and some it keeps).
-urlish_value = st.text(
-    alphabet="abcXYZ019-._~ /+=%&?!*'()é", min_size=8, max_size=40
-).map(lambda s: s.encode()).filter(lambda b: 8 <= len(b) <= 40)
+urlish_value = (
+    st.text(alphabet="abcXYZ019-._~ /+=%&?!*'()é", min_size=8, max_size=40)
+    .map(lambda s: s.encode())
+    .filter(lambda b: 8 <= len(b) <= 40)
+)
 secret_value = st.one_of(random_value, urlish_value)
 
 
@@ -137,9 +139,7 @@ def scenarios(draw):
     return secrets, data, cuts
 
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---------------------------------------------------------------- properties
@@ -167,9 +167,7 @@ def crowded(draw):
     one another."""
     alphabet = draw(st.sampled_from([b"ab", b"abc", b"a\n", b"%2"]))
     letters = [bytes([c]) for c in alphabet]
-    word = lambda lo, hi: st.lists(st.sampled_from(letters), min_size=lo, max_size=hi).map(
-        b"".join
-    )
+    word = lambda lo, hi: st.lists(st.sampled_from(letters), min_size=lo, max_size=hi).map(b"".join)
     values = draw(st.lists(word(1, 24), min_size=1, max_size=6))
     secrets = {f"s{i}": v for i, v in enumerate(values)}
     pieces = []
@@ -317,7 +315,9 @@ def test_many_secrets_all_masked(backend):
     # More patterns than one automaton takes (64), so several are searched.
     values = {f"k{i}": os.urandom(12 + i) for i in range(30)}
     masker = make(values, backend)
-    data = b"|".join(b"%d:" % i + v + b":" + v.hex().encode() for i, v in enumerate(values.values()))
+    data = b"|".join(
+        b"%d:" % i + v + b":" + v.hex().encode() for i, v in enumerate(values.values())
+    )
     out = feed_in_chunks(masker, data, list(range(0, len(data), 997)))
     for i, value in enumerate(values.values()):
         assert value not in out and value.hex().encode() not in out
@@ -353,3 +353,15 @@ def test_repr_and_names_show_no_secret():
     assert "token" in repr(masker)
     assert masker.names == ("token",)
     assert not hasattr(masker, "__dict__")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reused_read_buffer(backend):
+    # The supervisor may read into one bytearray again and again.
+    masker = make({"token": b"0123456789abcdef-token"}, backend)
+    buf = bytearray(b"x 0123456789abcdef-token y")
+    first = masker.feed(buf) + masker.flush()
+    buf[:] = b"z 0123456789abcdef-token w"
+    second = masker.feed(buf) + masker.flush()
+    assert (first, second) == (b"x [masked:token] y", b"z [masked:token] w")
+    assert isinstance(first, bytes)

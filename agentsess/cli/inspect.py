@@ -60,7 +60,8 @@ def _runs_table(items: list[dict], tree: bool) -> None:
 
         walk(None, 0)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("id", "status", "name", "started", "duration", "exit"):
+    table.add_column("id", no_wrap=True)
+    for col in ("status", "name", "started", "duration", "exit"):
         table.add_column(col)
     for r in rows:
         exit_text = "-" if r["exit_code"] is None else str(r["exit_code"])

@@ -10,9 +10,14 @@ def print_json(obj) -> None:
 
 
 def console(stderr: bool = False):
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 200  # piped into a file or grep: do not cut run ids at 80 columns
+    return out
 
 
 def text(value) -> "Text":

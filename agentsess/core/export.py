@@ -20,6 +20,13 @@ from agentsess.errors import STATE, USAGE, AgentsessError
 PIECE = 1 << 16  # at most this many bytes of output per read (and per event)
 DEFAULT_SIZE = (80, 24)
 DEFAULT_TERM = "xterm-256color"
+# line breaks to str.splitlines() that JSON leaves raw: escaped, so a cast is one event a line
+# for any reader
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _line(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS).encode() + b"\n"
 
 
 def _timing_lines(path: str):
@@ -139,10 +146,10 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
     output_path = os.path.join(folder, "output.log")
     timing_path = os.path.join(folder, "timing.log")
     header = asciicast_header(row, _first_size(timing_path), term)
-    out.write(json.dumps(header, ensure_ascii=False).encode() + b"\n")
+    out.write(_line(header))
     counts = {"events": 0, "output_events": 0, "resizes": 0}
     for event in _events(output_path, timing_path):
-        out.write(json.dumps(event, ensure_ascii=False).encode() + b"\n")
+        out.write(_line(event))
         counts["events"] += 1
         counts["output_events" if event[1] == "o" else "resizes"] += 1
     return counts

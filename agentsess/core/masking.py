@@ -80,7 +80,7 @@ def _quoted(value: bytes) -> list:
             elif plus and b == 0x20:
                 parts.append("+")
             else:
-                parts.append("%%%02X" % b)
+                parts.append(f"%{b:02X}")
         variants.append("".join(parts).encode())
     return variants
 
@@ -94,7 +94,7 @@ class Masker:
     a passthrough: :meth:`feed` returns the very object it was given.
     """
 
-    __slots__ = ("_held", "_names", "_maxlen", "_alts", "_short", "_finders")
+    __slots__ = ("_alts", "_finders", "_held", "_maxlen", "_names", "_short")
 
     def __init__(self, secrets: dict):
         self._held = b""
@@ -153,11 +153,15 @@ class Masker:
         return max(self._maxlen - 1, 0)
 
     def feed(self, data: bytes) -> bytes:
-        """Take the next bytes of the stream; return what may be emitted now."""
+        """Take the next bytes of the stream; return what may be emitted now.
+
+        Other bytes-like objects (a reused read buffer) are copied to ``bytes`` first."""
         if not self._finders:
             return data
         if not data:
             return b""
+        if type(data) is not bytes:
+            data = bytes(data)
         buf = self._held + data if self._held else data
         out, self._held = self._scan(buf, False)
         return out
@@ -173,7 +177,7 @@ class Masker:
         """Mask one whole piece of data (independent of the stream state)."""
         if not self._finders or not data:
             return data
-        return self._scan(data, True)[0]
+        return self._scan(bytes(data), True)[0]
 
     def mask_text(self, text: str) -> str:
         """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape)."""

@@ -82,9 +82,9 @@ def _ssh_keys(folder: str) -> list:
     keys = []
     for name in names:
         path = os.path.join(folder, name)
-        if name.startswith("id_") and not name.endswith(".pub"):
-            if os.path.isfile(path) and os.access(path, os.R_OK):
-                keys.append(path)
+        private = name.startswith("id_") and not name.endswith(".pub")
+        if private and os.path.isfile(path) and os.access(path, os.R_OK):
+            keys.append(path)
     return keys
 
 
