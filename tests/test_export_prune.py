@@ -280,8 +280,8 @@ def run_ids() -> set[str]:
         return {r[0] for r in db.execute("SELECT id FROM runs")}
 
 
-def quick_run(*argv) -> str:
-    agentsess("run", "--no-pty", "--", *(argv or ("true",)), check=0)
+def quick_run(*argv, code=0) -> str:
+    agentsess("run", "--no-pty", "--", *(argv or ("true",)), check=code)
     return show()["id"]
 
 
@@ -302,7 +302,7 @@ def running():
 
 def test_prune_deletes_old_finished_runs_and_keeps_running_and_new_ones(running):
     old_ok = quick_run("true")
-    old_failed = quick_run("sh", "-c", "exit 3")
+    old_failed = quick_run("sh", "-c", "exit 3", code=3)
     new = quick_run("true")
     for rid in (old_ok, old_failed, running):
         age(rid, 40)

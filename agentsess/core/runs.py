@@ -277,7 +277,7 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
         sid=run_id,
         scope=plan.scopes,
         chain=plan.chain,
-        ttl=max(1, int(plan.expires_at - plan.issued_at)),
+        ttl=max(1, int(plan.expires_at) - int(plan.issued_at)),
         now=plan.issued_at,
     )
     plan.expires_at = float(claims["exp"])
