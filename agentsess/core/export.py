@@ -26,7 +26,10 @@ _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def _line(obj) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS).encode() + b"\n"
+    text = json.dumps(obj, ensure_ascii=False)
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:  # rare; translate is slow
+        text = text.translate(_LINE_BREAKS)
+    return text.encode() + b"\n"
 
 
 def _timing_lines(path: str):

@@ -30,6 +30,10 @@ def _mark(store, row: dict, now: float, by: str, reason: str | None, cause: str)
     return cur.rowcount == 1
 
 
+def _cause(row: dict, run_id: str) -> str:
+    return "direct" if row["id"] == run_id else f"ancestor {run_id}"
+
+
 def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait: float | None = None) -> list[dict]:
     """Revoke run ``ref`` (and its descendants unless ``only``); one result dict per run."""
     reap_abandoned(store)
@@ -38,26 +42,33 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
     targets = [root] + ([] if only else store.descendants(run_id))
     by = f"{host.user()}@{host.hostname()}"
     now = time.time()
+    # mark the whole tree first, in one transaction, so no run in it can exit unrevoked meanwhile
+    store.db.execute("BEGIN IMMEDIATE")
+    try:
+        newly = {row["id"]: _mark(store, row, now, by, reason, _cause(row, run_id)) for row in targets}
+        store.db.execute("COMMIT")
+    except BaseException:
+        store.db.execute("ROLLBACK")
+        raise
     results = []
     for row in targets:
-        cause = "direct" if row["id"] == run_id else f"ancestor {run_id}"
-        newly = _mark(store, row, now, by, reason, cause)
         result = {
             "id": row["id"],
             "name": row["name"],
             "parent_id": row.get("parent_id"),
             "status_before": row["status"],
-            "newly_revoked": newly,
-            "cause": cause if newly else row.get("revoke_cause"),
+            "newly_revoked": newly[row["id"]],
+            "cause": _cause(row, run_id) if newly[row["id"]] else row.get("revoke_cause"),
             "process": "not running",
         }
-        if newly:
+        if newly[row["id"]]:
             try:
+                direct = row["id"] == run_id
                 audit.record(
                     store,
                     row["id"],
                     "run.revoked",
-                    {"cause": "direct" if row["id"] == run_id else "ancestor", "ancestor": None if row["id"] == run_id else run_id,
+                    {"cause": "direct" if direct else "ancestor", "ancestor": None if direct else run_id,
                      "by": by, "reason": reason, "at": rfc3339(now)},
                 )
                 if row["status"] != "running":
@@ -65,15 +76,16 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
             except ReceiptError as exc:
                 result["receipt_error"] = exc.message
         if row["status"] == "running" and supervisor_alive(row):
-            policy = row.get("policy") or {}
-            keep = policy.get("on_revoke") == "keep"
+            keep = (row.get("policy") or {}).get("on_revoke") == "keep"
             result["process"] = "kept running (on_revoke = keep)" if keep else "stopping"
-            if newly and row.get("host") == host.hostname():
-                try:
-                    os.kill(row["supervisor_pid"], signal.SIGUSR1)
-                except (ProcessLookupError, PermissionError):
-                    pass
         results.append(result)
+    # tell live supervisors on this machine at once, the deepest first
+    for result, row in reversed(list(zip(results, targets))):
+        if result["process"] != "not running" and newly[row["id"]] and row.get("host") == host.hostname():
+            try:
+                os.kill(row["supervisor_pid"], signal.SIGUSR1)
+            except (ProcessLookupError, PermissionError):
+                pass
     stopping = [r for r in results if r["process"] == "stopping"]
     if stopping:
         grace = max((store.get_run(r["id"]).get("policy") or {}).get("revoke_grace", 5) for r in stopping)
