@@ -52,17 +52,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
+TAKES_VALUE = {"--name", "--profile", "-p", "--scope", "-s", "--ttl", "--pass-env", "--agent"}
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(our options, the command): at ``--``, or else at the first word that is not ours (like `env`)."""
     if "--" in argv:
         cut = argv.index("--")
-        options, command = argv[:cut], argv[cut + 1 :]
-    else:
-        options, command = argv, []
+        return argv[:cut], argv[cut + 1 :]
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-"):
+            break
+        i += 2 if word in TAKES_VALUE else 1
+    return argv[:i], argv[i:]
+
+
+def main(argv: list[str]) -> int:
+    options, command = split_command(argv)
     args, rest = parser().parse_known_args(options)
     if rest:
-        if rest[0].startswith("-"):
-            raise AgentsessError(f"run: unknown option {rest[0]} (see `agentsess run --help`)", RUN_FAILED)
-        command = rest + command
+        raise AgentsessError(f"run: unknown option {rest[0]} (see `agentsess run --help`)", RUN_FAILED)
     if not command:
         raise AgentsessError("run: no command given: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
     from agentsess.core.runs import Request, start_run

@@ -120,7 +120,7 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
             )
         if rec.get("run") != row["id"]:
             return result.fail(f"record seq {seq} belongs to another run ({rec.get('run')})", seq)
-        if rec.get("hash") != receipts.record_hash(rec):
+        if rec.get("hash") != receipts.record_hash(rec) or line != receipts.canonical(rec) + b"\n":
             return result.fail(f"record seq {seq} was edited (its hash does not match its content)", seq)
         want_prev = receipts.GENESIS if prev is None else prev["hash"]
         if rec.get("prev") != want_prev:
