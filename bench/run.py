@@ -109,18 +109,14 @@ def all_pids():
             yield int(name)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
+def group_members(pgid: int, zombies: bool = False) -> list[int]:
+    """Processes in process group ``pgid``: live ones, or with ``zombies`` unreaped ones too."""
     out = []
     for pid in all_pids():
         st = proc_stat(pid)
-        if st and st[2] == pgid and st[0] not in ("Z", "X"):
+        if st and st[2] == pgid and (zombies or st[0] not in ("Z", "X")):
             out.append(pid)
     return out
-
-
-def children_of(pid: int) -> list[int]:
-    return [p for p in all_pids() if (st := proc_stat(p)) and st[1] == pid]
 
 
 def vm_hwm_kib(pid: int) -> int | None:
@@ -144,9 +140,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.005):
     raise HarnessError(f"timed out waiting for {what}")
 
 
-def run_rss(argv, env, stdout_path: str) -> tuple[float, int, int, int]:
-    """Run ``argv`` with stdout to a file; (wall seconds, exit code, peak RSS KiB polled from
-    /proc/PID/status VmHWM, peak RSS KiB from wait4's rusage)."""
+def run_rss(argv, env, stdout_path: str) -> tuple[float, int, int]:
+    """Run ``argv`` with stdout to a file; (wall seconds, exit code, peak RSS in KiB).
+
+    The peak is VmHWM of /proc/PID/status, polled every 5 ms until the process exits
+    (VmHWM only grows, so the last reading is the peak up to that moment). wait4's
+    ru_maxrss is no use here: Linux carries the forking parent's high-water mark over exec.
+    """
     with open(stdout_path, "wb") as out:
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.DEVNULL)
@@ -159,16 +159,20 @@ def run_rss(argv, env, stdout_path: str) -> tuple[float, int, int, int]:
             value = vm_hwm_kib(p.pid)
             if value:
                 hwm = max(hwm, value)
-            done.wait(0.01)
+            done.wait(0.005)
 
     t = threading.Thread(target=poll, daemon=True)
     t.start()
-    _, status, usage = os.wait4(p.pid, 0)
+    # wait without reaping, so the last VmHWM reading is taken after the process has done everything
+    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
     took = time.perf_counter() - t0
+    value = vm_hwm_kib(p.pid)
     done.set()
     t.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return took, p.returncode, hwm, usage.ru_maxrss
+    if value:
+        hwm = max(hwm, value)
+    code = p.wait()
+    return took, code, hwm
 
 
 # -- the environment under test -----------------------------------------------------------------
@@ -429,9 +433,9 @@ class Bench:
         size = os.path.getsize(self.data)
         out = os.path.join(self.work, "out.bin")
         teelog = os.path.join(self.work, "tee.log")
-        ag_t, tee_t, hwm, maxrss = [], [], [], []
+        ag_t, tee_t, hwm = [], [], []
         for rep in range(self.big_reps + 1):  # the first round warms the page cache
-            took, code, peak, usage = run_rss(
+            took, code, peak = run_rss(
                 self.agentsess("run", "--no-pty", "--profile", "bench", "--", "cat", self.data), self.env, out)
             if code != 0:
                 raise HarnessError(f"agentsess run -- cat exited {code}")
@@ -442,6 +446,7 @@ class Bench:
                 if any(s.encode() in body for s in self.secret_values):
                     raise HarnessError("a secret reached stdout unmasked")
                 self.masked_seen = body.count(b"[masked:")
+                del body
             os.remove(out)
             if rep < self.big_reps:
                 self._drop_log(run_id)  # keep the last run's log for show-run
@@ -456,28 +461,25 @@ class Bench:
             ag_t.append(took)
             tee_t.append(took_tee)
             hwm.append(peak)
-            maxrss.append(usage)
         self.big_run = run_id
         self.big_run_bytes = logged
         mbps = lambda ts: stats([size / t / 1e6 for t in ts])
         label = human_size(size)
         self.add(row("pipe_throughput", f"`run --no-pty` throughput, {label}, 10 secrets masked", "MB/s", mbps(ag_t),
                      f"`cat | tee FILE`, {label}", mbps(tee_t), ("ratio_min", 0.5)))
-        peak = [max(a, b) / 1024 for a, b in zip(hwm, maxrss)]
-        self.add(row("supervisor_rss", f"supervisor peak RSS, {label} through pipes", "MB", stats(peak),
-                     "`python -c pass`", self.python_rss(), ("abs_max", 60.0),
-                     extra={"vmhwm_polled_kib": hwm, "wait4_maxrss_kib": maxrss}))
+        self.add(row("supervisor_rss", f"supervisor peak RSS, {label} through pipes", "MB",
+                     stats([h / 1024 for h in hwm]), "`python -c pass`", self.python_rss(), ("abs_max", 60.0)))
         if not self.quick:
             small = os.path.join(self.work, "data100.txt")
             with open(self.data, "rb") as src, open(small, "wb") as dst:
                 dst.write(src.read(100 * MiB))
             peaks = []
             for _ in range(self.big_reps):
-                _, code, peak, usage = run_rss(
+                _, code, peak = run_rss(
                     self.agentsess("run", "--no-pty", "--profile", "bench", "--", "cat", small), self.env, out)
                 os.remove(out)
                 self._drop_log(self._last_run()[0])
-                peaks.append(max(peak, usage) / 1024)
+                peaks.append(peak / 1024)
             os.remove(small)
             self.add(row("supervisor_rss_100m", "supervisor peak RSS, 100 MiB through pipes", "MB", stats(peaks),
                          "`python -c pass`", self.python_rss(), ("abs_max", 60.0)))
@@ -485,8 +487,8 @@ class Bench:
     def python_rss(self) -> dict:
         values = []
         for _ in range(3):
-            _, _, peak, usage = run_rss([PY, "-c", "pass"], self.env, os.devnull)
-            values.append(max(peak, usage) / 1024)
+            _, _, peak = run_rss([PY, "-c", "pass"], self.env, os.devnull)
+            values.append(peak / 1024)
         return stats(values)
 
     def pty_throughput(self) -> None:
@@ -532,19 +534,18 @@ class Bench:
 
     def revoke(self) -> None:
         reps = 3 if self.quick else 7
-        wall, gone, ref = [], [], []
+        wall, gone, reaped, ref = [], [], [], []
         for _ in range(reps):
             sup = subprocess.Popen(
                 self.agentsess("run", "--no-pty", "--", "sh", "-c", "sleep 600 & sleep 600"),
                 env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                child = wait_for(lambda: children_of(sup.pid), 30, "the run's child")[0]
-                pgid = proc_stat(child)[2]
-                wait_for(lambda: len(group_members(pgid)) >= 2, 30, "sleep & sleep in the child's group")
-                run_id = wait_for(lambda: self.store_rows(
-                    self.home, "SELECT id FROM runs WHERE supervisor_pid = ? AND status = 'running'", (sup.pid,)),
-                    30, "the run's row")[0][0]
-                t_rev, t_gone = self._timed_stop(pgid, lambda: self.cli("revoke", run_id))
+                run_id, pgid = wait_for(lambda: self.store_rows(
+                    self.home, "SELECT id, child_pgid FROM runs WHERE supervisor_pid = ? AND status = 'running' "
+                    "AND child_pgid IS NOT NULL", (sup.pid,)), 30, "the run's row")[0]
+                # sh, and its two sleeps
+                wait_for(lambda: len(group_members(pgid)) >= 3, 30, "sleep & sleep in the child's group")
+                t_rev, t_gone, t_reaped = self._timed_stop(pgid, lambda: self.cli("revoke", run_id))
                 code = sup.wait(30)
                 if code != 124:
                     raise HarnessError(f"the revoked run exited {code}, expected 124")
@@ -554,40 +555,46 @@ class Bench:
                     sup.wait()
             wall.append(t_rev)
             gone.append(t_gone)
+            reaped.append(t_reaped)
             # reference: the same group, unwrapped, stopped with kill -TERM -PGID
             plain = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"], start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_for(lambda: len(group_members(plain.pid)) >= 2, 30, "the reference group")
-            _, t_ref = self._timed_stop(plain.pid, lambda: subprocess.run(["kill", "-TERM", "--", f"-{plain.pid}"], check=True))
+            wait_for(lambda: len(group_members(plain.pid)) >= 3, 30, "the reference group")
+            _, t_ref, _ = self._timed_stop(plain.pid, lambda: subprocess.run(["kill", "-TERM", "--", f"-{plain.pid}"], check=True))
             plain.wait()
             ref.append(t_ref)
         to_ms = lambda xs: stats([x * 1000 for x in xs])
-        self.add(row("revoke_gone", "`revoke RUN` issued → child's process group gone", "ms", to_ms(gone),
-                     "`kill -TERM -PGID` → group gone", to_ms(ref), ("abs_max", 1000.0)))
+        self.add(row("revoke_gone", "`revoke RUN` issued → no live process in the child's group", "ms", to_ms(gone),
+                     "`kill -TERM -PGID` → group gone", to_ms(ref), ("abs_max", 1000.0),
+                     extra={"zombies_reaped_ms": to_ms(reaped)}))
         self.add(row("revoke_wall", "`revoke RUN` command wall time", "ms", to_ms(wall),
                      "`kill -TERM -PGID` → group gone", to_ms(ref), ("abs_max", 1000.0)))
 
     @staticmethod
-    def _timed_stop(pgid: int, action) -> tuple[float, float]:
-        """(seconds for ``action`` to return, seconds until the group has no live process)."""
-        gone_at = []
+    def _timed_stop(pgid: int, action) -> tuple[float, float, float]:
+        """Seconds from calling ``action`` until (it returned, the group has no live process,
+        the group has no process at all, zombies included)."""
+        live_at, all_at = [], []
         start = time.perf_counter()
 
         def poll():
-            while group_members(pgid):
-                if time.perf_counter() - start > 60:
+            while time.perf_counter() - start < 60:
+                members = group_members(pgid, zombies=True)
+                if not live_at and not any(proc_stat(p) and proc_stat(p)[0] not in "ZX" for p in members):
+                    live_at.append(time.perf_counter())
+                if not members:
+                    all_at.append(time.perf_counter())
                     return
                 time.sleep(0.002)
-            gone_at.append(time.perf_counter())
 
         t = threading.Thread(target=poll, daemon=True)
         t.start()
         action()
         returned = time.perf_counter()
         t.join(65)
-        if not gone_at:
+        if not live_at:
             raise HarnessError(f"process group {pgid} still alive 60 s after the stop")
-        return returned - start, gone_at[0] - start
+        return returned - start, live_at[0] - start, (all_at or [float("nan")])[0] - start
 
     # -- 5. reading runs back ------------------------------------------------------------------------
 
@@ -637,7 +644,7 @@ class Bench:
         res = {k: ms(v) for k, v in res.items()}
         self.add(row("runs_json_100k", "`runs --json` (newest 50) over 100k runs", "ms", res["runs"],
                      "python: sqlite3 query + json.dumps of 50 rows", res["ref"], ("abs_max", 300.0)))
-        reps = 2 if self.quick else 3
+        reps = 1 if self.quick else 3
         every = stats([spawn_timed(self.agentsess("runs", "--json", "--limit", "0"), env) * 1000 for _ in range(reps)])
         self.add(row("runs_json_all_100k", "`runs --json --limit 0` (all 100k runs)", "ms", every, None, None, None))
 

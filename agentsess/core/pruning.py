@@ -12,7 +12,6 @@ Each real prune appends one line to ``<data root>/prune.log`` (0600):
 """
 
 import os
-import shutil
 import time
 
 from agentsess.core import ids
@@ -68,6 +67,8 @@ def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | 
     orphaned = [r["id"] for r in rows if r["id"] not in gone and r.get("parent_id") in gone]
     failed = []
     if not dry_run:
+        import shutil
+
         store.delete_runs(doomed)
         root = paths.runs_dir()
         for run_id in doomed:
