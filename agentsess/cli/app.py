@@ -59,16 +59,32 @@ def _register() -> None:
 _register()
 
 
-def run_app(argv: list[str]) -> int:
-    import click
-
+def _click_errors() -> tuple:
+    """(exit, usage error, abort) classes of the click that typer uses: its own vendored copy
+    since typer 0.29 (where Exit and Abort are typer's), else click itself."""
     try:
-        app(args=argv, prog_name="agentsess", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        from typer._click import ClickException
+
+        return (typer.Exit,), ClickException, (typer.Abort,)
+    except ImportError:  # typer < 0.29
+        import click
+
+        return (typer.Exit, click.exceptions.Exit), click.ClickException, (typer.Abort, click.exceptions.Abort)
+
+
+def run_app(argv: list[str]) -> int:
+    exits, usage, aborts = _click_errors()
+    try:
+        result = app(args=argv, prog_name="agentsess", standalone_mode=False)
+    except exits as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except usage as exc:
+        from agentsess.cli.entry import error
+
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        error(exc.format_message() + where)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except aborts:
         return 130
-    return 0
+    return result if isinstance(result, int) else 0

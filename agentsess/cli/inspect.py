@@ -89,13 +89,15 @@ def show_run(
     from agentsess.core.history import show_run as load
     from agentsess.edges.store import Store
 
+    from agentsess.core.history import integrity
+
     with Store() as store:
-        data = load(store, run, lines)
-    if as_json:
-        data.pop("output_tail", None)
-        render.print_json(data)
-        return
-    _show(data)
+        data = load(store, run, lines, with_integrity=as_json)
+        if as_json:
+            data.pop("output_tail", None)
+            render.print_json(data)
+            return
+        _show(data, lambda: integrity(data["id"], store))
     if output or follow:
         _stream_output(data["id"], follow)
 
@@ -136,7 +138,8 @@ def _stream_output(run_id: str, follow: bool) -> None:
         sys.stdout.write("\n")
 
 
-def _show(data: dict) -> None:
+def _show(data: dict, integrity) -> None:
+    """Identity and credential first (at once), then integrity (reads the whole output log), then the rest."""
     from rich.table import Table
     from rich.tree import Tree
 
@@ -145,7 +148,6 @@ def _show(data: dict) -> None:
     head.add_column(style="bold")
     head.add_column()
     cred = data["credential"]
-    integ = data["integrity"]
     exit_text = "-" if data["exit_code"] is None else str(data["exit_code"])
     if data["signal"]:
         exit_text = f"killed by signal {data['signal']}"
@@ -168,16 +170,22 @@ def _show(data: dict) -> None:
         rows.append(("revoked", render.text(f"{render.short_time(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})")))
     if data.get("error"):
         rows.append(("error", render.text(data["error"])))
-    if integ["ok"]:
-        verdict = "verified, sealed" if integ["sealed"] else "intact, unsealed"
-        rows.append(("integrity", render.text(f"{verdict} ({integ['records']} receipts)")))
-    else:
-        from rich.text import Text
-
-        rows.append(("integrity", Text(f"FAIL: {integ['failure']}", style="bold red")))
     for label, value in rows:
         head.add_row(label, value)
     out.print(head)
+    out.file.flush()
+    integ = integrity()
+    tail = Table.grid(padding=(0, 2))
+    tail.add_column(style="bold", min_width=15)
+    tail.add_column()
+    if integ["ok"]:
+        verdict = "verified, sealed" if integ["sealed"] else "intact, unsealed"
+        tail.add_row("integrity", render.text(f"{verdict} ({integ['records']} receipts)"))
+    else:
+        from rich.text import Text
+
+        tail.add_row("integrity", Text(f"FAIL: {integ['failure']}", style="bold red"))
+    out.print(tail)
     if data["children"]:
         tree = Tree("children", guide_style="dim")
 

@@ -18,12 +18,10 @@ def find_run(store, env: dict, run_id: str | None = None) -> dict:
         if row is None:
             raise AgentsessError(f"no run {run_id} in this store", USAGE)
     elif token:
-        found = store.db.execute(
-            "SELECT id FROM runs WHERE token_sha256 = ?", (policy.token_digest(token),)
-        ).fetchone()
+        found = store.find_by_token(policy.token_digest(token))
         if found is None:
             raise AgentsessError("AGENTSESS_TOKEN is not a token this agentsess minted for any run", USAGE)
-        row = store.get_run(found[0])
+        row = store.get_run(found)
     elif env.get("AGENTSESS_RUN_ID"):
         row = store.get_run(env["AGENTSESS_RUN_ID"])
         if row is None:

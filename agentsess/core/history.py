@@ -71,8 +71,12 @@ def tree(store, run_id: str) -> list[dict]:
     return nodes[run_id]["children"]
 
 
-def show_run(store, ref: str, with_output_lines: int = 20) -> dict:
-    """Everything ``show-run`` shows: the run object, credential, receipts, children, integrity."""
+def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool = True) -> dict:
+    """Everything ``show-run`` shows: the run object, credential, receipts, children, integrity.
+
+    ``with_integrity=False`` leaves out the verification (which reads the whole output log)
+    so a caller can show the rest first; :func:`integrity` computes it.
+    """
     from agentsess.core.lifecycle import reap_abandoned
     from agentsess.edges import paths, receipts
     from agentsess.edges.outputlog import tail_lines
@@ -107,13 +111,14 @@ def show_run(store, ref: str, with_output_lines: int = 20) -> dict:
     out["output_sha256"] = row.get("output_sha256")
     out["children"] = tree(store, run_id)
     out["receipts"] = records
-    out["integrity"] = integrity(store, row)
+    out["integrity"] = integrity(row) if with_integrity else None
     out["output_tail"] = tail_lines(paths.output_log(run_id), with_output_lines).decode("utf-8", "replace")
     return out
 
 
-def integrity(store, row: dict) -> dict:
-    """The run's verification summary (see `agentsess verify`)."""
+def integrity(row_or_id, store=None) -> dict:
+    """The run's verification summary (see `agentsess verify`), from its row or its id."""
     from agentsess.core.verification import verify_run
 
+    row = store.get_run(row_or_id) if isinstance(row_or_id, str) else row_or_id
     return verify_run(row).as_dict()

@@ -18,18 +18,6 @@ from agentsess.edges import host
 from agentsess.edges.receipts import ReceiptError
 
 
-def _mark(store, row: dict, now: float, by: str, reason: str | None, cause: str) -> bool:
-    """Set the run's revocation fields; False when it was already revoked."""
-    fields = {"revoked_at": now, "revoked_by": by, "revoke_reason": reason, "revoke_cause": cause}
-    sets = ", ".join(f"{k} = ?" for k in fields)
-    cur = store.db.execute(
-        f"UPDATE runs SET {sets}, status = CASE WHEN status = 'running' THEN 'revoked' ELSE status END "
-        "WHERE id = ? AND revoked_at IS NULL",
-        (*fields.values(), row["id"]),
-    )
-    return cur.rowcount == 1
-
-
 def _cause(row: dict, run_id: str) -> str:
     return "direct" if row["id"] == run_id else f"ancestor {run_id}"
 
@@ -43,13 +31,7 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
     by = f"{host.user()}@{host.hostname()}"
     now = time.time()
     # mark the whole tree first, in one transaction, so no run in it can exit unrevoked meanwhile
-    store.db.execute("BEGIN IMMEDIATE")
-    try:
-        newly = {row["id"]: _mark(store, row, now, by, reason, _cause(row, run_id)) for row in targets}
-        store.db.execute("COMMIT")
-    except BaseException:
-        store.db.execute("ROLLBACK")
-        raise
+    newly = store.mark_revoked({row["id"]: _cause(row, run_id) for row in targets}, now, by, reason)
     results = []
     for row in targets:
         result = {

@@ -204,13 +204,11 @@ class Watch:
             )
         self.ingest_spool()
         if not self.revoked:
-            row = self.store.db.execute(
-                "SELECT revoked_at, revoke_cause FROM runs WHERE id = ?", (self.run_id,)
-            ).fetchone()
-            if row is not None and row[0] is not None:
+            revoked_at, cause = self.store.revocation(self.run_id)
+            if revoked_at is not None:
                 self.revoked = True
                 if self.profile.on_revoke == "stop":
-                    notice(f"run {self.run_id} was revoked ({row[1] or 'direct'}); stopping it")
+                    notice(f"run {self.run_id} was revoked ({cause or 'direct'}); stopping it")
                     self.stopped = True
                     sup.stop(self.profile.revoke_grace)
                 else:

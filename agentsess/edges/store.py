@@ -235,6 +235,41 @@ class Store:
                 return found[rid]
         return None
 
+    def find_by_token(self, token_sha256: str) -> str | None:
+        row = self._exec("SELECT id FROM runs WHERE token_sha256 = ?", (token_sha256,)).fetchone()
+        return None if row is None else row[0]
+
+    def revocation(self, run_id: str) -> tuple[float | None, str | None]:
+        """(revoked_at, revoke_cause) of one run: the supervisor's poll, kept cheap."""
+        row = self._exec("SELECT revoked_at, revoke_cause FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
+
+    def mark_revoked(self, causes: dict, now: float, by: str, reason: str | None) -> dict:
+        """Revoke every run in ``causes`` (id -> cause) in one transaction; {id: newly revoked?}.
+
+        A running run's status becomes ``revoked``; a finished one keeps its status and gets
+        the revocation fields (its credentials are dead from now on).
+        """
+        newly = {}
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for run_id, cause in causes.items():
+                    cur = self.db.execute(
+                        "UPDATE runs SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, revoke_cause = ?, "
+                        "status = CASE WHEN status = 'running' THEN 'revoked' ELSE status END "
+                        "WHERE id = ? AND revoked_at IS NULL",
+                        (now, by, reason, cause, run_id),
+                    )
+                    newly[run_id] = cur.rowcount == 1
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc) from exc
+        return newly
+
     def running(self) -> list[dict]:
         return [self._decode(r) for r in self._exec("SELECT * FROM runs WHERE status = 'running'")]
 
