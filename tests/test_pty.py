@@ -147,3 +147,17 @@ def test_output_log_records_the_pty_session():
     log = os.path.join(os.environ["AGENTSESS_HOME"], "runs", run["id"], "output.log")
     with open(log, "rb") as fh:
         assert b"a\x1b[1mbold\x1b[0m" in fh.read()
+
+
+def test_supervisor_sigkilled_in_pty_mode_takes_the_child_with_it(tmp_path):
+    import signal
+
+    from helpers import pid_alive, wait_for
+
+    pidfile = tmp_path / "pid"
+    child = spawn(["--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"])
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child pid")
+    victim = int(pidfile.read_text())
+    os.kill(child.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(victim), timeout=5, what="child gone after the pty hung up")
+    child.close(force=True)

@@ -52,6 +52,7 @@ def _register() -> None:
     app.add_typer(credentials.secret_app, name="secret")
     app.add_typer(settings.config_app, name="config")
     app.command("doctor")(settings.doctor)
+    app.command("mcp-proxy", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False})(__import__("agentsess.cli.mcp", fromlist=["mcp_proxy"]).mcp_proxy)
     app.command("export")(exporting.export)
     app.command("prune")(exporting.prune)
 
