@@ -6,7 +6,6 @@ import sys
 import time
 
 import jwt
-import pytest
 
 from conftest import agentsess
 from helpers import show

@@ -3,13 +3,11 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
 
-import pytest
 
 from conftest import agentsess
 

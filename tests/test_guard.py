@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from conftest import agentsess
-from helpers import runs_json, show, spawn, wait_for
+from helpers import show, spawn, wait_for
 
 PY = sys.executable
 

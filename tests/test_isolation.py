@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pexpect
-import pytest
 
 from conftest import agentsess
 from helpers import show

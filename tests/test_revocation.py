@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -44,7 +43,6 @@ def test_revoke_stops_the_whole_process_group_including_a_term_ignoring_grandchi
     wait_for(lambda: gpid.exists() and gpid.read_text().strip(), what="grandchild")
     grandchild = int(gpid.read_text())
     run_id = running_ids(1)[0]["id"]
-    token = None
     started = time.monotonic()
     out = agentsess("revoke", run_id, "--reason", "incident 7", "--json", check=0)
     results = json.loads(out.stdout)

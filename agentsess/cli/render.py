@@ -20,7 +20,7 @@ def console(stderr: bool = False):
     return out
 
 
-def text(value) -> "Text":
+def text(value):
     """User-supplied strings are never markup (`[bold]` in a command line stays as typed)."""
     from rich.text import Text
 

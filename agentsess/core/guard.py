@@ -116,12 +116,8 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
 
 def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
     """An ``action.exec`` receipt for a shell command the agent ran."""
-    from agentsess.core.redaction import redact
-
     row = find_run(store, env)
-    text = redact(command)
-    if len(text) > policy.SUMMARY_CAP:
-        text = text[: policy.SUMMARY_CAP] + f"… [{len(text) - policy.SUMMARY_CAP} more characters]"
+    text = policy.capped(command)
     audit.record(
         store,
         row["id"],

@@ -129,8 +129,7 @@ class SpoolReader:
             return []
         self.offset += end + 1
         out = []
-        from agentsess.core.policy import SUMMARY_CAP, token_digest
-        from agentsess.core.redaction import redact
+        from agentsess.core.policy import capped, token_digest
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)
@@ -138,9 +137,7 @@ class SpoolReader:
                 continue
             t0, t1, rc, pid, cwd, command = parts
             command = command.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
-            shown = redact(self.mask(command) if self.mask else command)
-            if len(shown) > SUMMARY_CAP:
-                shown = shown[:SUMMARY_CAP] + f"… [{len(shown) - SUMMARY_CAP} more characters]"
+            shown = capped(self.mask(command) if self.mask else command)
             try:
                 duration = round(float(t1) - float(t0), 6)
             except ValueError:

@@ -21,7 +21,6 @@ thread relays the client's input (and decides calls). Writes to our stdout are s
 a lock; each thread opens its own store connection.
 """
 
-import hashlib
 import json
 import os
 
@@ -34,7 +33,6 @@ READ_SIZE = 1 << 18
 # Redaction sees this many characters beyond a summary's cap: enough for any credential
 # (a 4096-bit RSA private key block is ~3.3 KB) to be masked whole, while the cost of a
 # receipt no longer grows with the size of the message.
-REDACT_MARGIN = 8192
 
 USAGE_LINE = "usage: agentsess mcp-proxy [--name SERVER] -- CMD [ARGS...]"
 
@@ -50,30 +48,6 @@ def server_name(command: list[str], name: str | None) -> str:
             USAGE,
         )
     return chosen
-
-
-def summarise(value, cap: int) -> tuple[str, str]:
-    """:func:`policy.summarise` with redaction bounded to the first ``cap + REDACT_MARGIN``
-    characters, so a message of several MB costs no more to record than a small one.
-
-    Same text as :func:`policy.summarise` whenever the summarised text fits in that window.
-    """
-    from agentsess.core.redaction import redact
-
-    full = policy.canonical_json(value)
-    digest = hashlib.sha256(full.encode()).hexdigest()
-    text = full
-    if isinstance(value, dict):
-        for key in policy.MAIN_ARGUMENT_KEYS:
-            if isinstance(value.get(key), str):
-                text = policy.main_argument(value)
-                break
-    window = cap + REDACT_MARGIN
-    rest = max(0, len(text) - window)
-    text = redact(text[:window])
-    if len(text) + rest > cap:
-        text = text[:cap] + f"… [{len(text) + rest - cap} more characters]"
-    return text, digest
 
 
 def _key(rid):
@@ -241,7 +215,7 @@ class Relay:
                 decision.decision = "deny"
             data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
             if args is not None:
-                data["summary"], data["args_sha256"] = summarise(args, policy.SUMMARY_CAP)
+                data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
             audit.record(self.client_store, self.run_id, "action.checked", data)
         except Exception as exc:  # fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
@@ -328,7 +302,7 @@ class Relay:
         else:
             payload = response.get("result")
             is_error = isinstance(payload, dict) and payload.get("isError") is True
-        summary, digest = summarise(payload, policy.RESULT_CAP)
+        summary, digest = policy.summarise(payload, policy.RESULT_CAP)
         data = {
             "tool": entry.tool,
             "source": SOURCE,

@@ -23,6 +23,7 @@ from agentsess.core import scopes as scope_algebra
 
 SUMMARY_CAP = 512
 RESULT_CAP = 2048
+REDACT_MARGIN = 8192
 MAIN_ARGUMENT_KEYS = ("command", "file_path", "path", "url", "pattern", "query")
 
 
@@ -114,17 +115,30 @@ def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float
     return Decision(default, f"no rule matched; default_decision is {default}", scope=None)
 
 
-def summarise(args, cap: int = SUMMARY_CAP) -> tuple[str, str]:
-    """(a masked, size-capped summary of ``args``, the SHA-256 of their full canonical JSON)."""
+def capped(text: str, cap: int = SUMMARY_CAP) -> str:
+    """``text`` with credentials masked, cut to ``cap`` characters.
+
+    Redaction reads only the part that can be kept (plus a margin), so a tool result of
+    several MB costs no more to record than a small one.
+    """
     from agentsess.core.redaction import redact
 
+    window = cap + REDACT_MARGIN
+    rest = max(0, len(text) - window)
+    text = redact(text[:window])
+    if len(text) + rest > cap:
+        text = text[:cap] + f"… [{len(text) + rest - cap} more characters]"
+    return text
+
+
+def summarise(args, cap: int = SUMMARY_CAP) -> tuple[str, str]:
+    """(a masked, size-capped summary of ``args``, the SHA-256 of their full canonical JSON)."""
     full = canonical_json(args)
     digest = hashlib.sha256(full.encode()).hexdigest()
-    text = main_argument(args) if isinstance(args, dict) and any(isinstance(args.get(k), str) for k in MAIN_ARGUMENT_KEYS) else full
-    text = redact(text)
-    if len(text) > cap:
-        text = text[:cap] + f"… [{len(text) - cap} more characters]"
-    return text, digest
+    text = full
+    if isinstance(args, dict) and any(isinstance(args.get(k), str) for k in MAIN_ARGUMENT_KEYS):
+        text = main_argument(args)
+    return capped(text, cap), digest
 
 
 def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dict | None = None) -> dict:

@@ -29,8 +29,8 @@ _PATTERNS = re.compile(
 _LABELLED = re.compile(
     r"""
       (?P<bearer>\b(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+)[A-Za-z0-9._~+/=-]{8,}
-    | (?P<url>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)
-    | (?P<named>["']?[A-Za-z0-9_.-]*(?:token|TOKEN|Token|secret|SECRET|Secret|passw(?:or)?d|PASSW(?:OR)?D|Passw(?:or)?d|api_?key|API_?KEY|ApiKey|private_?key|PRIVATE_?KEY)[A-Za-z0-9_.-]*["']?\s*[:=]\s*)(?P<q>["']?)(?!\[masked)[^\s"',;&|]{4,}(?P=q)
+    | (?<![A-Za-z0-9+.-])(?P<url>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)
+    | (?<![A-Za-z0-9_.-])(?P<named>["']?[A-Za-z0-9_.-]*(?:token|TOKEN|Token|secret|SECRET|Secret|passw(?:or)?d|PASSW(?:OR)?D|Passw(?:or)?d|api_?key|API_?KEY|ApiKey|private_?key|PRIVATE_?KEY)[A-Za-z0-9_.-]*["']?\s*[:=]\s*)(?P<q>["']?)(?!\[masked)[^\s"',;&|]{4,}(?P=q)
     """,
     re.VERBOSE,
 )

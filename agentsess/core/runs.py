@@ -6,7 +6,6 @@ environment -> supervisor -> exit receipt -> store.
 """
 
 import os
-import sys
 import time
 
 from agentsess.core import audit, ids
@@ -237,7 +236,7 @@ class Watch:
 def start_run(request: Request) -> int:
     """Start, supervise and record one run; return the exit code `agentsess run` leaves with."""
     from agentsess.edges.config import load_config
-    from agentsess.edges.supervisor import ExecFailed, Supervisor, find_executable
+    from agentsess.edges.supervisor import ExecFailed, find_executable
 
     if not request.argv:
         raise AgentsessError("no command to run: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
