@@ -253,21 +253,36 @@ def start_run(request: Request) -> int:
         except ExecFailed as exc:
             what = "command not found" if exc.code == 127 else "command not executable"
             raise AgentsessError(f"{what}: {request.argv[0]}", exc.code) from None
-        return _supervise(store, request, plan, injected, secrets)
+        launch = _launch(store, request, plan, injected, secrets)
+        return _supervise(store, request, plan, launch)
 
 
-def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict) -> int:
+class Launch:
+    """What a started run hands to its supervisor."""
+
+    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked")
+
+    def __init__(self, run_id, argv, env, use_pty, spool, masked):
+        self.run_id = run_id
+        self.argv = argv
+        self.env = env
+        self.use_pty = use_pty
+        self.spool = spool
+        self.masked = masked
+
+
+def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict) -> Launch:
+    """Mint the credential, record the run (row and first receipts), build the child's environment."""
     from agentsess.core import tokens
-    from agentsess.core.masking import Masker
-    from agentsess.edges.outputlog import OutputLog
-    from agentsess.edges.supervisor import ExecFailed, Supervisor
 
     profile = plan.profile
     run_id = ids.new_run_id(plan.issued_at)
     use_pty = request.use_pty
     if use_pty is None:
         use_pty = os.isatty(0) and os.isatty(1)
-    obo = f"{host.user()}@{host.hostname()}"
+    mode = "pty" if use_pty else "pipes"
+    user, hostname = host.user(), host.hostname()
+    obo = f"{user}@{hostname}"
     token, claims, kid = tokens.mint(
         agent=plan.agent,
         obo=obo,
@@ -279,101 +294,81 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
     )
     plan.expires_at = float(claims["exp"])
     env, env_facts = _child_env(request, plan, run_id, token, injected)
+    parent_id = plan.parent["id"] if plan.parent else None
     receipts.create_stream(run_id)
     store.insert_run(
         {
-            "id": run_id,
-            "parent_id": plan.parent["id"] if plan.parent else None,
-            "name": plan.name,
-            "status": "running",
-            "command": request.argv,
-            "cwd": request.cwd,
-            "host": host.hostname(),
-            "user": host.user(),
-            "mode": "pty" if use_pty else "pipes",
-            "supervisor_pid": os.getpid(),
-            "supervisor_started": host.process_start(os.getpid()),
-            "started_at": plan.issued_at,
-            "profile": profile.name,
-            "agent": plan.agent,
-            "obo": obo,
-            "scopes": plan.scopes,
-            "chain": plan.chain,
-            "depth": plan.depth,
-            "jti": claims["jti"],
-            "token_sha256": token_digest(token),
-            "kid": kid,
-            "issued_at": float(claims["iat"]),
-            "expires_at": plan.expires_at,
-            "policy": profile.to_dict(redact_env=True),
+            "id": run_id, "parent_id": parent_id, "name": plan.name, "status": "running",
+            "command": request.argv, "cwd": request.cwd, "host": hostname, "user": user, "mode": mode,
+            "supervisor_pid": os.getpid(), "supervisor_started": host.process_start(os.getpid()),
+            "started_at": plan.issued_at, "profile": profile.name, "agent": plan.agent, "obo": obo,
+            "scopes": plan.scopes, "chain": plan.chain, "depth": plan.depth, "jti": claims["jti"],
+            "token_sha256": token_digest(token), "kid": kid, "issued_at": float(claims["iat"]),
+            "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
         }
     )
     argv, integration, spool = _integrations(request, plan, run_id, env)
-    started = {
-        "argv": request.argv,
-        "name": plan.name,
-        "cwd": request.cwd,
-        "host": host.hostname(),
-        "user": host.user(),
-        "pid": os.getpid(),
-        "mode": "pty" if use_pty else "pipes",
-        "parent": plan.parent["id"] if plan.parent else None,
-        "profile": profile.name,
-        "agent": plan.agent,
-        "obo": obo,
-        "git": host.git_info(request.cwd),
-        "env": env_facts,
-        "integration": integration,
-    }
-    audit.record(store, run_id, "run.started", started)
+    audit.record(
+        store,
+        run_id,
+        "run.started",
+        {
+            "argv": request.argv, "name": plan.name, "cwd": request.cwd, "host": hostname, "user": user,
+            "pid": os.getpid(), "mode": mode, "parent": parent_id, "profile": profile.name,
+            "agent": plan.agent, "obo": obo, "git": host.git_info(request.cwd), "env": env_facts,
+            "integration": integration,
+        },
+    )
     audit.record(
         store,
         run_id,
         "credential.minted",
         {
-            "jti": claims["jti"],
-            "kid": kid,
-            "sub": claims["sub"],
-            "scopes": plan.scopes,
-            "ceiling": profile.scopes,
-            "iat": rfc3339(claims["iat"]),
-            "exp": rfc3339(claims["exp"]),
-            "ttl_capped_by_parent": plan.capped,
-            "chain": plan.chain,
+            "jti": claims["jti"], "kid": kid, "sub": claims["sub"], "scopes": plan.scopes,
+            "ceiling": profile.scopes, "iat": rfc3339(claims["iat"]), "exp": rfc3339(claims["exp"]),
+            "ttl_capped_by_parent": plan.capped, "chain": plan.chain,
         },
     )
     if secrets["vars"]:
         audit.record(
-            store, run_id, "secret.injected", {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values()))}
+            store, run_id, "secret.injected",
+            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values()))},
         )
-    if plan.parent is not None and store.get_run(plan.parent["id"]) is not None:
+    if parent_id is not None and store.get_run(parent_id) is not None:
         try:
-            audit.record(
-                store, plan.parent["id"], "child.started", {"child": run_id, "name": plan.name, "scopes": plan.scopes}
-            )
+            audit.record(store, parent_id, "child.started", {"child": run_id, "name": plan.name, "scopes": plan.scopes})
         except ReceiptError:
-            pass
+            pass  # the parent's stream is the parent's problem; this run is recorded
     if env_facts.get("scrubbed"):
         notice("kept from the agent: " + " ".join(env_facts["scrubbed"]) + " (--pass-env NAME to let one through)")
     if env_facts.get("human_files_readable"):
         _human_files_notice(env_facts["human_files_readable"])
-
     masked = {"token": token.encode()}
-    for name, value in secrets["values"].items():
-        masked[name] = value.encode()
+    masked.update((name, value.encode()) for name, value in secrets["values"].items())
+    return Launch(run_id, argv, env, use_pty, spool, masked)
+
+
+def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:
+    """Run the child under the supervisor until it ends; then record how it ended."""
+    from agentsess.core.masking import Masker
+    from agentsess.edges.outputlog import OutputLog
+    from agentsess.edges.supervisor import ExecFailed, Supervisor
+
+    run_id = launch.run_id
+    profile = plan.profile
     mask_terminal = profile.mask_terminal if request.mask_terminal is None else request.mask_terminal
     log = OutputLog(run_id)
     watch = Watch(store, run_id, plan)
-    if spool is not None:
+    if launch.spool is not None:
         from agentsess.core.integrations import SpoolReader
 
-        watch.spool = SpoolReader(spool, Masker(masked).mask_text)
+        watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
     sup = Supervisor(
-        argv,
-        env,
-        use_pty=use_pty,
+        launch.argv,
+        launch.env,
+        use_pty=launch.use_pty,
         log=log,
-        maskers={1: Masker(masked), 2: Masker(masked)},
+        maskers={1: Masker(launch.masked), 2: Masker(launch.masked)},
         mask_terminal=mask_terminal,
         tick=watch,
         grace=profile.revoke_grace,
@@ -396,19 +391,19 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
         watch.ingest_spool()
     except ReceiptError:
         pass
+    return _finish(store, plan, watch, log, code, sig, failure)
+
+
+def _finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -> int:
+    """Record the exit (row, ``run.exited``, seal) and choose `run`'s exit code."""
+    run_id = watch.run_id
     ended = time.time()
-    fields = {
-        "ended_at": ended,
-        "exit_code": code,
-        "signal": sig,
-        "output_bytes": log.size,
-        "output_sha256": log.digest(),
-        "error": failure,
-    }
-    store.update_run(run_id, **fields)
+    store.update_run(
+        run_id, ended_at=ended, exit_code=code, signal=sig, output_bytes=log.size,
+        output_sha256=log.digest(), error=failure,
+    )
     store.set_status_if(run_id, "running", status="exited")
     if failure and code is None:
-        notice(failure)
         code = RUN_FAILED
     try:
         audit.record(
@@ -416,24 +411,18 @@ def _supervise(store: Store, request: Request, plan: Plan, injected: dict, secre
             run_id,
             "run.exited",
             {
-                "exit_code": code,
-                "signal": sig,
-                "duration": round(ended - plan.issued_at, 6),
-                "output_bytes": log.size,
-                "output_sha256": log.digest(),
-                "revoked": watch.revoked,
-                "stopped_by_agentsess": watch.stopped,
-                "error": failure,
+                "exit_code": code, "signal": sig, "duration": round(ended - plan.issued_at, 6),
+                "output_bytes": log.size, "output_sha256": log.digest(), "revoked": watch.revoked,
+                "stopped_by_agentsess": watch.stopped, "error": failure,
             },
         )
         audit.seal(store, run_id)
     except ReceiptError as exc:
-        notice(exc.message)
-        return RUN_FAILED
-    if failure and code not in (126, 127):
+        notice(failure or exc.message)
         return RUN_FAILED
     if failure:
         notice(failure)
+        return code if code in (126, 127) else RUN_FAILED
     if watch.stopped:
         return RUN_STOPPED
     if sig is not None:
