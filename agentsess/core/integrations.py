@@ -29,7 +29,11 @@ MAX_COMMANDS = 10000
 
 
 def agentsess_command() -> str:
-    """How a hook or script inside the run calls this agentsess (same interpreter)."""
+    """How a hook or script inside the run calls this agentsess: the console script installed
+    beside this interpreter (no `-m` start-up cost), else this interpreter with `-m`."""
+    script = os.path.join(os.path.dirname(sys.executable), "agentsess")
+    if os.access(script, os.X_OK):
+        return shlex.quote(script)
     return f"{shlex.quote(sys.executable)} -m agentsess"
 
 

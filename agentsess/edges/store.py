@@ -47,11 +47,11 @@ class Store:
             self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA busy_timeout = 10000")
-            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                self.db.execute("PRAGMA journal_mode = DELETE")
             self.db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            # user_version counts the migrations applied: the common case costs one query
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != len(MIGRATIONS):
+                self.db.execute("PRAGMA journal_mode = WAL")  # persistent in the file
+                self._migrate()
         except AgentsessError:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -92,6 +92,7 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+        self.db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
     def applied_migrations(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name")]
