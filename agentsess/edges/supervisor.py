@@ -87,6 +87,31 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _read_burst(fd: int) -> bytes | None:
+    """Everything readable on non-blocking ``fd`` now, up to CHUNK: a pty hands out a few KiB
+    per read, and masking, logging and showing once per burst instead of per read is what
+    keeps pty mode near `script`'s speed. Returns b"" at end of file (EIO on a pty), None
+    when there was nothing to read after all."""
+    parts = []
+    size = 0
+    while size < CHUNK:
+        try:
+            part = os.read(fd, CHUNK - size)
+        except BlockingIOError:
+            if not parts:
+                return None  # a spurious wake-up: nothing to read after all
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EBADF):
+                raise
+            part = b""
+        if not part:
+            break  # end of file: reported now if nothing came before it, else on the next read
+        parts.append(part)
+        size += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class Supervisor:
     """Runs one child transparently. ``run()`` returns ``(exit_code, signal)``."""
 
@@ -122,6 +147,7 @@ class Supervisor:
         self._outputs = {}  # fd we read -> (stream number, terminal fd)
         self._terminal_ok = {1: True, 2: True}
         self._pending_flush = None
+        self._subreaper = False
 
     # -- spawning ---------------------------------------------------------------------
 
@@ -221,6 +247,8 @@ class Supervisor:
         else:
             self._fg_fd = None
         self.pgid = pid
+        for fd in self._outputs:
+            os.set_blocking(fd, False)
         # exec failure report (or EOF once exec succeeded)
         report = b""
         while True:
@@ -270,12 +298,14 @@ class Supervisor:
 
     def stop(self, grace: float | None = None, signal: int = signal.SIGTERM) -> None:
         """Signal (TERM) the child's process group now and KILL it after ``grace`` seconds."""
+        self._become_subreaper()
         self.signal_group(signal)
         deadline = time.monotonic() + (self.grace if grace is None else grace)
         if self.kill_at is None or deadline < self.kill_at:
             self.kill_at = deadline
 
     def kill(self) -> None:
+        self._become_subreaper()
         self.signal_group(signal.SIGKILL)
         self.kill_at = None
 
@@ -322,15 +352,31 @@ class Supervisor:
             self.signal_group(signal.SIGWINCH)
 
     def _reap(self) -> None:
-        if self.status is not None:
+        """Collect exited children: ours, and orphans handed to us once we are a subreaper."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                if self.status is None:
+                    self.status = 0
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.status = status
+
+    def _become_subreaper(self) -> None:
+        """Orphans of the child's group become ours to reap, so "the group is gone" is seen at
+        once instead of when init gets round to reaping them (PR_SET_CHILD_SUBREAPER)."""
+        if self._subreaper:
             return
+        self._subreaper = True
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            self.status = 0
-            return
-        if pid == self.pid:
-            self.status = status
+            import ctypes
+
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+        except Exception:
+            pass
 
     def _on_signal(self, sig: int) -> None:
         if sig == signal.SIGCHLD:
@@ -468,12 +514,9 @@ class Supervisor:
                         except OSError:
                             stdin_fd = None
                 else:
-                    try:
-                        data = os.read(fd, CHUNK)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EIO, errno.EBADF):
-                            raise
-                        data = b""
+                    data = _read_burst(fd)
+                    if data is None:
+                        continue
                     stream = outputs[fd][0]
                     if data:
                         idle_since = None
@@ -487,8 +530,6 @@ class Supervisor:
                         masker = self.maskers.get(stream)
                         if masker is not None and masker.pending:
                             self._emit(stream, b"", flush=True)
-            if self.status is None:
-                self._reap()
         self._flush_maskers()
         if self.status is None:
             _, self.status = os.waitpid(self.pid, 0)
