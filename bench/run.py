@@ -259,6 +259,7 @@ class Bench:
         script = os.path.join(os.path.dirname(PY), "agentsess")
         self.ag = [script] if os.access(script, os.X_OK) else [PY, "-m", "agentsess"]
         self.secret_values: list[str] = []
+        self.imports: dict = {}
         self.data = os.path.join(self.work, "data.txt")
 
     # -- plumbing ------------------------------------------------------------------------
@@ -273,9 +274,15 @@ class Bench:
         return p
 
     def store_rows(self, home: str, sql: str, args=()) -> list[tuple]:
-        db = sqlite3.connect(f"file:{os.path.join(home, 'store.db')}?mode=ro", uri=True, timeout=10)
+        """Rows from a store, opened read-only ([] while it does not exist yet)."""
+        try:
+            db = sqlite3.connect(f"file:{os.path.join(home, 'store.db')}?mode=ro", uri=True, timeout=10)
+        except sqlite3.OperationalError:
+            return []
         try:
             return db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return []
         finally:
             db.close()
 
@@ -356,7 +363,6 @@ class Bench:
             self.reps,
         )
         res = {k: ms(v) for k, v in res.items()}
-        self.python_pass = res["python"]
         self.add(row("run_true_vs_python", "`agentsess run -- true`", "ms", res["agentsess"],
                      "`python -c pass`", res["python"], ("ratio_max", 6.0)))
         self.add(row("run_true_vs_true", "`agentsess run -- true`", "ms", res["agentsess"],
@@ -403,6 +409,11 @@ class Bench:
                 self.reps,
             )
             res = {k: ms(v) for k, v in res.items()}
+            self.import_profile("hook claude-code", ["hook", "claude-code", "--run", run_id], inside, hook_input)
+            self.import_profile("check", ["check", "bench:read"], inside)
+            self.import_profile("exec -c true", ["exec", "-c", "true"], inside)
+            self.import_profile("token verify", ["token", "verify", token], self.env)
+            self.import_profile("run -- true", ["run", "--no-pty", "--", "true"], self.env)
         finally:
             live.send_signal(signal.SIGTERM)
             try:
@@ -415,6 +426,24 @@ class Bench:
         self.add(row("check", "`check bench:read` (inside a run)", "ms", res["check"], "`python -c pass`", py, ("ratio_max", 3.0)))
         self.add(row("exec", "`exec -c true` (shell capture)", "ms", res["exec"], "`python -c pass`", py, ("ratio_max", 3.0)))
         self.add(row("token_verify", "`token verify TOKEN`", "ms", res["token"], "`python -c pass`", py, ("ratio_max", 5.0)))
+
+    def import_profile(self, label: str, args: list[str], env: dict, stdin: bytes | None = None) -> None:
+        """-X importtime of one command: the total and the heaviest modules (cumulative µs)."""
+        argv = [PY, "-X", "importtime", *(self.ag[1:] if self.ag[0] == PY else self.ag), *args]
+        p = subprocess.run(argv, env=env, input=stdin or b"", capture_output=True, timeout=120)
+        mods = []
+        for line in p.stderr.decode(errors="replace").splitlines():
+            if not line.startswith("import time:") or "cumulative" in line:
+                continue
+            parts = line[len("import time:"):].split("|")
+            self_us, cum_us, name = int(parts[0]), int(parts[1]), parts[2]
+            depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+            mods.append((name.strip(), self_us, cum_us, depth))
+        top = [m for m in mods if m[3] == 0]
+        total = sum(m[2] for m in top)
+        heavy = sorted((m for m in mods if m[3] <= 2), key=lambda m: -m[2])[:8]
+        self.imports[label] = {"total_ms": total / 1000,
+                               "heaviest": [{"module": m[0], "cumulative_ms": m[2] / 1000, "depth": m[3]} for m in heavy]}
 
     # -- 3. throughput and supervisor memory -------------------------------------------------------
 
@@ -494,15 +523,8 @@ class Bench:
     def pty_throughput(self) -> None:
         if shutil.which("script") is None:
             raise HarnessError("util-linux `script` is not installed")
-        size = self.size if not self.quick else min(self.size, 24 * MiB)
+        size = os.path.getsize(self.data)
         src = self.data
-        if size < os.path.getsize(self.data):
-            src = os.path.join(self.work, "data-pty.txt")
-            with open(self.data, "rb") as a, open(src, "wb") as b:
-                b.write(a.read(size))
-            self.notes.append(
-                f"--quick sends {human_size(size)} (not {human_size(self.size)}) through the pty: "
-                "at the pty speeds measured here 100 MiB would not fit in a minute.")
         out = os.path.join(self.work, "out-pty.bin")
         inner = " ".join(self.agentsess("run", "--pty", "--profile", "bench", "--", "cat", src))
 
@@ -518,17 +540,20 @@ class Bench:
                 raise HarnessError(f"only {got} of {size} bytes came out of the pty ({command[:60]})")
             return took
 
-        ag_t, ref_t = [], []
+        ag_t, ref_t, nested_t = [], [], []
         for _ in range(self.big_reps):
             ag_t.append(once(inner))
             self._drop_log(self._last_run()[0])
             ref_t.append(once(f"cat {src}"))
-        if src != self.data:
-            os.remove(src)
+            nested_t.append(once(f"script -q -c 'cat {src}' /dev/null"))
         mbps = lambda ts: stats([size / t / 1e6 for t in ts])
         label = human_size(size)
         self.add(row("pty_throughput", f"`run --pty` throughput, {label}, 10 secrets masked (under `script`)",
                      "MB/s", mbps(ag_t), f"`script -q -c 'cat FILE'`, {label}", mbps(ref_t), ("ratio_min", 0.8)))
+        # what any wrapper that gives its child a pty of its own pays under a terminal: two ptys in series
+        self.add(row("pty_throughput_vs_nested_script", f"`run --pty` throughput, {label} (same runs)", "MB/s",
+                     mbps(ag_t), "`script` inside `script` (two ptys, like agentsess under a terminal)",
+                     mbps(nested_t), None))
 
     # -- 4. revoke ---------------------------------------------------------------------------------
 
@@ -560,8 +585,12 @@ class Bench:
             plain = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"], start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_for(lambda: len(group_members(plain.pid)) >= 3, 30, "the reference group")
-            _, t_ref, _ = self._timed_stop(plain.pid, lambda: subprocess.run(["kill", "-TERM", "--", f"-{plain.pid}"], check=True))
-            plain.wait()
+
+            def stop_plain():
+                subprocess.run(["kill", "-TERM", "--", f"-{plain.pid}"], check=True)
+                plain.wait()  # as a supervisor would reap its child
+
+            _, t_ref, _ = self._timed_stop(plain.pid, stop_plain)
             ref.append(t_ref)
         to_ms = lambda xs: stats([x * 1000 for x in xs])
         self.add(row("revoke_gone", "`revoke RUN` issued → no live process in the child's group", "ms", to_ms(gone),
@@ -578,9 +607,10 @@ class Bench:
         start = time.perf_counter()
 
         def poll():
-            while time.perf_counter() - start < 60:
+            while time.perf_counter() - start < (60 if not live_at else live_at[0] - start + 5):
                 members = group_members(pgid, zombies=True)
-                if not live_at and not any(proc_stat(p) and proc_stat(p)[0] not in "ZX" for p in members):
+                states = [st[0] for st in map(proc_stat, members) if st]
+                if not live_at and all(state in ("Z", "X") for state in states):
                     live_at.append(time.perf_counter())
                 if not members:
                     all_at.append(time.perf_counter())
@@ -634,6 +664,7 @@ class Bench:
             "rows=[dict(r) for r in db.execute('SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 50')];"
             "sys.stdout.write(json.dumps(rows,indent=2))"
         )
+        self.import_profile("runs --json", ["runs", "--json"], env)
         res = interleaved(
             {
                 "runs": lambda: spawn_timed(self.agentsess("runs", "--json"), env),
@@ -644,9 +675,9 @@ class Bench:
         res = {k: ms(v) for k, v in res.items()}
         self.add(row("runs_json_100k", "`runs --json` (newest 50) over 100k runs", "ms", res["runs"],
                      "python: sqlite3 query + json.dumps of 50 rows", res["ref"], ("abs_max", 300.0)))
-        reps = 1 if self.quick else 3
-        every = stats([spawn_timed(self.agentsess("runs", "--json", "--limit", "0"), env) * 1000 for _ in range(reps)])
-        self.add(row("runs_json_all_100k", "`runs --json --limit 0` (all 100k runs)", "ms", every, None, None, None))
+        if not self.quick:  # ~8 s a time here: full runs only
+            every = stats([spawn_timed(self.agentsess("runs", "--json", "--limit", "0"), env) * 1000 for _ in range(3)])
+            self.add(row("runs_json_all_100k", "`runs --json --limit 0` (all 100k runs)", "ms", every, None, None, None))
 
     def show_run_first_byte(self) -> None:
         run_id = getattr(self, "big_run", None)
@@ -660,13 +691,14 @@ class Bench:
             p = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             first = p.stdout.read(1)
             t1 = time.perf_counter()
-            rest = p.stdout.read()
+            p.stdout.read()  # the rest, to the end
             p.wait()
             t2 = time.perf_counter()
             if p.returncode != 0 or not first:
                 raise HarnessError(f"{argv[-2:]} exited {p.returncode}: {p.stderr.read()[-300:]!r}")
             return t1 - t0, t2 - t0
 
+        self.import_profile("show-run", ["show-run", run_id], self.env)
         reps = 3 if self.quick else 7
         ag, ag_total, ref = [], [], []
         first_byte(self.agentsess("show-run", run_id))  # warm
@@ -745,7 +777,17 @@ def format_row(r: dict) -> str:
     return f"| {r['name']} | {fmt(r['value'], r['unit'])} | {ref} | {ratio} | {fmt_target(r['target'], r['unit'])} | **{r['result']}** |"
 
 
-def markdown(info: dict, rows: list[dict], notes: list[str], quick: bool, elapsed: float) -> str:
+def import_lines(imports: dict) -> list[str]:
+    if not imports:
+        return []
+    out = ["", "Import profile (`python -X importtime`, one run each; cumulative ms of the heaviest modules):", ""]
+    for label, prof in imports.items():
+        heavy = ", ".join(f"{m['module']} {m['cumulative_ms']:.1f}" for m in prof["heaviest"][:6])
+        out.append(f"- `{label}`: {prof['total_ms']:.1f} ms of imports; {heavy}")
+    return out
+
+
+def markdown(info: dict, rows: list[dict], notes: list[str], quick: bool, elapsed: float, imports=None) -> str:
     out = [
         f"# agentsess benchmarks ({'--quick' if quick else 'full'})",
         "",
@@ -758,6 +800,7 @@ def markdown(info: dict, rows: list[dict], notes: list[str], quick: bool, elapse
         "",
         "Notes:",
         *[f"- {n}" for n in notes],
+        *import_lines(imports or {}),
         "",
     ]
     return "\n".join(out)
@@ -811,16 +854,18 @@ def main(argv=None) -> int:
         "the pipe figure writes stdout to a file and the run's output log, `tee` likewise writes "
         "its stdout to a file and FILE.")
     bench.notes.append(
-        "Supervisor RSS is the peak of /proc/PID/status VmHWM (polled every 10 ms) and wait4's ru_maxrss "
-        "of the `agentsess run` process; the reference is the same figure for `python -c pass`.")
+        "Supervisor RSS is the peak of /proc/PID/status VmHWM of the `agentsess run` process (polled every "
+        "5 ms, and read once more after it exited, before it is reaped); the reference is the same figure "
+        "for `python -c pass`.")
     if getattr(bench, "masked_expected", None):
         bench.notes.append(f"The data carried {bench.masked_expected} secret occurrences; "
                            f"{getattr(bench, 'masked_seen', 0)} `[masked:` markers were seen in the first 64 MiB of stdout.")
-    text = markdown(bench.info, bench.rows, bench.notes, args.quick, elapsed)
+    text = markdown(bench.info, bench.rows, bench.notes, args.quick, elapsed, bench.imports)
     print()
     print(text)
     payload = {"version": 1, "mode": "quick" if args.quick else "full", "machine": bench.info,
-               "elapsed_s": elapsed, "size_bytes": bench.size, "rows": bench.rows, "notes": bench.notes}
+               "elapsed_s": elapsed, "size_bytes": bench.size, "rows": bench.rows, "notes": bench.notes,
+               "imports": bench.imports}
     write_atomic(args.json_out, json.dumps(payload, indent=2) + "\n")
     write_atomic(md_out, text)
     print(f"wrote {args.json_out} and {md_out}", file=sys.stderr)

@@ -12,6 +12,19 @@ def record(store, run_id: str, rtype: str, data) -> dict | None:
     return rec
 
 
+def record_action(store, run_id: str, rtype: str, data) -> dict | None:
+    """A receipt of an agent's action (a tool call, its result, a shell command).
+
+    Such receipts can arrive after the run ended (a hook or an MCP proxy outliving the
+    supervisor); the stream of a finished run is then sealed again, as a revocation does.
+    """
+    rec = record(store, run_id, rtype, data)
+    row = store.get_run(run_id)
+    if row is not None and row["status"] != "running":
+        seal(store, run_id)
+    return rec
+
+
 def seal_payload(run_id: str, count: int, head: str, output_bytes, output_sha256) -> bytes:
     """The bytes a seal signs: the run, how many records precede the seal, and what they end in."""
     return canonical(

@@ -56,7 +56,7 @@ def check(store, env: dict, scope: str, tool: str | None = None, command=None) -
     scope = parse_scope(scope)
     row = _refresh_liveness(store, find_run(store, env))
     decision = policy.decide(row, tool or "check", command, scope=scope)
-    audit.record(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
+    audit.record_action(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
     return row, decision
 
 
@@ -78,7 +78,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
         tool = event.get("tool_name") or "?"
         args = event.get("tool_input")
         decision = policy.decide(row, tool, args)
-        audit.record(
+        audit.record_action(
             store,
             row["id"],
             "action.checked",
@@ -95,7 +95,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
         tool = event.get("tool_name") or "?"
         result = event.get("tool_response")
         summary, digest = policy.summarise(result, policy.RESULT_CAP)
-        audit.record(
+        audit.record_action(
             store,
             row["id"],
             "action.result",
@@ -104,7 +104,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
         )
         return None
     if name in ("SessionStart", "SessionEnd"):
-        audit.record(
+        audit.record_action(
             store,
             row["id"],
             "agent.session",
@@ -118,7 +118,7 @@ def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, durati
     """An ``action.exec`` receipt for a shell command the agent ran."""
     row = find_run(store, env)
     text = policy.capped(command)
-    audit.record(
+    audit.record_action(
         store,
         row["id"],
         "action.exec",

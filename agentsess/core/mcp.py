@@ -216,7 +216,7 @@ class Relay:
             data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
             if args is not None:
                 data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
-            audit.record(self.client_store, self.run_id, "action.checked", data)
+            audit.record_action(self.client_store, self.run_id, "action.checked", data)
         except Exception as exc:  # fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             decision = policy.Decision("deny", f"agentsess could not check and record the call ({text})")
@@ -316,7 +316,7 @@ class Relay:
         if response is None:
             data["answered"] = False
         try:
-            audit.record(self.store, self.run_id, "action.result", data)
+            audit.record_action(self.store, self.run_id, "action.result", data)
         except Exception as exc:  # the call already happened: say so, do not break the session
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             try:

@@ -15,11 +15,11 @@ while the run is live and holds the rule's ``scope``; otherwise the call is deni
 rule matches get the profile's ``default_decision`` (``allow`` unless set).
 """
 
-import hashlib
 import json
 import time
 
 from agentsess.core import scopes as scope_algebra
+from agentsess.core.digest import sha256_hex
 
 SUMMARY_CAP = 512
 RESULT_CAP = 2048
@@ -28,7 +28,7 @@ MAIN_ARGUMENT_KEYS = ("command", "file_path", "path", "url", "pattern", "query")
 
 
 def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return sha256_hex(token.encode())
 
 
 class Decision:
@@ -134,7 +134,7 @@ def capped(text: str, cap: int = SUMMARY_CAP) -> str:
 def summarise(args, cap: int = SUMMARY_CAP) -> tuple[str, str]:
     """(a masked, size-capped summary of ``args``, the SHA-256 of their full canonical JSON)."""
     full = canonical_json(args)
-    digest = hashlib.sha256(full.encode()).hexdigest()
+    digest = sha256_hex(full.encode())
     text = full
     if isinstance(args, dict) and any(isinstance(args.get(k), str) for k in MAIN_ARGUMENT_KEYS):
         text = main_argument(args)

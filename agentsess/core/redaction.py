@@ -13,7 +13,7 @@ import re
 
 MASK = "[masked]"
 
-_PATTERNS = re.compile(
+_PATTERNS = (
     r"""
       eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+          # JWT
     | \b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})     # GitHub
@@ -26,7 +26,7 @@ _PATTERNS = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-_LABELLED = re.compile(
+_LABELLED = (
     r"""
       (?P<bearer>\b(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+)[A-Za-z0-9._~+/=-]{8,}
     | (?<![A-Za-z0-9+.-])(?P<url>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)
@@ -44,9 +44,14 @@ def _labelled(match: "re.Match") -> str:
     return match.group("named") + q + MASK + q
 
 
+_compiled = []
+
+
 def redact(text: str) -> str:
     """``text`` with credential-shaped substrings replaced by ``[masked]``."""
     if not text:
         return text
-    text = _PATTERNS.sub(MASK, text)
-    return _LABELLED.sub(_labelled, text)
+    if not _compiled:  # compiled on first use: the guard's start-up does not pay for it
+        _compiled.extend((re.compile(*_PATTERNS), re.compile(*_LABELLED)))
+    patterns, labelled = _compiled
+    return labelled.sub(_labelled, patterns.sub(MASK, text))

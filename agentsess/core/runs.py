@@ -6,6 +6,7 @@ environment -> supervisor -> exit receipt -> store.
 """
 
 import os
+import signal
 import time
 
 from agentsess.core import audit, ids
@@ -32,7 +33,6 @@ def notice(text: str) -> None:
 def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
     plan = refusal.plan
     run_id = ids.new_run_id()
-    receipts.create_stream(run_id)
     now = time.time()
     store.insert_run(
         {
@@ -54,6 +54,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
             "error": refusal.message,
         }
     )
+    receipts.create_stream(run_id)
     audit.record(
         store,
         run_id,
@@ -295,7 +296,8 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     plan.expires_at = float(claims["exp"])
     env, env_facts = _child_env(request, plan, run_id, token, injected)
     parent_id = plan.parent["id"] if plan.parent else None
-    receipts.create_stream(run_id)
+    # from here on `revoke` may signal this process: the supervisor's handler takes over later
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     store.insert_run(
         {
             "id": run_id, "parent_id": parent_id, "name": plan.name, "status": "running",
@@ -307,6 +309,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
         }
     )
+    receipts.create_stream(run_id)
     argv, integration, spool = _integrations(request, plan, run_id, env)
     audit.record(
         store,
@@ -380,6 +383,9 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
     code = sig = None
     try:
         code, sig = sup.run()
+        # the child is gone: a late signal must not cost the run its exit receipt and seal
+        for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(late, signal.SIG_IGN)
     except ExecFailed as exc:
         code = exc.code
         failure = f"cannot execute {request.argv[0]}: {exc}"

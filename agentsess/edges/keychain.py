@@ -72,8 +72,15 @@ class _Lock:
         self.fd = -1
 
     def __enter__(self):
-        paths.ensure_dir(os.path.dirname(self.path))
-        self.fd = paths.open_private(self.path, os.O_RDWR | os.O_CREAT)
+        try:
+            paths.ensure_dir(os.path.dirname(self.path))
+            self.fd = paths.open_private(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise AgentsessError(
+                f"cannot lock {self.path} ({exc.strerror or exc}); make the data root writable "
+                "or set AGENTSESS_HOME to a writable folder",
+                STATE,
+            ) from None
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX

@@ -9,13 +9,13 @@ the file's last line, and write the new line with a single ``write``: several pr
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import time
 
 from agentsess.edges import paths
 from agentsess.errors import RUN_FAILED, AgentsessError
+from agentsess.core.digest import sha256_hex
 from agentsess.core.timefmt import rfc3339
 
 VERSION = 1
@@ -29,7 +29,7 @@ def canonical(obj) -> bytes:
 
 def record_hash(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(canonical(body)).hexdigest()
+    return sha256_hex(canonical(body))
 
 
 class ReceiptError(AgentsessError):

@@ -18,7 +18,8 @@ import signal
 import struct
 import time
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # most bytes taken from a pipe at once
+PTY_BURST = 1 << 13  # from a pty: small, so the child's pty drains while we write to ours
 FLUSH_AFTER = 0.03  # held-back bytes of a possible secret are flushed after this idle time
 DRAIN_IDLE = 0.2  # after the child is reaped, stop reading output after this long idle
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -87,16 +88,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _read_burst(fd: int) -> bytes | None:
-    """Everything readable on non-blocking ``fd`` now, up to CHUNK: a pty hands out a few KiB
+def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
+    """Everything readable on non-blocking ``fd`` now, up to ``limit``: a pty hands out a few KiB
     per read, and masking, logging and showing once per burst instead of per read is what
     keeps pty mode near `script`'s speed. Returns b"" at end of file (EIO on a pty), None
     when there was nothing to read after all."""
     parts = []
     size = 0
-    while size < CHUNK:
+    while size < limit:
         try:
-            part = os.read(fd, CHUNK - size)
+            part = os.read(fd, limit - size)
         except BlockingIOError:
             if not parts:
                 return None  # a spurious wake-up: nothing to read after all
@@ -514,7 +515,7 @@ class Supervisor:
                         except OSError:
                             stdin_fd = None
                 else:
-                    data = _read_burst(fd)
+                    data = _read_burst(fd, PTY_BURST if fd == self.master else CHUNK)
                     if data is None:
                         continue
                     stream = outputs[fd][0]
