@@ -53,11 +53,19 @@ def run_object(row: dict) -> dict:
     }
 
 
+# what a listing needs: not the profile snapshot, whose JSON would dominate a long listing
+LIST_COLUMNS = (
+    "id, name, status, exit_code, signal, parent_id, command, cwd, host, user, profile, agent, "
+    "obo, scopes, expires_at, started_at, ended_at, mode, depth"
+)
+
+
 def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=None) -> list[dict]:
     from agentsess.core.lifecycle import reap_abandoned
 
     reap_abandoned(store)
-    return [run_object(r) for r in store.list_runs(status, name, since, parent_id, limit)]
+    rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
+    return [run_object(r) for r in rows]
 
 
 def tree(store, run_id: str) -> list[dict]:
