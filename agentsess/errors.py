@@ -8,9 +8,8 @@ code; the CLI boundary prints ``agentsess: error: <message>`` on stderr and exit
 OK = 0
 CHECK_FAILED = 1  # a check said no: invalid token, failed verification, denied
 USAGE = 2  # bad arguments, bad config, unknown run id
-NOT_FOUND = 3  # reserved: a named thing does not exist where that is not a usage error
 STATE = 4  # the data root or store cannot be used (unwritable, corrupted)
-DENIED = 5  # `run` refused before start: scope or ttl beyond the ceiling, nested run refused
+DENIED = 5  # a request beyond a ceiling, for library callers (`run` itself exits 125 on refusal)
 
 # Exit codes of `run` besides the child's own (as `env` and `timeout` use them).
 RUN_FAILED = 125  # agentsess itself failed (store, receipts, supervisor)
