@@ -65,3 +65,9 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def write_config(text: str) -> None:
+    """Replace this test's config file (AGENTSESS_CONFIG, set by conftest) with ``text``."""
+    with open(os.environ["AGENTSESS_CONFIG"], "w") as fh:
+        fh.write(text)

@@ -8,16 +8,11 @@ import time
 import jwt
 
 from conftest import agentsess
-from helpers import show
+from helpers import show, write_config
 
 PY = sys.executable
 # the token is masked in the child's output, so the child hands it over in a file
 SAVE_TOKEN = "import os,sys; open(sys.argv[1],'w').write(os.environ['AGENTSESS_TOKEN'])"
-
-
-def write_config(text: str) -> None:
-    with open(os.environ["AGENTSESS_CONFIG"], "w") as fh:
-        fh.write(text)
 
 
 def run_token(*options) -> str:

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from conftest import agentsess
-from helpers import show, spawn, wait_for
+from helpers import show, spawn, wait_for, write_config
 
 PY = sys.executable
 
@@ -36,11 +36,6 @@ decision = "allow"
 tool = "mcp:github:*"
 decision = "ask"
 """
-
-
-def write_config(text: str) -> None:
-    with open(os.environ["AGENTSESS_CONFIG"], "w") as fh:
-        fh.write(text)
 
 
 @pytest.fixture

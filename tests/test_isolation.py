@@ -8,16 +8,11 @@ import sys
 import pexpect
 
 from conftest import agentsess
-from helpers import show
+from helpers import show, write_config
 
 PY = sys.executable
 DUMP_ENV = "import os,json,sys; json.dump(dict(os.environ), open(sys.argv[1],'w'))"
 CANARY = "canary-5ecret-Value-0123456789"
-
-
-def write_config(text: str) -> None:
-    with open(os.environ["AGENTSESS_CONFIG"], "w") as fh:
-        fh.write(text)
 
 
 def child_env(tmp_path, *options, env=None) -> tuple[dict, subprocess.CompletedProcess]:

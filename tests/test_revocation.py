@@ -9,14 +9,9 @@ import time
 import pytest
 
 from conftest import agentsess
-from helpers import pid_alive, runs_json, show, spawn, wait_for
+from helpers import pid_alive, runs_json, show, spawn, wait_for, write_config
 
 PY = sys.executable
-
-
-def write_config(text: str) -> None:
-    with open(os.environ["AGENTSESS_CONFIG"], "w") as fh:
-        fh.write(text)
 
 
 def start_tree(tmp_path, depth=1, child="sleep 1000"):

@@ -14,8 +14,9 @@ a pipes-mode run's ``\\n`` is not turned into ``\\r\\n``.
 import json
 import os
 
-from agentsess.edges import paths
-from agentsess.errors import STATE, USAGE, AgentsessError
+from agentsess.edges import paths, receipts
+from agentsess.edges.outputlog import read_timing
+from agentsess.errors import USAGE, AgentsessError
 
 PIECE = 1 << 16  # at most this many bytes of output per read (and per event)
 DEFAULT_SIZE = (80, 24)
@@ -32,38 +33,8 @@ def _line(obj) -> bytes:
     return text.encode() + b"\n"
 
 
-def _timing_lines(path: str):
-    """Yield ``(seconds, kind, value)`` from a timing log: kind "1"/"2" with a byte count,
-    or "r" with ``(cols, rows)``. Damaged lines are skipped; time never goes backwards."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return
-    last = 0.0
-    with fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) != 3:
-                continue
-            try:
-                secs = float(parts[0])
-            except ValueError:
-                continue
-            if not secs >= last:  # also refuses nan
-                secs = last
-            last = secs
-            kind = parts[1].decode("ascii", "replace")
-            if kind == "r":
-                cols, sep, rows = parts[2].partition(b"x")
-                if not (sep and cols.isdigit() and rows.isdigit()):
-                    continue
-                yield secs, kind, (int(cols), int(rows))
-            elif kind in ("1", "2") and parts[2].isdigit():
-                yield secs, kind, int(parts[2])
-
-
 def _first_size(timing_path: str) -> tuple[int, int]:
-    for _, kind, value in _timing_lines(timing_path):
+    for _, kind, value in read_timing(timing_path):
         if kind == "r" and value[0] > 0 and value[1] > 0:
             return value
     return DEFAULT_SIZE
@@ -81,7 +52,7 @@ def _events(output_path: str, timing_path: str):
     t = 0.0
     with data:
         exhausted = False
-        for secs, kind, value in _timing_lines(timing_path):
+        for secs, kind, value in read_timing(timing_path):
             t = round(secs, 6)
             if kind == "r":
                 yield [t, "r", f"{value[0]}x{value[1]}"]
@@ -160,20 +131,4 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
 
 def jsonl(run_id: str, out) -> int:
     """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size."""
-    path = paths.receipts_file(run_id)
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise AgentsessError(
-            f"run {run_id} has no receipt stream ({path} is missing); `agentsess verify {run_id}` says more",
-            STATE,
-        ) from None
-    size = 0
-    with fh:
-        while True:
-            block = fh.read(1 << 20)
-            if not block:
-                break
-            out.write(block)
-            size += len(block)
-    return size
+    return receipts.copy_stream(run_id, out)

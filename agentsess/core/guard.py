@@ -117,11 +117,5 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
 def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
     """An ``action.exec`` receipt for a shell command the agent ran."""
     row = find_run(store, env)
-    text = policy.capped(command)
-    audit.record_action(
-        store,
-        row["id"],
-        "action.exec",
-        {"command": text, "command_sha256": policy.token_digest(command), "cwd": cwd, "exit_code": exit_code,
-         "duration": round(duration, 6), "source": source, "pid": os.getpid()},
-    )
+    data = policy.exec_receipt(command, cwd, exit_code, duration, source, os.getpid())
+    audit.record_action(store, row["id"], "action.exec", data)

@@ -113,6 +113,18 @@ fi
     return {"BASH_ENV": script}, spool
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def _unescape(text: str) -> str:
+    """Undo the capture script's escaping of backslash, newline and tab, in one pass."""
+    if "\\" not in text:
+        return text
+    import re
+
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+
+
 class SpoolReader:
     """Turns new lines of the shell-capture spool into ``action.exec`` receipt data."""
 
@@ -133,22 +145,22 @@ class SpoolReader:
             return []
         self.offset += end + 1
         out = []
-        from agentsess.core.policy import capped, token_digest
+        from agentsess.core.policy import exec_receipt
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)
             if len(parts) != 6:
                 continue
             t0, t1, rc, pid, cwd, command = parts
-            command = command.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
-            shown = capped(self.mask(command) if self.mask else command)
+            command = _unescape(command)
             try:
-                duration = round(float(t1) - float(t0), 6)
+                duration = float(t1) - float(t0)
             except ValueError:
                 duration = None
             out.append(
-                {"command": shown, "command_sha256": token_digest(command), "cwd": cwd,
-                 "exit_code": int(rc) if rc.isdigit() else None, "duration": duration,
-                 "source": "shell-capture", "pid": int(pid) if pid.isdigit() else None}
+                exec_receipt(
+                    command, cwd, int(rc) if rc.isdigit() else None, duration, "shell-capture",
+                    int(pid) if pid.isdigit() else None, self.mask(command) if self.mask else None,
+                )
             )
         return out

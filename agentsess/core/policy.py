@@ -149,3 +149,17 @@ def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dic
     if extra:
         data.update(extra)
     return data
+
+
+def exec_receipt(command: str, cwd: str, exit_code, duration, source: str, pid, shown: str | None = None) -> dict:
+    """The data of an ``action.exec`` receipt: the command masked and capped (``shown``, when
+    given, is a version already masked of exact secrets), and the hash of the full command."""
+    return {
+        "command": capped(command if shown is None else shown),
+        "command_sha256": token_digest(command),
+        "cwd": cwd,
+        "exit_code": exit_code,
+        "duration": None if duration is None else round(duration, 6),
+        "source": source,
+        "pid": pid,
+    }

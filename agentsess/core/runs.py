@@ -114,14 +114,12 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     facts = {"scrubbed": scrubbed, "passed": passed, "kept_all": bool(keep)}
     isolate = profile.isolate_home if request.isolate_home is None else request.isolate_home
     human_home = request.env.get("HOME") or os.path.expanduser("~")
-    if isolate:
-        from agentsess.edges import homes
+    from agentsess.edges import homes
 
+    if isolate:
         env.update(homes.isolated_home(plan.agent, human_home, profile.home_files or ()))
         facts["home"] = env["HOME"]
     else:
-        from agentsess.edges import homes
-
         facts["human_files_readable"] = homes.readable_credential_files(human_home)
     env.update(injected)
     env["AGENTSESS_RUN_ID"] = run_id

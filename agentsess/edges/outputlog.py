@@ -86,3 +86,33 @@ def tail_lines(path: str, count: int = 20, max_bytes: int = 1 << 16) -> bytes:
     if start > 0 and lines:
         lines = lines[1:]
     return b"".join(lines[-count:])
+
+
+def read_timing(path: str):
+    """Yield ``(seconds, kind, value)`` from a timing log: kind "1"/"2" with a byte count,
+    or "r" with ``(cols, rows)``. Damaged lines are skipped; time never goes backwards."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    last = 0.0
+    with fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            try:
+                secs = float(parts[0])
+            except ValueError:
+                continue
+            if not secs >= last:  # also refuses nan
+                secs = last
+            last = secs
+            kind = parts[1].decode("ascii", "replace")
+            if kind == "r":
+                cols, sep, rows = parts[2].partition(b"x")
+                if not (sep and cols.isdigit() and rows.isdigit()):
+                    continue
+                yield secs, kind, (int(cols), int(rows))
+            elif kind in ("1", "2") and parts[2].isdigit():
+                yield secs, kind, int(parts[2])

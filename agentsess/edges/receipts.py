@@ -14,7 +14,7 @@ import os
 import time
 
 from agentsess.edges import paths
-from agentsess.errors import RUN_FAILED, AgentsessError
+from agentsess.errors import RUN_FAILED, STATE, AgentsessError
 from agentsess.core.digest import sha256_hex
 from agentsess.core.timefmt import rfc3339
 
@@ -137,3 +137,21 @@ def load(run_id: str) -> list[dict]:
     except FileNotFoundError:
         pass
     return out
+
+
+def copy_stream(run_id: str, out) -> int:
+    """Copy the run's stream to binary file ``out`` byte for byte; returns its size."""
+    path = paths.receipts_file(run_id)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise AgentsessError(
+            f"run {run_id} has no receipt stream ({path} is missing); `agentsess verify {run_id}` says more",
+            STATE,
+        ) from None
+    size = 0
+    with fh:
+        while block := fh.read(1 << 20):
+            out.write(block)
+            size += len(block)
+    return size
