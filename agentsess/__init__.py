@@ -13,7 +13,7 @@ __all__ = ["verify_token", "__version__"]
 
 
 def verify_token(token: str, scopes=(), now: float | None = None):
-    """Verify an agentsess token (signature, time, revocation, scopes); see :mod:`agentsess.core.credentials`."""
-    from agentsess.core.credentials import verify_token as _verify
+    """Verify an agentsess token (signature, time, revocation, scopes); see :mod:`agentsess.core.credentials.verify`."""
+    from agentsess.core.credentials.verify import verify_token as _verify
 
     return _verify(token, scopes, now)

@@ -634,7 +634,7 @@ class Bench:
         env = {**self.env, "AGENTSESS_HOME": home}
         self.cli("run", "--no-pty", "--", "true", env=env)
         sys.path.insert(0, ROOT)
-        from agentsess.core.ids import new_run_id
+        from agentsess.ids import new_run_id
 
         db = sqlite3.connect(os.path.join(home, "store.db"), isolation_level=None)
         try:

@@ -1,4 +1,4 @@
-"""The child's environment: agentsess.core.environment."""
+"""The child's environment: agentsess.core.runs.environment."""
 
 import fnmatch
 import os
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentsess.core import environment
-from agentsess.core.environment import (
+from agentsess.core.runs import environment
+from agentsess.core.runs.environment import (
     git_identity,
     run_id_from_email,
     scrub_env,

@@ -213,7 +213,7 @@ def _write_logs(root: str, run_id: str, data: bytes, cuts: list[int]) -> None:
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=30),
 )
 def test_asciicast_output_equals_the_decoded_log_wherever_chunks_split(data, cuts):
-    from agentsess.core import export as exporter
+    from agentsess.core.receipts import export as exporter
 
     run_id = "run_01m8mdga6tswtk1dzfjr91yw9a"
     with tempfile.TemporaryDirectory() as root:
@@ -247,7 +247,7 @@ def test_asciicast_streams_a_large_log_in_constant_memory(tmp_path):
             timing.write(f"{i / 1000:.6f} 1 {len(block)}\n")
     script = (
         "import os, sys\n"
-        "from agentsess.core import export\n"
+        "from agentsess.core.receipts import export\n"
         "class Rows:\n"
         "    def get_run(self, rid): return {'id': rid, 'started_at': 0, 'command': ['big']}\n"
         f"with open(os.devnull, 'wb') as out:\n"

@@ -1,4 +1,4 @@
-"""Streaming secret redaction: agentsess.core.masking.
+"""Streaming secret redaction: agentsess.core.guard.masking.
 
 The expected encodings and the expected masked output are computed here independently
 (stdlib base64/urllib and a naive leftmost-longest replacement), then compared with the
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agentsess.core import masking
-from agentsess.core.masking import Masker, encodings, mask_text
+from agentsess.core.guard import masking
+from agentsess.core.guard.masking import Masker, encodings, mask_text
 
 # "tiny groups" splits the keys over many automata, so that matches from several
 # searches must be merged.

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from conftest import agentsess
 from helpers import show, spawn, wait_for
 
-from agentsess.core import mcp, policy
+from agentsess.core.guard import mcp
+from agentsess.core.guard import policy
 
 PY = sys.executable
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentsess.core.scopes import (
+from agentsess.core.credentials.scopes import (
     MAX_LENGTH,
     attenuate,
     covers,

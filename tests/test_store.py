@@ -7,7 +7,7 @@ import stat
 import pytest
 from hypothesis import given, strategies as st
 
-from agentsess.core import ids
+from agentsess import ids
 from agentsess.edges import paths
 from agentsess.edges.migrations import MIGRATIONS
 from agentsess.edges.store import Store

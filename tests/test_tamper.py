@@ -50,13 +50,13 @@ def assert_fails(run_id: str, *phrases: str) -> dict:
 
 
 def canonical_line(record: dict) -> bytes:
-    from agentsess.edges.receipts import canonical
+    from agentsess.edges.streams import canonical
 
     return canonical(record) + b"\n"
 
 
 def rehash(record: dict) -> dict:
-    from agentsess.edges.receipts import record_hash
+    from agentsess.edges.streams import record_hash
 
     record = dict(record)
     record["hash"] = record_hash(record)
@@ -168,7 +168,7 @@ def test_a_forged_record_with_a_consistent_chain_differs_from_the_store_head(run
     )
     write_lines(run_id, lines + [canonical_line(forged)])
     # the chain itself is consistent: only the store's head can tell
-    from agentsess.edges.receipts import record_hash
+    from agentsess.edges.streams import record_hash
 
     assert forged["hash"] == record_hash(forged) and forged["prev"] == last["hash"]
     result = assert_fails(run_id, "store's head says", "appended outside agentsess")
@@ -191,7 +191,7 @@ def test_a_forged_record_replacing_the_last_one_differs_from_the_store_head(run_
 
 def _reseal(run_id: str, sign) -> None:
     """Replace the final seal with one made by ``sign(payload) -> (kid, signature bytes)``."""
-    from agentsess.core.audit import seal_payload
+    from agentsess.core.receipts.recording import seal_payload
     from agentsess.edges.keys import b64url_encode
 
     lines = read_lines(run_id)

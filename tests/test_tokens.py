@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentsess.core import tokens
+from agentsess.core.credentials import tokens
 from agentsess.edges import keychain, keys, paths
 from agentsess.errors import USAGE, AgentsessError
 
@@ -557,7 +557,7 @@ def test_mint_does_not_import_pyjwt_or_keyring(home):
     code = textwrap.dedent(
         """
         import sys
-        from agentsess.core import tokens
+        from agentsess.core.credentials import tokens
         token, _, _ = tokens.mint(agent="a", obo="u@h", sid="run_x", scope="fs:read", ttl=60)
         assert tokens.verify(token).valid
         print(sorted(m for m in ("jwt", "keyring", "dataclasses", "typer", "rich")

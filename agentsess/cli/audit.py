@@ -12,8 +12,8 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
 ) -> None:
     """Recompute receipt chains, seals and output digests; exit 1 if any run fails."""
-    from agentsess.core.lifecycle import reap_abandoned
-    from agentsess.core.verification import verify_run
+    from agentsess.core.runs.abandonment import reap_abandoned
+    from agentsess.core.receipts.verify import verify_run
     from agentsess.edges.store import Store
 
     if bool(run) == all_runs:
@@ -54,7 +54,7 @@ def revoke(
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one object per revoked run"),
 ) -> None:
     """Kill a run's credentials, stop its process tree, and cascade to its sub-agent runs."""
-    from agentsess.core.revocation import revoke as do_revoke
+    from agentsess.core.runs.revocation import revoke as do_revoke
     from agentsess.edges.store import Store
 
     with Store() as store:

@@ -19,7 +19,7 @@ def export(
     import os
     import sys
 
-    from agentsess.core import export as exporter
+    from agentsess.core.receipts import export as exporter
     from agentsess.edges import paths
     from agentsess.edges.store import Store
 
@@ -54,7 +54,7 @@ def prune(
 ) -> None:
     """Delete finished runs (folders and store rows) that ended before now minus --older-than."""
     from agentsess.core.durations import parse_duration
-    from agentsess.core.pruning import prune as do_prune
+    from agentsess.core.runs.pruning import prune as do_prune
     from agentsess.edges.store import Store
 
     seconds = parse_duration(older_than, "--older-than")

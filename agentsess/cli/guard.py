@@ -93,7 +93,7 @@ def check_main(argv: list[str]) -> int:
         raise AgentsessError("check: expected exactly one SCOPE (see `agentsess check --help`)", USAGE)
     if command is not None and not command:
         raise AgentsessError("check: no command after --", USAGE)
-    from agentsess.core.guard import check
+    from agentsess.core.guard.calls import check
     from agentsess.edges.store import Store
 
     with Store() as store:
@@ -127,7 +127,7 @@ def hook_main(argv: list[str]) -> int:
             event = json.loads(raw)
         except ValueError:
             raise AgentsessError("hook: the input on stdin is not JSON", 2) from None
-        from agentsess.core.guard import claude_code_hook
+        from agentsess.core.guard.calls import claude_code_hook
         from agentsess.edges.store import Store
 
         with Store() as store:
@@ -163,7 +163,7 @@ def exec_main(argv: list[str]) -> int:
         text = " ".join(command)
         code, took = _run(command)
     try:
-        from agentsess.core.guard import record_exec
+        from agentsess.core.guard.calls import record_exec
         from agentsess.edges.store import Store
 
         with Store() as store:

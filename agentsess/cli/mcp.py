@@ -15,7 +15,7 @@ def mcp_proxy(
     (-32001) and never reaches the server. Everything else passes through unchanged.
     Exits with the server's exit code.
     """
-    from agentsess.core.mcp import proxy
+    from agentsess.core.guard.mcp import proxy
 
     command = list(ctx.args)
     if command[:1] == ["--"]:

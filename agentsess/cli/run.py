@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
         raise AgentsessError(f"run: unknown option {rest[0]} (see `agentsess run --help`)", RUN_FAILED)
     if not command:
         raise AgentsessError("run: no command given: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
-    from agentsess.core.runs import Request, start_run
+    from agentsess.core.runs.start import Request, start_run
 
     request = Request(
         command,

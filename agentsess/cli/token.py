@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         token = os.environ.get("AGENTSESS_TOKEN")
         if not token:
             raise AgentsessError("token verify: no token given and AGENTSESS_TOKEN is not set", USAGE)
-    from agentsess.core.credentials import verify_token
+    from agentsess.core.credentials.verify import verify_token
 
     verdict = verify_token(token, args.scope)
     if args.as_json:

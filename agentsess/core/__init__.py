@@ -1,1 +1,1 @@
-"""Core: run lifecycle, credentials, scopes, policy. Never imports typer or rich."""
+"""Core, grouped by domain: runs, credentials, receipts, guard; profiles and durations beside them. Never imports typer or rich."""

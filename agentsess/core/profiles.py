@@ -11,7 +11,7 @@ path and what was expected: ``config.toml: profiles.claude.ttl: expected a durat
 """
 
 from agentsess.core.durations import format_duration, parse_duration
-from agentsess.core.scopes import excess, parse_scope
+from agentsess.core.credentials.scopes import excess, parse_scope
 from agentsess.errors import STATE, USAGE, AgentsessError
 
 DEFAULT_PROFILE = "default"

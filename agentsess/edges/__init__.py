@@ -1,1 +1,1 @@
-"""Edges: each module owns one resource (paths, store, receipts, supervisor, keys, config)."""
+"""Edges: each module owns one resource (paths, store, receipt streams, supervisor, keys, config)."""

@@ -99,7 +99,7 @@ def _cache_file() -> str:
 def _cache_stamp() -> tuple:
     import sys
 
-    names = (__name__, "agentsess.core.profiles", "agentsess.core.scopes", "agentsess.core.durations")
+    names = (__name__, "agentsess.core.profiles", "agentsess.core.credentials.scopes", "agentsess.core.durations")
     stamps = []
     for name in names:
         st = os.stat(sys.modules[name].__file__)

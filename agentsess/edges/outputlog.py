@@ -12,7 +12,7 @@ import os
 import time
 
 from agentsess.edges import paths
-from agentsess.edges.receipts import ReceiptError
+from agentsess.edges.streams import ReceiptError
 
 
 class OutputLog:

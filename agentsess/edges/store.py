@@ -11,7 +11,7 @@ import sqlite3
 from agentsess.edges import paths
 from agentsess.edges.migrations import MIGRATIONS
 from agentsess.errors import STATE, USAGE, AgentsessError
-from agentsess.core import ids
+from agentsess import ids
 
 JSON_COLUMNS = ("command", "scopes", "chain", "policy")
 FINISHED = ("exited", "revoked", "abandoned", "denied")

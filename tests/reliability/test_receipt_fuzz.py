@@ -31,7 +31,7 @@ def stream():
     proc = ag("run", "--profile", "p", "--", "sh", "-c", script)
     assert proc.returncode == 0, proc.stderr
     (listed,) = json.loads(ag("runs", "--json").stdout)
-    from agentsess.core.verification import verify_run
+    from agentsess.core.receipts.verify import verify_run
     from agentsess.edges import paths
     from agentsess.edges.store import Store
 
@@ -90,7 +90,7 @@ def _apply(data: bytes, edits) -> bytes:
 
 @pytest.mark.timeout(120)
 def test_any_byte_edit_of_a_receipt_stream_is_detected(stream):
-    from agentsess.core.verification import verify_run
+    from agentsess.core.receipts.verify import verify_run
 
     row, path, original = stream
 
@@ -117,7 +117,7 @@ def test_any_byte_edit_of_a_receipt_stream_is_detected(stream):
 @pytest.mark.timeout(120)
 def test_appending_a_copy_of_any_record_is_detected(stream):
     """A record copied to the end keeps a valid hash of its own; the chain and the store catch it."""
-    from agentsess.core.verification import verify_run
+    from agentsess.core.receipts.verify import verify_run
 
     row, path, original = stream
     for line in original.splitlines(keepends=True):

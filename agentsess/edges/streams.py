@@ -15,8 +15,8 @@ import time
 
 from agentsess.edges import paths
 from agentsess.errors import RUN_FAILED, STATE, AgentsessError
-from agentsess.core.digest import sha256_hex
-from agentsess.core.timefmt import rfc3339
+from agentsess.digest import sha256_hex
+from agentsess.timefmt import rfc3339
 
 VERSION = 1
 GENESIS = "0" * 64

@@ -10,9 +10,9 @@ import os
 import signal
 import time
 
-from agentsess.core import audit
+from agentsess.core.receipts import recording
 from agentsess.edges import host
-from agentsess.edges.receipts import ReceiptError
+from agentsess.edges.streams import ReceiptError
 
 
 def supervisor_alive(row: dict) -> bool:
@@ -52,7 +52,7 @@ def reap_abandoned(store) -> list[str]:
         found.append(row["id"])
         stopped = stop_leftovers(row)
         try:
-            audit.record(
+            recording.record(
                 store,
                 row["id"],
                 "run.abandoned",
@@ -63,7 +63,7 @@ def reap_abandoned(store) -> list[str]:
                     "credentials": "treated as revoked",
                 },
             )
-            audit.seal(store, row["id"])
+            recording.seal(store, row["id"])
         except ReceiptError:
             pass
     return found

@@ -9,12 +9,14 @@ import os
 import signal
 import time
 
-from agentsess.core import audit, ids
-from agentsess.core.plan import Plan, Refused, Request, make_plan
-from agentsess.core.policy import token_digest
-from agentsess.core.timefmt import rfc3339
-from agentsess.edges import host, paths, receipts
-from agentsess.edges.receipts import ReceiptError
+from agentsess.core.receipts import recording
+from agentsess import ids
+from agentsess.core.runs.plan import Plan, Refused, Request, make_plan
+from agentsess.core.guard.policy import token_digest
+from agentsess.timefmt import rfc3339
+from agentsess.edges import host, paths
+from agentsess.edges import streams
+from agentsess.edges.streams import ReceiptError
 from agentsess.edges.store import Store
 from agentsess.errors import RUN_FAILED, RUN_STOPPED, AgentsessError
 
@@ -54,8 +56,8 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
             "error": refusal.message,
         }
     )
-    receipts.create_stream(run_id)
-    audit.record(
+    streams.create_stream(run_id)
+    recording.record(
         store,
         run_id,
         "run.denied",
@@ -68,7 +70,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
             "reason": refusal.message,
         },
     )
-    audit.seal(store, run_id)
+    recording.seal(store, run_id)
     return run_id
 
 
@@ -98,7 +100,7 @@ def _resolve_secrets(profile) -> tuple[dict, dict]:
 
 def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: dict) -> tuple[dict, dict]:
     """The child's environment and what the run.started receipt says about it (names only)."""
-    from agentsess.core import environment
+    from agentsess.core.runs import environment
 
     profile = plan.profile
     base = {k: v for k, v in request.env.items() if not k.startswith("AGENTSESS_")}
@@ -160,16 +162,16 @@ def _human_files_notice(files: list[str]) -> None:
 
 def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
     """Claude Code hooks and shell capture: (argv to exec, receipt facts, spool path or None)."""
-    from agentsess.core import integrations
+    from agentsess.core.guard import agents
 
     argv, facts, spool = request.argv, {}, None
     kind = request.integration or plan.profile.integration
-    if integrations.wants_claude_code(request.argv, kind):
-        argv, extra, facts["claude_code"] = integrations.setup_claude_code(run_id, request.argv)
+    if agents.wants_claude_code(request.argv, kind):
+        argv, extra, facts["claude_code"] = agents.setup_claude_code(run_id, request.argv)
         env.update(extra)
     capture = plan.profile.capture_shell if request.capture_shell is None else request.capture_shell
     if capture:
-        extra, spool = integrations.setup_shell_capture(run_id)
+        extra, spool = agents.setup_shell_capture(run_id)
         env.update(extra)
         facts["shell_capture"] = True
     return argv, facts, spool
@@ -193,7 +195,7 @@ class Watch:
     def ingest_spool(self) -> None:
         if self.spool is not None:
             for data in self.spool.read():
-                audit.record(self.store, self.run_id, "action.exec", data)
+                recording.record(self.store, self.run_id, "action.exec", data)
 
     def __call__(self, sup) -> None:
         if not os.path.exists(self.receipts_path):
@@ -218,7 +220,7 @@ class Watch:
             notice(f"the credential of run {self.run_id} expires in {int(left)}s")
         if not self.expired and left <= 0:
             self.expired = True
-            audit.record(
+            recording.record(
                 self.store,
                 self.run_id,
                 "credential.expired",
@@ -272,7 +274,7 @@ class Launch:
 
 def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict) -> Launch:
     """Mint the credential, record the run (row and first receipts), build the child's environment."""
-    from agentsess.core import tokens
+    from agentsess.core.credentials import tokens
 
     profile = plan.profile
     run_id = ids.new_run_id(plan.issued_at)
@@ -307,9 +309,9 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
         }
     )
-    receipts.create_stream(run_id)
+    streams.create_stream(run_id)
     argv, integration, spool = _integrations(request, plan, run_id, env)
-    audit.record(
+    recording.record(
         store,
         run_id,
         "run.started",
@@ -320,7 +322,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "integration": integration,
         },
     )
-    audit.record(
+    recording.record(
         store,
         run_id,
         "credential.minted",
@@ -331,13 +333,13 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         },
     )
     if secrets["vars"]:
-        audit.record(
+        recording.record(
             store, run_id, "secret.injected",
             {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values()))},
         )
     if parent_id is not None and store.get_run(parent_id) is not None:
         try:
-            audit.record(store, parent_id, "child.started", {"child": run_id, "name": plan.name, "scopes": plan.scopes})
+            recording.record(store, parent_id, "child.started", {"child": run_id, "name": plan.name, "scopes": plan.scopes})
         except ReceiptError:
             pass  # the parent's stream is the parent's problem; this run is recorded
     if env_facts.get("scrubbed"):
@@ -351,7 +353,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
 
 def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:
     """Run the child under the supervisor until it ends; then record how it ended."""
-    from agentsess.core.masking import Masker
+    from agentsess.core.guard.masking import Masker
     from agentsess.edges.outputlog import OutputLog
     from agentsess.edges.supervisor import ExecFailed, Supervisor
 
@@ -361,7 +363,7 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
     log = OutputLog(run_id)
     watch = Watch(store, run_id, plan)
     if launch.spool is not None:
-        from agentsess.core.integrations import SpoolReader
+        from agentsess.core.guard.agents import SpoolReader
 
         watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
     sup = Supervisor(
@@ -410,7 +412,7 @@ def _finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -
     if failure and code is None:
         code = RUN_FAILED
     try:
-        audit.record(
+        recording.record(
             store,
             run_id,
             "run.exited",
@@ -420,7 +422,7 @@ def _finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -
                 "stopped_by_agentsess": watch.stopped, "error": failure,
             },
         )
-        audit.seal(store, run_id)
+        recording.seal(store, run_id)
     except ReceiptError as exc:
         notice(failure or exc.message)
         return RUN_FAILED

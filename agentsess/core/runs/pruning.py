@@ -14,8 +14,8 @@ Each real prune appends one line to ``<data root>/prune.log`` (0600):
 import os
 import time
 
-from agentsess.core import ids
-from agentsess.core.timefmt import rfc3339
+from agentsess import ids
+from agentsess.timefmt import rfc3339
 from agentsess.edges import paths
 
 COLUMNS = "id, parent_id, status, started_at, ended_at, revoked_at, host, supervisor_pid, supervisor_started"
@@ -27,7 +27,7 @@ def _ended_at(row: dict):
         return None
     if row.get("ended_at") is not None:
         return row["ended_at"]
-    from agentsess.core.lifecycle import supervisor_alive
+    from agentsess.core.runs.abandonment import supervisor_alive
 
     if supervisor_alive(row):
         return None

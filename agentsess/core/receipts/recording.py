@@ -1,12 +1,12 @@
 """Writing a run's receipts: append to its stream, keep the store's chain head, seal at the end."""
 
-from agentsess.edges import receipts
-from agentsess.edges.receipts import SEAL, canonical
+from agentsess.edges import streams
+from agentsess.edges.streams import SEAL, canonical
 
 
 def record(store, run_id: str, rtype: str, data) -> dict | None:
     """Append one receipt to the run's stream and move the store's chain head to it."""
-    rec = receipts.append(run_id, rtype, data)
+    rec = streams.append(run_id, rtype, data)
     if rec is not None:
         store.set_head(run_id, rec["hash"], rec["seq"] + 1)
     return rec
@@ -57,7 +57,7 @@ def seal(store, run_id: str) -> dict | None:
         if last is not None and last.get("type") == SEAL:
             return None
         count = 0 if last is None else last["seq"] + 1
-        head = receipts.GENESIS if last is None else last["hash"]
+        head = streams.GENESIS if last is None else last["hash"]
         out_bytes, out_sha = row.get("output_bytes"), row.get("output_sha256")
         kid, sig = keys.sign(seal_payload(run_id, count, head, out_bytes, out_sha))
         return {

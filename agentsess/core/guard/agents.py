@@ -145,7 +145,7 @@ class SpoolReader:
             return []
         self.offset += end + 1
         out = []
-        from agentsess.core.policy import exec_receipt
+        from agentsess.core.guard.policy import exec_receipt
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)

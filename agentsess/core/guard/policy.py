@@ -18,8 +18,8 @@ rule matches get the profile's ``default_decision`` (``allow`` unless set).
 import json
 import time
 
-from agentsess.core import scopes as scope_algebra
-from agentsess.core.digest import sha256_hex
+from agentsess.core.credentials import scopes as scope_algebra
+from agentsess.digest import sha256_hex
 
 SUMMARY_CAP = 512
 RESULT_CAP = 2048
@@ -121,7 +121,7 @@ def capped(text: str, cap: int = SUMMARY_CAP) -> str:
     Redaction reads only the part that can be kept (plus a margin), so a tool result of
     several MB costs no more to record than a small one.
     """
-    from agentsess.core.redaction import redact
+    from agentsess.core.guard.redaction import redact
 
     window = cap + REDACT_MARGIN
     rest = max(0, len(text) - window)

@@ -28,7 +28,7 @@ import json
 import os
 import time
 
-from agentsess.core import scopes as _scopes
+from agentsess.core.credentials import scopes as _scopes
 from agentsess.edges import keys as _keys
 from agentsess.errors import USAGE, AgentsessError
 

@@ -1,6 +1,6 @@
 """Verifying an agentsess token on this machine: signature, time, and the store's revocation list."""
 
-from agentsess.core.tokens import Verdict
+from agentsess.core.credentials.tokens import Verdict
 
 
 def verify_token(token: str, scopes=(), now: float | None = None) -> Verdict:
@@ -11,9 +11,9 @@ def verify_token(token: str, scopes=(), now: float | None = None) -> Verdict:
     each requested scope covered by the token's scopes. Returns a :class:`Verdict`
     (truthy when valid; ``reason`` and ``detail`` say why not; ``claims`` once signed).
     """
-    from agentsess.core import tokens
-    from agentsess.core.lifecycle import reap_abandoned
-    from agentsess.core.plan import revoked_in
+    from agentsess.core.credentials import tokens
+    from agentsess.core.runs.abandonment import reap_abandoned
+    from agentsess.core.runs.plan import revoked_in
     from agentsess.edges.store import Store
 
     with Store() as store:

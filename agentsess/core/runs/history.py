@@ -2,7 +2,7 @@
 
 import time
 
-from agentsess.core.timefmt import rfc3339
+from agentsess.timefmt import rfc3339
 
 RUN_KEYS = (
     "id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host",
@@ -61,7 +61,7 @@ LIST_COLUMNS = (
 
 
 def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=None) -> list[dict]:
-    from agentsess.core.lifecycle import reap_abandoned
+    from agentsess.core.runs.abandonment import reap_abandoned
 
     reap_abandoned(store)
     rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
@@ -85,15 +85,16 @@ def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool 
     ``with_integrity=False`` leaves out the verification (which reads the whole output log)
     so a caller can show the rest first; :func:`integrity` computes it.
     """
-    from agentsess.core.lifecycle import reap_abandoned
-    from agentsess.edges import paths, receipts
+    from agentsess.core.runs.abandonment import reap_abandoned
+    from agentsess.edges import paths
+    from agentsess.edges import streams
     from agentsess.edges.outputlog import tail_lines
 
     reap_abandoned(store)
     run_id = store.resolve(ref)
     row = store.get_run(run_id)
     out = run_object(row)
-    records = receipts.load(run_id)
+    records = streams.load(run_id)
     out["credential"] = {
         "state": credential_state(row),
         "scopes": row.get("scopes") or [],
@@ -126,7 +127,7 @@ def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool 
 
 def integrity(row_or_id, store=None) -> dict:
     """The run's verification summary (see `agentsess verify`), from its row or its id."""
-    from agentsess.core.verification import verify_run
+    from agentsess.core.receipts.verify import verify_run
 
     row = store.get_run(row_or_id) if isinstance(row_or_id, str) else row_or_id
     return verify_run(row).as_dict()

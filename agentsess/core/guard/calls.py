@@ -5,7 +5,8 @@ the decision as a receipt before answering.
 
 import os
 
-from agentsess.core import audit, policy
+from agentsess.core.receipts import recording
+from agentsess.core.guard import policy
 from agentsess.errors import USAGE, AgentsessError
 
 
@@ -39,10 +40,10 @@ def find_run(store, env: dict, run_id: str | None = None) -> dict:
 def _refresh_liveness(store, row: dict) -> dict:
     """Treat a running run whose supervisor died as abandoned (its credentials are dead)."""
     if row["status"] == "running":
-        from agentsess.core.lifecycle import supervisor_alive
+        from agentsess.core.runs.abandonment import supervisor_alive
 
         if not supervisor_alive(row):
-            from agentsess.core.lifecycle import reap_abandoned
+            from agentsess.core.runs.abandonment import reap_abandoned
 
             reap_abandoned(store)
             row = store.get_run(row["id"])
@@ -51,12 +52,12 @@ def _refresh_liveness(store, row: dict) -> dict:
 
 def check(store, env: dict, scope: str, tool: str | None = None, command=None) -> tuple[dict, "policy.Decision"]:
     """`agentsess check SCOPE`: may this run act with ``scope`` now? Writes ``action.checked``."""
-    from agentsess.core.scopes import parse_scope
+    from agentsess.core.credentials.scopes import parse_scope
 
     scope = parse_scope(scope)
     row = _refresh_liveness(store, find_run(store, env))
     decision = policy.decide(row, tool or "check", command, scope=scope)
-    audit.record_action(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
+    recording.record_action(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
     return row, decision
 
 
@@ -78,7 +79,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
         tool = event.get("tool_name") or "?"
         args = event.get("tool_input")
         decision = policy.decide(row, tool, args)
-        audit.record_action(
+        recording.record_action(
             store,
             row["id"],
             "action.checked",
@@ -95,7 +96,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
         tool = event.get("tool_name") or "?"
         result = event.get("tool_response")
         summary, digest = policy.summarise(result, policy.RESULT_CAP)
-        audit.record_action(
+        recording.record_action(
             store,
             row["id"],
             "action.result",
@@ -104,7 +105,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
         )
         return None
     if name in ("SessionStart", "SessionEnd"):
-        audit.record_action(
+        recording.record_action(
             store,
             row["id"],
             "agent.session",
@@ -118,4 +119,4 @@ def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, durati
     """An ``action.exec`` receipt for a shell command the agent ran."""
     row = find_run(store, env)
     data = policy.exec_receipt(command, cwd, exit_code, duration, source, os.getpid())
-    audit.record_action(store, row["id"], "action.exec", data)
+    recording.record_action(store, row["id"], "action.exec", data)

@@ -14,7 +14,8 @@ a pipes-mode run's ``\\n`` is not turned into ``\\r\\n``.
 import json
 import os
 
-from agentsess.edges import paths, receipts
+from agentsess.edges import paths
+from agentsess.edges import streams
 from agentsess.edges.outputlog import read_timing
 from agentsess.errors import USAGE, AgentsessError
 
@@ -131,4 +132,4 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
 
 def jsonl(run_id: str, out) -> int:
     """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size."""
-    return receipts.copy_stream(run_id, out)
+    return streams.copy_stream(run_id, out)

@@ -1,6 +1,6 @@
 """Redaction of credential-shaped text in tool-call summaries and results.
 
-The output tee masks the run's exact secret values (:mod:`agentsess.core.masking`); the
+The output tee masks the run's exact secret values (:mod:`agentsess.core.guard.masking`); the
 guard, paid on every tool call, has no secret values to hand (it must not: it runs in the
 agent's process tree), so receipts of tool calls mask what looks like a credential: JWTs
 (agentsess tokens among them), well-known token prefixes (GitHub, OpenAI/Anthropic, AWS,

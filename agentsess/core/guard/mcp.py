@@ -24,7 +24,8 @@ a lock; each thread opens its own store connection.
 import json
 import os
 
-from agentsess.core import audit, policy
+from agentsess.core.receipts import recording
+from agentsess.core.guard import policy
 from agentsess.errors import RUN_NOT_EXECUTABLE, RUN_NOT_FOUND, USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
@@ -197,7 +198,7 @@ class Relay:
                 from agentsess.edges.store import Store
 
                 self.client_store = Store()
-            from agentsess.core.guard import _refresh_liveness
+            from agentsess.core.guard.calls import _refresh_liveness
 
             row = self.client_store.get_run(self.run_id)
             if row is None:
@@ -216,7 +217,7 @@ class Relay:
             data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
             if args is not None:
                 data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
-            audit.record_action(self.client_store, self.run_id, "action.checked", data)
+            recording.record_action(self.client_store, self.run_id, "action.checked", data)
         except Exception as exc:  # fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             decision = policy.Decision("deny", f"agentsess could not check and record the call ({text})")
@@ -316,7 +317,7 @@ class Relay:
         if response is None:
             data["answered"] = False
         try:
-            audit.record_action(self.store, self.run_id, "action.result", data)
+            recording.record_action(self.store, self.run_id, "action.result", data)
         except Exception as exc:  # the call already happened: say so, do not break the session
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             try:
@@ -383,7 +384,7 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
         raise AgentsessError(f"mcp-proxy: no server command given; {USAGE_LINE}", USAGE)
     server = server_name(command, name)
     env = os.environ if env is None else env
-    from agentsess.core.guard import find_run
+    from agentsess.core.guard.calls import find_run
     from agentsess.edges.store import Store
 
     with Store() as store:

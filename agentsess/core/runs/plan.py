@@ -7,7 +7,7 @@ with the exact scopes that exceed it (:class:`Refused`), and the caller records 
 import os
 import time
 
-from agentsess.core import scopes as scope_algebra
+from agentsess.core.credentials import scopes as scope_algebra
 from agentsess.core.durations import format_duration, parse_duration
 from agentsess.errors import RUN_FAILED, AgentsessError
 
@@ -60,7 +60,7 @@ class Plan:
 
 def find_parent(env: dict, store) -> dict | None:
     """The run this one is nested in, from the environment; refuses a dead parent."""
-    from agentsess.core import tokens
+    from agentsess.core.credentials import tokens
 
     token = env.get("AGENTSESS_TOKEN")
     parent_id = env.get("AGENTSESS_RUN_ID")

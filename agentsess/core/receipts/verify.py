@@ -11,7 +11,8 @@ first one; ``sealed`` means the stream ends in a valid seal.
 import json
 import os
 
-from agentsess.edges import paths, receipts
+from agentsess.edges import paths
+from agentsess.edges import streams
 
 
 class Integrity:
@@ -58,13 +59,13 @@ class Integrity:
 
 
 def _check_seal(result: Integrity, rec: dict, prev: dict | None, row: dict) -> None:
-    from agentsess.core.audit import seal_payload
+    from agentsess.core.receipts.recording import seal_payload
     from agentsess.edges import keys
 
     data = rec.get("data") or {}
     result.kid = data.get("kid")
     count = 0 if prev is None else prev["seq"] + 1
-    head = receipts.GENESIS if prev is None else prev["hash"]
+    head = streams.GENESIS if prev is None else prev["hash"]
     if data.get("count") != count or data.get("head") != head:
         result.fail(f"the seal at seq {rec['seq']} does not cover the records before it", rec["seq"])
         return
@@ -106,7 +107,7 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
     prev = None
     seal = None
     expected_seq = 0
-    for number, line in receipts.read(row["id"]):
+    for number, line in streams.read(row["id"]):
         try:
             rec = json.loads(line)
             seq = rec["seq"]
@@ -120,16 +121,16 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
             )
         if rec.get("run") != row["id"]:
             return result.fail(f"record seq {seq} belongs to another run ({rec.get('run')})", seq)
-        if rec.get("hash") != receipts.record_hash(rec) or line != receipts.canonical(rec) + b"\n":
+        if rec.get("hash") != streams.record_hash(rec) or line != streams.canonical(rec) + b"\n":
             return result.fail(f"record seq {seq} was edited (its hash does not match its content)", seq)
-        want_prev = receipts.GENESIS if prev is None else prev["hash"]
+        want_prev = streams.GENESIS if prev is None else prev["hash"]
         if rec.get("prev") != want_prev:
             return result.fail(f"record seq {seq} does not chain to the record before it", seq)
         if result.count == 0:
             result.first_seq, result.first_ts = seq, rec.get("ts")
         result.last_seq, result.last_ts = seq, rec.get("ts")
         result.count += 1
-        if rec.get("type") == receipts.SEAL:
+        if rec.get("type") == streams.SEAL:
             _check_seal(result, rec, prev, row)
             if not result.ok:
                 return result

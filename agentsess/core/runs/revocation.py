@@ -11,11 +11,11 @@ import os
 import signal
 import time
 
-from agentsess.core import audit
-from agentsess.core.lifecycle import reap_abandoned, supervisor_alive
-from agentsess.core.timefmt import rfc3339
+from agentsess.core.receipts import recording
+from agentsess.core.runs.abandonment import reap_abandoned, supervisor_alive
+from agentsess.timefmt import rfc3339
 from agentsess.edges import host
-from agentsess.edges.receipts import ReceiptError
+from agentsess.edges.streams import ReceiptError
 
 
 def _cause(row: dict, run_id: str) -> str:
@@ -46,7 +46,7 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
         if newly[row["id"]]:
             try:
                 direct = row["id"] == run_id
-                audit.record(
+                recording.record(
                     store,
                     row["id"],
                     "run.revoked",
@@ -54,7 +54,7 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
                      "by": by, "reason": reason, "at": rfc3339(now)},
                 )
                 if row["status"] != "running":
-                    audit.seal(store, row["id"])
+                    recording.seal(store, row["id"])
             except ReceiptError as exc:
                 result["receipt_error"] = exc.message
         if row["status"] == "running" and supervisor_alive(row):

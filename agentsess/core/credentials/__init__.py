@@ -1,0 +1,1 @@
+"""Credentials: agentsess tokens, the scope algebra, verifying a token on this machine."""

@@ -1,0 +1,1 @@
+"""Runs: planning, starting and supervising, abandonment, revocation, history, pruning."""
