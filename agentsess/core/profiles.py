@@ -31,6 +31,8 @@ BUILTIN = {
     "scrub_env": [],
     "pass_env": [],
     "keep_env": False,
+    "env_mode": "scrub",
+    "env_notice": True,
     "isolate_home": False,
     "home_files": [".gitconfig"],
     "mask_terminal": True,
@@ -47,9 +49,10 @@ RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
 TOP_KEYS = ("defaults", "profiles")
 
 _DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning"))
-_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell"))
+_BOOLS = frozenset(("keep_env", "env_notice", "isolate_home", "mask_terminal", "capture_shell"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
+    "env_mode": ("scrub", "allow"),
     "on_expiry": ("keep", "stop"),
     "integration": ("auto", "none", "claude-code"),
     "default_decision": ("allow", "deny", "ask"),

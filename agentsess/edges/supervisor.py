@@ -20,7 +20,7 @@ import time
 
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
 PTY_BURST = 1 << 13  # from a pty: small, so the child's pty drains while we write to ours
-FLUSH_AFTER = 0.03  # held-back bytes of a possible secret are flushed after this idle time
+FLUSH_AFTER = 0.03  # after this idle time, held bytes that cannot start a secret are let out
 DRAIN_IDLE = 0.2  # after the child is reaped, stop reading output after this long idle
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 ESCALATING = (signal.SIGTERM, signal.SIGHUP)
@@ -312,12 +312,15 @@ class Supervisor:
 
     # -- the loop ---------------------------------------------------------------------
 
-    def _emit(self, stream: int, data: bytes, flush: bool = False) -> None:
+    def _emit(self, stream: int, data: bytes, flush: bool | str = False) -> None:
         """The one choke point for the child's output: mask, log, show."""
         masker = self.maskers.get(stream)
         if masker is not None:
-            masked = masker.flush() if flush else masker.feed(data)
-            if masker.pending:
+            if flush == "idle":
+                masked = masker.release()  # only what cannot start a secret (see masking)
+            else:
+                masked = masker.flush() if flush else masker.feed(data)
+            if masker.releasable:
                 self._pending_flush = time.monotonic() + FLUSH_AFTER
         else:
             masked = data
@@ -334,11 +337,11 @@ class Supervisor:
                     raise
                 self._terminal_ok[stream] = False
 
-    def _flush_maskers(self) -> None:
+    def _flush_maskers(self, idle: bool = False) -> None:
         self._pending_flush = None
         for stream, masker in self.maskers.items():
             if masker is not None and masker.pending:
-                self._emit(stream, b"", flush=True)
+                self._emit(stream, b"", flush="idle" if idle else True)
 
     def _resize(self) -> None:
         size = _winsize(1) or _winsize(0)
@@ -492,7 +495,7 @@ class Supervisor:
                 continue
             if not ready:
                 if self._pending_flush is not None and time.monotonic() >= self._pending_flush:
-                    self._flush_maskers()
+                    self._flush_maskers(idle=True)
                 continue
             for fd in ready:
                 if fd == wake_r:
