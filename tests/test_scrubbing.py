@@ -3,6 +3,7 @@ the allowlist mode, isolate-home variables that lead back to the human's files, 
 that are not credentials, and a quiet notice. Unit tests on the rules, then real runs."""
 
 import json
+import os
 import subprocess
 import sys
 
