@@ -339,12 +339,28 @@ class Masker:
             return data
         return _assemble(view, matches, len(view.norm), 0)[0]
 
-    def mask_text(self, text: str) -> str:
-        """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape)."""
+    def mask_cut(self, data: bytes) -> bytes:
+        """Mask ``data`` that was cut off (a summary capped at N characters): also a tail that
+        is :data:`HOLD_MIN` bytes or more of a pattern, noise aside, becomes ``[masked]``."""
+        if not self._finders or not data:
+            return data
+        data = bytes(data)
+        view = _View(data, False)
+        matches, hold = self._find(view.norm, False)
+        if hold < len(view.norm) and len(view.norm) - hold < HOLD_MIN:
+            hold = len(view.norm)
+        if not matches and hold == len(view.norm):
+            return data
+        out, h = _assemble(view, matches, hold, 0)
+        return out + (b"[masked]" if h < view.cut else data[h:])
+
+    def mask_text(self, text: str, cut: bool = False) -> str:
+        """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape); ``cut``:
+        it was cut off, see :meth:`mask_cut`."""
         if not self._finders or not text:
             return text
         data = text.encode("utf-8", "surrogateescape")
-        out = self.mask(data)
+        out = self.mask_cut(data) if cut else self.mask(data)
         if out is data:
             return text
         return out.decode("utf-8", "surrogateescape")

@@ -372,7 +372,9 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
     if launch.spool is not None:
         from agentsess.core.guard.agents import SpoolReader
 
-        watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
+        from agentsess.core.guard.redaction import secret_masker
+
+        watch.spool = SpoolReader(launch.spool, secret_masker(launch.masked))
     sup = Supervisor(
         launch.argv,
         launch.env,
