@@ -113,6 +113,21 @@ def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _keep_heap() -> None:
+    """Keep freed buffers in the heap for reuse: without this, glibc maps every MB-sized read
+    afresh and returns it at once, and the page faults cost as much system time as the copies
+    themselves (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: blocks up to 64 MiB come from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: do not give the heap back at once
+        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD: grow it in 16 MiB steps
+    except (OSError, AttributeError):
+        pass
+
+
 class Supervisor:
     """Runs one child transparently. ``run()`` returns ``(exit_code, signal)``."""
 
@@ -149,6 +164,7 @@ class Supervisor:
         self._terminal_ok = {1: True, 2: True}
         self._pending_flush = None
         self._subreaper = False
+        self._heap_kept = False
 
     # -- spawning ---------------------------------------------------------------------
 
@@ -523,6 +539,9 @@ class Supervisor:
                         continue
                     stream = outputs[fd][0]
                     if data:
+                        if len(data) >= 1 << 16 and not self._heap_kept:
+                            self._heap_kept = True  # much output: worth keeping buffers
+                            _keep_heap()
                         idle_since = None
                         self._emit(stream, data)
                         if not self._terminal_ok.get(stream, True) and self.master is None:

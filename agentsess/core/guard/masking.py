@@ -34,7 +34,7 @@ Matching is leftmost-longest over the stream with noise removed: at the first po
 where any pattern starts, the longest pattern there is replaced, and scanning resumes after
 it.
 
-Speed: noise is removed with ``bytes.translate`` when the data holds no escape byte (a
+Speed: noise is removed with ``bytes.replace`` when the data holds no escape byte (a
 regular expression otherwise); candidate positions are found by the first 16 bytes
 ("keys") of every pattern, with ``ahocorasick_rs`` (a vectorised multi-substring search, at
 most 64 keys per automaton so its SIMD prefilter stays on) when it is installed, else with
@@ -131,10 +131,10 @@ class _View:
         self.cut = n
         self._runs = None
         if buf.find(b"\x1b") < 0:
-            if buf.find(b"\n") < 0 and buf.find(b"\r") < 0:
-                self.norm = buf
-            else:
-                self.norm = buf.translate(None, _LINE_BREAKS)
+            # bytes.replace (memchr and memcpy) is several times faster than translate here
+            if buf.find(b"\r") >= 0:
+                buf = buf.replace(b"\r", b"")
+            self.norm = buf.replace(b"\n", b"") if buf.find(b"\n") >= 0 else buf
             return
         runs = [m.span() for m in _NOISE.finditer(buf)]
         if not final:
