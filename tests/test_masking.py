@@ -413,3 +413,56 @@ def test_reused_read_buffer(backend):
     second = masker.feed(buf) + masker.flush()
     assert (first, second) == (b"x [masked:token] y", b"z [masked:token] w")
     assert isinstance(first, bytes)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(scenario=scenarios(), releases=st.lists(st.booleans(), max_size=14))
+def test_idle_releases_never_let_a_whole_secret_out(backend, scenario, releases):
+    """With idle releases anywhere between reads, no pattern of any secret (noise aside)
+    appears in the output: what a release lets out is under 4 bytes of one, and the rest
+    of it is masked afterwards."""
+    secrets, data, cuts = scenario
+    masker = make(secrets, backend)
+    out = []
+    bounds = [0, *sorted(cuts), len(data)]
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        out.append(masker.feed(data[a:b]))
+        if i < len(releases) and releases[i]:
+            out.append(masker.release())
+    out.append(masker.flush())
+    shown = strip_noise(b"".join(out))[0]
+    for value in secrets.values():
+        for enc in expected_encodings(value):
+            norm = strip_noise(enc)[0]
+            assert len(norm) < 4 or norm not in shown
+
+
+def test_a_short_secret_complete_in_a_released_tail_is_masked():
+    masker = Masker({"s0": b"ab", "s1": b"abcdef"})
+    assert masker.feed(b"x ab") == b"x "
+    assert masker.release() == b"[masked:s0]"
+    assert masker.feed(b"cdef") == b"[masked:s1]"
+    assert masker.feed(b" ab.") + masker.flush() == b" [masked:s0]."
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=crowded(), releases=st.lists(st.booleans(), max_size=14))
+def test_idle_releases_with_overlapping_patterns(backend, scenario, releases):
+    secrets, data, cuts = scenario
+    masker = make(secrets, backend)
+    out = []
+    bounds = [0, *sorted(cuts), len(data)]
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        out.append(masker.feed(data[a:b]))
+        if i < len(releases) and releases[i]:
+            out.append(masker.release())
+        assert masker.pending <= masker.max_pending + len(strip_noise(data)[2])
+    out.append(masker.flush())
+    assert masker.pending == 0
+    shown = strip_noise(b"".join(out))[0]
+    for value in secrets.values():
+        for enc in expected_encodings(value):
+            norm = strip_noise(enc)[0]
+            assert len(norm) < 4 or norm not in shown

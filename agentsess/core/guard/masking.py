@@ -316,8 +316,11 @@ class Masker:
         from them is still masked."""
         if not self.releasable:
             return b""
-        out = self._held[self._shown :]
-        self._shown = len(self._held)
+        held = self._held
+        view = _View(held, True)
+        matches, _ = self._find(view.norm, True)  # a short secret may be complete in them
+        out, _ = _assemble(view, matches, len(view.norm), self._shown)
+        self._shown = len(held)
         return out
 
     def flush(self) -> bytes:
@@ -463,6 +466,8 @@ def _assemble(view: _View, matches: list, hold: int, shown: int):
     for q, e, rep in matches:
         a = view.orig(q)
         b = view.orig(e - 1) + 1
+        if b <= shown:
+            continue  # masked already, by the idle release that emitted these bytes
         if a > pos:
             pieces.append(buf[pos:a])
         pieces.append(rep)
