@@ -587,6 +587,48 @@ def test_lines_that_cannot_be_parsed_safely_are_refused_and_recorded(session, li
     assert checked["data"]["line_bytes"] == len(line) and "delete" not in json.dumps(checked)
 
 
+def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):
+    """The real MCP SDK server behind the proxy, a raw client in front sending the attacks."""
+    server = tmp_path / "demo_server.py"
+    server.write_text(SDK_SERVER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSESS_")}
+    for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING"):
+        env[key] = os.environ[key]
+    env.update(live_run)
+    proc = subprocess.Popen([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", PY, str(server)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+
+    def send(raw: bytes):
+        proc.stdin.write(raw)
+        proc.stdin.flush()
+
+    def answer():
+        line = proc.stdout.readline()
+        assert line, "the proxy's output ended"
+        return json.loads(line)
+
+    send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).encode() + b"\n")
+    assert answer()["id"] == 0
+    send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+    attacks = [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"a\xff"}}}\n',
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","Name":"delete_repo","arguments":{"repo":"b"}}}\n',
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","name":"delete_repo","arguments":{"repo":"c"}}}\n',
+    ]
+    for raw in attacks:
+        send(raw)
+        assert answer()["error"]["code"] in (-32700, -32600)
+    send(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40}}}\n')
+    reply = answer()
+    assert reply["id"] == 4 and reply["result"]["content"][0]["text"] == "42"
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert not os.path.exists(str(server) + ".deleted"), "a smuggled call reached the server"
+    refused = [r for r in _mcp_receipts(live_run["AGENTSESS_RUN_ID"]) if r["data"].get("refused")]
+    assert len(refused) == 3
+
+
 def test_blank_lines_are_dropped_quietly(session):
     session.send(b"\n \r\n\t\n")
     session.request({"jsonrpc": "2.0", "id": 1, "method": "ping"})
