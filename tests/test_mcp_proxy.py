@@ -4,6 +4,7 @@ End to end with the real MCP SDK (its stdio client, an MCPServer server) inside 
 `agentsess run`; the relay's edge cases against a fake server that logs every byte it gets.
 """
 
+import hashlib
 import json
 import os
 import queue
@@ -585,6 +586,7 @@ def test_lines_that_cannot_be_parsed_safely_are_refused_and_recorded(session, li
     (checked,) = _mcp_receipts(session.run_id)
     assert checked["data"]["decision"] == "deny" and checked["data"]["tool"] == "mcp:fake:?"
     assert checked["data"]["line_bytes"] == len(line) and "delete" not in json.dumps(checked)
+    assert checked["data"]["line_sha256"] == hashlib.sha256(line).hexdigest()
 
 
 def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):

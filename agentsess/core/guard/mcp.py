@@ -39,6 +39,7 @@ from typing import Any
 
 from agentsess.core.guard import policy
 from agentsess.core.receipts import recording
+from agentsess.digest import sha256_hex
 from agentsess.errors import USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
@@ -240,7 +241,7 @@ class Session:
             data = policy.checked_receipt(
                 decision, f"mcp:{self.server}:?", None, SOURCE,
                 {"server": self.server, "request_id": None, "refused": exc.reason,
-                 "line_sha256": policy.token_digest(line.decode("latin-1")), "line_bytes": len(line)},
+                 "line_sha256": sha256_hex(line), "line_bytes": len(line)},
             )
             recording.record_action(self._store(), self.run_id, "action.checked", data)
         except Exception as err:  # noqa: BLE001 - still refused; say that it went unrecorded
