@@ -11,7 +11,13 @@ erase-line, cursor moves of a TUI) and charset selections (``ESC ( B``). So a PE
 shown through a pty (``\\n`` becomes ``\\r\\n``), ``base64`` wrapped at 76 columns, ``xxd -p``
 hex wrapped at 60, a token wrapped by a TUI or coloured in the middle are all masked. The
 noise inside a masked stretch is kept after the marker (line breaks and colour resets
-still reach the terminal): ``[masked:NAME]`` then the noise bytes, in order.
+still reach the terminal): ``[masked:NAME]`` then the noise bytes, in order (so the line
+breaks of a multi-line secret itself stay visible, not its text).
+
+What this is for: secrets shown by accident or by tools (logs, ``env``, ``cat``, encoders,
+pagers, TUIs). A child that holds a secret and wants it seen can always spell it in a way
+no masker knows (reversed, one character per cursor move); against that, the agent should
+hold placeholders, not secrets (the broker).
 
 Streaming: :meth:`Masker.feed` returns what can be emitted now. It holds back only bytes
 that could be the start of a secret (a prefix of a pattern, noise aside) and an escape
