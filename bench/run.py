@@ -193,6 +193,13 @@ def run_rss(argv, env, stdout_path: str) -> tuple[float, int, int]:
 # -- the environment under test -----------------------------------------------------------------
 
 
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info(workdir: str) -> dict:
     model = None
     try:
@@ -241,6 +248,7 @@ def machine_info(workdir: str) -> dict:
         "os": platform.platform(),
         "workdir": workdir,
         "workdir_fs": fs,
+        "load_average": _loadavg(),
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -805,7 +813,8 @@ def markdown(info: dict, rows: list[dict], notes: list[str], quick: bool, elapse
     out = [
         f"# agentsess benchmarks ({'--quick' if quick else 'full'})",
         "",
-        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_mib']} MiB RAM; kernel {info['kernel']}",
+        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_mib']} MiB RAM; kernel {info['kernel']}"
+        + (f"; load average at start {' '.join(map(str, info['load_average']))}" if info.get("load_average") else ""),
         f"- python {info['python']} ({info['python_path']}); commit {info['commit']}; {info['date']}",
         f"- took {elapsed:.0f} s; each figure is the median of its repetitions with (min–max); ratio = agentsess / reference.",
         "",
