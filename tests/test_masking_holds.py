@@ -252,3 +252,13 @@ def test_real_base64_xxd_and_grep_output_is_masked(tmp_path):
         assert normalize(enc)[6:40] not in plain
     assert b"\x1b[" in out  # grep's colours are still there around the marker
     assert long_secret[4:] not in normalize(_log())
+
+
+def test_an_escape_byte_before_a_secret_cannot_swallow_its_first_bytes():
+    # "ESC )0" and "ESC [A" are escape sequences: read as noise, they would eat ")0" / "[A"
+    for value in (b")0000000-secret", b"[Aabcdefgh-secret", b"(Bxyzxyzxyz-secret"):
+        m = Masker({"pw": value})
+        out = m.mask(b"x \x1b" + value + b" y")
+        assert value[2:] not in out and b"[masked:pw]" in out, out
+        streamed = m.feed(b"x \x1b" + value[:5]) + m.release() + m.feed(value[5:] + b" y") + m.flush()
+        assert value[2:] not in streamed and b"[masked:pw]" in streamed, streamed

@@ -203,11 +203,10 @@ class _View:
             return self.buf[a:b].translate(None, _NOT_BREAKS)
         out = []
         for s, e in self._runs:
-            if e <= a:
-                continue
             if s >= b:
                 break
-            out.append(self.buf[max(s, a) : min(e, b)])
+            if s >= a and e <= b:  # only whole runs: a run cut by the stretch may hold secret bytes
+                out.append(self.buf[s:e])
         return b"".join(out)
 
 
@@ -298,7 +297,11 @@ class Masker:
         held = self._held
         if len(held) == self._shown:
             return False
-        return len(_View(held, False).norm) < HOLD_MIN
+        view = _View(held, False)
+        if len(view.norm) >= HOLD_MIN:
+            return False
+        # an escape sequence may have swallowed the first bytes of a secret: count those too
+        return view._runs is None or len(held) - self._find(held, False)[1] < HOLD_MIN
 
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes of the stream; return what may be emitted now.
@@ -323,9 +326,8 @@ class Masker:
         if not self.releasable:
             return b""
         held = self._held
-        view = _View(held, True)
-        matches, _ = self._find(view.norm, True)  # a short secret may be complete in them
-        out, _ = _assemble(view, matches, len(view.norm), self._shown)
+        spans, _ = self._spans(_View(held, True), True)  # a short secret may be complete in them
+        out, _ = _assemble(_View(held, True), spans, len(held), self._shown)
         self._shown = len(held)
         return out
 
@@ -343,10 +345,10 @@ class Masker:
             return data
         data = bytes(data)
         view = _View(data, True)
-        matches, _ = self._find(view.norm, True)
-        if not matches:
+        spans, _ = self._spans(view, True)
+        if not spans:
             return data
-        return _assemble(view, matches, len(view.norm), 0)[0]
+        return _assemble(view, spans, len(data), 0)[0]
 
     def mask_cut(self, data: bytes) -> bytes:
         """Mask ``data`` that was cut off (a summary capped at N characters): also a tail that
@@ -355,13 +357,14 @@ class Masker:
             return data
         data = bytes(data)
         view = _View(data, False)
-        matches, hold = self._find(view.norm, False)
-        if hold < len(view.norm) and len(view.norm) - hold < HOLD_MIN:
-            hold = len(view.norm)
-        if not matches and hold == len(view.norm):
+        spans, h = self._spans(view, False)
+        tail = data[h:]
+        if len(normalize(tail)) < HOLD_MIN and (b"\x1b" not in tail or len(tail) < HOLD_MIN):
+            h = len(data)  # too short to give a secret away: kept as it is
+        if not spans and h == len(data):
             return data
-        out, h = _assemble(view, matches, hold, 0)
-        return out + (b"[masked]" if h < view.cut else data[h:])
+        out, h = _assemble(view, spans, h, 0)
+        return out + (b"[masked]" if h < len(data) else b"")
 
     def mask_text(self, text: str, cut: bool = False) -> str:
         """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape); ``cut``:
@@ -378,15 +381,32 @@ class Masker:
         """Mask ``buf`` (held bytes, then new ones); keep what must wait; return the rest."""
         shown = self._shown
         view = _View(buf, final)
-        norm = view.norm
-        matches, hold = self._find(norm, final)
-        if not matches and hold == len(norm) and view.cut == len(buf):
+        spans, h = self._spans(view, final)
+        if not spans and h == len(buf):
             self._held, self._shown = b"", 0
             return buf[shown:] if shown else buf
-        out, h = _assemble(view, matches, hold, shown)
+        out, h = _assemble(view, spans, h, shown)
         self._held = buf[h:]
         self._shown = max(0, shown - h)
         return out
+
+    def _spans(self, view: "_View", final: bool):
+        """(the stretches of ``view.buf`` to mask as sorted, disjoint (start, end, marker),
+        where the bytes to hold begin). Matching is over the data with noise removed; where
+        the data holds escape sequences, also over the raw bytes, since an escape byte the
+        child writes just before a secret could otherwise swallow its first bytes."""
+        buf = view.buf
+        matches, hold = self._find(view.norm, final)
+        spans = [(view.orig(q), view.orig(e - 1) + 1, rep) for q, e, rep in matches]
+        h = min(view.orig(hold), view.cut)
+        if view._runs is not None:
+            raw, raw_hold = self._find(buf, final)
+            if raw:
+                spans = _union(spans, raw)
+            h = min(h, raw_hold)
+            if spans and spans[-1][1] > h:
+                h = spans[-1][1]  # what is masked is not held again
+        return spans, h
 
     def _find(self, buf: bytes, final: bool):
         """Matches in ``buf`` (noise removed) as (start, end, replacement), and where the
@@ -462,16 +482,26 @@ class Masker:
         return matches, hold
 
 
-def _assemble(view: _View, matches: list, hold: int, shown: int):
-    """(output, where the held bytes begin in ``view.buf``): the raw bytes with each match
-    replaced by its marker and the noise inside it; nothing before ``shown`` (already
-    emitted) again."""
+def _union(a: list, b: list) -> list:
+    """Stretches covered by either list, merged where they overlap (the first marker wins)."""
+    out: list = []
+    for s, e, rep in sorted(a + b, key=lambda m: (m[0], -m[1])):
+        if out and s < out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e, out[-1][2])
+            continue
+        out.append((s, e, rep))
+    return out
+
+
+def _assemble(view: _View, spans: list, h: int, shown: int):
+    """(output, where the held bytes begin in ``view.buf``): the raw bytes up to ``h`` with
+    each span replaced by its marker and the noise inside it; nothing before ``shown``
+    (already emitted) again."""
     buf = view.buf
     pieces = []
     pos = shown
-    for q, e, rep in matches:
-        a = view.orig(q)
-        b = view.orig(e - 1) + 1
+    for a, b, rep in spans:
         if b <= shown:
             continue  # masked already, by the idle release that emitted these bytes
         if a > pos:
@@ -481,7 +511,6 @@ def _assemble(view: _View, matches: list, hold: int, shown: int):
         if noise:
             pieces.append(noise)
         pos = max(pos, b)
-    h = min(view.orig(hold), view.cut)
     if h > pos:
         pieces.append(buf[pos:h])
     return b"".join(pieces), h
