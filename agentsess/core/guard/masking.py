@@ -34,7 +34,8 @@ prefix followed by endless noise) is let out as if the stream ended, so output n
 stalls without bound.
 
 Fed in any chunks and flushed only at the end, the output is exactly :meth:`Masker.mask`
-of the whole stream.
+of the whole stream, except where escape sequences make the raw and the noise-free readings
+of it overlap: there the stream may come out with one marker more.
 
 Matching is leftmost-longest over the stream with noise removed: at the first position
 where any pattern starts, the longest pattern there is replaced, and scanning resumes after
@@ -363,8 +364,8 @@ class Masker:
             h = len(data)  # too short to give a secret away: kept as it is
         if not spans and h == len(data):
             return data
-        out, h = _assemble(view, spans, h, 0)
-        return out + (b"[masked]" if h < len(data) else b"")
+        out, end = _assemble(view, spans, h, 0)
+        return out + (b"[masked]" if max(h, end) < len(data) else b"")
 
     def mask_text(self, text: str, cut: bool = False) -> str:
         """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape); ``cut``:
@@ -385,9 +386,9 @@ class Masker:
         if not spans and h == len(buf):
             self._held, self._shown = b"", 0
             return buf[shown:] if shown else buf
-        out, h = _assemble(view, spans, h, shown)
+        out, end = _assemble(view, spans, h, shown)
         self._held = buf[h:]
-        self._shown = max(0, shown - h)
+        self._shown = max(0, end - h)
         return out
 
     def _spans(self, view: "_View", final: bool):
@@ -403,9 +404,7 @@ class Masker:
             raw, raw_hold = self._find(buf, final)
             if raw:
                 spans = _union(spans, raw)
-            h = min(h, raw_hold)
-            if spans and spans[-1][1] > h:
-                h = spans[-1][1]  # what is masked is not held again
+            h = min(h, raw_hold)  # may lie inside a masked stretch: see _assemble
         return spans, h
 
     def _find(self, buf: bytes, final: bool):
@@ -495,9 +494,10 @@ def _union(a: list, b: list) -> list:
 
 
 def _assemble(view: _View, spans: list, h: int, shown: int):
-    """(output, where the held bytes begin in ``view.buf``): the raw bytes up to ``h`` with
-    each span replaced by its marker and the noise inside it; nothing before ``shown``
-    (already emitted) again."""
+    """(output, end): the raw bytes up to ``h`` with each span replaced by its marker and the
+    noise inside it, nothing before ``shown`` (already emitted) again; ``end`` is where the
+    output stops, past ``h`` when a span reaches beyond it (the bytes from ``h`` on are held
+    and those before ``end`` count as shown)."""
     buf = view.buf
     pieces = []
     pos = shown
@@ -513,7 +513,7 @@ def _assemble(view: _View, spans: list, h: int, shown: int):
         pos = max(pos, b)
     if h > pos:
         pieces.append(buf[pos:h])
-    return b"".join(pieces), h
+    return b"".join(pieces), max(pos, h)
 
 
 def _finders(keys: list) -> tuple:
