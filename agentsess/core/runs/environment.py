@@ -235,7 +235,7 @@ def build_env(env: dict, extra_patterns=(), pass_names=(), keep: bool = False, m
                 dropped.append(name)
                 continue
         if rule is None:
-            if not let_through:
+            if not let_through and not upper.startswith(NEVER_SCRUBBED_PREFIX):
                 clean = strip_url_passwords(value)
                 if clean != value:
                     stripped.append(name)
