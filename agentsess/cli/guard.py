@@ -93,15 +93,13 @@ def check_main(argv: list[str]) -> int:
         raise AgentsessError("check: expected exactly one SCOPE (see `agentsess check --help`)", USAGE)
     if command is not None and not command:
         raise AgentsessError("check: no command after --", USAGE)
-    from agentsess.core.guard.calls import check
-    from agentsess.edges.store import Store
+    from agentsess.cli.inside import ask
 
-    with Store() as store:
-        row, decision = check(store, os.environ, options[0], tool, command)
+    answer = ask("check", scope=options[0], tool=tool, command=command)
     if as_json:
-        sys.stdout.write(json.dumps({"run": row["id"], "decision": decision.decision, "reason": decision.reason, "scope": decision.scope}) + "\n")
-    if not decision.allowed:
-        sys.stderr.write(f"agentsess: denied: {decision.reason}\n")
+        sys.stdout.write(json.dumps({"run": answer["run"], "decision": answer["decision"], "reason": answer["reason"], "scope": answer["scope"]}) + "\n")
+    if not answer["allowed"]:
+        sys.stderr.write(f"agentsess: denied: {answer['reason']}\n")
         return CHECK_FAILED
     if command:
         sys.stdout.flush()
@@ -127,11 +125,9 @@ def hook_main(argv: list[str]) -> int:
             event = json.loads(raw)
         except ValueError:
             raise AgentsessError("hook: the input on stdin is not JSON", 2) from None
-        from agentsess.core.guard.calls import claude_code_hook
-        from agentsess.edges.store import Store
+        from agentsess.cli.inside import ask
 
-        with Store() as store:
-            answer = claude_code_hook(store, run_id, event)
+        answer = ask("hook", agent=agent, run=run_id, event=event)["answer"]
         if answer is not None:
             sys.stdout.write(json.dumps(answer) + "\n")
         return 0
@@ -163,11 +159,9 @@ def exec_main(argv: list[str]) -> int:
         text = " ".join(command)
         code, took = _run(command)
     try:
-        from agentsess.core.guard.calls import record_exec
-        from agentsess.edges.store import Store
+        from agentsess.cli.inside import ask
 
-        with Store() as store:
-            record_exec(store, os.environ, text, os.getcwd(), code, took, source)
+        ask("exec", command=text, cwd=os.getcwd(), exit_code=code, duration=took, source=source)
     except AgentsessError as exc:
         sys.stderr.write(f"agentsess: could not record the command: {exc.message}\n")
     return code

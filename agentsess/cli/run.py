@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
                    help="show secrets unmasked on the terminal (the log is always masked)")
     p.add_argument("--capture-shell", action="store_true", default=None,
                    help="record each command non-interactive bash runs (best effort)")
+    contain = p.add_mutually_exclusive_group()
+    contain.add_argument("--contain", dest="contain", action="store_true", default=None,
+                         help="contain the run (bubblewrap namespaces; the default where available)")
+    contain.add_argument("--no-contain", dest="contain", action="store_false",
+                         help="an advisory run: no namespaces (the agent can reach what you can)")
     p.add_argument("--agent", dest="integration", choices=["auto", "none", "claude-code"],
                    help="agent integration (default: detected from the command name)")
     return p
@@ -91,6 +96,7 @@ def main(argv: list[str]) -> int:
         mask_terminal=args.mask_terminal,
         capture_shell=args.capture_shell,
         integration=args.integration,
+        contain=args.contain,
     )
     try:
         return start_run(request)

@@ -35,6 +35,10 @@ BUILTIN = {
     "home_files": [".gitconfig"],
     "mask_terminal": True,
     "capture_shell": False,
+    "contain": True,
+    "hide": [],
+    "unhide": [],
+    "on_exit": "stop",
     "integration": "auto",
     "git_name": None,
     "git_email": None,
@@ -47,15 +51,16 @@ RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
 TOP_KEYS = ("defaults", "profiles")
 
 _DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning"))
-_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell"))
+_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell", "contain"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
     "on_expiry": ("keep", "stop"),
+    "on_exit": ("stop", "keep"),
     "integration": ("auto", "none", "claude-code"),
     "default_decision": ("allow", "deny", "ask"),
 }
 DECISIONS = ("allow", "deny", "ask")
-LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files"))
+LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files", "hide", "unhide"))
 
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
@@ -365,6 +370,14 @@ def _check_value(path: str, kp: str, key: str, value):
                     f"{kp}[{i}]",
                     f"expected a path inside HOME like \".gitconfig\" (relative, no '..'), "
                     f"got {show_value(item)}",
+                )
+        return items
+    if key in ("hide", "unhide"):
+        items = _list(path, kp, value, "a list of absolute or ~ paths like [\"~/.config/gcloud\"]")
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or "\0" in item or not item.startswith(("/", "~/")) or item in ("/", "~/"):
+                raise config_error(
+                    path, f"{kp}[{i}]", f"expected an absolute or ~/ path (not / itself), got {show_value(item)}"
                 )
         return items
     if key == "env":

@@ -7,7 +7,7 @@ from agentsess.timefmt import rfc3339
 RUN_KEYS = (
     "id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host",
     "user", "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at",
-    "ended_at", "duration", "mode", "depth",
+    "ended_at", "duration", "mode", "depth", "containment",
 )
 
 
@@ -50,13 +50,14 @@ def run_object(row: dict) -> dict:
         "duration": duration,
         "mode": row.get("mode"),
         "depth": row.get("depth") or 0,
+        "containment": row.get("containment"),
     }
 
 
 # what a listing needs: not the profile snapshot, whose JSON would dominate a long listing
 LIST_COLUMNS = (
     "id, name, status, exit_code, signal, parent_id, command, cwd, host, user, profile, agent, "
-    "obo, scopes, expires_at, started_at, ended_at, mode, depth"
+    "obo, scopes, expires_at, started_at, ended_at, mode, depth, containment"
 )
 
 

@@ -25,7 +25,7 @@ class Request:
 
     __slots__ = (
         "argv", "name", "use_pty", "profile", "scopes", "ttl", "pass_env", "keep_env",
-        "isolate_home", "mask_terminal", "capture_shell", "integration", "cwd", "env",
+        "isolate_home", "mask_terminal", "capture_shell", "integration", "contain", "cwd", "env",
     )
 
     def __init__(self, argv, **kw):
@@ -41,6 +41,7 @@ class Request:
         self.mask_terminal = kw.get("mask_terminal")
         self.capture_shell = kw.get("capture_shell")
         self.integration = kw.get("integration")
+        self.contain = kw.get("contain")
         self.cwd = kw.get("cwd") or os.getcwd()
         self.env = dict(os.environ if kw.get("env") is None else kw["env"])
 

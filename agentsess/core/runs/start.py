@@ -98,16 +98,21 @@ def _resolve_secrets(profile) -> tuple[dict, dict]:
     return literal, {"vars": secret_vars, "values": values}
 
 
-def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: dict) -> tuple[dict, dict]:
-    """The child's environment and what the run.started receipt says about it (names only)."""
+def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: dict,
+               contained: "Containment") -> tuple[dict, dict]:
+    """The child's environment and what the run.started receipt says about it (names only).
+
+    Nothing in it leads to agentsess's state: not the data root, the config file, the key
+    store or the store's address. The child reaches agentsess through its control socket.
+    """
     from agentsess.core.runs import environment
 
     profile = plan.profile
     base = {k: v for k, v in request.env.items() if not k.startswith("AGENTSESS_")}
-    # agentsess's own settings pass through; the parent's run variables never do
-    for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING", "AGENTSESS_DEBUG"):
-        if key in request.env:
-            base[key] = request.env[key]
+    if "AGENTSESS_DEBUG" in request.env:
+        base["AGENTSESS_DEBUG"] = request.env["AGENTSESS_DEBUG"]
+    if contained.contained:
+        base.pop("DBUS_SESSION_BUS_ADDRESS", None)  # the bus is hidden: do not point at it
     keep = request.keep_env or profile.keep_env
     env, scrubbed, passed = environment.scrub_env(
         base, profile.scrub_env or (), list(profile.pass_env or ()) + request.pass_env, keep
@@ -121,9 +126,10 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     if isolate:
         env.update(homes.isolated_home(plan.agent, human_home, profile.home_files or ()))
         facts["home"] = env["HOME"]
-    else:
+    elif not contained.contained:
         facts["human_files_readable"] = homes.readable_credential_files(human_home)
     env.update(injected)
+    env["AGENTSESS_CONTROL"] = contained.child_socket
     env["AGENTSESS_RUN_ID"] = run_id
     env["AGENTSESS_TOKEN"] = token
     env["AGENTSESS_SCOPES"] = " ".join(plan.scopes)
@@ -177,6 +183,62 @@ def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
     return argv, facts, spool
 
 
+class Containment:
+    """How a run's child is held: ``contained`` (bubblewrap namespaces) or advisory, and why."""
+
+    __slots__ = ("contained", "reason", "bwrap", "socket", "child_socket")
+
+    def __init__(self, contained: bool, reason: str, bwrap: str | None, socket: str, child_socket: str):
+        self.contained = contained
+        self.reason = reason
+        self.bwrap = bwrap
+        self.socket = socket  # the control socket, as the supervisor binds it
+        self.child_socket = child_socket  # the same socket, as the child reaches it
+
+    @property
+    def mode(self) -> str:
+        return "contained" if self.contained else "advisory"
+
+
+def _containment(request: Request, plan: Plan, run_id: str) -> Containment:
+    from agentsess.edges import containment, control
+
+    folder = control.control_dir()
+    socket = os.path.join(folder, f"{run_id}.sock")
+    wanted = plan.profile.contain if request.contain is None else request.contain
+    if not wanted:
+        why = "--no-contain" if request.contain is False else f"profile {plan.profile.name} has contain = false"
+        return Containment(False, why, None, socket, socket)
+    found = containment.probe()
+    if not found.available:
+        return Containment(False, found.reason, None, socket, socket)
+    return Containment(True, found.reason, found.bwrap, socket, containment.inside_socket(folder))
+
+
+def _contained_argv(launch: "Launch", request: Request, plan: Plan, sandbox_info_fd: int) -> list[str]:
+    """bubblewrap's command line for this run: what to hide, what to bind back."""
+    from agentsess.edges import containment, homes
+
+    env = launch.env
+    human_home = request.env.get("HOME") or os.path.expanduser("~")
+    hidden = containment.hidden_paths(
+        data_root=paths.data_root(), config_file=paths.config_file(), human_home=human_home, env=request.env,
+        credential_files=homes.readable_credential_files(human_home),
+        hide=tuple(plan.profile.hide or ()), unhide=tuple(plan.profile.unhide or ()),
+    )
+    visible = [paths.run_dir(launch.run_id)]
+    writable = [p for p in (launch.spool,) if p]
+    if env.get("HOME") and env["HOME"] != human_home:
+        writable.append(env["HOME"])  # the agent's own HOME lives under the (hidden) data root
+    bwrap = launch.containment.bwrap
+    assert bwrap is not None
+    return containment.command(
+        bwrap, launch.argv, hidden=hidden, visible=visible, writable=writable,
+        control_dir=os.path.dirname(launch.containment.socket), control_socket=launch.containment.socket,
+        info_fd=sandbox_info_fd,
+    )
+
+
 class Watch:
     """The supervisor's periodic check: revocation, expiry, and the receipt stream's presence."""
 
@@ -191,6 +253,7 @@ class Watch:
         self.warned = False
         self.expired = False
         self.spool = None
+        self.leftovers = 0
 
     def ingest_spool(self) -> None:
         if self.spool is not None:
@@ -237,7 +300,12 @@ class Watch:
 def start_run(request: Request) -> int:
     """Start, supervise and record one run; return the exit code `agentsess run` leaves with."""
     from agentsess.edges.config import load_config
-    from agentsess.edges.supervisor import ExecFailed, find_executable
+    from agentsess.edges.supervisor import ExecFailed, become_subreaper, find_executable, not_dumpable
+
+    # the supervisor is the run's authority: no same-user process reads its memory or
+    # environment, and no process of the run escapes it by a double fork or setsid
+    not_dumpable()
+    become_subreaper()
 
     if not request.argv:
         raise AgentsessError("no command to run: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
@@ -261,15 +329,16 @@ def start_run(request: Request) -> int:
 class Launch:
     """What a started run hands to its supervisor."""
 
-    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked")
+    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "containment")
 
-    def __init__(self, run_id, argv, env, use_pty, spool, masked):
+    def __init__(self, run_id, argv, env, use_pty, spool, masked, containment):
         self.run_id = run_id
         self.argv = argv
         self.env = env
         self.use_pty = use_pty
         self.spool = spool
         self.masked = masked
+        self.containment = containment
 
 
 def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict) -> Launch:
@@ -294,7 +363,8 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         now=plan.issued_at,
     )
     plan.expires_at = float(claims["exp"])
-    env, env_facts = _child_env(request, plan, run_id, token, injected)
+    contained = _containment(request, plan, run_id)
+    env, env_facts = _child_env(request, plan, run_id, token, injected, contained)
     parent_id = plan.parent["id"] if plan.parent else None
     # from here on `revoke` may signal this process: the supervisor's handler takes over later
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -307,6 +377,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "scopes": plan.scopes, "chain": plan.chain, "depth": plan.depth, "jti": claims["jti"],
             "token_sha256": token_digest(token), "kid": kid, "issued_at": float(claims["iat"]),
             "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
+            "containment": contained.mode,
         }
     )
     streams.create_stream(run_id)
@@ -319,7 +390,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "argv": request.argv, "name": plan.name, "cwd": request.cwd, "host": hostname, "user": user,
             "pid": os.getpid(), "mode": mode, "parent": parent_id, "profile": profile.name,
             "agent": plan.agent, "obo": obo, "git": host.git_info(request.cwd), "env": env_facts,
-            "integration": integration,
+            "integration": integration, "containment": contained.mode, "containment_reason": contained.reason,
         },
     )
     recording.record(
@@ -346,16 +417,20 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         notice("kept from the agent: " + " ".join(env_facts["scrubbed"]) + " (--pass-env NAME to let one through)")
     if env_facts.get("human_files_readable"):
         _human_files_notice(env_facts["human_files_readable"])
+    if not contained.contained:
+        notice(f"advisory run: {contained.reason}; the agent runs as you and can reach what you can")
+    elif profile.on_exit == "keep":
+        notice("on_exit = keep needs an advisory run (--no-contain): a contained run's processes end with it")
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
-    return Launch(run_id, argv, env, use_pty, spool, masked)
+    return Launch(run_id, argv, env, use_pty, spool, masked, contained)
 
 
 def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:
     """Run the child under the supervisor until it ends; then record how it ended."""
     from agentsess.core.guard.masking import Masker
     from agentsess.edges.outputlog import OutputLog
-    from agentsess.edges.supervisor import ExecFailed, Supervisor
+    from agentsess.edges.supervisor import ExecFailed, Supervisor, kill_descendants
 
     run_id = launch.run_id
     profile = plan.profile
@@ -366,8 +441,16 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
         from agentsess.core.guard.agents import SpoolReader
 
         watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
+    from agentsess.core.runs.authority import Authority
+    from agentsess.edges.control import ControlServer
+
+    contained = launch.containment
+    argv, info_r, info_w = launch.argv, None, None
+    if contained.contained:
+        info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        argv = _contained_argv(launch, request, plan, info_w)
     sup = Supervisor(
-        launch.argv,
+        argv,
         launch.env,
         use_pty=launch.use_pty,
         log=log,
@@ -375,13 +458,22 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
         mask_terminal=mask_terminal,
         tick=watch,
         grace=profile.revoke_grace,
+        keep_fds=(info_w,) if info_w is not None else (),
+        die_with_supervisor=contained.contained,
     )
-    sup.on_start = lambda s: store.update_run(
-        run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid)
-    )
+
+    def started(s) -> None:
+        sandbox = _sandbox_pid(info_r, info_w) if info_r is not None else None
+        s.sandbox_pid = sandbox
+        store.update_run(run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid),
+                         sandbox_pid=sandbox)
+
+    sup.on_start = started
+    server = ControlServer(run_id, Authority(run_id, contained.mode).handle)
     failure = None
     code = sig = None
     try:
+        server.start()
         code, sig = sup.run()
         # the child is gone: a late signal must not cost the run its exit receipt and seal
         for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -392,12 +484,41 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
     except ReceiptError as exc:
         failure = exc.message
     finally:
+        server.close()
+        for fd in (info_r, info_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if watch.stopped or profile.on_exit == "stop":
+            watch.leftovers = kill_descendants()
         log.close()
     try:
         watch.ingest_spool()
     except ReceiptError:
         pass
     return _finish(store, plan, watch, log, code, sig, failure)
+
+
+def _sandbox_pid(info_r: int, info_w: int) -> int | None:
+    """The pid (as we see it) of the namespace's first process, from bubblewrap's info fd."""
+    import json
+
+    os.close(info_w)
+    data = b""
+    while True:
+        try:
+            part = os.read(info_r, 4096)
+        except InterruptedError:
+            continue
+        if not part:
+            break
+        data += part
+    try:
+        return int(json.loads(data)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -> int:
@@ -420,6 +541,7 @@ def _finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -
                 "exit_code": code, "signal": sig, "duration": round(ended - plan.issued_at, 6),
                 "output_bytes": log.size, "output_sha256": log.digest(), "revoked": watch.revoked,
                 "stopped_by_agentsess": watch.stopped, "error": failure,
+                "leftover_processes_killed": watch.leftovers,
             },
         )
         recording.seal(store, run_id)
