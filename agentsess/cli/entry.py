@@ -16,7 +16,21 @@ FAST = {
     "check": ("agentsess.cli.guard", "check_main"),
     "hook": ("agentsess.cli.guard", "hook_main"),
     "exec": ("agentsess.cli.guard", "exec_main"),
+    "whoami": ("agentsess.cli.whoami", "main"),
 }
+
+
+# commands that change agentsess's own state: refused inside a run, whatever the run can reach
+REFUSED_INSIDE = {("config", "set"), ("config", "init"), ("key", "rotate"), ("secret", "set"), ("secret", "rm"),
+                  ("prune",)}
+
+
+def refused_inside(argv: list[str]) -> str | None:
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    for size in (1, 2):
+        if tuple(words[:size]) in REFUSED_INSIDE:
+            return " ".join(words[:size])
+    return None
 
 
 def debugging(argv: list[str]) -> bool:
@@ -69,4 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return guarded(fn, argv[1:], debug, unexpected)
     from agentsess.cli.app import run_app
 
+    command = refused_inside(argv)
+    if command is not None and "--help" not in argv:
+        from agentsess.cli.inside import refuse_inside
+
+        return guarded(lambda _: refuse_inside(f"agentsess {command}"), argv, debug, 1)
     return guarded(run_app, argv, debug, 1)

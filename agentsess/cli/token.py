@@ -39,13 +39,20 @@ def main(argv: list[str]) -> int:
         token = os.environ.get("AGENTSESS_TOKEN")
         if not token:
             raise AgentsessError("token verify: no token given and AGENTSESS_TOKEN is not set", USAGE)
-    from agentsess.core.credentials.verify import verify_token
+    from agentsess.cli.inside import ask, socket_path
 
-    verdict = verify_token(token, args.scope)
-    if args.as_json:
-        sys.stdout.write(json.dumps(verdict.as_dict(), indent=2) + "\n")
-    elif verdict.valid:
-        sys.stdout.write(f"valid: {verdict.detail}\n")
+    if socket_path() is not None:  # inside a run: the supervisor verifies, the keys stay with it
+        answer = ask("token_verify", token=token, scopes=args.scope)
+        shown, valid, reason, detail = answer["verdict"], answer["valid"], answer["reason"], answer["detail"]
     else:
-        sys.stderr.write(f"agentsess: invalid token ({verdict.reason}): {verdict.detail}\n")
-    return 0 if verdict.valid else CHECK_FAILED
+        from agentsess.core.credentials.verify import verify_token
+
+        verdict = verify_token(token, args.scope)
+        shown, valid, reason, detail = verdict.as_dict(), bool(verdict.valid), verdict.reason, verdict.detail
+    if args.as_json:
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+    elif valid:
+        sys.stdout.write(f"valid: {detail}\n")
+    else:
+        sys.stderr.write(f"agentsess: invalid token ({reason}): {detail}\n")
+    return 0 if valid else CHECK_FAILED

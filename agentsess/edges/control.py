@@ -21,6 +21,7 @@ from agentsess.edges.host import ancestors
 
 CONTROL_ENV = "AGENTSESS_CONTROL"
 MAX_MESSAGE = 64 << 20  # a hook event carries the tool's whole result
+MAX_FDS = 4
 
 
 class ControlError(Exception):
@@ -69,7 +70,8 @@ def find_socket(env=None) -> str | None:
 
 
 def request(path: str, message: dict, timeout: float | None = None) -> dict:
-    """Send ``message`` to the supervisor at ``path``; return its answer."""
+    """Send ``message`` to the supervisor at ``path``; return its answer. File descriptors the
+    supervisor passed along (SCM_RIGHTS) are in the answer's ``fds``."""
     data = json.dumps(message, separators=(",", ":")).encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -77,15 +79,20 @@ def request(path: str, message: dict, timeout: float | None = None) -> dict:
             sock.connect(path)
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
+            header, fds, _flags, _addr = socket.recv_fds(sock, 1, MAX_FDS)
             answer = _read_all(sock)
     except OSError as exc:
         raise ControlError(f"cannot reach the run's supervisor at {path}: {exc.strerror or exc}") from None
     try:
-        reply = json.loads(answer)
+        reply = json.loads(answer) if header else None
     except ValueError:
-        raise ControlError("the run's supervisor sent an unreadable answer") from None
+        reply = None
     if not isinstance(reply, dict):
+        for fd in fds:
+            os.close(fd)
         raise ControlError("the run's supervisor sent an unreadable answer")
+    if fds:
+        reply["fds"] = fds
     return reply
 
 
@@ -178,6 +185,12 @@ class ControlServer:
                         answer = self.handler(message, pid)
                     except Exception as exc:  # the handler's bug must not kill the run
                         answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 2}
+                fds = answer.pop("fds", None) or []
+                try:
+                    socket.send_fds(conn, [b"F" if fds else b"N"], fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
                 conn.sendall(json.dumps(answer, separators=(",", ":")).encode())
             except OSError:
                 pass

@@ -15,15 +15,25 @@ from agentsess.edges import paths
 from agentsess.edges.streams import ReceiptError
 
 
+def open_files(run_id: str) -> tuple[int, int]:
+    """File descriptors of a new run's output and timing logs (created 0600, empty)."""
+    folder = paths.run_dir(run_id)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    data = paths.open_private(os.path.join(folder, "output.log"), flags)
+    return data, paths.open_private(os.path.join(folder, "timing.log"), flags)
+
+
 class OutputLog:
-    def __init__(self, run_id: str):
+    """Writes a run's output log. ``fds`` are already-open (output, timing) descriptors: how a
+    nested run's supervisor, which cannot open its parent's data root, gets its log."""
+
+    def __init__(self, run_id: str, fds: tuple[int, int] | None = None):
         folder = paths.run_dir(run_id)
         self.path = os.path.join(folder, "output.log")
         self.timing_path = os.path.join(folder, "timing.log")
-        self._data = os.fdopen(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb", 0)
-        self._timing = os.fdopen(
-            paths.open_private(self.timing_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", 1 << 16
-        )
+        data_fd, timing_fd = fds if fds is not None else open_files(run_id)
+        self._data = os.fdopen(data_fd, "wb", 0)
+        self._timing = os.fdopen(timing_fd, "w", 1 << 16)
         self.sha = hashlib.sha256()
         self.size = 0
         self.start = time.monotonic()

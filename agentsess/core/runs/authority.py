@@ -11,11 +11,12 @@ exit code the client leaves with).
 """
 
 import os
+import threading
 import time
 
 from agentsess.errors import USAGE, AgentsessError
 
-# Ops a run may ask for; each is ``fn(authority, store, run_id, message) -> answer``.
+# Ops a run may ask for; each is ``fn(authority, store, run_id, message, pid) -> answer``.
 OPS: dict = {}
 
 
@@ -39,19 +40,53 @@ def ancestry(pid: int):
     yield from ancestors(pid)
 
 
+class Nested:
+    """A run started inside this one, supervised by a process of this run (``pid``)."""
+
+    def __init__(self, pid: int, run_id: str, plan, watch):
+        self.pid = pid
+        self.run_id = run_id
+        self.plan = plan
+        self.watch = watch
+        self.stop_requested = False
+
+
 class Authority:
-    """Answers the control socket of run ``run_id``, whose supervisor is this process."""
+    """Answers the control socket of run ``run_id``, whose supervisor is this process, and of
+    the runs nested in it (whose supervisors are processes of this run)."""
 
     def __init__(self, run_id: str, containment: str):
         self.run_id = run_id
         self.containment = containment
         self.pid = os.getpid()
+        self.nested: dict[int, Nested] = {}
+        self.lock = threading.Lock()
 
     def caller_run(self, pid: int) -> str | None:
+        """The run a process belongs to: the nearest supervisor among its ancestors decides."""
+        with self.lock:
+            nested = {n.pid: n.run_id for n in self.nested.values()}
         for anc in ancestry(pid):
+            if anc in nested:
+                return nested[anc]
             if anc == self.pid:
                 return self.run_id
         return None
+
+    def nested_supervisor(self, pid: int) -> Nested | None:
+        with self.lock:
+            return self.nested.get(pid)
+
+    def end_nested(self, store) -> None:
+        """The parent's end is its nested runs' end: record each one still open."""
+        with self.lock:
+            left = list(self.nested.values())
+            self.nested.clear()
+        for run in left:
+            try:
+                _finish_nested(store, run, {"error": f"its parent run {self.run_id} ended"})
+            except Exception:
+                pass
 
     def handle(self, message: dict, pid: int) -> dict:
         run_id = self.caller_run(pid)
@@ -67,7 +102,7 @@ class Authority:
 
         try:
             with Store() as store:
-                return fn(self, store, run_id, message)
+                return fn(self, store, run_id, message, pid)
         except AgentsessError as exc:
             return refused(exc.message, exc.exit_code)
 
@@ -77,7 +112,7 @@ def _env(run_id: str) -> dict:
 
 
 @op("check")
-def _check(auth: Authority, store, run_id: str, message: dict) -> dict:
+def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import check
 
     scope = message.get("scope")
@@ -90,7 +125,7 @@ def _check(auth: Authority, store, run_id: str, message: dict) -> dict:
 
 
 @op("hook")
-def _hook(auth: Authority, store, run_id: str, message: dict) -> dict:
+def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import claude_code_hook
 
     agent = message.get("agent")
@@ -100,7 +135,7 @@ def _hook(auth: Authority, store, run_id: str, message: dict) -> dict:
 
 
 @op("exec")
-def _exec(auth: Authority, store, run_id: str, message: dict) -> dict:
+def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import record_exec
 
     record_exec(store, _env(run_id), str(message.get("command", "")), str(message.get("cwd", "")),
@@ -110,12 +145,12 @@ def _exec(auth: Authority, store, run_id: str, message: dict) -> dict:
 
 
 @op("whoami")
-def _whoami(auth: Authority, store, run_id: str, message: dict) -> dict:
+def _whoami(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     return {"ok": True, "run": describe(store, run_id, auth.containment)}
 
 
 @op("token_verify")
-def _token_verify(auth: Authority, store, run_id: str, message: dict) -> dict:
+def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.credentials.verify import verify_token
 
     token = message.get("token")
@@ -150,3 +185,118 @@ def describe(store, run_id: str, containment: str) -> dict:
         "revoked": row.get("revoked_at") is not None,
     }
 
+
+
+# -- runs started inside this run ----------------------------------------------------------
+
+REQUEST_FIELDS = ("argv", "name", "use_pty", "profile", "scopes", "ttl", "pass_env", "keep_env", "isolate_home",
+                  "mask_terminal", "capture_shell", "integration", "cwd", "env")
+
+
+@op("run")
+def _run(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    """A nested `agentsess run`: plan, mint and record it as a child of the caller's run."""
+    from agentsess.core.runs.plan import Request
+    from agentsess.core.runs.start import Caller, launch_nested
+    from agentsess.core.runs.supervise import Watch
+    from agentsess.edges import outputlog
+
+    fields = message.get("request")
+    socket = message.get("control")
+    if not isinstance(fields, dict) or not isinstance(socket, str):
+        return refused("run: malformed request")
+    fields = {k: v for k, v in fields.items() if k in REQUEST_FIELDS}
+    argv = fields.pop("argv", None)
+    env = fields.pop("env", None)
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return refused("run: no command given")
+    env = {str(k): str(v) for k, v in (env or {}).items()} if isinstance(env, dict) else {}
+    env.pop("AGENTSESS_TOKEN", None)
+    env["AGENTSESS_RUN_ID"] = run_id  # the parent is the caller's run, whatever the caller's environment says
+    request = Request(argv, **fields, env=env)
+    plan, launch = launch_nested(store, request, Caller(pid, socket, auth.containment))
+    notes: list[str] = []
+    with auth.lock:
+        auth.nested[pid] = Nested(pid, launch.run_id, plan, Watch(store, launch.run_id, plan, notes.append))
+    fds = list(outputlog.open_files(launch.run_id))
+    profile = plan.profile
+    return {
+        "ok": True, "run_id": launch.run_id, "argv": launch.argv, "env": launch.env, "use_pty": launch.use_pty,
+        "masked": {name: value.decode() for name, value in launch.masked.items()}, "notices": launch.notices,
+        "containment": launch.containment.mode, "grace": profile.revoke_grace, "on_exit": profile.on_exit,
+        "mask_terminal": profile.mask_terminal if request.mask_terminal is None else request.mask_terminal,
+        "fds": fds,
+    }
+
+
+@op("run_started")
+def _run_started(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.edges import host
+
+    run = auth.nested_supervisor(pid)
+    if run is None:
+        return refused("run_started: only a nested run's own supervisor may say so")
+    child = message.get("child_pid")
+    if isinstance(child, int):
+        store.update_run(run.run_id, child_pid=child, child_pgid=child, child_started=host.process_start(child))
+    return {"ok": True}
+
+
+class _StopRequest:
+    """What a nested run's watch asks of its supervisor, carried back in the answer."""
+
+    def __init__(self):
+        self.grace: float | None = None
+
+    def stop(self, grace: float | None = None) -> None:
+        self.grace = 0.0 if grace is None else grace
+
+
+@op("status")
+def _status(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    """A nested run's periodic watch: revocation, expiry, the stream's presence."""
+    run = auth.nested_supervisor(pid)
+    if run is None:
+        return refused("status: only a nested run's own supervisor may ask")
+    notes: list[str] = []
+    run.watch.store, run.watch.say = store, notes.append  # this request's connection and answer
+    stop = _StopRequest()
+    run.watch(stop)
+    return {"ok": True, "stop": stop.grace is not None, "grace": stop.grace, "notices": notes}
+
+
+@op("run_exited")
+def _run_exited(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    run = auth.nested_supervisor(pid)
+    if run is None:
+        return refused("run_exited: only a nested run's own supervisor may say so")
+    with auth.lock:
+        auth.nested.pop(pid, None)
+    code, notes = _finish_nested(store, run, message)
+    return {"ok": True, "exit": code, "notices": notes}
+
+
+class _LogSummary:
+    def __init__(self, size: int, digest: str | None):
+        self.size = size
+        self._digest = digest
+
+    def digest(self) -> str | None:
+        return self._digest
+
+
+def _finish_nested(store, run: Nested, message: dict) -> tuple[int, list[str]]:
+    from agentsess.core.runs.supervise import finish
+
+    notes: list[str] = []
+    run.watch.store, run.watch.say = store, notes.append
+    run.watch.stopped = run.watch.stopped or bool(message.get("stopped"))
+    size = message.get("output_bytes")
+    digest = message.get("output_sha256")
+    log = _LogSummary(size if isinstance(size, int) else 0, digest if isinstance(digest, str) else None)
+    code = message.get("exit_code")
+    sig = message.get("signal")
+    error = message.get("error")
+    code = finish(store, run.plan, run.watch, log, code if isinstance(code, int) else None,
+                  sig if isinstance(sig, int) else None, error if isinstance(error, str) else None)
+    return code, notes
