@@ -87,5 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     if command is not None and "--help" not in argv:
         from agentsess.cli.inside import refuse_inside
 
-        return guarded(lambda _: refuse_inside(f"agentsess {command}"), argv, debug, 1)
+        def checked(args: list[str]) -> int:
+            refuse_inside(f"agentsess {command}")
+            return run_app(args)
+
+        return guarded(checked, argv, debug, 1)
     return guarded(run_app, argv, debug, 1)

@@ -12,7 +12,7 @@ import signal
 import time
 
 from agentsess.core.receipts import recording
-from agentsess.core.runs.abandonment import reap_abandoned, supervisor_alive
+from agentsess.core.runs.abandonment import kill_tree, reap_abandoned, supervisor_alive
 from agentsess.timefmt import rfc3339
 from agentsess.edges import host
 from agentsess.edges.streams import ReceiptError
@@ -62,9 +62,10 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
             result["process"] = "kept running (on_revoke = keep)" if keep else "stopping"
         results.append(result)
     # tell live supervisors on this machine at once, the deepest first
-    for result, row in reversed(list(zip(results, targets))):
+    for result, row in reversed(list(zip(results, targets, strict=True))):
         if result["process"] != "not running" and newly[row["id"]] and row.get("host") == host.hostname():
             try:
+                os.kill(row["supervisor_pid"], signal.SIGCONT)  # a stopped supervisor cannot stop its run
                 os.kill(row["supervisor_pid"], signal.SIGUSR1)
             except (ProcessLookupError, PermissionError):
                 pass
@@ -80,6 +81,11 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
                     pending.pop(rid)["process"] = "stopped"
             if pending:
                 time.sleep(0.05)
+        # a supervisor that did not act in time (stopped, wedged): kill the run's processes ourselves
+        for rid, r in list(pending.items()):
+            if kill_tree(store.get_run(rid)):
+                r["process"] = "killed (its supervisor did not answer)"
+                pending.pop(rid)
         for r in pending.values():
             r["process"] = "still running"
     return results

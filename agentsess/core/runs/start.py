@@ -404,12 +404,13 @@ def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan,
     assert plan.parent is not None
     parent_env = (plan.parent.get("policy") or {}).get("env") or {}
     held = {spec["secret"] for spec in parent_env.values() if isinstance(spec, dict) and "secret" in spec}
-    injected, secrets = _resolve_secrets(plan.profile)
-    beyond = sorted(set(secrets["vars"].values()) - held)
+    wanted = {spec["secret"] for spec in (plan.profile.env or {}).values() if isinstance(spec, dict)}
+    beyond = sorted(wanted - held)
     if beyond:
         raise AgentsessError(
             f"profile {plan.profile.name} injects secret {', '.join(beyond)}, which the parent run does not "
             "hold: a sub-agent receives only secrets its parent has", RUN_FAILED)
+    injected, secrets = _resolve_secrets(plan.profile)
     return plan, _launch(store, request, plan, injected, secrets, caller)
 
 
