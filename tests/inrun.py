@@ -143,3 +143,10 @@ class InRun:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def host_pids(pattern: str) -> list[int]:
+    """Pids (as this process sees them) of processes whose command line matches ``pattern``:
+    a contained run's processes have other pids inside their namespace than outside."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout.split()
+    return [int(p) for p in out]

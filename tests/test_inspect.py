@@ -15,7 +15,7 @@ from helpers import runs_json, show, spawn, wait_for
 PY = sys.executable
 RUN_KEYS = {"id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host", "user",
             "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at", "ended_at",
-            "duration", "mode", "depth"}
+            "duration", "mode", "depth", "containment"}
 SHOW_KEYS = RUN_KEYS | {"credential", "revocation", "error", "output_bytes", "output_sha256", "children",
                         "receipts", "integrity"}
 

@@ -184,9 +184,10 @@ def test_without_isolation_the_readable_credential_files_are_named_once(tmp_path
     human = tmp_path / "human"
     (human / ".aws").mkdir(parents=True)
     (human / ".aws" / "credentials").write_text("x")
-    first = agentsess("run", "--", "true", env={"HOME": str(human)}, check=0)
+    # advisory: a contained run hides those files instead (tests/test_containment.py)
+    first = agentsess("run", "--no-contain", "--", "true", env={"HOME": str(human)}, check=0)
     assert b".aws/credentials" in first.stderr
-    second = agentsess("run", "--", "true", env={"HOME": str(human)}, check=0)
+    second = agentsess("run", "--no-contain", "--", "true", env={"HOME": str(human)}, check=0)
     assert b".aws/credentials" not in second.stderr
     assert show()["receipts"][0]["data"]["env"]["human_files_readable"]
 

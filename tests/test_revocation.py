@@ -15,12 +15,15 @@ PY = sys.executable
 
 
 def start_tree(tmp_path, depth=1, child="sleep 1000"):
-    """A live run (nested ``depth`` deep) whose innermost child writes its pid; returns (Popen, leaf pid)."""
+    """A live run (nested ``depth`` deep) whose innermost child writes its pid; returns (Popen, leaf pid).
+
+    Advisory (--no-contain): these tests follow processes by pid, which a contained run's
+    namespace renumbers; tests/test_containment.py covers revocation of contained runs."""
     pidfile = tmp_path / "pid"
     cmd = ["sh", "-c", f"echo $$ > {pidfile}; {child}"]
     for _ in range(depth - 1):
         cmd = [PY, "-m", "agentsess", "run", "--no-pty", "--", *cmd]
-    proc = spawn("run", "--no-pty", "--", *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn("run", "--no-pty", "--no-contain", "--", *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child pid")
     return proc, int(pidfile.read_text())
 

@@ -21,6 +21,9 @@ import subprocess
 from dataclasses import dataclass
 
 BWRAP = "bwrap"
+# bubblewrap's first process ignores what the supervisor forwards (so that a Ctrl-C or a TERM
+# does not tear the namespace down under the command); the command gets them back by default.
+RESET_SIGNALS = ["env", "--default-signal=INT,TERM,HUP,QUIT"]
 # Folders under the human's HOME that hold key and secret stores agentsess or keyring may use.
 KEY_STORES = (
     ".local/share/python_keyring",  # keyrings.alt file backends
@@ -48,7 +51,7 @@ def probe() -> Availability:
     try:
         proc = subprocess.run(
             [bwrap, "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc", "--unshare-pid",
-             "--die-with-parent", "--", "true"],
+             "--die-with-parent", "--", *RESET_SIGNALS, "true"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -116,6 +119,13 @@ def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str
         out += ["--ro-bind", path, path]
     for path in writable:
         out += ["--bind", path, path]
-    out += ["--tmpfs", control_dir, "--bind", control_socket, inside_socket(control_dir)]
-    out += ["--", *argv]
+    out += ["--perms", "0700", "--tmpfs", control_dir, "--bind", control_socket, inside_socket(control_dir)]
+    out += ["--", *RESET_SIGNALS, *argv]
     return out
+
+
+def exit_status(code: int | None, sig: int | None) -> tuple[int | None, int | None]:
+    """bubblewrap reports a command killed by signal N as exit code 128+N: give back the signal."""
+    if sig is None and code is not None and 128 < code <= 128 + 64:
+        return None, code - 128
+    return code, sig

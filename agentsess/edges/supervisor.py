@@ -232,7 +232,8 @@ class Supervisor:
 
     ``keep_fds`` stay open in the child (for bubblewrap's info fd); with
     ``die_with_supervisor`` the child gets SIGKILL when this process dies (pipe mode always
-    has it; a pty child gets SIGHUP from its terminal instead).
+    has it; a pty child gets SIGHUP from its terminal instead). A ``wrapper`` child ignores
+    the forwarded signals itself (its command, in the same process group, receives them).
     """
 
     def __init__(
@@ -249,6 +250,7 @@ class Supervisor:
         grace: float = 5.0,
         keep_fds: tuple = (),
         die_with_supervisor: bool = False,
+        wrapper: bool = False,
     ):
         self.argv = argv
         self.env = env
@@ -262,6 +264,9 @@ class Supervisor:
         self.grace = grace
         self.keep_fds = tuple(keep_fds)
         self.die_with_supervisor = die_with_supervisor or not use_pty
+        # argv[0] runs the real command below it (bubblewrap): it ignores the forwarded signals,
+        # which reach the command through the process group
+        self.wrapper = wrapper
         self.pid: int | None = None
         self.pgid: int | None = None
         self.sandbox_pid: int | None = None  # a contained run's namespace: all of it dies with this pid
@@ -296,6 +301,9 @@ class Supervisor:
                 self._child_on_pipes(out_w, err_w)
             if self.die_with_supervisor:
                 _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if self.wrapper:
+                for sig in FORWARDED:
+                    signal.signal(sig, signal.SIG_IGN)
             for fd in self.keep_fds:
                 os.set_inheritable(fd, True)
             os.execvpe(self.argv[0], self.argv, self.env)

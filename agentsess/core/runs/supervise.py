@@ -133,6 +133,7 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         grace=profile.revoke_grace,
         keep_fds=(info_w,) if info_w is not None else (),
         die_with_supervisor=contained.contained,
+        wrapper=contained.contained,
     )
 
     def started(s) -> None:
@@ -149,6 +150,10 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     try:
         server.start()
         code, sig = sup.run()
+        if contained.contained:
+            from agentsess.edges.containment import exit_status
+
+            code, sig = exit_status(code, sig)
         # the child is gone: a late signal must not cost the run its exit receipt and seal
         for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(late, signal.SIG_IGN)
