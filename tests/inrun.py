@@ -28,10 +28,11 @@ srv.listen(16)
 with open(path + ".env.tmp", "w") as fh:
     json.dump(dict(os.environ), fh)
 os.rename(path + ".env.tmp", path + ".env")
+spawned = {}
 while True:
     conn, _ = srv.accept()
     with conn:
-        data = b""
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         while True:
             part = conn.recv(65536)
             if not part:
@@ -41,6 +42,26 @@ while True:
         if req.get("exit") is not None:
             conn.sendall(b"{}")
             sys.exit(req["exit"])
+        if "wait" in req:
+            try:
+                rc = spawned[req["wait"]].wait(req.get("timeout"))
+            except subprocess.TimeoutExpired:
+                rc = None
+            conn.sendall(json.dumps({"rc": rc}).encode())
+            continue
+        if "signal" in req:
+            spawned[req["signal"]].send_signal(req["sig"])
+            conn.sendall(b"{}")
+            continue
+        if fds:
+            env = dict(os.environ)
+            env.update(req.get("env") or {})
+            p = subprocess.Popen(req["argv"], stdin=fds[0], stdout=fds[1], stderr=fds[2], env=env, cwd=req.get("cwd"))
+            for fd in fds:
+                os.close(fd)
+            spawned[p.pid] = p
+            conn.sendall(json.dumps({"id": p.pid}).encode())
+            continue
         env = dict(os.environ)
         env.update(req.get("env") or {})
         for name in req.get("unset") or ():
@@ -102,11 +123,23 @@ class InRun:
         """``agentsess ARGS`` from inside the run."""
         return self.run([PY, "-m", "agentsess", *args], **kw)
 
-    def _send(self, req: dict, timeout: float) -> dict:
+    def spawn(self, argv: list[str], stderr, env: dict | None = None) -> "Spawned":
+        """Start ``argv`` as a process of the run with pipes to this process (like Popen)."""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err = stderr.fileno()
+        try:
+            answer = self._send({"argv": list(argv), "env": env or {}}, 30, fds=[in_r, out_w, err])
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        return Spawned(self, answer["id"], os.fdopen(in_w, "wb"), os.fdopen(out_r, "rb"))
+
+    def _send(self, req: dict, timeout: float, fds=()) -> dict:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(timeout)
             s.connect(self.sock)
-            s.sendall(json.dumps(req).encode())
+            socket.send_fds(s, [json.dumps(req).encode()], list(fds))
             s.shutdown(socket.SHUT_WR)
             data = b""
             while True:
@@ -143,6 +176,37 @@ class InRun:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Spawned:
+    """A process started inside the run by :meth:`InRun.spawn`: the part of Popen tests use."""
+
+    def __init__(self, run: InRun, ident: int, stdin, stdout):
+        self.run = run
+        self.ident = ident
+        self.stdin = stdin
+        self.stdout = stdout
+        self.returncode = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            answer = self.run._send({"wait": self.ident, "timeout": timeout}, (timeout or 60) + 10)
+            if answer["rc"] is None:
+                raise subprocess.TimeoutExpired(str(self.ident), timeout)
+            self.returncode = answer["rc"]
+        return self.returncode
+
+    def poll(self):
+        try:
+            return self.wait(0.01)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        self.run._send({"signal": self.ident, "sig": int(sig)}, 10)
+
+    def kill(self) -> None:
+        self.send_signal(9)
 
 
 def host_pids(pattern: str) -> list[int]:

@@ -15,9 +15,10 @@ def mcp_proxy(
     (-32001) and never reaches the server. Everything else passes through unchanged.
     Exits with the server's exit code.
     """
+    from agentsess.cli.inside import ask
     from agentsess.core.guard.mcp import proxy
 
     command = list(ctx.args)
     if command[:1] == ["--"]:
         command = command[1:]
-    raise typer.Exit(proxy(command, name))
+    raise typer.Exit(proxy(command, name, ask=ask))

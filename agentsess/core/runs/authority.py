@@ -162,6 +162,34 @@ def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) 
             "reason": verdict.reason}
 
 
+@op("mcp_call")
+def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import _refresh_liveness
+    from agentsess.core.guard.mcp import decide_call
+    from agentsess.core.receipts import recording
+
+    server = message.get("server")
+    if not isinstance(server, str):
+        return refused("mcp_call: no server name")
+    row = _refresh_liveness(store, store.get_run(run_id))
+    decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"))
+    recording.record_action(store, run_id, "action.checked", data)
+    return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
+
+
+@op("mcp_result")
+def _mcp_result(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.mcp import SOURCE
+    from agentsess.core.receipts import recording
+
+    data = message.get("data")
+    if not isinstance(data, dict):
+        return refused("mcp_result: no result")
+    data = {**data, "source": SOURCE}
+    recording.record_action(store, run_id, "action.result", data)
+    return {"ok": True}
+
+
 def describe(store, run_id: str, containment: str) -> dict:
     """`whoami`: who this run is, what it may do, for how long, inside whom."""
     from agentsess.timefmt import rfc3339
