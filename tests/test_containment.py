@@ -342,3 +342,24 @@ def test_the_supervisor_is_not_dumpable(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
     assert b"rc=" in proc.stdout, proc.stderr
     assert b"human-canary-9f8e7d" not in proc.stdout and b"rc=1" in proc.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_isolate_home_runs_still_reach_their_supervisor(mode, agentsess_home):
+    """With its own HOME the agent's hooks and checks still land in this run, and no second
+    store or signing key appears in the agent's home."""
+    write_config('[profiles.iso]\nisolate_home = true\nscopes = ["fs:*"]\ndefault_scopes = ["fs:read"]\n')
+    with InRun("--profile", "iso", *mode) as run:
+        assert run.call("check", "fs:read").returncode == 0
+        home = run.env["HOME"]
+        assert home != os.environ.get("HOME")
+    checked = [r for r in show(run.run_id)["receipts"] if r["type"] == "action.checked"]
+    assert [c["data"]["decision"] for c in checked] == ["allow"]
+    for dirpath, _dirs, files in os.walk(home):
+        assert "store.db" not in files and "secrets.json" not in files, dirpath
+
+
+def test_doctor_says_which_mode_runs_get():
+    proc = agentsess("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["containment"]["level"] == ("ok" if CONTAINED else "warn")
