@@ -16,3 +16,9 @@ except ImportError:  # pragma: no cover - depends on the interpreter
 
 def sha256_hex(data: bytes) -> str:
     return sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """SHA-256 hex of ``text`` as UTF-8: what the store keeps of a token, and receipts of a
+    command or of a call's arguments."""
+    return sha256_hex(text.encode())

@@ -10,12 +10,3 @@ def rfc3339(epoch: float | None, micro: bool = False) -> str | None:
     if micro:
         return f"{base}.{int((epoch % 1) * 1_000_000):06d}Z"
     return base + "Z"
-
-
-def parse_rfc3339(text: str) -> float:
-    from datetime import datetime, timezone
-
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()

@@ -93,7 +93,7 @@ _CACHE_FORMAT = 1
 
 
 def _cache_file() -> str:
-    return os.path.join(paths.data_root(), "config.cache")
+    return paths.config_cache()
 
 
 def _cache_stamp() -> tuple:

@@ -4,13 +4,6 @@ import time
 
 from agentsess.timefmt import rfc3339
 
-RUN_KEYS = (
-    "id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host",
-    "user", "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at",
-    "ended_at", "duration", "mode", "depth",
-)
-
-
 def credential_state(row: dict, now: float | None = None) -> str:
     if row.get("revoked_at") or row.get("status") == "revoked":
         return "revoked"

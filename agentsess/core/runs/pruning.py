@@ -35,7 +35,7 @@ def _ended_at(row: dict):
 
 
 def _log(now: float, count: int, seconds: int, cutoff: float) -> None:
-    path = os.path.join(paths.data_root(), "prune.log")
+    path = paths.prune_log()
     line = f"{rfc3339(now)} pruned={count} older_than={seconds}s before={rfc3339(cutoff)}\n"
     fd = paths.open_private(path)
     try:
@@ -70,11 +70,10 @@ def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | 
         import shutil
 
         store.delete_runs(doomed)
-        root = paths.runs_dir()
         for run_id in doomed:
             if not ids.is_run_id(run_id):
                 continue  # not a name agentsess made: never a path to delete
-            folder = os.path.join(root, run_id)
+            folder = paths.run_dir(run_id)
             try:
                 shutil.rmtree(folder)
             except FileNotFoundError:
