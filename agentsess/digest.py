@@ -6,10 +6,10 @@ keeps ``hashlib``.
 """
 
 try:
-    from _sha256 import sha256  # CPython 3.11
+    from _sha256 import sha256  # type: ignore[import-not-found]  # CPython 3.11
 except ImportError:  # pragma: no cover - depends on the interpreter
     try:
-        from _sha2 import sha256  # CPython 3.12+
+        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython 3.12+
     except ImportError:
         from hashlib import sha256
 

@@ -12,8 +12,8 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
 ) -> None:
     """Recompute receipt chains, seals and output digests; exit 1 if any run fails."""
-    from agentsess.core.runs.abandonment import reap_abandoned
     from agentsess.core.receipts.verify import verify_run
+    from agentsess.core.runs.abandonment import reap_abandoned
     from agentsess.edges.store import Store
 
     if bool(run) == all_runs:
@@ -65,7 +65,7 @@ def revoke(
     from rich.tree import Tree
 
     out = render.console()
-    nodes = {}
+    nodes: dict = {}
     root = None
     for r in results:
         label = render.text(

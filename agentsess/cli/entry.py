@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--debug"]:
         argv = argv[1:]
         os.environ["AGENTSESS_DEBUG"] = "1"
+    if argv[:1] in (["--version"], ["-V"]):
+        from agentsess import __version__
+
+        sys.stdout.write(f"agentsess {__version__}\n")
+        return 0
     if argv and argv[0] in FAST:
         module, name = FAST[argv[0]]
         fn = getattr(__import__(module, fromlist=[name]), name)

@@ -97,7 +97,7 @@ def check_main(argv: list[str]) -> int:
     from agentsess.edges.store import Store
 
     with Store() as store:
-        row, decision = check(store, os.environ, options[0], tool, command)
+        row, decision = check(store, dict(os.environ), options[0], tool, command)
     if as_json:
         sys.stdout.write(json.dumps({"run": row["id"], "decision": decision.decision, "reason": decision.reason, "scope": decision.scope}) + "\n")
     if not decision.allowed:
@@ -167,7 +167,7 @@ def exec_main(argv: list[str]) -> int:
         from agentsess.edges.store import Store
 
         with Store() as store:
-            record_exec(store, os.environ, text, os.getcwd(), code, took, source)
+            record_exec(store, dict(os.environ), text, os.getcwd(), code, took, source)
     except AgentsessError as exc:
         sys.stderr.write(f"agentsess: could not record the command: {exc.message}\n")
     return code

@@ -15,8 +15,8 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="a JSON list of run objects"),
 ) -> None:
     """List runs, newest first."""
-    from agentsess.core.runs.history import list_runs
     from agentsess.core.durations import parse_since
+    from agentsess.core.runs.history import list_runs
     from agentsess.edges.store import Store
     from agentsess.errors import USAGE, AgentsessError
 
@@ -86,10 +86,9 @@ def show_run(
     lines: int = typer.Option(20, "--lines", min=0, help="how many last lines of output to show"),
 ) -> None:
     """Show what the agent did in one run."""
+    from agentsess.core.runs.history import integrity
     from agentsess.core.runs.history import show_run as load
     from agentsess.edges.store import Store
-
-    from agentsess.core.runs.history import integrity
 
     with Store() as store:
         data = load(store, run, lines, with_integrity=as_json)

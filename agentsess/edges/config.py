@@ -102,7 +102,7 @@ def _cache_stamp() -> tuple:
     names = (__name__, "agentsess.core.profiles", "agentsess.core.credentials.scopes", "agentsess.core.durations")
     stamps = []
     for name in names:
-        st = os.stat(sys.modules[name].__file__)
+        st = os.stat(sys.modules[name].__file__ or name)
         stamps.append((st.st_mtime_ns, st.st_size))
     return (_CACHE_FORMAT, tuple(stamps))
 

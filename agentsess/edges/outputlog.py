@@ -26,7 +26,7 @@ class OutputLog:
         self.sha = hashlib.sha256()
         self.size = 0
         self.start = time.monotonic()
-        self.size_hint = None
+        self.size_hint: tuple[int, int] | None = None
 
     def write(self, stream: int, data: bytes) -> None:
         try:

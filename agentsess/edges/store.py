@@ -8,10 +8,10 @@ import json
 import os
 import sqlite3
 
+from agentsess import ids
 from agentsess.edges import paths
 from agentsess.edges.migrations import MIGRATIONS
 from agentsess.errors import STATE, USAGE, AgentsessError
-from agentsess import ids
 
 JSON_COLUMNS = ("command", "scopes", "chain", "policy")
 

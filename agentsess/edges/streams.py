@@ -13,10 +13,10 @@ import json
 import os
 import time
 
-from agentsess.edges import paths
-from agentsess.errors import RUN_FAILED, STATE, AgentsessError
 from agentsess.digest import sha256_hex
+from agentsess.edges import paths
 from agentsess.encoding import canonical
+from agentsess.errors import RUN_FAILED, STATE, AgentsessError
 from agentsess.timefmt import rfc3339
 
 VERSION = 1

@@ -42,7 +42,7 @@ def summarise(args, cap: int = SUMMARY_CAP) -> tuple[str, str]:
 
 def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dict | None = None) -> dict:
     """The data of an ``action.checked`` receipt: the call (summarised), the decision and why."""
-    data = {"tool": tool, "source": source}
+    data: dict = {"tool": tool, "source": source}
     if args is not None:
         data["summary"], data["args_sha256"] = summarise(args)
     data.update({"rule": decision.rule, "scope": decision.scope, "decision": decision.decision, "reason": decision.reason})

@@ -5,8 +5,8 @@ the decision as a receipt before answering.
 
 import os
 
-from agentsess.core.receipts import recording
 from agentsess.core.guard import actions, policy
+from agentsess.core.receipts import recording
 from agentsess.digest import sha256_text
 from agentsess.errors import USAGE, AgentsessError
 

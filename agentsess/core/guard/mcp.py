@@ -21,12 +21,11 @@ thread relays the client's input (and decides calls). Writes to our stdout are s
 a lock; each thread opens its own store connection.
 """
 
-import dataclasses
 import json
 import os
 
-from agentsess.core.receipts import recording
 from agentsess.core.guard import actions, policy
+from agentsess.core.receipts import recording
 from agentsess.encoding import canonical_text
 from agentsess.errors import RUN_NOT_EXECUTABLE, RUN_NOT_FOUND, USAGE, AgentsessError
 
@@ -215,7 +214,7 @@ class Relay:
                     decision.scope,
                 )
             elif decision.decision != "allow":
-                decision = dataclasses.replace(decision, decision="deny")
+                decision = decision.replace(decision="deny")
             data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
             if args is not None:
                 data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)

@@ -14,8 +14,7 @@ a pipes-mode run's ``\\n`` is not turned into ``\\r\\n``.
 import json
 import os
 
-from agentsess.edges import paths
-from agentsess.edges import streams
+from agentsess.edges import paths, streams
 from agentsess.edges.outputlog import read_timing
 from agentsess.errors import USAGE, AgentsessError
 

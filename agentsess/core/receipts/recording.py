@@ -1,8 +1,8 @@
 """Writing a run's receipts: append to its stream, keep the store's chain head, seal at the end."""
 
 from agentsess.edges import streams
-from agentsess.encoding import b64url_encode
 from agentsess.edges.streams import SEAL, canonical
+from agentsess.encoding import b64url_encode
 
 
 def record(store, run_id: str, rtype: str, data) -> dict | None:

@@ -4,6 +4,7 @@ import time
 
 from agentsess.timefmt import rfc3339
 
+
 def credential_state(row: dict, now: float | None = None) -> str:
     if row.get("revoked_at") or row.get("status") == "revoked":
         return "revoked"
@@ -64,7 +65,7 @@ def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=N
 def tree(store, run_id: str) -> list[dict]:
     """The run's descendants as nested ``{"id", "name", "status", "children": [...]}``."""
     rows = store.descendants(run_id)
-    nodes = {run_id: {"children": []}}
+    nodes: dict[str, dict] = {run_id: {"children": []}}
     for r in rows:
         nodes[r["id"]] = {"id": r["id"], "name": r["name"], "status": r["status"], "children": []}
     for r in rows:
@@ -79,8 +80,7 @@ def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool 
     so a caller can show the rest first; :func:`integrity` computes it.
     """
     from agentsess.core.runs.abandonment import reap_abandoned
-    from agentsess.edges import paths
-    from agentsess.edges import streams
+    from agentsess.edges import paths, streams
     from agentsess.edges.outputlog import tail_lines
 
     reap_abandoned(store)

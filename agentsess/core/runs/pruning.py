@@ -15,8 +15,8 @@ import os
 import time
 
 from agentsess import ids
-from agentsess.timefmt import rfc3339
 from agentsess.edges import paths
+from agentsess.timefmt import rfc3339
 
 COLUMNS = "id, parent_id, status, started_at, ended_at, revoked_at, host, supervisor_pid, supervisor_started"
 

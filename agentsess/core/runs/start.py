@@ -9,16 +9,15 @@ import os
 import signal
 import time
 
-from agentsess.core.receipts import recording
 from agentsess import ids
+from agentsess.core.receipts import recording
 from agentsess.core.runs.plan import Plan, Refused, Request, make_plan
 from agentsess.digest import sha256_text
-from agentsess.timefmt import rfc3339
-from agentsess.edges import host, paths
-from agentsess.edges import streams
-from agentsess.edges.streams import ReceiptError
+from agentsess.edges import host, paths, streams
 from agentsess.edges.store import Store
+from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, RUN_STOPPED, AgentsessError
+from agentsess.timefmt import rfc3339
 
 __all__ = ["Request", "start_run"]
 
