@@ -1,9 +1,19 @@
 """The command line as a whole: version, help, the command table, the hot-path parser."""
 
 import importlib.metadata
+import json
+import sys
+
+import pytest
 
 import agentsess
+from agentsess.cli.commands import COMMANDS
 from conftest import agentsess as ag
+from helpers import show
+
+PY = sys.executable
+HOT = [c.name for c in COMMANDS if c.hot]
+GROUPS = [c.name for c in COMMANDS if c.group]
 
 
 def test_version_is_written_once_and_printed():
@@ -12,3 +22,130 @@ def test_version_is_written_once_and_printed():
         out = ag(flag, check=0)
         assert out.stdout.decode() == f"agentsess {agentsess.__version__}\n"
         assert out.stderr == b""
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]], ids=["bare", "--help", "-h"])
+def test_plain_agentsess_prints_the_help_on_stdout(argv):
+    out = ag(*argv, check=0)
+    text = out.stdout.decode()
+    assert out.stderr == b""
+    assert text.startswith("usage: agentsess ") and text.count("\n") > len(COMMANDS)
+    for command in COMMANDS:
+        assert f"  {command.name} " in text and command.summary in text
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_group_without_a_subcommand_prints_its_help(group):
+    out = ag(group, check=0)
+    text = out.stdout.decode()
+    assert out.stderr == b""
+    assert f"agentsess {group}" in text and "Commands:" in text and text.count("\n") > 4
+
+
+def test_the_table_has_every_documented_command():
+    documented = {"run", "show-run", "runs", "revoke", "verify", "export", "prune", "token", "jwks", "key",
+                  "secret", "config", "check", "hook", "exec", "mcp-proxy", "doctor"}  # DESIGN.md, less whoami
+    assert documented <= {c.name for c in COMMANDS}
+    assert set(HOT) == {"run", "check", "hook", "exec", "token"}
+    for command in COMMANDS:
+        assert command.summary.endswith(".") and "\n" not in command.summary
+
+
+def test_hot_commands_never_import_typer_or_rich():
+    probe = (
+        "import sys\n"
+        "from agentsess.cli import entry\n"
+        "for name in sys.argv[1:]:\n"
+        "    entry.BY_NAME[name].load()\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('typer', 'rich', 'click')], sys.modules\n"
+    )
+    import subprocess
+
+    proc = subprocess.run([PY, "-c", probe, *HOT], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("command", HOT)
+def test_hot_command_help_is_the_tables_summary_and_exits_0(command):
+    argv = ["token", "verify", "--help"] if command == "token" else [command, "--help"]
+    out = ag(*argv, check=0)
+    summary = next(c.summary for c in COMMANDS if c.name == command)
+    assert out.stdout.decode().count(summary) == 1 and out.stderr == b""
+
+
+# -- exec: the child's argv is the child's ------------------------------------------------------
+
+
+def _execs(run_id=None):
+    return [r["data"] for r in show(run_id or "last")["receipts"] if r["type"] == "action.exec"]
+
+
+def test_exec_passes_the_childs_own_options_through():
+    out = ag("run", "--no-pty", "--", PY, "-m", "agentsess", "exec", "--", "echo", "hello", "--source", "x", check=0)
+    assert out.stdout == b"hello --source x\n"
+    (rec,) = _execs()
+    assert rec["command"] == "echo hello --source x" and rec["source"] == "exec" and rec["exit_code"] == 0
+
+
+@pytest.mark.parametrize(
+    "argv, printed, command",
+    [
+        (["echo", "--source", "y"], b"--source y\n", "echo --source y"),  # no --: the child starts at echo
+        (["--source", "claude-code", "-c", "echo -- -c --source"], b"-- -c --source\n", "echo -- -c --source"),
+        (["--source", "claude-code", "--", "echo", "--"], b"--\n", "echo --"),
+        (["-c", "echo $0 --", "--"], None, None),  # -c and a CMD: refused
+    ],
+    ids=["no-dashes", "-c with dashes inside", "dashes after --", "-c and CMD"],
+)
+def test_exec_spellings(argv, printed, command):
+    out = ag("run", "--no-pty", "--", PY, "-m", "agentsess", "exec", *argv)
+    if printed is None:
+        assert out.returncode == 2 and b"agentsess: error: exec: -c takes exactly one COMMAND" in out.stderr
+        assert _execs() == []
+        return
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == printed
+    (rec,) = _execs()
+    assert rec["command"] == command
+
+
+@pytest.mark.parametrize("argv", [["--source", "x"], ["--source"], ["-c"], ["--"], ["--source", "x", "--"], ["--frob", "x"]])
+def test_exec_without_a_command_is_a_one_line_usage_error(argv):
+    out = ag("exec", *argv)
+    lines = out.stderr.decode().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("agentsess: error: exec: ") and "Traceback" not in lines[0]
+    assert out.stdout == b""
+
+
+def test_run_takes_the_command_at_its_first_word_or_after_dashes():
+    out = ag("run", "--no-pty", "--name", "n1", "echo", "--name", "-- x", check=0)
+    assert out.stdout == b"--name -- x\n"
+    out = ag("run", "--no-pty", "echo", "--", "x", check=0)  # the -- after the command is the command's
+    assert out.stdout == b"-- x\n"
+    names = [r["name"] for r in json.loads(ag("runs", "--json", check=0).stdout)]
+    assert names == ["echo", "n1"]
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["run", "--ttl"], 125),
+        (["run", "--frobnicate", "--", "true"], 125),
+        (["run", "--pty", "--no-pty", "--", "true"], 125),
+        (["check", "a:b", "--"], 2),
+        (["check", "a:b", "--tool"], 2),
+        (["token", "verify", "a", "b"], 2),
+        (["token", "verify", "a", "--", "b"], 2),
+    ],
+)
+def test_hot_usage_errors_are_one_line(argv, code):
+    out = ag(*argv)
+    lines = out.stderr.decode().splitlines()
+    assert out.returncode == code and len(lines) == 1, (out.returncode, lines)
+    assert lines[0].startswith(f"agentsess: error: {argv[0]}") and f"agentsess {argv[0]}" in lines[0]
+
+
+def test_a_hook_with_bad_arguments_fails_closed():
+    out = ag("hook", "claude-code", "--run")
+    assert out.returncode == 2 and out.stderr.decode().startswith("agentsess: denied: hook: argument --run")

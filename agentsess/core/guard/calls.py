@@ -118,3 +118,31 @@ def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, durati
     row = find_run(store, env)
     data = actions.exec_receipt(command, cwd, exit_code, duration, source, os.getpid())
     recording.record_action(store, row["id"], "action.exec", data)
+
+
+# -- one call each, for the CLI: the store is opened here, not in the command line ------------
+
+
+def check_scope(env: dict, scope: str, tool: str | None = None, command=None) -> tuple[str, "policy.Decision"]:
+    """:func:`check` with its own store connection: (the run's id, the decision)."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        row, decision = check(store, env, scope, tool, command)
+    return row["id"], decision
+
+
+def answer_hook(run_id: str, event) -> dict | None:
+    """:func:`claude_code_hook` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        return claude_code_hook(store, run_id, event)
+
+
+def record_command(env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
+    """:func:`record_exec` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        record_exec(store, env, command, cwd, exit_code, duration, source)

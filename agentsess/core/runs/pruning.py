@@ -46,7 +46,7 @@ def _log(now: float, count: int, seconds: int, cutoff: float) -> None:
         os.close(fd)
 
 
-def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | None = None) -> dict:
+def prune(older_than_seconds: float, dry_run: bool = False, now: float | None = None, store=None) -> dict:
     """Delete every finished run that ended more than ``older_than_seconds`` ago.
 
     Returns ``{"dry_run", "older_than", "before", "count", "pruned": [ids], "orphaned":
@@ -54,6 +54,11 @@ def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | 
     ``pruned`` lists what would go and nothing is touched. ``failed`` names runs whose row
     is gone but whose folder could not be removed (remove it by hand).
     """
+    if store is None:
+        from agentsess.edges.store import Store
+
+        with Store() as own:
+            return prune(older_than_seconds, dry_run, now, own)
     now = time.time() if now is None else now
     cutoff = now - older_than_seconds
     rows = store.list_runs(columns=COLUMNS)

@@ -91,3 +91,11 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
         for r in pending.values():
             r["process"] = "still running"
     return results
+
+
+def revoke_run(ref: str, reason: str | None = None, only: bool = False) -> list[dict]:
+    """`agentsess revoke`: :func:`revoke` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        return revoke(store, ref, reason, only)
