@@ -1,9 +1,10 @@
 """Profiles: the schema of a profile, its built-in values, and validation of a parsed config.
 
-Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`, whose
-docstring shows the schema. Precedence is key by key: the profile's own value, else
-``[defaults]``, else the built-in; ``env`` and ``rules`` are each one key, so a profile that
-sets them replaces the defaults'. Durations are held as seconds.
+Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`; the
+schema is described once, in the comments of ``agentsess/data/starter.toml``. Precedence is
+key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env`` and
+``rules`` are each one key, so a profile that sets them replaces the defaults'. Durations
+are held as seconds.
 
 Every problem is an ``AgentsessError(USAGE)`` with a one-line message naming the file, the key
 path and what was expected: ``config.toml: profiles.claude.ttl: expected a duration like 90s,

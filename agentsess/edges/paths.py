@@ -42,6 +42,11 @@ def config_file() -> str:
     return os.path.join(user_config_dir(APP), "config.toml")
 
 
+def starter_config() -> str:
+    """The commented starter config shipped in the package (`agentsess config init`)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "starter.toml")
+
+
 def store_file() -> str:
     return os.path.join(data_root(), "store.db")
 
