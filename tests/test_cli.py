@@ -5,11 +5,11 @@ import json
 import sys
 
 import pytest
+from conftest import agentsess as ag
+from helpers import show
 
 import agentsess
 from agentsess.cli.commands import COMMANDS
-from conftest import agentsess as ag
-from helpers import show
 
 PY = sys.executable
 HOT = [c.name for c in COMMANDS if c.hot]
