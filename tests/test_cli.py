@@ -5,7 +5,7 @@ import json
 import sys
 
 import pytest
-from conftest import agentsess as ag
+from helpers import agentsess as ag
 from helpers import show
 
 import agentsess

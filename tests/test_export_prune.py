@@ -15,8 +15,7 @@ import pytest
 from asciinema.asciicast import v2 as asciicast_v2
 from hypothesis import given, settings, strategies as st
 
-from conftest import agentsess
-from helpers import running_run_id, show, spawn, wait_for
+from helpers import agentsess, running_run_id, show, spawn, wait_for
 
 DAY = 86400
 

@@ -9,8 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import agentsess
-from helpers import show, spawn, wait_for, write_config
+from helpers import agentsess, show, spawn, wait_for, write_config
 
 PY = sys.executable
 

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conftest import agentsess
-from helpers import runs_json, show, spawn, wait_for
+from helpers import agentsess, runs_json, show, spawn, wait_for
 
 PY = sys.executable
 RUN_KEYS = {"id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host", "user",

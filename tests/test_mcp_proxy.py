@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import agentsess
-from helpers import show, spawn, wait_for
+from helpers import agentsess, show, spawn, wait_for
 
 from agentsess.core.guard import mcp
 from agentsess.core.guard import actions

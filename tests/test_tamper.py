@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import agentsess
-from helpers import pid_alive, running_run_id, show, spawn, wait_for
+from helpers import agentsess, pid_alive, running_run_id, show, spawn, wait_for
 
 
 def home() -> str:
