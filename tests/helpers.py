@@ -32,6 +32,29 @@ def agentsess(*args, input=None, env=None, timeout=60, check=None, **kw) -> subp
 ag = agentsess
 
 
+def cli(*args, input=None, env=None, check=None) -> subprocess.CompletedProcess:
+    """`agentsess ARGS` in this process, through the same entry point and error boundary, with
+    typer's CliRunner isolating stdin, stdout, stderr and the environment: for commands that
+    need no process, terminal or signal of their own (reading runs back, help, config).
+    Returns what :func:`agentsess` returns, so a test can use either."""
+    from typer.testing import CliRunner
+
+    from agentsess.cli.entry import main
+
+    with CliRunner().isolation(input=input, env=env) as (out, err, _):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's --help
+            code = exc.code if isinstance(exc.code, int) else 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue(), err.getvalue()
+    proc = subprocess.CompletedProcess(["agentsess", *args], code, stdout, stderr)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    return proc
+
+
 def spawn(*args, env=None, **kw) -> subprocess.Popen:
     """`python -m agentsess ARGS` started and left running (stdin /dev/null unless given)."""
     kw.setdefault("stdin", subprocess.DEVNULL)
@@ -54,13 +77,13 @@ def wait_for(predicate, timeout=30.0, interval=0.02, what="condition"):
 
 
 def runs_json(**env) -> list[dict]:
-    out = agentsess("runs", "--json", "--limit", "0", env=env)
+    out = cli("runs", "--json", "--limit", "0", env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def show(run: str = "last") -> dict:
-    out = agentsess("show-run", run, "--json")
+    out = cli("show-run", run, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
