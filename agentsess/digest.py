@@ -20,5 +20,13 @@ def sha256_hex(data: bytes) -> str:
 
 def sha256_text(text: str) -> str:
     """SHA-256 hex of ``text`` as UTF-8: what the store keeps of a token, and receipts of a
-    command or of a call's arguments."""
-    return sha256_hex(text.encode())
+    command or of a call's arguments. Lone surrogates hash as the bytes they stand for (an
+    argv byte that is not UTF-8), else as themselves: every string has a digest."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        try:
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = text.encode("utf-8", "surrogatepass")
+    return sha256_hex(data)

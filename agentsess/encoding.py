@@ -15,8 +15,20 @@ def canonical_text(value) -> str:
 
 
 def canonical(value) -> bytes:
-    """``value`` as canonical JSON, UTF-8 encoded: the bytes receipts are hashed and signed over."""
-    return canonical_text(value).encode()
+    """``value`` as canonical JSON, UTF-8 encoded: the bytes receipts are hashed and signed over.
+
+    A string holding a lone surrogate (an argv byte that is not UTF-8, a ``\\udcff`` escape in
+    an agent's JSON) cannot be UTF-8: each such code point becomes U+FFFD, so that what is
+    hashed is exactly what is written and parses back to the same bytes, and an agent cannot
+    make its action unrecordable by spelling it so.
+    """
+    text = canonical_text(value)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\ud800-\udfff]", "\ufffd", text).encode()
 
 
 def b64url_encode(data: bytes) -> str:

@@ -149,3 +149,29 @@ def test_hot_usage_errors_are_one_line(argv, code):
 def test_a_hook_with_bad_arguments_fails_closed():
     out = ag("hook", "claude-code", "--run")
     assert out.returncode == 2 and out.stderr.decode().startswith("agentsess: denied: hook: argument --run")
+
+
+# -- what an agent types cannot make its action unrecorded ------------------------------------
+
+
+def test_exec_records_a_command_that_is_not_utf8():
+    out = ag("run", "--no-pty", "--", PY, "-c",
+             "import os, sys; os.execvp(sys.executable, [sys.executable, '-m', 'agentsess', 'exec', '--', 'printf', '%s', os.fsdecode(b'a\\xffb')])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"a\xffb"
+    (rec,) = _execs()
+    assert rec["command"] == "printf %s a\\xffb" and rec["exit_code"] == 0
+    assert ag("verify", "last").returncode == 0
+
+
+def test_a_hook_with_a_lone_surrogate_is_recorded_and_verifies():
+    ag("run", "--", "true", check=0)
+    run_id = show()["id"]
+    event = '{"hook_event_name": "PreToolUse", "session_id": "s", "tool_name": "Bash", "tool_input": {"command": "ls \\udcff"}}'
+    out = ag("hook", "claude-code", "--run", run_id, input=event.encode())
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"  # the run has ended
+    checked = [r["data"] for r in show(run_id)["receipts"] if r["type"] == "action.checked"]
+    assert checked and checked[0]["summary"] == "ls \ufffd"
+    verdict = json.loads(ag("verify", run_id, "--json").stdout)[0]
+    assert verdict["ok"] and verdict["sealed"], verdict

@@ -49,6 +49,12 @@ def exec_parser() -> Parser:
     return p
 
 
+def _shown(words: list[str]) -> list[str]:
+    """The words as recorded: a byte that is not UTF-8 becomes ``\\xff`` (it would otherwise
+    make the receipt unwritable, and the command unrecorded)."""
+    return [os.fsencode(w).decode("utf-8", "backslashreplace") for w in words]
+
+
 def _help_if_bare(argv: list[str], parser: Parser) -> bool:
     """Bare `check`, `hook` or `exec` prints the help, but exits 2: it did nothing it was asked."""
     if argv:
@@ -96,7 +102,8 @@ def check_main(argv: list[str]) -> int:
         parser.fail("no command after --")
     from agentsess.core.guard.calls import check_scope
 
-    run_id, decision = check_scope(dict(os.environ), args.scope, args.tool, command)
+    shown = None if command is None else _shown(command)
+    run_id, decision = check_scope(dict(os.environ), args.scope, args.tool, shown)
     if args.as_json:
         sys.stdout.write(json.dumps({"run": run_id, "decision": decision.decision, "reason": decision.reason, "scope": decision.scope}) + "\n")
     if not decision.allowed:
@@ -149,14 +156,14 @@ def exec_main(argv: list[str]) -> int:
     if args.shell_command is not None:
         if command is not None:
             parser.fail("-c takes exactly one COMMAND string, and no CMD besides")
-        text = args.shell_command
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-        code, took = _run([text], shell=shell)
+        code, took = _run([args.shell_command], shell=shell)
+        text = _shown([args.shell_command])[0]
     else:
         if not command:
             parser.fail("no command given: put it after --, e.g. `agentsess exec -- make test`")
-        text = " ".join(command)
         code, took = _run(command)
+        text = " ".join(_shown(command))
     try:
         from agentsess.core.guard.calls import record_command
 
