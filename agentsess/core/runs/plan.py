@@ -88,8 +88,9 @@ def find_parent(env: dict, store) -> dict | None:
                 "a sub-agent needs a live parent run",
                 RUN_FAILED,
             )
-        parent_id = verdict.claims["sid"]
-        claims = verdict.claims
+        token_claims: dict = verdict.claims or {}  # a valid verdict has its claims
+        parent_id = token_claims["sid"]
+        claims: dict | None = token_claims
     else:
         claims = None
     row = store.get_run(parent_id)
@@ -106,6 +107,7 @@ def find_parent(env: dict, store) -> dict | None:
     if row is not None and row.get("expires_at") and row["expires_at"] <= time.time():
         raise AgentsessError(f"cannot start a nested run: the parent run {parent_id} has expired", RUN_FAILED)
     if row is None:
+        assert claims is not None  # refused above: an unknown run and no token
         row = {
             "id": parent_id,
             "scopes": claims["scope"].split(),
