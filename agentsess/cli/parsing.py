@@ -9,6 +9,8 @@ usage exit code; ``-h``/``--help`` prints the help on stdout and exits 0.
 """
 
 import argparse
+import os
+import sys
 
 from agentsess.cli.commands import BY_NAME
 from agentsess.errors import USAGE, AgentsessError
@@ -19,6 +21,18 @@ if TYPE_CHECKING:
 
 _COMMAND = "command"  # the dest of the child's argv
 _DASHES = "\0--"  # stands for an option's value "--" while argparse parses (argv has no NUL)
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size finds it: $COLUMNS, stdout's, or 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,6 +61,11 @@ class Parser(argparse.ArgumentParser):
         self.with_command = with_command
         if with_command:
             self.add_argument(_COMMAND, nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def _get_formatter(self):
+        # HelpFormatter asks shutil for the width (shutil imports bz2 and lzma: 3 ms of every
+        # hook, paid even when no help is printed); os knows it as well
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)
 
     def error(self, message: str) -> "NoReturn":  # raises instead of exiting
         message = message.replace(_DASHES, "--")
