@@ -65,6 +65,37 @@ def test_hot_commands_never_import_typer_or_rich():
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
+@pytest.mark.parametrize(
+    "argv, stdin",
+    [
+        (["check", "fs:read"], b""),
+        (["hook", "claude-code", "--run", "run_0000000000000000000000000a"], b'{"hook_event_name": "Stop"}'),
+        (["exec", "--", "true"], b""),
+        (["exec", "-c", "true"], b""),
+    ],
+    ids=["check", "hook", "exec", "exec -c"],
+)
+def test_tool_call_paths_import_no_typing_dataclasses_or_shutil(argv, stdin):
+    """Paid on every tool call: typing, dataclasses (inspect) and shutil (bz2, lzma) cost 2-5 ms each."""
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from agentsess.cli import entry\n"
+        "entry.main(sys.argv[1:])\n"
+        "heavy = ('typing', 'dataclasses', 'inspect', 'shutil', 'typer', 'rich', 'click', 'hashlib')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run([PY, "-c", probe, *argv], input=stdin, capture_output=True, timeout=60)
+    assert proc.stdout.decode().splitlines()[-1] == "[]", (proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("command", ["check", "hook", "exec", "token"])
+def test_a_bare_hot_command_prints_its_help_and_exits_2(command):
+    out = ag(command)
+    assert out.returncode == 2 and out.stdout.decode().startswith(f"usage: agentsess {command}")
+
+
 @pytest.mark.parametrize("command", HOT)
 def test_hot_command_help_is_the_tables_summary_and_exits_0(command):
     argv = ["token", "verify", "--help"] if command == "token" else [command, "--help"]
