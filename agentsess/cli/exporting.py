@@ -61,21 +61,21 @@ def prune(
     seconds = parse_duration(older_than, "--older-than")
     result = do_prune(seconds, dry_run)
     if as_json:
-        render.print_json(result)
+        render.print_json(result.as_dict())
         return
     out = render.console()
     verb = "would prune" if dry_run else "pruned"
-    noun = "run" if result["count"] == 1 else "runs"
-    out.print(render.text(f"{verb} {result['count']} {noun} that ended before {render.short_time(result['before'])} UTC"))
+    noun = "run" if result.count == 1 else "runs"
+    out.print(render.text(f"{verb} {result.count} {noun} that ended before {render.short_time(result.before)} UTC"))
     if dry_run:
-        for run_id in result["pruned"]:
+        for run_id in result.pruned:
             out.print(render.text(f"  {run_id}"))
-    if result["orphaned"]:
+    if result.orphaned:
         out.print(
-            render.text(f"{len(result['orphaned'])} kept sub-agent run(s) now name a pruned parent: " + " ".join(result["orphaned"]))
+            render.text(f"{len(result.orphaned)} kept sub-agent run(s) now name a pruned parent: " + " ".join(result.orphaned))
         )
-    if result["failed"]:
+    if result.failed:
         err = render.console(stderr=True)
-        for f in result["failed"]:
+        for f in result.failed:
             err.print(render.text(f"agentsess: {f['error']}"))
         raise typer.Exit(1)
