@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from helpers import agentsess as ag
-from helpers import show
+from helpers import cli, show
 
 import agentsess
 from agentsess.cli.commands import COMMANDS
@@ -96,12 +96,23 @@ def test_a_bare_hot_command_prints_its_help_and_exits_2(command):
     assert out.returncode == 2 and out.stdout.decode().startswith(f"usage: agentsess {command}")
 
 
-@pytest.mark.parametrize("command", HOT)
-def test_hot_command_help_is_the_tables_summary_and_exits_0(command):
+@pytest.mark.parametrize("command", [c.name for c in COMMANDS])
+def test_a_commands_help_shows_the_tables_summary_once(command):
     argv = ["token", "verify", "--help"] if command == "token" else [command, "--help"]
-    out = ag(*argv, check=0)
+    out = cli(*argv, check=0)
     summary = next(c.summary for c in COMMANDS if c.name == command)
-    assert out.stdout.decode().count(summary) == 1 and out.stderr == b""
+    text = " ".join(out.stdout.decode().split())  # as wrapped to any width
+    assert text.count(summary) == 1, text
+    assert out.stderr == b""
+
+
+def test_the_typer_app_has_exactly_the_tables_other_commands():
+    import typer.main
+
+    from agentsess.cli.app import build
+
+    group = typer.main.get_command(build())
+    assert sorted(group.commands) == sorted(c.name for c in COMMANDS if not c.hot)
 
 
 # -- exec: the child's argv is the child's ------------------------------------------------------

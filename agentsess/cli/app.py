@@ -24,7 +24,7 @@ def add(app: typer.Typer, command: Command) -> None:
     target = command.load()
     if command.group:
         app.add_typer(target, name=command.name, help=command.summary, no_args_is_help=True)
-    elif command.name == "mcp-proxy":  # takes the server's command line as it is
+    elif command.passthrough:
         app.command(
             command.name,
             help=_help(command, target),

@@ -19,15 +19,25 @@ ABOUT = (
 class Command:
     """One row of the table: ``agentsess NAME`` runs ``MODULE.FUNCTION``."""
 
-    __slots__ = ("name", "module", "function", "summary", "hot", "group")
+    __slots__ = ("name", "module", "function", "summary", "hot", "group", "passthrough")
 
-    def __init__(self, name: str, module: str, function: str, summary: str, hot: bool = False, group: bool = False):
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        function: str,
+        summary: str,
+        hot: bool = False,
+        group: bool = False,
+        passthrough: bool = False,
+    ):
         self.name = name
         self.module = module
         self.function = function
         self.summary = summary
-        self.hot = hot
-        self.group = group
+        self.hot = hot  # parsed by cli.parsing, without typer or rich
+        self.group = group  # a typer app of subcommands
+        self.passthrough = passthrough  # a typer command handed another command line as it is
 
     def load(self):
         """The command's function (or typer app, for a group), importing its module now."""
@@ -53,7 +63,7 @@ COMMANDS = (
     Command("check", _CLI + "guard", "check_main", "Inside a run: may it act with SCOPE now? Records the decision.", hot=True),
     Command("hook", _CLI + "guard", "hook_main", "Agent hook handler (`hook claude-code --run RUN`); fails closed.", hot=True),
     Command("exec", _CLI + "guard", "exec_main", "Run a command unchanged and record it as an action.exec receipt of the current run.", hot=True),
-    Command("mcp-proxy", _CLI + "mcp", "mcp_proxy", "Put a stdio MCP server behind the current run's tool-call rules."),
+    Command("mcp-proxy", _CLI + "mcp", "mcp_proxy", "Put a stdio MCP server behind the current run's tool-call rules.", passthrough=True),
     Command("doctor", _CLI + "settings", "doctor", "Check the set-up: data root, store, keyring backend, signing key, config."),
 )
 
