@@ -173,6 +173,8 @@ def test_run_takes_the_command_at_its_first_word_or_after_dashes():
     "argv, code",
     [
         (["run", "--ttl"], 125),
+        (["run", "--name", "--", "true"], 125),  # a bare -- is never an option's value
+        (["exec", "-c", "--", "true"], 2),
         (["run", "--frobnicate", "--", "true"], 125),
         (["run", "--pty", "--no-pty", "--", "true"], 125),
         (["check", "a:b", "--"], 2),

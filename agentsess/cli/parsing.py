@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 _COMMAND = "command"  # the dest of the child's argv
-_DASHES = "\0--"  # stands for an option's value "--" while argparse parses (argv has no NUL)
 
 
 def _columns() -> int:
@@ -68,7 +67,6 @@ class Parser(argparse.ArgumentParser):
         return self.formatter_class(prog=self.prog, width=_columns() - 2)
 
     def error(self, message: str) -> "NoReturn":  # raises instead of exiting
-        message = message.replace(_DASHES, "--")
         raise AgentsessError(f"{self.name}: {message} (see `{self.prog} --help`)", self.usage_exit)
 
     def fail(self, message: str) -> "NoReturn":
@@ -78,7 +76,8 @@ class Parser(argparse.ArgumentParser):
     def _fuse_values(self, argv: list[str]) -> list[str]:
         """``--opt WORD`` as ``--opt=WORD`` for every option that takes a value, up to the first
         ``--`` or non-option word: an option's value is the next word, whatever it looks like
-        (as getopt has it), so ``exec -c --help`` runs ``--help`` in a shell."""
+        (as getopt has it), so ``exec -c --help`` runs ``--help`` in a shell. A bare ``--``
+        is never a value: it always ends the options (``run --name -- x`` lacks a name)."""
         out, i = [], 0
         while i < len(argv):
             word = argv[i]
@@ -86,8 +85,9 @@ class Parser(argparse.ArgumentParser):
                 break
             action = self._option_string_actions.get(word)
             if action is not None and action.nargs is None and action.const is None and i + 1 < len(argv):
-                value = argv[i + 1]
-                out.append(f"{word}={_DASHES if value == '--' else value}")  # argparse drops a bare "--"
+                if argv[i + 1] == "--":
+                    break  # argparse says the option lacks its value
+                out.append(f"{word}={argv[i + 1]}")
                 i += 2
                 continue
             out.append(word)
@@ -108,9 +108,4 @@ class Parser(argparse.ArgumentParser):
             delattr(args, _COMMAND)
             if before:  # the child started before the `--`, which is then the child's own
                 command = before + (["--"] + command if command is not None else [])
-        for key, value in vars(args).items():
-            if value == _DASHES:
-                setattr(args, key, "--")
-            elif isinstance(value, list) and _DASHES in value:
-                setattr(args, key, ["--" if v == _DASHES else v for v in value])
         return args, command
