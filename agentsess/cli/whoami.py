@@ -3,23 +3,23 @@
 import json
 import sys
 
+from agentsess.cli.parsing import Parser
 from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
-HELP = """usage: agentsess whoami [--json]
 
-Inside a run: its id, agent, profile, scopes and ceiling, expiry and time left, parent runs
-and containment mode, as the run's supervisor knows them. Outside a run: says so and exits 1.
-"""
+def parser() -> Parser:
+    p = Parser("whoami", "Inside a run: its id, agent, profile, scopes and ceiling, expiry and time left, parent\n"
+               "runs and containment mode, as the run's supervisor knows them. Outside a run: says so\nand exits 1.",
+               usage="agentsess whoami [--json]")
+    p.add_argument("--json", dest="as_json", action="store_true", help="the answer as JSON")
+    return p
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] in (["-h"], ["--help"]):
-        sys.stdout.write(HELP)
-        return 0
-    rest = [a for a in argv if a != "--json"]
-    if rest:
-        raise AgentsessError(f"whoami: unexpected argument {rest[0]} (see `agentsess whoami --help`)", USAGE)
-    as_json = "--json" in argv
+    args, rest = parser().parse(argv)
+    if rest is not None:
+        raise AgentsessError("whoami: takes no command (see `agentsess whoami --help`)", USAGE)
+    as_json = args.as_json
     from agentsess.cli.inside import ask, socket_path
 
     if socket_path() is None:

@@ -97,7 +97,8 @@ def request(path: str, message: dict, timeout: float | None = None) -> dict:
 
 
 def _read_all(sock: socket.socket) -> bytes:
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     while True:
         part = sock.recv(1 << 16)
         if not part:
@@ -131,7 +132,7 @@ class ControlServer:
         self.link = os.path.join(self.folder, f"pid-{os.getpid()}.sock")
         self.handler = handler
         self._sock: socket.socket | None = None
-        self._thread = None
+        self._thread: object | None = None
 
     def start(self) -> str:
         import threading
@@ -151,8 +152,9 @@ class ControlServer:
         sock.listen(64)
         os.symlink(os.path.basename(self.path), self.link)
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept, name="agentsess-control", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._accept, name="agentsess-control", daemon=True)
+        thread.start()
+        self._thread = thread
         return self.path
 
     def _accept(self) -> None:
@@ -185,7 +187,8 @@ class ControlServer:
                         answer = self.handler(message, pid)
                     except Exception as exc:  # the handler's bug must not kill the run
                         answer = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 2}
-                fds = answer.pop("fds", None) or []
+                passed = answer.pop("fds", None)
+                fds = [int(fd) for fd in passed] if isinstance(passed, list) else []
                 try:
                     socket.send_fds(conn, [b"F" if fds else b"N"], fds)
                 finally:

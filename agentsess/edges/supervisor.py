@@ -19,6 +19,10 @@ import signal
 import struct
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
 PTY_BURST = 1 << 13  # from a pty: small, so the child's pty drains while we write to ours
 FLUSH_AFTER = 0.03  # held-back bytes of a possible secret are flushed after this idle time
@@ -99,7 +103,7 @@ def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
     per read, and masking, logging and showing once per burst instead of per read is what
     keeps pty mode near `script`'s speed. Returns b"" at end of file (EIO on a pty), None
     when there was nothing to read after all."""
-    parts = []
+    parts: list[bytes] = []
     size = 0
     while size < limit:
         try:
@@ -273,7 +277,7 @@ class Supervisor:
         self.status: int | None = None
         self.kill_at: float | None = None
         self.term_count = 0
-        self.on_start = None
+        self.on_start: Callable[[Supervisor], None] | None = None
         self.master: int | None = None
         self._fg_fd: int | None = None
         self._stdin_fd: int | None = None

@@ -6,19 +6,9 @@ import os
 import uuid
 
 import pytest
-
+from helpers import PY, ag, assert_no_traceback, live_with_marker, stderr_lines
 from inrun import LIVE, InRun
-from reliability_support import (
-    PY,
-    ag,
-    assert_no_traceback,
-    checkpoint,
-    live_with_marker,
-    remount_read_only,
-    stderr_lines,
-    tmpfs,
-    tree_digest,
-)
+from reliability_support import checkpoint, remount_read_only, tmpfs, tree_digest
 
 # writes until stopped: neither a closed pipe, a hang-up nor TERM ends it, only agentsess's KILL
 WRITER = """

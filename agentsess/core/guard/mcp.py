@@ -24,7 +24,8 @@ a lock; each thread opens its own store connection.
 import json
 import os
 
-from agentsess.core.guard import policy
+from agentsess.core.guard import actions, policy
+from agentsess.encoding import canonical_text
 from agentsess.errors import RUN_NOT_EXECUTABLE, RUN_NOT_FOUND, USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
@@ -60,7 +61,7 @@ def _key(rid):
         return ("n", rid)
     if isinstance(rid, str):
         return ("s", rid)
-    return ("j", policy.canonical_json(rid))
+    return ("j", canonical_text(rid))
 
 
 def _is_call(msg) -> bool:
@@ -268,6 +269,7 @@ class Relay:
     # -- server -> client -----------------------------------------------------------------
 
     def record_result(self, entry: Pending, response: dict | None, why: str | None = None) -> None:
+        payload: object
         if response is None:
             is_error, payload = True, {"no_response": why}
         elif "error" in response:
@@ -275,7 +277,7 @@ class Relay:
         else:
             payload = response.get("result")
             is_error = isinstance(payload, dict) and payload.get("isError") is True
-        summary, digest = policy.summarise(payload, policy.RESULT_CAP)
+        summary, digest = actions.summarise(payload, actions.RESULT_CAP)
         data = {
             "tool": entry.tool,
             "source": SOURCE,
@@ -400,8 +402,8 @@ def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.
             decision.scope,
         )
     elif decision.decision != "allow":
-        decision.decision = "deny"
-    data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
+        decision = decision.replace(decision="deny")
+    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
     if args is not None:
-        data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
+        data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
     return decision, data

@@ -131,7 +131,10 @@ def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     agent = message.get("agent")
     if agent != "claude-code":
         return refused(f"hook: unknown agent '{agent}': expected claude-code")
-    return {"ok": True, "answer": claude_code_hook(store, run_id, message.get("event"))}
+    event = message.get("event")
+    if not isinstance(event, dict):
+        return refused("hook input is not a JSON object")
+    return {"ok": True, "answer": claude_code_hook(store, run_id, event)}
 
 
 @op("exec")

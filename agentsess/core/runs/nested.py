@@ -84,7 +84,10 @@ def start_nested(request: Request, socket: str) -> int:
         maskers={1: Masker(masked), 2: Masker(masked)}, mask_terminal=bool(answer.get("mask_terminal", True)),
         tick=watch, grace=watch.grace,
     )
-    sup.on_start = lambda s: _ask(socket, {"op": "run_started", "child_pid": s.pid})
+    def started(s) -> None:
+        _ask(socket, {"op": "run_started", "child_pid": s.pid})
+
+    sup.on_start = started
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # `revoke` may signal us before the supervisor's handler
     code = sig = None
     failure = None

@@ -13,16 +13,15 @@ import signal
 import time
 from dataclasses import dataclass
 
-from agentsess.core.receipts import recording
 from agentsess import ids
+from agentsess.core.receipts import recording
 from agentsess.core.runs.plan import Plan, Refused, Request, make_plan
-from agentsess.core.guard.policy import token_digest
-from agentsess.timefmt import rfc3339
-from agentsess.edges import host, paths
-from agentsess.edges import streams
-from agentsess.edges.streams import ReceiptError
+from agentsess.digest import sha256_text
+from agentsess.edges import host, paths, streams
 from agentsess.edges.store import Store
+from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, AgentsessError
+from agentsess.timefmt import rfc3339
 
 __all__ = ["Request", "start_run", "launch_nested"]
 
@@ -44,7 +43,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
         {
             "id": run_id,
             "parent_id": plan.parent["id"] if plan.parent else None,
-            "name": getattr(plan, "name", None) or os.path.basename(request.argv[0]),
+            "name": plan.name,
             "status": "denied",
             "command": request.argv,
             "cwd": request.cwd,
@@ -53,8 +52,8 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
             "started_at": now,
             "ended_at": now,
             "profile": plan.profile.name,
-            "agent": getattr(plan, "agent", None),
-            "scopes": getattr(plan, "scopes", None),
+            "agent": plan.agent,
+            "scopes": plan.scopes,
             "chain": plan.chain,
             "depth": plan.depth,
             "error": refusal.message,
@@ -68,7 +67,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
         {
             "argv": request.argv,
             "profile": plan.profile.name,
-            "requested_scopes": getattr(plan, "scopes", None),
+            "requested_scopes": plan.scopes,
             "ceiling": plan.profile.scopes,
             "parent": plan.parent["id"] if plan.parent else None,
             "reason": refusal.message,
@@ -150,7 +149,7 @@ def _human_files_notice(files: list[str]) -> list[str]:
         return []
     import hashlib
 
-    marker = os.path.join(paths.data_root(), "notices")
+    marker = paths.notices_file()
     digest = hashlib.sha256("\0".join(files).encode()).hexdigest()[:16]
     try:
         with open(marker) as fh:
@@ -172,7 +171,8 @@ def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
     """Claude Code hooks and shell capture: (argv to exec, receipt facts, spool path or None)."""
     from agentsess.core.guard import agents
 
-    argv, facts, spool = request.argv, {}, None
+    argv, spool = request.argv, None
+    facts: dict[str, object] = {}
     kind = request.integration or plan.profile.integration
     if agents.wants_claude_code(request.argv, kind):
         argv, extra, facts["claude_code"] = agents.setup_claude_code(run_id, request.argv)
@@ -227,6 +227,9 @@ def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | Non
         return Containment(False, why, None, socket, socket)
     found = containment.probe()
     if not found.available:
+        if request.contain:  # asked for on the command line: no silent downgrade
+            raise AgentsessError(f"cannot contain this run: {found.reason}; drop --contain for an advisory run",
+                                 RUN_FAILED)
         return Containment(False, found.reason, None, socket, socket)
     return Containment(True, found.reason, found.bwrap, socket, containment.inside_socket(folder))
 
@@ -312,7 +315,6 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         ttl=max(1, int(plan.expires_at) - int(plan.issued_at)),
         now=plan.issued_at,
     )
-    plan.expires_at = float(claims["exp"])
     contained = _containment(request, plan, run_id, caller)
     supervisor = caller.pid if caller is not None else os.getpid()
     notices: list[str] = []
@@ -328,7 +330,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "supervisor_pid": supervisor, "supervisor_started": host.process_start(supervisor),
             "started_at": plan.issued_at, "profile": profile.name, "agent": plan.agent, "obo": obo,
             "scopes": plan.scopes, "chain": plan.chain, "depth": plan.depth, "jti": claims["jti"],
-            "token_sha256": token_digest(token), "kid": kid, "issued_at": float(claims["iat"]),
+            "token_sha256": sha256_text(token), "kid": kid, "issued_at": float(claims["iat"]),
             "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
             "containment": contained.mode,
         }

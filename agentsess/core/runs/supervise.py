@@ -15,6 +15,10 @@ from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, RUN_STOPPED
 from agentsess.timefmt import rfc3339
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentsess.core.guard.agents import SpoolReader
+
 
 def _contained_argv(launch: Launch, request: Request, plan: Plan, sandbox_info_fd: int) -> list[str]:
     """bubblewrap's command line for this run: what to hide, what to bind back."""
@@ -54,7 +58,7 @@ class Watch:
         self.stopped = False
         self.warned = False
         self.expired = False
-        self.spool = None
+        self.spool: SpoolReader | None = None
         self.leftovers = 0
 
     def ingest_spool(self) -> None:
@@ -137,7 +141,7 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     )
 
     def started(s) -> None:
-        sandbox = _sandbox_pid(info_r, info_w) if info_r is not None else None
+        sandbox = _sandbox_pid(info_r, info_w) if info_r is not None and info_w is not None else None
         s.sandbox_pid = sandbox
         store.update_run(run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid),
                          sandbox_pid=sandbox)
