@@ -7,6 +7,7 @@ import sys
 import pytest
 from helpers import agentsess as ag
 from helpers import cli, show
+from inrun import InRun
 
 import agentsess
 from agentsess.cli.commands import COMMANDS
@@ -44,9 +45,9 @@ def test_a_group_without_a_subcommand_prints_its_help(group):
 
 def test_the_table_has_every_documented_command():
     documented = {"run", "show-run", "runs", "revoke", "verify", "export", "prune", "token", "jwks", "key",
-                  "secret", "config", "check", "hook", "exec", "mcp-proxy", "doctor"}  # DESIGN.md, less whoami
+                  "secret", "config", "check", "hook", "exec", "mcp-proxy", "whoami", "doctor"}  # DESIGN.md
     assert documented <= {c.name for c in COMMANDS}
-    assert set(HOT) == {"run", "check", "hook", "exec", "token"}
+    assert set(HOT) == {"run", "check", "hook", "exec", "token", "whoami"}
     for command in COMMANDS:
         assert command.summary.endswith(".") and "\n" not in command.summary
 
@@ -209,12 +210,12 @@ def test_exec_records_a_command_that_is_not_utf8():
 
 
 def test_a_hook_with_a_lone_surrogate_is_recorded_and_verifies():
-    ag("run", "--", "true", check=0)
-    run_id = show()["id"]
     event = '{"hook_event_name": "PreToolUse", "session_id": "s", "tool_name": "Bash", "tool_input": {"command": "ls \\udcff"}}'
-    out = ag("hook", "claude-code", "--run", run_id, input=event.encode())
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"  # the run has ended
+    with InRun() as run:
+        out = run.call("hook", "claude-code", "--run", run.run_id, input=event.encode())
+        assert out.returncode == 0, out.stderr
+        run_id = run.run_id
+        run.finish()
     checked = [r["data"] for r in show(run_id)["receipts"] if r["type"] == "action.checked"]
     assert checked and checked[0]["summary"] == "ls \ufffd"
     verdict = json.loads(ag("verify", run_id, "--json").stdout)[0]

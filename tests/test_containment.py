@@ -14,9 +14,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import agentsess
-from helpers import pid_alive, runs_json, show, wait_for, write_config
+from helpers import agentsess, pid_alive, runs_json, show, wait_for, write_config
 from inrun import InRun
 
 PY = sys.executable
@@ -121,16 +119,16 @@ def test_the_session_bus_is_hidden(tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 def test_setsid_and_double_forked_processes_die_with_the_run(mode, tmp_path):
     pids = tmp_path / "pids"
-    script = (f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300' & "
-              f"(sh -c 'echo $$ >> {pids}; exec sleep 301' &) ; "
-              f"nohup sh -c 'echo $$ >> {pids}; trap \"\" TERM HUP; exec sleep 302' >/dev/null 2>&1 & "
+    script = (f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300.4242' & "
+              f"(sh -c 'echo $$ >> {pids}; exec sleep 301.4242' &) ; "
+              f"nohup sh -c 'echo $$ >> {pids}; trap \"\" TERM HUP; exec sleep 302.4242' >/dev/null 2>&1 & "
               f"while [ $(wc -l < {pids} 2>/dev/null || echo 0) -lt 3 ]; do sleep 0.01; done")
     proc = inside(script, args=mode)
     assert proc.returncode == 0, proc.stderr
     seen = [int(p) for p in pids.read_text().split()]
     assert len(seen) == 3
     # in a contained run these are namespace pids; what matters is that no sleep survives
-    survivors = subprocess.run(["pgrep", "-f", "sleep 30[012]"], capture_output=True).stdout.split()
+    survivors = subprocess.run(["pgrep", "-f", "sleep 30[012].4242"], capture_output=True).stdout.split()
     assert survivors == []
     run = show()
     if mode:

@@ -75,7 +75,7 @@ def bus_socket(env: dict) -> str | None:
 def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict,
                  credential_files: list[str], hide: tuple = (), unhide: tuple = ()) -> list[str]:
     """Every existing path a contained child must not see, in mount order (parents first)."""
-    wanted = [data_root, config_file, config_file + ".cache"]
+    wanted = [data_root, config_file]
     wanted += [os.path.join(human_home, rel) for rel in KEY_STORES]
     bus = bus_socket(env)
     if bus:
@@ -96,7 +96,9 @@ def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict
 
 def inside_socket(control_dir: str) -> str:
     """Where a contained child finds its run's control socket: fixed, whatever the run."""
-    return os.path.join(control_dir, "control.sock")
+    from agentsess.edges.paths import inside_control_socket
+
+    return inside_control_socket(control_dir)
 
 
 def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str], writable: list[str],

@@ -18,6 +18,7 @@ import os
 import socket
 
 from agentsess.edges.host import ancestors
+from agentsess.edges.paths import control_dir, control_link, control_socket, inside_control_socket
 
 CONTROL_ENV = "AGENTSESS_CONTROL"
 MAX_MESSAGE = 64 << 20  # a hook event carries the tool's whole result
@@ -26,18 +27,6 @@ MAX_FDS = 4
 
 class ControlError(Exception):
     """The supervisor could not be reached, or answered something unreadable."""
-
-
-def control_dir() -> str:
-    """The private folder holding this user's control sockets (same for every data root)."""
-    uid = os.getuid()
-    runtime = f"/run/user/{uid}"
-    try:
-        if os.stat(runtime).st_uid == uid:
-            return os.path.join(runtime, "agentsess")
-    except OSError:
-        pass
-    return f"/tmp/agentsess-{uid}"
 
 
 def _private(folder: str) -> bool:
@@ -57,13 +46,13 @@ def find_socket(env=None) -> str | None:
     if named and os.path.exists(named):
         return named
     folder = control_dir()
-    inside = os.path.join(folder, "control.sock")
+    inside = inside_control_socket(folder)
     if os.path.exists(inside):
         return inside
     if not _private(folder):
         return None
     for pid in ancestors(os.getpid()):
-        link = os.path.join(folder, f"pid-{pid}.sock")
+        link = control_link(pid, folder)
         if os.path.exists(link):
             return link
     return None
@@ -128,8 +117,8 @@ class ControlServer:
 
     def __init__(self, run_id: str, handler, folder: str | None = None):
         self.folder = folder or control_dir()
-        self.path = os.path.join(self.folder, f"{run_id}.sock")
-        self.link = os.path.join(self.folder, f"pid-{os.getpid()}.sock")
+        self.path = control_socket(run_id, self.folder)
+        self.link = control_link(os.getpid(), self.folder)
         self.handler = handler
         self._sock: socket.socket | None = None
         self._thread: object | None = None

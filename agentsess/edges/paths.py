@@ -168,3 +168,33 @@ def write_private(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+# -- control sockets: per user, not per data root (a run's child is not told the data root) ---
+
+
+def control_dir() -> str:
+    """The private folder of this user's control sockets: in the runtime folder when it is
+    ours, else in /tmp (created 0700 by the supervisor, checked by every client)."""
+    uid = os.getuid()
+    runtime = f"/run/user/{uid}"
+    try:
+        if os.stat(runtime).st_uid == uid:
+            return os.path.join(runtime, "agentsess")
+    except OSError:
+        pass
+    return f"/tmp/agentsess-{uid}"
+
+
+def control_socket(run_id: str, folder: str | None = None) -> str:
+    return os.path.join(folder or control_dir(), f"{run_id}.sock")
+
+
+def control_link(pid: int, folder: str | None = None) -> str:
+    """The name a supervisor's socket also has by the supervisor's pid (for nested lookups)."""
+    return os.path.join(folder or control_dir(), f"pid-{pid}.sock")
+
+
+def inside_control_socket(folder: str | None = None) -> str:
+    """Where a contained child finds its run's control socket: fixed, whatever the run."""
+    return os.path.join(folder or control_dir(), "control.sock")

@@ -212,15 +212,15 @@ class Caller:
 
 
 def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | None = None) -> Containment:
-    from agentsess.edges import containment, control
+    from agentsess.edges import containment
 
     if caller is not None:
         parent = plan.parent["id"] if plan.parent else "?"
         return Containment(caller.containment == "contained", f"inside run {parent}", None, caller.socket,
                            caller.socket)
 
-    folder = control.control_dir()
-    socket = os.path.join(folder, f"{run_id}.sock")
+    folder = paths.control_dir()
+    socket = paths.control_socket(run_id, folder)
     wanted = plan.profile.contain if request.contain is None else request.contain
     if not wanted:
         why = "--no-contain" if request.contain is False else f"profile {plan.profile.name} has contain = false"
