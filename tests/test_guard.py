@@ -122,9 +122,12 @@ def test_unknown_run_fails_closed():
 
 def test_revoked_run_denies(live_run):
     run_id = live_run["AGENTSESS_RUN_ID"]
-    agentsess("revoke", run_id, check=0)
-    d, why = decision_of(hook(run_id, pre("Bash", {"command": "ls"})))
-    assert d == "deny" and "revoked" in why
+    agentsess("revoke", run_id, check=0)  # waits until the run is stopped and sealed
+    before = show(run_id)["receipts"]
+    proc = hook(run_id, pre("Bash", {"command": "ls"}))
+    # the run has ended: the hook blocks the call (exit 2) and records nothing
+    assert proc.returncode == 2 and b"revoked" in proc.stderr and proc.stdout == b""
+    assert show(run_id)["receipts"] == before
 
 
 def test_expired_run_denies(tmp_path):

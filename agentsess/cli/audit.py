@@ -8,20 +8,20 @@ from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
 def verify(
     run: str = typer.Argument(None, help="run id, unique prefix, or 'last'"),
-    all_runs: bool = typer.Option(False, "--all", help="verify every run in the store"),
+    all_runs: bool = typer.Option(False, "--all", help="verify every run in the store and every run folder"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
 ) -> None:
     """Recompute receipt chains, seals and output digests; exit 1 if any run fails."""
+    from agentsess.core.receipts.verify import verify_all, verify_run
     from agentsess.core.runs.abandonment import reap_abandoned
-    from agentsess.core.receipts.verify import verify_run
     from agentsess.edges.store import Store
 
     if bool(run) == all_runs:
         raise AgentsessError("verify: give one RUN or --all", USAGE)
     with Store() as store:
         reap_abandoned(store)
-        rows = store.list_runs() if all_runs else [store.get_run(store.resolve(run))]
-        results = [verify_run(row).as_dict() for row in rows]
+        checked = verify_all(store) if all_runs else [verify_run(store.get_run(store.resolve(run)))]
+        results = [r.as_dict() for r in checked]
     if as_json:
         render.print_json(results)
     else:
