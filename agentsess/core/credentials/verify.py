@@ -39,6 +39,8 @@ def registry_check(store):
     def check(claims: dict, token: str) -> tuple[str, str] | None:
         sid = tokens._shown(claims["sid"])
         row = store.get_run(claims["sid"])
+        if row is not None and row["status"] == "denied":
+            return tokens.DENIED_RUN, f"run {sid} was denied: it never had a token"
         if row is None or not row.get("jti"):
             return tokens.NOT_MINTED, f"this store never minted a token for run {sid}"
         if row["jti"] != claims["jti"]:
