@@ -3,7 +3,9 @@
 The key store is the keychain (:mod:`agentsess.edges.keychain`), and only the keychain:
 
 - each key's private half (the 32-byte seed, base64url) is the entry ``signing-key:<kid>``;
-- the entry ``signing-keys`` lists the keys (kid, created_at) and names the current one.
+- the entry ``signing-keys:<data root id>`` lists this data root's keys (kid, created_at) and
+  names the current one (an OS keyring is per user, not per data root, so each data root
+  keeps its own list there).
 
 A key is trusted for verification only if its private half is in the keychain: its public
 half is derived from that seed, and its kid must be the one derived from that public half.
@@ -32,7 +34,7 @@ from agentsess.edges import keychain, paths
 from agentsess.errors import STATE, AgentsessError
 
 KID_LENGTH = 16
-KEY_LIST_ENTRY = "signing-keys"
+KEY_LIST_PREFIX = "signing-keys:"
 _KID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 # (data root, AGENTSESS_KEYRING, kid) -> public key object, for keys read from the keychain
@@ -120,9 +122,17 @@ def _is_kid(kid) -> bool:
     return isinstance(kid, str) and len(kid) == KID_LENGTH and _KID_CHARS.issuperset(kid)
 
 
+def key_list_entry() -> str:
+    """The keychain entry holding this data root's key list."""
+    import hashlib
+
+    root = os.path.realpath(paths.data_root())
+    return KEY_LIST_PREFIX + b64url_encode(hashlib.sha256(root.encode()).digest())[:16]
+
+
 def _damaged_list() -> AgentsessError:
     return AgentsessError(
-        f"the signing-key list ({KEY_LIST_ENTRY!r} in the keychain) is damaged; run "
+        f"the signing-key list ({key_list_entry()!r} in the keychain) is damaged; run "
         "`agentsess key rotate` to start a new list (tokens and seals signed with earlier keys "
         "will no longer verify)",
         STATE,
@@ -131,7 +141,7 @@ def _damaged_list() -> AgentsessError:
 
 def _load() -> dict:
     """The key list from the keychain: ``{"current": kid or None, "keys": [{kid, created_at}]}``."""
-    value = keychain.get(KEY_LIST_ENTRY)
+    value = keychain.get(key_list_entry())
     if value is None:
         return {"current": None, "keys": [], "stored": False}
     try:
@@ -150,7 +160,7 @@ def _save(doc: dict) -> None:
     listed = {"current": doc["current"], "keys": [
         {"kid": k["kid"], "created_at": k.get("created_at")} for k in doc["keys"]
     ]}
-    keychain.set(KEY_LIST_ENTRY, json.dumps(listed, sort_keys=True, separators=(",", ":")))
+    keychain.set(key_list_entry(), json.dumps(listed, sort_keys=True, separators=(",", ":")))
     doc["stored"] = True
     _export(doc)
 

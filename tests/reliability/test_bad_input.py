@@ -154,9 +154,12 @@ def test_bad_input(populated, monkeypatch, name, argv, stdin, extra, code, prefi
 def test_a_hook_naming_a_finished_run_denies_and_leaves_it_sealed():
     assert ag("run", "--", "true").returncode == 0
     (row,) = json.loads(ag("runs", "--json").stdout)
+    before = tree_digest(os.path.join(os.environ["AGENTSESS_HOME"], "runs"))
     proc = ag("hook", "claude-code", "--run", row["id"], input=PRE_TOOL_USE)
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout)["hookSpecificOutput"]
-    assert answer["permissionDecision"] == "deny"
+    # the run has ended: the hook blocks the call (exit 2, one line) and records nothing
+    assert proc.returncode == 2 and proc.stdout == b"", proc.stderr
+    assert stderr_lines(proc) == [f"agentsess: denied: run {row['id']} has ended (exited); "
+                                  "nothing is allowed or recorded for it"]
+    assert tree_digest(os.path.join(os.environ["AGENTSESS_HOME"], "runs")) == before
     (verdict,) = json.loads(ag("verify", row["id"], "--json").stdout)
     assert verdict["ok"] and verdict["sealed"], verdict
