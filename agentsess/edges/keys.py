@@ -206,7 +206,9 @@ def _adopt_exported(doc: dict) -> dict:
         return doc
     for k in old["keys"]:
         kid = k.get("kid") if isinstance(k, dict) else None
-        if _is_kid(kid) and public_key(kid) is not None and all(e["kid"] != kid for e in doc["keys"]):
+        if not isinstance(kid, str) or not _is_kid(kid):
+            continue
+        if public_key(kid) is not None and all(e["kid"] != kid for e in doc["keys"]):
             created = k.get("created_at")
             doc["keys"].append({"kid": kid, "created_at": created if isinstance(created, str) else None})
     current = old.get("current")
