@@ -498,3 +498,84 @@ def test_a_nested_run_cannot_pick_up_another_profiles_secrets():
         with open(out) as fh:
             nested = json.load(fh)
         assert "value-of-b-1234567890" not in nested.values()
+
+
+def test_a_revoked_run_whose_supervisor_died_records_nothing_and_fails_verify(tmp_path):
+    write_config('[profiles.keep]\non_revoke = "keep"\n')
+    path = str(tmp_path / "env.json")
+    proc = spawn("run", "--no-pty", "--profile", "keep", "--", PY, "-c", KEEP, path,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(path), what="the run's child")
+        with open(path) as fh:
+            rid = json.load(fh)["AGENTSESS_RUN_ID"]
+        agentsess("revoke", rid, check=0)  # on_revoke = keep: the run goes on, revoked
+        denied = agentsess("check", "fs:read", env={"AGENTSESS_RUN_ID": rid})
+        assert denied.returncode == 1 and b"revoked" in denied.stderr  # recorded: the supervisor is there
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    before = stream_bytes(rid)
+    hook = agentsess("hook", "claude-code", "--run", rid, input=HOOK_EVENT)
+    assert hook.returncode == 2 and stream_bytes(rid) == before
+    code, (result,) = verify(rid)
+    assert code == 1 and "not sealed" in result["failure"], result
+
+
+def test_checks_racing_the_end_of_their_run_never_land_after_its_seal(tmp_path):
+    # the child starts checks in their own sessions and exits at once: each check lands before
+    # the seal (and is allowed) or is refused (the run has ended); none lands after the seal
+    out = str(tmp_path)
+    script = (
+        "import os,subprocess,sys\n"
+        "pids=[]\n"
+        "for i in range(8):\n"
+        f"    f=open(os.path.join({out!r},'check-%d' % i),'wb')\n"
+        "    p=subprocess.Popen([sys.executable,'-c','import subprocess,sys; r=subprocess.run([sys.executable,"
+        "\"-m\",\"agentsess\",\"check\",\"fs:read\"],capture_output=True); sys.stdout.write(str(r.returncode))'],"
+        " stdout=f, start_new_session=True)\n"
+        "    pids.append(p.pid)\n"
+        f"open(os.path.join({out!r},'pids'),'w').write(' '.join(map(str,pids)))\n"
+    )
+    agentsess("run", "--no-pty", "--scope", "fs:read", "--", PY, "-c", script, check=0)
+    rid = show()["id"]
+    with open(os.path.join(out, "pids")) as fh:
+        pids = [int(p) for p in fh.read().split()]
+
+    def gone():
+        from helpers import pid_alive
+
+        return not any(pid_alive(p) for p in pids)
+
+    wait_for(gone, timeout=60, what="the racing checks to finish")
+    codes = []
+    for i in range(8):
+        with open(os.path.join(out, f"check-{i}")) as fh:
+            text = fh.read()
+        if text:
+            codes.append(int(text))
+    assert set(codes) <= {0, 1}, codes
+    code, (result,) = verify(rid)
+    assert code == 0 and result["sealed"], result
+    records = [json.loads(line) for line in stream_bytes(rid).splitlines()]
+    assert records[-1]["type"] == "run.sealed"
+    assert sum(r["type"] == "action.checked" for r in records) == codes.count(0)
+
+
+@pytest.mark.parametrize("kid", ["../../secrets", "signing-keys:abcd", "x" * 200, "ÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅ",
+                                 "AAAAAAAAAAAAAAA=", "", "AAAAAAAAAAAAAAAA\n"])
+def test_odd_kid_spellings_name_no_key(kid):
+    from agentsess.core.credentials import tokens
+    from agentsess.edges import keys
+
+    _, key = keys.current_key()
+    claims = {"iss": "agentsess", "sub": "agent:a", "agent": "a", "obo": "u@h", "sid": "run_x", "jti": "j",
+              "iat": 1, "nbf": 1, "exp": 2**40, "scope": "*", "chain": []}
+    v = tokens.verify(forge(kid, key, claims))
+    assert not v and v.reason in ("unknown key", "malformed"), v
+    assert keys.public_key(kid) is None

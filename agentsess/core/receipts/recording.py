@@ -47,9 +47,13 @@ def record(store, run_id: str, rtype: str, data) -> dict | None:
 
 
 def live(row: dict) -> bool:
-    """True while the run's supervisor has not finished with it (a revoked run being stopped
-    is still live: its denials are recorded until its seal)."""
-    return row.get("ended_at") is None and row["status"] not in ENDED
+    """True while the run's supervisor has not finished with it and is still there (a revoked
+    run being stopped is live: its denials are recorded until its seal)."""
+    if row.get("ended_at") is not None or row["status"] in ENDED:
+        return False
+    from agentsess.core.runs.abandonment import supervisor_alive
+
+    return supervisor_alive(row)
 
 
 def record_action(store, run_id: str, rtype: str, data) -> dict | None:

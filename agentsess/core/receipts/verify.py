@@ -177,8 +177,13 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
 
 
 def _finished(row: dict) -> bool:
-    """True once the run's supervisor (or abandonment) is done with it: its stream must be sealed."""
-    return row.get("ended_at") is not None or row.get("status") in ("exited", "abandoned", "denied")
+    """True once the run's supervisor (or abandonment) is done with it, or is gone from a run
+    it never finished (a revoked run whose supervisor died): its stream must be sealed."""
+    if row.get("ended_at") is not None or row.get("status") in ("exited", "abandoned", "denied"):
+        return True
+    from agentsess.core.runs.abandonment import supervisor_alive
+
+    return row.get("status") == "revoked" and not supervisor_alive(row)
 
 
 def orphan_folders(known) -> list[str]:
