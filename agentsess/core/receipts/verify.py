@@ -186,20 +186,25 @@ def _finished(row: dict) -> bool:
     return row.get("status") == "revoked" and not supervisor_alive(row)
 
 
-def orphan_folders(known) -> list[str]:
-    """Names in the runs folder with no row among ``known`` (run ids), sorted."""
+def _run_folders() -> list[str]:
     try:
-        names = os.listdir(paths.runs_dir())
+        return sorted(os.listdir(paths.runs_dir()))
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if n not in known and not n.startswith("."))
 
 
 def verify_all(store, check_output: bool = True) -> list[Integrity]:
-    """Every run in the store, then every run folder the store has no row for (each a failure)."""
+    """Every run in the store, then every entry of the runs folder the store has no row for
+    (each a failure)."""
+    # The folders first: a run's row is written before its folder, so a run started meanwhile
+    # is never mistaken for a folder without a row.
+    folders = _run_folders()
     rows = store.list_runs()
     results = [verify_run(row, check_output) for row in rows]
-    for name in orphan_folders({row["id"] for row in rows}):
+    known = {row["id"] for row in rows}
+    for name in folders:
+        if name in known or not os.path.lexists(os.path.join(paths.runs_dir(), name)):
+            continue  # pruned meanwhile (prune deletes the row, then the folder)
         shown = name if name.isprintable() and len(name) <= 80 else repr(name[:80])
         try:
             lines = f"{sum(1 for _ in streams.read(name))} receipt lines on disk"
