@@ -579,3 +579,40 @@ def test_odd_kid_spellings_name_no_key(kid):
     v = tokens.verify(forge(kid, key, claims))
     assert not v and v.reason in ("unknown key", "malformed"), v
     assert keys.public_key(kid) is None
+
+
+def test_show_run_says_a_finished_runs_credential_has_ended():
+    rid = finished_run()["AGENTSESS_RUN_ID"]
+    assert show(rid)["credential"]["state"] == "ended"
+    with live_run() as env:
+        assert show(env["AGENTSESS_RUN_ID"])["credential"]["state"] == "live"
+
+
+def test_no_single_claim_of_a_live_token_can_be_changed_even_with_the_real_key():
+    from agentsess import verify_token
+
+    with live_run("--scope", "fs:read", "--scope", "github:pr:*") as env:
+        real = claims_of(env["AGENTSESS_TOKEN"])
+        kid, key = stolen_key()
+        assert verify_token(forge(kid, key, real))  # the real claims, re-signed: the same token
+        changes = {
+            "sid": ["run_01zzzzzzzzzzzzzzzzzzzzzzzz", real["sid"].upper(), real["sid"] + " "],
+            "jti": ["x", real["jti"][:-1] + ("A" if real["jti"][-1] != "A" else "B")],
+            "exp": [real["exp"] + 1, real["exp"] - 1],
+            "iat": [real["iat"] - 1],
+            "nbf": [real["nbf"] - 1],
+            "scope": ["*", "fs:read github:pr:* github:repo:delete", "fs:read"],
+            "chain": [["run_01zzzzzzzzzzzzzzzzzzzzzzzz"]],
+            "agent": ["root"],
+            "obo": ["someone@else"],
+            "extra": ["claim"],
+        }
+        for claim, values in changes.items():
+            for value in values:
+                changed = dict(real)
+                changed[claim] = value
+                if claim == "agent":
+                    changed["sub"] = "agent:" + value
+                v = verify_token(forge(kid, key, changed))
+                assert not v, (claim, value)
+                assert v.reason in ("not minted here", "expiry beyond record"), (claim, value, v)

@@ -18,6 +18,8 @@ def credential_state(row: dict, now: float | None = None) -> str:
         return "revoked"
     if row.get("status") == "denied" or not row.get("expires_at"):
         return "none"
+    if row.get("status") == "exited" or row.get("ended_at") is not None:
+        return "ended"  # a token dies with its run, whatever its exp says
     now = time.time() if now is None else now
     return "expired" if row["expires_at"] <= now else "live"
 
