@@ -3,8 +3,6 @@
 import json
 import os
 import stat
-import subprocess
-import sys
 import tomllib
 
 import pytest
