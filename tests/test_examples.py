@@ -8,7 +8,6 @@ import threading
 import urllib.error
 import urllib.request
 
-
 from helpers import agentsess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

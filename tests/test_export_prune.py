@@ -13,9 +13,9 @@ import tempfile
 import pexpect
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
-from hypothesis import given, settings, strategies as st
-
 from helpers import agentsess, cli, running_run_id, show, spawn, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 DAY = 86400
 

@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import pytest
-
 from helpers import agentsess, cli, show, write_config
 from inrun import LIVE, InRun
 

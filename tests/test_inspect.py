@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import agentsess, cli, runs_json, show, spawn, wait_for
 
 PY = sys.executable

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pexpect
-
 from helpers import agentsess, show, write_config
 
 PY = sys.executable

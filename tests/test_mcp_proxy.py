@@ -11,14 +11,12 @@ import sys
 import threading
 
 import pytest
+from helpers import agentsess, show, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
-
-from helpers import agentsess, show, wait_for
 from inrun import InRun
 
-from agentsess.core.guard import mcp
-from agentsess.core.guard import actions
+from agentsess.core.guard import actions, mcp
 from agentsess.digest import sha256_text
 from agentsess.encoding import canonical_text
 

@@ -153,7 +153,6 @@ def test_supervisor_sigkilled_in_pty_mode_takes_the_child_with_it(tmp_path):
     import signal
 
     from helpers import pid_alive, wait_for
-
     from inrun import host_pids
 
     pidfile = tmp_path / "pid"

@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import agentsess, pid_alive, runs_json, show, spawn, wait_for, write_config
 
 PY = sys.executable
@@ -112,7 +111,8 @@ def test_revoke_twice_is_idempotent_and_works_on_an_exited_run(tmp_path):
     tokfile = tmp_path / "tok"
     agentsess("run", "--", PY, "-c", f"import os; open({str(tokfile)!r},'w').write(os.environ['AGENTSESS_TOKEN'])", check=0)
     token = tokfile.read_text()
-    assert agentsess("token", "verify", token).returncode == 0
+    exited = agentsess("token", "verify", token, "--json")  # the token died with its run
+    assert exited.returncode == 1 and json.loads(exited.stdout)["reason"] == "exited run"
     first = json.loads(agentsess("revoke", "last", "--json", check=0).stdout)
     second = json.loads(agentsess("revoke", "last", "--json", check=0).stdout)
     assert first[0]["newly_revoked"] and not second[0]["newly_revoked"]
@@ -121,7 +121,8 @@ def test_revoke_twice_is_idempotent_and_works_on_an_exited_run(tmp_path):
     assert run["credential"]["state"] == "revoked"
     assert [r["type"] for r in run["receipts"]].count("run.revoked") == 1
     assert run["integrity"]["ok"] and run["integrity"]["sealed"]
-    assert agentsess("token", "verify", token).returncode == 1
+    revoked = agentsess("token", "verify", token, "--json")
+    assert revoked.returncode == 1 and json.loads(revoked.stdout)["reason"] == "revoked run"
 
 
 def test_revoke_an_abandoned_run(tmp_path):

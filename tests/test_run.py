@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import agentsess, running_run_id, show, spawn, wait_for
 
 PY = sys.executable

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 
 import pytest
-
 from helpers import agentsess, cli, pid_alive, running_run_id, show, spawn, wait_for
 
 

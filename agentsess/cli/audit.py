@@ -8,7 +8,7 @@ from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
 def verify(
     run: str = typer.Argument(None, help="run id, unique prefix, or 'last'"),
-    all_runs: bool = typer.Option(False, "--all", help="verify every run in the store"),
+    all_runs: bool = typer.Option(False, "--all", help="verify every run in the store and every run folder"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
 ) -> None:
     """A run whose supervisor died is marked abandoned first; a live run's stream is intact

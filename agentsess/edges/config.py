@@ -1,4 +1,4 @@
-"""The TOML config file: reading it (with a cache of the validated result), and writing it.
+"""The TOML config file: reading it, and writing it.
 
 What a profile is, and the validation of what the file holds, is :mod:`agentsess.core.profiles`.
 
@@ -10,8 +10,13 @@ starter config ``agentsess/data/starter.toml`` that ``agentsess config init`` wr
 Durations are strings (``90s``, ``15m``, ``4h``, ``1h30m``) held as seconds once loaded.
 
 This module sits on the ``run`` path: ``tomllib``, ``tomli_w``, ``re`` and ``difflib`` are
-imported only inside the functions that need them, and a load whose file is byte-for-byte the
-one last validated takes its profiles from ``<data root>/config.cache`` without parsing.
+imported only inside the functions that need them.
+
+Nothing derived from the file is cached: every load parses and validates the file itself.
+(Earlier versions kept the validated profiles in ``<data root>/config.cache``; a cache an
+agent can write is a way to widen its profile while config.toml is unchanged, and binding it
+to the file's digest does not help, since the agent can read the file too. Parsing costs
+~5 ms of a run's start-up, measured; a leftover ``config.cache`` is ignored.)
 """
 
 import os
@@ -47,61 +52,7 @@ def load_config(path: str | None = None) -> Config:
     raw = _read(path)
     if raw is None:
         return Config(path, False, {DEFAULT_PROFILE: Profile(DEFAULT_PROFILE)})
-    cached = _cache_read(path, raw)
-    if cached is not None:
-        return Config(path, True, {name: Profile.from_dict(d) for name, d in cached.items()})
-    profiles = check_document(path, _parse_document(path, raw))
-    _cache_write(path, raw, profiles)
-    return Config(path, True, profiles)
-
-
-# Importing tomllib costs ~12 ms, a quarter of `run`'s start-up budget, on every run. So the
-# validated profiles are kept in <data root>/config.cache (0600) with the exact bytes of the
-# file they came from and the stamps of the modules that validated them; a load whose file
-# bytes and modules match uses them, anything else parses again. marshal is already loaded
-# at interpreter start-up, so a hit costs a read and a loads.
-_CACHE_FORMAT = 1
-
-
-def _cache_file() -> str:
-    return paths.config_cache()
-
-
-def _cache_stamp() -> tuple:
-    import sys
-
-    names = (__name__, "agentsess.core.profiles", "agentsess.core.credentials.scopes", "agentsess.core.durations")
-    stamps = []
-    for name in names:
-        st = os.stat(sys.modules[name].__file__ or name)
-        stamps.append((st.st_mtime_ns, st.st_size))
-    return (_CACHE_FORMAT, tuple(stamps))
-
-
-def _cache_read(path: str, raw: bytes):
-    import marshal
-
-    try:
-        with open(_cache_file(), "rb") as f:
-            stamp, cached_path, cached_raw, profiles = marshal.loads(f.read())
-        if cached_path == path and cached_raw == raw and stamp == _cache_stamp():
-            return profiles
-    except Exception:  # absent, unreadable, another format: parse the file instead
-        pass
-    return None
-
-
-def _cache_write(path: str, raw: bytes, profiles: dict) -> None:
-    import marshal
-
-    try:
-        cache = _cache_file()
-        if not os.path.isdir(os.path.dirname(cache)):
-            return  # the data root is created by the store; not by reading the config
-        data = {name: profile.to_dict() for name, profile in profiles.items()}
-        paths.write_private(cache, marshal.dumps((_cache_stamp(), path, raw, data)))
-    except Exception:  # a cache that cannot be written only costs the next load its speed
-        pass
+    return Config(path, True, check_document(path, _parse_document(path, raw)))
 
 
 def _read(path: str) -> bytes | None:

@@ -7,7 +7,6 @@ import tempfile
 import time
 
 import pytest
-
 from helpers import PY, ag, run_of_supervisor, spawn, store_rows
 
 # 50 runs started from here; each nested one adds a child run, and revoking a nested one's

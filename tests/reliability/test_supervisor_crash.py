@@ -8,7 +8,6 @@ import time
 import uuid
 
 import pytest
-
 from helpers import PY, ag, live_in_group, live_with_marker, run_of_supervisor, spawn, wait_for
 
 WRITER = "import sys\nwhile True:\n    sys.stdout.write('x' * 512 + '\\n')\n    sys.stdout.flush()\n"

@@ -17,6 +17,8 @@ def credential_state(row: dict, now: float | None = None) -> str:
         return "revoked"
     if row.get("status") == "denied" or not row.get("expires_at"):
         return "none"
+    if row.get("status") == "exited" or row.get("ended_at") is not None:
+        return "ended"  # a token dies with its run, whatever its exp says
     now = time.time() if now is None else now
     return "expired" if row["expires_at"] <= now else "live"
 
@@ -167,11 +169,12 @@ def integrity(row_or_id, store=None) -> dict:
 
 
 def verify_runs(ref: str | None = None, store=None) -> list[dict]:
-    """`agentsess verify`: the verification summary of run ``ref``, or of every run (None)."""
-    from agentsess.core.receipts.verify import verify_run
+    """`agentsess verify`: the verification summary of run ``ref``, or of every run (None),
+    and of every run folder the store has no row for."""
+    from agentsess.core.receipts.verify import verify_all, verify_run
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
         reap_abandoned(store)
-        rows = store.list_runs() if ref is None else [store.get_run(store.resolve(ref))]
-        return [verify_run(row).as_dict() for row in rows]
+        checked = verify_all(store) if ref is None else [verify_run(store.get_run(store.resolve(ref)))]
+        return [result.as_dict() for result in checked]

@@ -74,15 +74,14 @@ class Plan:
 
 def find_parent(env: dict, store) -> dict | None:
     """The run this one is nested in, from the environment; refuses a dead parent."""
+    from agentsess.core.credentials.verify import verify_in_store
+
     token = env.get("AGENTSESS_TOKEN")
     parent_id = env.get("AGENTSESS_RUN_ID")
     if not token and not parent_id:
         return None
     if token:
-        from agentsess.core.credentials import tokens
-        from agentsess.core.runs.revocation import revoked_in
-
-        verdict = tokens.verify(token, is_revoked=lambda ids: revoked_in(store, ids))
+        verdict = verify_in_store(store, token)  # minted by this store, its run live
         if not verdict.valid:
             raise AgentsessError(
                 f"cannot start a nested run: the parent run's token is not valid ({verdict.detail}); "
