@@ -28,8 +28,9 @@ Client to server, it fails closed:
 Server to client, lines are relayed unchanged (a batch response that the proxy adds errors
 to is re-encoded); the response to an allowed call is recorded as an ``action.result``.
 
-The run's row is re-read from the store for every call, so a revocation or an expiry bites
-on the next call. Anything the proxy cannot check or record is denied.
+The run's supervisor decides and records, over the run's control socket (``ask``): the
+proxy holds no store. Its row is re-read for every call, so a revocation or an expiry bites
+on the next call. Anything the proxy cannot have checked and recorded is denied.
 """
 
 import json
@@ -37,9 +38,9 @@ import os
 import threading
 from typing import Any
 
-from agentsess.core.guard import policy
-from agentsess.core.receipts import recording
+from agentsess.core.guard import actions, policy
 from agentsess.digest import sha256_hex
+from agentsess.encoding import canonical_text
 from agentsess.errors import USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
@@ -110,33 +111,35 @@ def parse_message(line: bytes):
     return value, encoded
 
 
-def call_decision(row: dict, tool: str, args) -> "policy.Decision":
-    """The proxy's decision for ``tool`` (``mcp:SERVER:NAME``): the policy's, with ``ask``
-    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure."""
+def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
+    """The supervisor's side of one ``tools/call``: the decision (``ask`` becomes deny: the
+    proxy has nobody to ask) and the ``action.checked`` receipt's data. Pure."""
+    name = name if isinstance(name, str) else "?"
+    tool = f"mcp:{server}:{name}"
     decision = policy.decide(row, tool, args)
     if decision.decision == "ask":
-        return policy.Decision(
+        decision = policy.Decision(
             "deny",
             f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
             decision.rule,
             decision.scope,
         )
-    if decision.decision != "allow":
-        decision.decision = "deny"
-    return decision
+    elif decision.decision != "allow":
+        decision = decision.replace(decision="deny")
+    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
+    if args is not None:
+        data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
+    return decision, data
 
 
-def _live_row(store, run_id: str) -> dict:
-    """The run's row, a running run whose supervisor died reaped as abandoned first."""
-    from agentsess.core.runs.abandonment import reap_abandoned, supervisor_alive
-
-    row = store.get_run(run_id)
-    if row is None:
-        raise AgentsessError(f"run {run_id} is no longer in the store", USAGE)
-    if row["status"] == "running" and not supervisor_alive(row):
-        reap_abandoned(store)
-        row = store.get_run(run_id)
-    return row
+def refused_receipt(server: str, reason: str, line_sha256, line_bytes) -> dict:
+    """The ``action.checked`` data for a client line refused unparsed (its digest and size,
+    never its text). Pure."""
+    decision = policy.Decision("deny", f"agentsess refused a message it cannot parse safely: {reason}")
+    return actions.checked_receipt(
+        decision, f"mcp:{server}:?", None, SOURCE,
+        {"server": server, "request_id": None, "refused": reason, "line_sha256": line_sha256, "line_bytes": line_bytes},
+    )
 
 
 def server_name(command: list[str], name: str | None) -> str:
@@ -162,7 +165,7 @@ def _key(rid):
         return ("n", rid)
     if isinstance(rid, str):
         return ("s", rid)
-    return ("j", policy.canonical_json(rid))
+    return ("j", canonical_text(rid))
 
 
 def _is_call(msg) -> bool:
@@ -184,26 +187,18 @@ class Pending:
 class Session:
     """The decisions of one proxy session; ``io`` (a :class:`mcp_relay.LineRelay`) carries
     the bytes. ``client_line`` runs in the client thread, ``server_line`` and ``finish`` in
-    the caller's; each thread uses its own store connection."""
+    the caller's."""
 
-    def __init__(self, server: str, run_id: str, store):
+    def __init__(self, server: str, run_id: str, ask):
         self.server = server
         self.run_id = run_id
-        self.store = store  # the caller's thread (server output, results)
-        self.client_store = None  # opened in the client thread (decisions)
+        self.ask = ask  # ask(op, **fields): the run's supervisor, over its control socket
         self.io: Any = None  # the edge's LineRelay, set before the session starts
         self.lock = threading.Lock()
         self.pending: dict = {}  # allowed calls waiting for their response, by id
         self.batches: list = []  # (ids forwarded, our error answers) per batch waiting
 
     # -- client -> server -----------------------------------------------------------------
-
-    def _store(self):
-        if self.client_store is None:
-            from agentsess.edges.store import Store
-
-            self.client_store = Store()
-        return self.client_store
 
     def decide(self, msg: dict):
         """Decide one ``tools/call`` request and record it; the error response if denied, else
@@ -215,35 +210,24 @@ class Session:
         args = params.get("arguments")
         tool = f"mcp:{self.server}:{name}"
         rid = msg.get("id")
-        try:
-            store = self._store()
-            decision = call_decision(_live_row(store, self.run_id), tool, args)
-            data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
-            if args is not None:
-                data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
-            recording.record_action(store, self.run_id, "action.checked", data)
+        try:  # the run's supervisor decides and records (decide_call)
+            answer = self.ask("mcp_call", server=self.server, name=name, arguments=args, request_id=rid)
+            allowed, reason, args_sha256 = bool(answer["allowed"]), str(answer["reason"]), answer.get("args_sha256")
         except Exception as exc:  # noqa: BLE001 - fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
-            decision = policy.Decision("deny", f"agentsess could not check and record the call ({text})")
-            data = {}
-        if decision.allowed:
+            allowed, reason, args_sha256 = False, f"agentsess could not check and record the call ({text})", None
+        if allowed:
             if "id" in msg:
                 with self.lock:
-                    self.pending[_key(rid)] = Pending(tool, rid, data.get("args_sha256"))
+                    self.pending[_key(rid)] = Pending(tool, rid, args_sha256)
             return None
-        return _error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {decision.reason}")
+        return _error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {reason}")
 
     def refuse(self, line: bytes, exc: Unparseable) -> None:
         """Answer and record a line that is not relayed because it cannot be parsed safely."""
         reason = f"agentsess refused a message it cannot parse safely: {exc.reason}"
         try:
-            decision = policy.Decision("deny", reason)
-            data = policy.checked_receipt(
-                decision, f"mcp:{self.server}:?", None, SOURCE,
-                {"server": self.server, "request_id": None, "refused": exc.reason,
-                 "line_sha256": sha256_hex(line), "line_bytes": len(line)},
-            )
-            recording.record_action(self._store(), self.run_id, "action.checked", data)
+            self.ask("mcp_refused", server=self.server, reason=exc.reason, line_sha256=sha256_hex(line), line_bytes=len(line))
         except Exception as err:  # noqa: BLE001 - still refused; say that it went unrecorded
             text = err.message if isinstance(err, AgentsessError) else f"{type(err).__name__}: {err}"
             try:
@@ -301,9 +285,7 @@ class Session:
             self.io.to_server(encoded if len(kept) == len(msg) else encode(kept))
 
     def client_done(self) -> None:
-        if self.client_store is not None:
-            self.client_store.close()
-            self.client_store = None
+        pass
 
     # -- server -> client -----------------------------------------------------------------
 
@@ -316,7 +298,7 @@ class Session:
         else:
             payload = response.get("result")
             is_error = isinstance(payload, dict) and payload.get("isError") is True
-        summary, digest = policy.summarise(payload, policy.RESULT_CAP)
+        summary, digest = actions.summarise(payload, actions.RESULT_CAP)
         data = {
             "tool": entry.tool,
             "source": SOURCE,
@@ -330,7 +312,7 @@ class Session:
         if response is None:
             data["answered"] = False
         try:
-            recording.record_action(self.store, self.run_id, "action.result", data)
+            self.ask("mcp_result", data=data)
         except Exception as exc:  # noqa: BLE001 - the call already happened: say so, do not break the session
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             try:
@@ -380,31 +362,31 @@ def _error(rid, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
 
 
-def proxy(command: list[str], name: str | None = None, env=None, client_in: int = 0, client_out: int = 1) -> int:
+def proxy(command: list[str], name: str | None = None, env=None, client_in: int = 0, client_out: int = 1,
+          ask=None) -> int:
     """Run the MCP server ``command`` behind the policy of the current run; its exit code.
 
-    Refuses (``AgentsessError(USAGE)``), before starting anything, outside a run: no
-    ``AGENTSESS_TOKEN``/``AGENTSESS_RUN_ID`` in ``env``, or a run unknown to the store.
+    Refuses (``AgentsessError(USAGE)``), before starting anything, outside a run: no way to
+    reach the run's supervisor, or a supervisor that does not know the caller.
     """
     if not command:
         raise AgentsessError(f"mcp-proxy: no server command given; {USAGE_LINE}", USAGE)
     server = server_name(command, name)
     env = os.environ if env is None else env
-    from agentsess.core.guard.calls import find_run
+    if ask is None:
+        raise AgentsessError("mcp-proxy: no way to reach the run's supervisor", USAGE)
+    try:
+        row = ask("whoami")["run"]
+    except AgentsessError as exc:
+        raise AgentsessError(
+            f"mcp-proxy works only inside a run: start the agent with `agentsess run -- AGENT` "
+            f"and let it start this proxy ({exc.message})",
+            USAGE,
+        ) from None
     from agentsess.edges import mcp_relay
-    from agentsess.edges.store import Store
 
-    with Store() as store:
-        try:
-            row = find_run(store, env)
-        except AgentsessError as exc:
-            raise AgentsessError(
-                f"mcp-proxy works only inside a run: start the agent with `agentsess run -- AGENT` "
-                f"and let it start this proxy ({exc.message})",
-                USAGE,
-            ) from None
-        proc = mcp_relay.start_server(command, None if env is os.environ else dict(env))
-        session = Session(server, row["id"], store)
-        relay = mcp_relay.LineRelay(proc, session, client_in, client_out)
-        session.io = relay
-        return relay.run()
+    proc = mcp_relay.start_server(command, None if env is os.environ else dict(env))
+    session = Session(server, row["id"], ask)
+    relay = mcp_relay.LineRelay(proc, session, client_in, client_out)
+    session.io = relay
+    return relay.run()

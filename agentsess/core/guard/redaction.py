@@ -15,7 +15,7 @@ key.
 import re
 
 MASK = "[masked]"
-# what policy.capped appends to a summary it cut
+# what actions.capped appends to a summary it cut
 _CUT = re.compile(r"… \[\d+ more characters\]\Z")
 
 _PATTERNS = (
@@ -49,7 +49,7 @@ def _labelled(match: "re.Match") -> str:
     return match.group("named") + q + MASK + q
 
 
-_compiled: list = []
+_compiled: list["re.Pattern[str]"] = []
 
 
 def redact(text: str) -> str:
