@@ -75,3 +75,28 @@ def test_shell_capture_receipts_mask_the_secret_in_every_field_and_in_export(tmp
         assert DB_PASSWORD not in out.read_text()
     with open(os.path.join(os.environ["AGENTSESS_HOME"], "runs", run["id"], "receipts.jsonl")) as fh:
         assert DB_PASSWORD not in fh.read()
+
+
+def test_hook_receipts_written_by_the_supervisor_mask_an_unusual_password(tmp_path):
+    """The supervisor writes the receipts of hooks (over the control socket) and holds the
+    run's secrets: a database password in a tool's input or result never lands in clear."""
+    from inrun import InRun
+
+    agentsess("secret", "set", "db", input=DB_PASSWORD.encode(), check=0)
+    write_config('[profiles.p]\ndefault_decision = "allow"\n[profiles.p.env]\nDBPW = { secret = "db" }\n')
+    with InRun("--profile", "p", "--agent", "none") as run:
+        run_id = run["AGENTSESS_RUN_ID"]
+        pre = {"hook_event_name": "PreToolUse", "session_id": "s", "tool_name": "Bash", "tool_use_id": "t1",
+               "tool_input": {"command": f"mysql -u app -p'{DB_PASSWORD}' -e 'select 1'"}}
+        post = {"hook_event_name": "PostToolUse", "session_id": "s", "tool_name": "Bash", "tool_use_id": "t1",
+                "tool_input": pre["tool_input"],
+                "tool_response": {"stdout": f"password was {DB_PASSWORD}\n", "stderr": ""}}
+        for event in (pre, post):
+            proc = run.call("hook", "claude-code", "--run", run_id, input=json.dumps(event).encode())
+            assert proc.returncode == 0, proc.stderr
+        receipts = show(run_id)["receipts"]
+    actions_seen = [r for r in receipts if r["type"] in ("action.checked", "action.result")]
+    assert len(actions_seen) == 2
+    for r in actions_seen:
+        assert DB_PASSWORD not in json.dumps(r, ensure_ascii=False), r
+    assert "[masked:db]" in json.dumps(actions_seen)

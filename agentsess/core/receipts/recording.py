@@ -57,6 +57,15 @@ def live(row: dict) -> bool:
     return supervisor_alive(row)
 
 
+_action_mask: list = []  # set by the supervisor, which holds the run's secret values
+
+
+def mask_actions(mask) -> None:
+    """Pass the data of every action receipt this process writes through ``mask`` from now on
+    (the supervisor sets it: see :func:`agentsess.core.guard.redaction.secret_masker`)."""
+    _action_mask[:] = [mask]
+
+
 def record_action(store, run_id: str, rtype: str, data) -> dict | None:
     """A receipt of an agent's action (a tool call, its result, a shell command).
 
@@ -70,6 +79,8 @@ def record_action(store, run_id: str, rtype: str, data) -> dict | None:
     if not live(row):
         status = "revoked" if row.get("revoked_at") is not None else row["status"]
         raise RunEnded(f"run {run_id} has ended ({status}); nothing is allowed or recorded for it")
+    if _action_mask:
+        data = _action_mask[0](data)  # the run's exact secret values, whatever their shape
     return record(store, run_id, rtype, data)
 
 
