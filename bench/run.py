@@ -35,7 +35,6 @@ import os
 import platform
 import secrets as pysecrets
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -50,6 +49,44 @@ MiB = 1 << 20
 GiB = 1 << 30
 PY = sys.executable
 SECRET_COUNT = 10
+
+
+# The child of the timing run for the tool-call paths: it runs inside the run, so hook, check
+# and exec reach the run's supervisor as an agent's would. argv: REPS OUT HOOK_INPUT AGENTSESS...
+INSIDE = r"""
+import json, os, subprocess, sys, time
+reps, out, hook_input, ag = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), sys.argv[4:]
+run_id = os.environ["AGENTSESS_RUN_ID"]
+cases = {
+    "hook": ([*ag, "hook", "claude-code", "--run", run_id], hook_input),
+    "check": ([*ag, "check", "bench:read"], None),
+    "exec": ([*ag, "exec", "-c", "true"], None),
+    "python": ([sys.executable, "-c", "pass"], None),
+}
+def once(argv, data):
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, input=data or b"", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    took = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"{argv[-2:]} exited {p.returncode}: {p.stderr.decode(errors='replace')[-300:]}")
+    return took
+probe = subprocess.run(cases["hook"][0], input=hook_input, capture_output=True).stdout.decode(errors="replace")
+for _ in range(2):
+    for argv, data in cases.values():
+        once(argv, data)
+samples = {name: [] for name in cases}
+for _ in range(reps):
+    for name, (argv, data) in cases.items():
+        samples[name].append(once(argv, data))
+imports = {}
+for label, name in (("hook claude-code", "hook"), ("check", "check"), ("exec -c true", "exec")):
+    argv, data = cases[name]
+    argv = [sys.executable, "-X", "importtime", *(argv[1:] if argv[0] == sys.executable else argv)]
+    imports[label] = subprocess.run(argv, input=data or b"", capture_output=True).stderr.decode(errors="replace")
+with open(out + ".tmp", "w") as fh:
+    json.dump({"samples": samples, "probe": probe, "imports": imports, "token": os.environ["AGENTSESS_TOKEN"]}, fh)
+os.replace(out + ".tmp", out)
+"""
 
 
 class HarnessError(Exception):
@@ -393,68 +430,52 @@ class Bench:
     # -- 2. per-tool-call paths ------------------------------------------------------------------
 
     def tool_call_paths(self) -> None:
-        envfile = os.path.join(self.work, "run.env")
-        live = subprocess.Popen(
+        """hook, check and exec are asked from inside a live run (they reach its supervisor over
+        the run's control socket, which answers only processes of the run): the run's child is
+        a timing script (INSIDE) that runs them, interleaved with `python -c pass`."""
+        out = os.path.join(self.work, "inside.json")
+        hook_input = json.dumps({
+            "session_id": "bench-session", "transcript_path": "/dev/null", "cwd": self.work,
+            "permission_mode": "default", "hook_event_name": "PreToolUse", "tool_name": "Bash",
+            "tool_input": {"command": "ls -la", "description": "list files"},
+        })
+        p = subprocess.run(
             self.agentsess("run", "--no-pty", "--profile", "bench", "--scope", "bench:read", "--",
-                           "sh", "-c", f"env > {envfile}.tmp && mv {envfile}.tmp {envfile}; sleep 600"),
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           PY, "-c", INSIDE, str(self.reps), out, hook_input, *self.ag),
+            env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=1200,
         )
-        try:
-            wait_for(lambda: os.path.exists(envfile), 30, "the live run's environment file")
-            run_env = {}
-            with open(envfile) as fh:
-                for line in fh:
-                    key, _, value = line.rstrip("\n").partition("=")
-                    if key.startswith("AGENTSESS_"):
-                        run_env[key] = value
-            if "AGENTSESS_RUN_ID" not in run_env or "AGENTSESS_TOKEN" not in run_env:
-                raise HarnessError("the live run's child has no AGENTSESS_RUN_ID/AGENTSESS_TOKEN")
-            inside = {**self.env, **run_env}
-            run_id, token = run_env["AGENTSESS_RUN_ID"], run_env["AGENTSESS_TOKEN"]
-            hook_input = json.dumps({
-                "session_id": "bench-session", "transcript_path": "/dev/null", "cwd": self.work,
-                "permission_mode": "default", "hook_event_name": "PreToolUse", "tool_name": "Bash",
-                "tool_input": {"command": "ls -la", "description": "list files"},
-            }).encode()
-            probe = self.cli("hook", "claude-code", "--run", run_id, env=inside, input=hook_input)
-            if b'"permissionDecision": "allow"' not in probe.stdout:
-                raise HarnessError(f"the hook did not allow the call: {probe.stdout[:200]!r}")
-            res = interleaved(
-                {
-                    "hook": lambda: spawn_timed(self.agentsess("hook", "claude-code", "--run", run_id), inside,
-                                                stdin_data=hook_input),
-                    "check": lambda: spawn_timed(self.agentsess("check", "bench:read"), inside),
-                    "exec": lambda: spawn_timed(self.agentsess("exec", "-c", "true"), inside),
-                    "token": lambda: spawn_timed(self.agentsess("token", "verify", token), self.env),
-                    "python": lambda: spawn_timed([PY, "-c", "pass"], self.env),
-                },
-                self.reps,
-            )
-            res = {k: ms(v) for k, v in res.items()}
-            self.import_profile("hook claude-code", ["hook", "claude-code", "--run", run_id], inside, hook_input)
-            self.import_profile("check", ["check", "bench:read"], inside)
-            self.import_profile("exec -c true", ["exec", "-c", "true"], inside)
-            self.import_profile("token verify", ["token", "verify", token], self.env)
-            self.import_profile("run -- true", ["run", "--no-pty", "--", "true"], self.env)
-        finally:
-            live.send_signal(signal.SIGTERM)
-            try:
-                live.wait(30)
-            except subprocess.TimeoutExpired:
-                live.kill()
-                live.wait()
+        if p.returncode != 0 or not os.path.exists(out):
+            raise HarnessError(f"the timing run exited {p.returncode}: {p.stderr.decode(errors='replace')[-400:]}")
+        with open(out) as fh:
+            inside = json.load(fh)
+        if '"permissionDecision": "allow"' not in inside["probe"]:
+            raise HarnessError(f"the hook did not allow the call: {inside['probe'][:200]!r}")
+        res = {k: ms(stats(v)) for k, v in inside["samples"].items()}
+        for label, text in inside["imports"].items():
+            self._import_summary(label, text)
+        # token verify needs no run: from outside, as a service verifying a token would (the run
+        # has ended by now, so the token is refused as "exited run": the same work, exit code 1)
+        token = inside["token"]
+        outside = interleaved({"token": lambda: spawn_timed(self.agentsess("token", "verify", token), self.env, expect=(0, 1)),
+                               "python": lambda: spawn_timed([PY, "-c", "pass"], self.env)}, self.reps)
+        self.import_profile("token verify", ["token", "verify", token], self.env)
+        self.import_profile("run -- true", ["run", "--no-pty", "--", "true"], self.env)
         py = res["python"]
-        self.add(row("hook_claude_code", "`hook claude-code` (PreToolUse)", "ms", res["hook"], "`python -c pass`", py, ("ratio_max", 3.0)))
+        self.add(row("hook_claude_code", "`hook claude-code` (PreToolUse, inside a run)", "ms", res["hook"], "`python -c pass`", py, ("ratio_max", 3.0)))
         self.add(row("check", "`check bench:read` (inside a run)", "ms", res["check"], "`python -c pass`", py, ("ratio_max", 3.0)))
-        self.add(row("exec", "`exec -c true` (shell capture)", "ms", res["exec"], "`python -c pass`", py, ("ratio_max", 3.0)))
-        self.add(row("token_verify", "`token verify TOKEN`", "ms", res["token"], "`python -c pass`", py, ("ratio_max", 5.0)))
+        self.add(row("exec", "`exec -c true` (shell capture, inside a run)", "ms", res["exec"], "`python -c pass`", py, ("ratio_max", 3.0)))
+        self.add(row("token_verify", "`token verify TOKEN`", "ms", ms(outside["token"]), "`python -c pass`", ms(outside["python"]),
+                     ("ratio_max", 5.0)))
 
     def import_profile(self, label: str, args: list[str], env: dict, stdin: bytes | None = None) -> None:
         """-X importtime of one command: the total and the heaviest modules (cumulative µs)."""
         argv = [PY, "-X", "importtime", *(self.ag[1:] if self.ag[0] == PY else self.ag), *args]
         p = subprocess.run(argv, env=env, input=stdin or b"", capture_output=True, timeout=120)
+        self._import_summary(label, p.stderr.decode(errors="replace"))
+
+    def _import_summary(self, label: str, text: str) -> None:
         mods = []
-        for line in p.stderr.decode(errors="replace").splitlines():
+        for line in text.splitlines():
             if not line.startswith("import time:") or "cumulative" in line:
                 continue
             parts = line[len("import time:"):].split("|")
