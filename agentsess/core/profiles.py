@@ -38,6 +38,8 @@ BUILTIN: dict[str, Any] = {
     "scrub_env": [],
     "pass_env": [],
     "keep_env": False,
+    "env_mode": "scrub",
+    "env_notice": True,
     "isolate_home": False,
     "home_files": [".gitconfig"],
     "mask_terminal": True,
@@ -58,9 +60,10 @@ RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
 TOP_KEYS = ("defaults", "profiles")
 
 _DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning"))
-_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell", "contain"))
+_BOOLS = frozenset(("keep_env", "env_notice", "isolate_home", "mask_terminal", "capture_shell", "contain"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
+    "env_mode": ("scrub", "allow"),
     "on_expiry": ("keep", "stop"),
     "on_exit": ("stop", "keep"),
     "integration": ("auto", "none", "claude-code"),
@@ -128,6 +131,8 @@ class Profile:
     scrub_env: list[str]
     pass_env: list[str]
     keep_env: bool
+    env_mode: str
+    env_notice: bool
     isolate_home: bool
     home_files: list[str]
     mask_terminal: bool

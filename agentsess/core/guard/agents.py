@@ -143,6 +143,7 @@ class SpoolReader:
         self.offset += end + 1
         out = []
         from agentsess.core.guard.actions import exec_receipt
+        from agentsess.core.guard.redaction import mask_receipt
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)
@@ -160,4 +161,4 @@ class SpoolReader:
                     int(pid) if pid.isdigit() else None, self.mask(command) if self.mask else None,
                 )
             )
-        return out
+        return [mask_receipt(d, self.mask) for d in out] if self.mask else out  # every field: cwd too

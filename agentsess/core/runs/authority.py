@@ -180,6 +180,19 @@ def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> d
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
 
 
+@op("mcp_refused")
+def _mcp_refused(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.mcp import refused_line
+    from agentsess.core.receipts import recording
+
+    server, reason = message.get("server"), message.get("reason")
+    digest, size = message.get("line_sha256"), message.get("line_bytes")
+    if not (isinstance(server, str) and isinstance(reason, str) and isinstance(digest, str) and isinstance(size, int)):
+        return refused("mcp_refused: malformed")
+    recording.record_action(store, run_id, "action.checked", refused_line(server, reason, digest, size))
+    return {"ok": True}
+
+
 @op("mcp_result")
 def _mcp_result(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.mcp import SOURCE

@@ -117,11 +117,12 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     if contained.contained:
         base.pop("DBUS_SESSION_BUS_ADDRESS", None)  # the bus is hidden: do not point at it
     keep = request.keep_env or profile.keep_env
-    env, scrubbed, passed = environment.scrub_env(
-        base, profile.scrub_env or (), list(profile.pass_env or ()) + request.pass_env, keep
+    built = environment.build_env(
+        base, profile.scrub_env or (), list(profile.pass_env or ()) + request.pass_env, keep, profile.env_mode
     )
+    env = built.env
     env.update(environment.git_identity(plan.agent, run_id, profile.git_name, profile.git_email))
-    facts = {"scrubbed": scrubbed, "passed": passed, "kept_all": bool(keep)}
+    facts = built.facts()
     isolate = profile.isolate_home if request.isolate_home is None else request.isolate_home
     human_home = request.env.get("HOME") or os.path.expanduser("~")
     from agentsess.edges import homes
@@ -374,8 +375,11 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             recording.record(store, parent_id, "child.started", {"child": run_id, "name": plan.name, "scopes": plan.scopes})
         except ReceiptError:
             pass  # the parent's stream is the parent's problem; this run is recorded
-    if env_facts.get("scrubbed"):
-        notices.append("kept from the agent: " + " ".join(env_facts["scrubbed"]) + " (--pass-env NAME to let one through)")
+    from agentsess.core.runs import environment
+
+    env_notice = environment.notice(env_facts) if profile.env_notice else None
+    if env_notice:
+        notices.append(env_notice)
     if env_facts.get("human_files_readable"):
         notices.extend(_human_files_notice(env_facts["human_files_readable"]))
     if not contained.contained and caller is None:
@@ -384,6 +388,9 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         notices.append("on_exit = keep needs an advisory run (--no-contain): a contained run's processes end with it")
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
+    # variables let through despite a scrub rule are masked like injected secrets
+    for name, value in environment.passed_secrets(env, env_facts["passed"]).items():
+        masked.setdefault(name, value.encode("utf-8", "surrogateescape"))
     return Launch(run_id, argv, env, use_pty, spool, masked, contained, notices)
 
 

@@ -116,8 +116,9 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     watch = Watch(store, run_id, plan)
     if launch.spool is not None:
         from agentsess.core.guard.agents import SpoolReader
+        from agentsess.core.guard.redaction import secret_masker
 
-        watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
+        watch.spool = SpoolReader(launch.spool, secret_masker(launch.masked))
     from agentsess.core.runs.authority import Authority
     from agentsess.edges.control import ControlServer
 
