@@ -16,8 +16,7 @@ import sys
 
 import pexpect
 import pytest
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
 from agentsess.core.guard.masking import HOLD_CAP, Masker, normalize
 

@@ -8,8 +8,8 @@ import hashlib
 import json
 import os
 import queue
-import sys
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from inrun import InRun
 
 from agentsess.core.guard import actions, mcp
-from agentsess.edges import mcp_relay
 from agentsess.digest import sha256_text
+from agentsess.edges import mcp_relay
 from agentsess.encoding import canonical_text
 
 PY = sys.executable
@@ -576,12 +576,9 @@ def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):
     """The real MCP SDK server behind the proxy, a raw client in front sending the attacks."""
     server = tmp_path / "demo_server.py"
     server.write_text(SDK_SERVER)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSESS_")}
-    for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING"):
-        env[key] = os.environ[key]
-    env.update(live_run)
-    proc = subprocess.Popen([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", PY, str(server)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    # the proxy runs inside the run, as the agent would start it
+    devnull = open(os.devnull, "wb")
+    proc = live_run.spawn([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", PY, str(server)], stderr=devnull)
 
     def send(raw: bytes):
         proc.stdin.write(raw)

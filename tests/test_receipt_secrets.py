@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
-from agentsess.core.guard import policy
+from agentsess.core.guard import actions
 from agentsess.core.guard.redaction import mask_receipt, redact, secret_masker
 
 PY = sys.executable
@@ -35,8 +34,8 @@ def test_exact_values_and_their_encodings_are_masked():
 
 def test_a_secret_cut_by_the_summary_cap_does_not_leak_its_start():
     mask = secret_masker({"db": DB_PASSWORD * 3})
-    text = "x" * (policy.SUMMARY_CAP - 10) + DB_PASSWORD * 3 + " and more"
-    summary = policy.capped(text)  # what a hook records: cut inside the secret
+    text = "x" * (actions.SUMMARY_CAP - 10) + DB_PASSWORD * 3 + " and more"
+    summary = actions.capped(text)  # what a hook records: cut inside the secret
     assert (DB_PASSWORD * 3)[:10] in summary
     masked = mask(summary)
     assert (DB_PASSWORD * 3)[:6] not in masked
@@ -45,7 +44,7 @@ def test_a_secret_cut_by_the_summary_cap_does_not_leak_its_start():
 
 def test_mask_receipt_masks_every_string_of_a_tool_result():
     mask = secret_masker({"db": DB_PASSWORD})
-    summary, digest = policy.summarise({"stdout": f"connected with {DB_PASSWORD}\n", "exit": 0}, policy.RESULT_CAP)
+    summary, digest = actions.summarise({"stdout": f"connected with {DB_PASSWORD}\n", "exit": 0}, actions.RESULT_CAP)
     data = {"tool": "Bash", "source": "claude-code", "result": summary, "result_sha256": digest,
             "nested": [{"cwd": f"/srv/{DB_PASSWORD}"}], "exit_code": 0}
     out = mask_receipt(data, mask)

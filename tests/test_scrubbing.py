@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
 from agentsess.core.runs.environment import (
     build_env,
