@@ -2,8 +2,8 @@
 
 Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`, whose
 docstring shows the schema. Precedence is key by key: the profile's own value, else
-``[defaults]``, else the built-in; ``env`` and ``rules`` are each one key, so a profile that
-sets them replaces the defaults'. Durations are held as seconds.
+``[defaults]``, else the built-in; ``env``, ``rules``, ``services`` and ``network`` are each
+one key, so a profile that sets them replaces the defaults'. Durations are held as seconds.
 
 Every problem is an ``AgentsessError(USAGE)`` with a one-line message naming the file, the key
 path and what was expected: ``config.toml: profiles.claude.ttl: expected a duration like 90s,
@@ -41,6 +41,8 @@ BUILTIN = {
     "default_decision": "allow",
     "env": {},
     "rules": [],
+    "services": {},
+    "network": {},
 }
 PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
@@ -369,6 +371,13 @@ def _check_value(path: str, kp: str, key: str, value):
         return items
     if key == "env":
         return _check_env(path, kp, value)
+    if key in ("services", "network"):
+        from agentsess.core.credentials import services
+
+        try:
+            return services.check_services(value) if key == "services" else services.check_network(value)
+        except services.SpecError as e:
+            raise config_error(path, kp + e.where, e.message) from None
     if key == "rules":
         items = _list(path, kp, value, "a list of rules ([[...rules]] tables)")
         return [_check_rule(path, f"{kp}[{i}]", rule, i) for i, rule in enumerate(items)]

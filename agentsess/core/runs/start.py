@@ -261,9 +261,10 @@ def start_run(request: Request) -> int:
 class Launch:
     """What a started run hands to its supervisor."""
 
-    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked")
+    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "broker")
 
-    def __init__(self, run_id, argv, env, use_pty, spool, masked):
+    def __init__(self, run_id, argv, env, use_pty, spool, masked, broker=None):
+        self.broker = broker
         self.run_id = run_id
         self.argv = argv
         self.env = env
@@ -295,6 +296,15 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     )
     plan.expires_at = float(claims["exp"])
     env, env_facts = _child_env(request, plan, run_id, token, injected)
+    # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
+    from agentsess.core.credentials.brokering import open_broker
+
+    broker = open_broker(run_id, profile, plan.expires_at, env)
+    if broker is not None:
+        env.update(broker.env)
+        env_facts["broker"] = broker.facts
+        secrets["values"].update(broker.masked)
+    # --- end of the broker block (stopped in _supervise) ---
     parent_id = plan.parent["id"] if plan.parent else None
     # from here on `revoke` may signal this process: the supervisor's handler takes over later
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -335,7 +345,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     if secrets["vars"]:
         recording.record(
             store, run_id, "secret.injected",
-            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values()))},
+            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values())), "mode": "raw"},
         )
     if parent_id is not None and store.get_run(parent_id) is not None:
         try:
@@ -348,7 +358,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         _human_files_notice(env_facts["human_files_readable"])
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
-    return Launch(run_id, argv, env, use_pty, spool, masked)
+    return Launch(run_id, argv, env, use_pty, spool, masked, broker)
 
 
 def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:
@@ -393,6 +403,8 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
         failure = exc.message
     finally:
         log.close()
+        if launch.broker is not None:
+            launch.broker.stop()  # issue 13: refuse from now on; its receipts land before run.exited
     try:
         watch.ingest_spool()
     except ReceiptError:
