@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 REAL = "real-secret-VALUE-0123456789abcdef"
 
 
-class TestCA:
+class MintedCA:
     """A CA and one server certificate for 127.0.0.1, 127.0.0.2, ::1 and localhost."""
 
     def __init__(self, folder: str):
@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
 class Upstream:
     """A stand-in API on ``host`` (plain HTTP, or TLS with ``ca``'s certificate)."""
 
-    def __init__(self, host: str = "127.0.0.1", ca: TestCA | None = None, respond=None):
+    def __init__(self, host: str = "127.0.0.1", ca: MintedCA | None = None, respond=None):
         self.seen: list[dict] = []
         self.gate = threading.Event()
         self.gate.set()

@@ -96,6 +96,12 @@ def _refusal(status: int, reason: str) -> tuple[h11.Response, h11.Data]:
     return head, h11.Data(data=body)
 
 
+def _dot_segments(target: str) -> bool:
+    """True if the path has a ``.`` or ``..`` segment, spelled plainly or percent-encoded."""
+    path = target.split("?", 1)[0].lower().replace("%2e", ".")
+    return any(seg in (".", "..") for seg in path.replace("%2f", "/").replace("\\", "/").split("/"))
+
+
 class Broker:
     """The run's credential broker. ``start()`` returns the child's environment additions.
 
@@ -246,7 +252,7 @@ class Broker:
 
     # -- connections --------------------------------------------------------------------
 
-    def _register(self, sock: socket.socket) -> None:
+    def _register(self, sock: socket.socket, upstream: bool = True) -> None:
         try:
             ctl = socket.socket(fileno=os.dup(sock.fileno()))
         except OSError:
@@ -256,8 +262,8 @@ class Broker:
             self._active[id(sock)] = ctl
         if old is not None:
             old.close()
-        if self.dead is not None:
-            self._cut(ctl)
+        if upstream and self.dead is not None:
+            self._cut(ctl)  # a client connection is answered 403 instead
 
     def _unregister(self, sock) -> None:
         with self._active_lock:
@@ -309,7 +315,7 @@ class Broker:
 
     def _serve(self, sock: socket.socket, dest: tuple[str, int] | None = None) -> None:
         """Serve one client connection (``dest``: the host of an intercepted CONNECT)."""
-        self._register(sock)
+        self._register(sock, upstream=False)
         client = _Client(sock)
         try:
             while True:
@@ -398,6 +404,9 @@ class Broker:
                 tail = "/" + tail
             upstream_target = (up.base_path + (tail or "/")).encode("latin-1")
         shown = upstream_target.decode("latin-1")
+        if _dot_segments(shown):
+            return self._refuse(client, started, mode, service and service.name, method, host, port, shown, 400,
+                                "a path with . or .. segments")
         dead = self._check()
         if dead is not None:
             return self._refuse(client, started, mode, service and service.name, method, host, port, shown, 403,
@@ -496,7 +505,8 @@ class Broker:
                 received += self._send_refusal(client, 502, error)
             return False
         except h11.RemoteProtocolError:
-            error = "the upstream's response was not valid HTTP/1.1"
+            error = ("the upstream closed the connection early" if status is not None
+                     else "the upstream's response was not valid HTTP/1.1")
             if status is None:
                 status = 502
                 received += self._send_refusal(client, 502, error)
