@@ -245,8 +245,10 @@ def test_revocation_mid_stream_cuts_it(upstream):
             p.kill()
     assert p.returncode == 124
     assert upstream.cut.wait(10)
-    reqs = net_requests(show(run_id))
-    assert reqs[0]["error"] == "cut: revoked" or reqs[0]["error"].startswith("cut")
+    run = show(run_id)
+    reqs = net_requests(run)
+    assert reqs, [r["type"] for r in run["receipts"]]
+    assert reqs[0]["error"] == "cut: revoked"
     assert "event 500" not in out
 
 

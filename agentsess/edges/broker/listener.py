@@ -138,6 +138,7 @@ class Broker:
         self._active_lock = threading.Lock()
         self._receipts: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._handlers: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self.authority: RunAuthority | None = None
@@ -189,6 +190,8 @@ class Broker:
     def stop(self, reason: str = "finished") -> None:
         """Refuse from now on, cut open connections, write the outstanding receipts."""
         if self.dead is None:
+            self._check()  # revoked or expired says more than "finished", if it is so
+        if self.dead is None:
             self.dead = reason
         self._stopping.set()
         if self._listener is not None:
@@ -199,6 +202,13 @@ class Broker:
             self._listener.close()
         self._cut_all()
         self._pool.close_all()
+        deadline = time.monotonic() + 5
+        while True:  # every exchange in flight notes its receipt before the recorder ends
+            with self._active_lock:
+                handlers = list(self._handlers)
+            if not handlers or time.monotonic() > deadline:
+                break
+            handlers[0].join(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
             if thread.name.endswith("record"):
                 self._receipts.put(None)
@@ -223,7 +233,10 @@ class Broker:
                 time.sleep(0.01)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(sock,), name="agentsess-broker-conn", daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(sock,), name="agentsess-broker-conn", daemon=True)
+            with self._active_lock:
+                self._handlers.add(thread)
+            thread.start()
 
     def _watch_loop(self) -> None:
         while not self._stopping.wait(POLL):
@@ -340,6 +353,9 @@ class Broker:
                 sock.close()
             except OSError:
                 pass
+            if dest is None:
+                with self._active_lock:
+                    self._handlers.discard(threading.current_thread())
 
     def _send_refusal(self, client: _Client, status: int, reason: str) -> int:
         head, body = _refusal(status, reason)
