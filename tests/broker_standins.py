@@ -23,7 +23,7 @@ REAL = "real-secret-VALUE-0123456789abcdef"
 
 
 class MintedCA:
-    """A CA and one server certificate for 127.0.0.1, 127.0.0.2, ::1 and localhost."""
+    """A CA and one server certificate for 127.0.0.1 to 127.0.0.9, ::1 and localhost."""
 
     def __init__(self, folder: str):
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -38,7 +38,7 @@ class MintedCA:
         )
         leaf_key = ec.generate_private_key(ec.SECP256R1())
         sans = [x509.DNSName("localhost")] + [
-            x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "127.0.0.2", "::1")
+            x509.IPAddress(ipaddress.ip_address(a)) for a in [f"127.0.0.{i}" for i in range(1, 10)] + ["::1"]
         ]
         leaf = (
             x509.CertificateBuilder()
@@ -185,6 +185,90 @@ class Upstream:
 
     def secrets_seen(self) -> str:
         return "\n".join(s["raw_headers"] for s in self.seen)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _GitHandler(BaseHTTPRequestHandler):
+    """`git http-backend` as CGI, behind Basic auth that must carry the real secret."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _handle(self):
+        import base64
+        import subprocess
+
+        server = self.server
+        auth = self.headers.get("Authorization", "")
+        server.upstream.seen.append({"method": self.command, "path": self.path, "raw_headers": str(self.headers)})
+        want = "Basic " + base64.b64encode(f"{server.user}:{server.password}".encode()).decode()
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            body = self.rfile.read(length) if length else b""
+        if auth != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": server.root,
+            "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path, "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": server.user, "REMOTE_ADDR": "127.0.0.1",
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+        }
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _handle
+
+
+class GitUpstream:
+    """A TLS git server for repositories under ``root``; only ``user:password`` may fetch."""
+
+    def __init__(self, root: str, ca: "MintedCA", host: str, user: str, password: str):
+        self.seen: list[dict] = []
+        self.server = ThreadingHTTPServer((host, 0), _GitHandler)
+        self.server.daemon_threads = True
+        self.server.upstream = self
+        self.server.root = root
+        self.server.user = user
+        self.server.password = password
+        self.server.socket = ca.server_context().wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"https://{host}:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
