@@ -305,3 +305,50 @@ def test_expired_run_gets_403(upstream, tmp_path):
     assert lines[0] == "200"
     assert lines[1].startswith("403 ") and "expired" in lines[1]
     assert [s["path"] for s in upstream.seen] == ["/one"]
+
+
+def test_proxy_mode_through_agentsess_run(tmp_path):
+    from broker_standins import MintedCA
+
+    ca = MintedCA(str(tmp_path))
+    up = Upstream(host="127.0.0.2", ca=ca)
+    try:
+        write_config(
+            f'[profiles.p.network]\nproxy = true\nallow_hosts = []\n'
+            f'[profiles.p.services.api]\nsecret = "api-key"\nupstream = "{up.url}"\nenv_key = "API_KEY"\n'
+            f'ca_file = "{ca.ca_file}"\n'
+        )
+        set_secret("api-key")
+        script = (
+            f'curl -sS -H "x-api-key: $API_KEY" {up.url}/through; echo; '
+            'curl -sS -o /dev/null -w "%{http_code}\\n" https://127.0.0.3:9/x; '
+            'echo "bundle=$SSL_CERT_FILE"'
+        )
+        proc = agentsess("run", "-p", "p", "--", "sh", "-c", script, check=0)
+        out = proc.stdout.decode()
+        assert '"ok": true' in out
+        assert up.seen[-1]["headers"]["x-api-key"] == REAL
+        bundle = out.split("bundle=")[1].strip()
+        assert not os.path.exists(bundle)  # removed with the run
+        run = show()
+        reqs = net_requests(run)
+        assert [(r["mode"], r["decision"]) for r in reqs] == [("intercept", "allow"), ("tunnel", "deny")]
+        broker = [r for r in run["receipts"] if r["type"] == "run.started"][0]["data"]["env"]["broker"]
+        assert broker["proxy"] is True and broker["intercepted"] == ["127.0.0.2"]
+    finally:
+        up.close()
+
+
+def test_node_fetch_in_base_url_mode(upstream):
+    import shutil
+
+    if shutil.which("node") is None:
+        if os.environ.get("AGENTSESS_CI") == "1":
+            pytest.fail("node is required in CI")
+        pytest.skip("node is not installed")
+    api_config(upstream)
+    code = ("fetch(process.env.API_URL + '/node', {headers: {authorization: 'Bearer ' + process.env.API_KEY}})"
+            ".then(r => r.json()).then(j => console.log(j.path))")
+    proc = agentsess("run", "-p", "t", "--", "node", "-e", code, check=0)
+    assert proc.stdout.decode().strip() == "/node"
+    assert upstream.seen[-1]["headers"]["authorization"] == f"Bearer {REAL}"
