@@ -97,6 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self):
         upstream = self.server.upstream
         path = self.path.removeprefix("/base")
+        if path.startswith("/close-early-big"):  # past the broker's socket-to-socket threshold
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50000000\r\n\r\n" + b"p" * (3 << 20))
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if path.startswith("/close-early"):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
             self.wfile.flush()

@@ -242,6 +242,24 @@ def test_revocation_cuts_a_stream_in_flight(upstream):
         broker.stop()
 
 
+def test_revocation_cuts_a_large_download_in_flight(upstream):
+    broker, env, receipts, live = make_broker({"api": upstream})
+    try:
+        got = 0
+        with pytest.raises(httpx.HTTPError):
+            with httpx.stream("GET", env["API_URL"] + f"/bytes/{2 << 30}", trust_env=False, timeout=30) as r:
+                for chunk in r.iter_bytes():
+                    got += len(chunk)
+                    if got >= 8 << 20 and live.reason is None:
+                        live.reason = "revoked"
+        assert got < 2 << 30
+        data = wait_receipts(receipts, 1)[0]
+        assert data["error"] == "cut: revoked"
+        assert got <= data["bytes_received"] < 2 << 30
+    finally:
+        broker.stop()
+
+
 def test_finished_broker_refuses(upstream):
     broker, env, receipts, _ = make_broker({"api": upstream})
     port = broker.port
@@ -306,11 +324,12 @@ def test_slow_upstream_does_not_hold_up_other_requests(upstream):
         broker.stop()
 
 
-def test_upstream_closing_early_reaches_the_client_as_an_error(upstream):
+@pytest.mark.parametrize("path", ["/close-early", "/close-early-big"])
+def test_upstream_closing_early_reaches_the_client_as_an_error(upstream, path):
     broker, env, receipts, _ = make_broker({"api": upstream})
     try:
         with pytest.raises(httpx.HTTPError):
-            httpx.get(env["API_URL"] + "/close-early", trust_env=False, timeout=10).read()
+            httpx.get(env["API_URL"] + path, trust_env=False, timeout=10).read()
         data = wait_receipts(receipts, 1)[0]
         assert data["status"] == 200 and "closed" in data["error"]
         # a closed upstream is gone from the pool: the next request works
