@@ -352,3 +352,13 @@ def test_node_fetch_in_base_url_mode(upstream):
     proc = agentsess("run", "-p", "t", "--", "node", "-e", code, check=0)
     assert proc.stdout.decode().strip() == "/node"
     assert upstream.seen[-1]["headers"]["authorization"] == f"Bearer {REAL}"
+
+
+def test_show_run_names_brokered_services_and_raw_secrets(upstream):
+    api_config(upstream)
+    write_config(open(os.environ["AGENTSESS_CONFIG"]).read() + '[profiles.t.env]\nRAWTOK = { secret = "api-key" }\n')
+    agentsess("run", "-p", "t", "--", "sh", "-c", 'curl -sS -H "x-api-key: $API_KEY" "$API_URL/s" >/dev/null', check=0)
+    out = agentsess("show-run", "last", check=0, env={"COLUMNS": "200"}).stdout.decode()
+    assert "api through the broker, as placeholders" in out
+    assert "RAWTOK: real values in the agent's environment" in out
+    assert "GET 127.0.0.1:" in out and "/s -> 200 allow" in out
