@@ -157,7 +157,12 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(part)
             return
         body = upstream.respond(self, seen)
+        extra = {}
+        if isinstance(body, tuple):
+            body, extra = body
         self.send_response(200)
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

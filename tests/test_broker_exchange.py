@@ -387,3 +387,35 @@ def test_recorder_failure_fails_closed(upstream):
         assert r.status_code == 403 and "receipts cannot be written" in r.text
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("size", [200, 3 << 20])
+def test_a_secret_reflected_by_the_upstream_is_blanked_on_the_way_back(size):
+    def echo(handler, seen):
+        # an API that echoes the credential: in a header, and in a body (small or large,
+        # straddling read boundaries)
+        key = seen["headers"].get("x-api-key", "")
+        filler = b"f" * size
+        return filler + b"[" + key.encode() + b"]" + filler, {"X-Echo": f"you sent {key}"}
+
+    up = Upstream(respond=echo)
+    broker, env, receipts, _ = make_broker({"api": up})
+    try:
+        r = httpx.get(env["API_URL"] + "/echo", headers={"x-api-key": env["API_KEY"]}, trust_env=False)
+        assert r.status_code == 200
+        assert REAL.encode() not in r.content
+        assert b"[" + b"*" * len(REAL) + b"]" in r.content
+        assert len(r.content) == 2 * size + len(REAL) + 2
+        assert r.headers["x-echo"] == "you sent " + "*" * len(REAL)
+    finally:
+        broker.stop()
+        up.close()
+
+
+def test_reflection_blanking_across_chunks():
+    back = svc.Reflection([REAL])
+    data = b"a" * 10 + REAL.encode() + b"b" * 10
+    for cut in range(1, len(data)):
+        back = svc.Reflection([REAL])
+        out = bytes(back.feed(data[:cut])) + bytes(back.feed(data[cut:])) + back.flush()
+        assert out == b"a" * 10 + b"*" * len(REAL) + b"b" * 10, cut

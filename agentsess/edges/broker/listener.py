@@ -46,8 +46,8 @@ from agentsess.edges.broker.upstream import (
 )
 
 POLL = 0.1
-RAW_MIN = 1 << 20  # response bodies this large are relayed socket to socket
-RAW_CHUNK = 1 << 20
+RAW_MIN = 1 << 20  # response bodies this large are read in RAW_CHUNK reads, past h11's buffer
+RAW_CHUNK = 1 << 22
 LOOPBACK_NO_PROXY = "localhost,127.0.0.1,::1"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 
@@ -96,21 +96,6 @@ def _refusal(status: int, reason: str) -> tuple[h11.Response, h11.Data]:
         ],
     )
     return head, h11.Data(data=body)
-
-
-_SPLICE = hasattr(os, "splice")
-
-
-class _Spliced:
-    """Stands for ``n`` bytes moved by splice, for h11's length accounting."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
 
 
 def _content_length(headers) -> int | None:
@@ -489,6 +474,7 @@ class Broker:
         error = None
         up: Upstream | None = None
         keep = False
+        back = svc.Reflection(self._secrets.values())
         try:
             try:
                 up = self._pool.open(scheme, host, port, ctx, self._register)
@@ -527,13 +513,13 @@ class Broker:
                     continue
                 if isinstance(event, h11.Response):
                     status = event.status_code
-                    out = [(n, v) for n, v in event.headers if n not in svc.HOP_BY_HOP]
+                    out = [(n, back.blank(v)) for n, v in event.headers if n not in svc.HOP_BY_HOP]
                     client.send(h11.Response(status_code=status, headers=out, reason=event.reason))
                     length = _content_length(out) if req.method != b"HEAD" and status not in (204, 304) else None
                     if length is not None and length >= RAW_MIN:
                         progress = [0]
                         try:
-                            self._relay_body(up, client, length, progress)
+                            self._relay_body(up, client, length, progress, back)
                         finally:
                             received += progress[0]
                         client.send(h11.EndOfMessage())
@@ -542,8 +528,13 @@ class Broker:
                     if self.dead is not None:
                         raise _Cut(self.dead)
                     received += len(event.data)
-                    client.send(event)
+                    data = back.feed(event.data)
+                    if data:
+                        client.send(h11.Data(data=data))
                 elif isinstance(event, h11.EndOfMessage):
+                    rest = back.flush()
+                    if rest:
+                        client.send(h11.Data(data=rest))
                     client.send(h11.EndOfMessage())
                     break
                 else:
@@ -583,12 +574,14 @@ class Broker:
                        received=received, duration=time.monotonic() - started, secret=decision.attached,
                        error=error)
 
-    def _relay_body(self, up: Upstream, client: _Client, length: int, progress: list[int]) -> None:
-        """Relay a large body of known ``length`` socket to socket, past h11's buffers.
+    def _relay_body(self, up: Upstream, client: _Client, length: int, progress: list[int],
+                    back: svc.Reflection) -> None:
+        """Relay a large body of known ``length`` in big reads, past h11's receive buffer.
 
-        h11 still frames the child's side (each piece passes through its content-length
-        writer, without a copy); the upstream's h11 state is abandoned, so that connection
-        is closed afterwards instead of being reused.
+        Every byte is still scanned for a reflected secret (``back``), and h11 still frames
+        the child's side (each piece passes through its content-length writer without a
+        copy); the upstream's h11 state is abandoned, so that connection is closed afterwards
+        instead of being reused.
         """
         left = length
         while left:  # whatever h11 already holds
@@ -597,12 +590,11 @@ class Broker:
                 break
             if not isinstance(event, h11.Data):
                 raise UpstreamError("the upstream closed the connection early")
-            client.send(event)
+            data = back.feed(event.data)
+            if data:
+                client.send(h11.Data(data=data))
             left -= len(event.data)
             progress[0] += len(event.data)
-        if left and _SPLICE and type(up.sock) is socket.socket and type(client.sock) is socket.socket:
-            self._splice_body(up, client, left, progress)
-            return
         buf = bytearray(min(RAW_CHUNK, max(left, 1)))
         view = memoryview(buf)
         while left:
@@ -612,48 +604,17 @@ class Broker:
                 raise UpstreamError(f"upstream connection lost: {type(exc).__name__}") from None
             if n == 0:
                 raise UpstreamError("the upstream closed the connection early")
+            progress[0] += n  # bytes received from the upstream
             if self.dead is not None:
                 raise _Cut(self.dead)
-            for piece in client.conn.send_with_data_passthrough(h11.Data(data=view[:n])):  # type: ignore[arg-type]
-                client.sock.sendall(piece)
+            data = back.feed(view[:n])
+            if data:
+                for piece in client.conn.send_with_data_passthrough(h11.Data(data=data)):  # type: ignore[union-attr]
+                    client.sock.sendall(piece)
             left -= n
-            progress[0] += n
-
-    def _splice_body(self, up: Upstream, client: _Client, left: int, progress: list[int]) -> None:
-        """Plain TCP on both sides: move the body in the kernel (splice through a pipe).
-
-        The child's side still passes through h11's content-length writer, with a stand-in
-        of the right length (h11's documented sendfile pattern), so its framing stays exact.
-        """
-        import fcntl
-
-        pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.fcntl(pipe_w, 1031, RAW_CHUNK)  # F_SETPIPE_SZ
-            except OSError:
-                pass
-            up.sock.settimeout(None)  # splice needs blocking sockets; a cut still wakes it
-            src, dst = up.sock.fileno(), client.sock.fileno()
-            while left:
-                try:
-                    n = os.splice(src, pipe_w, min(left, RAW_CHUNK))
-                except OSError as exc:
-                    raise UpstreamError(f"upstream connection lost: {type(exc).__name__}") from None
-                if n == 0:
-                    raise UpstreamError("the upstream closed the connection early")
-                if self.dead is not None:
-                    raise _Cut(self.dead)
-                client.conn.send_with_data_passthrough(h11.Data(data=_Spliced(n)))  # type: ignore[arg-type]
-                moved = 0
-                while moved < n:
-                    step = os.splice(pipe_r, dst, n - moved)
-                    moved += step
-                    progress[0] += step
-                left -= n
-        finally:
-            os.close(pipe_r)
-            os.close(pipe_w)
+        rest = back.flush()
+        if rest:
+            client.send(h11.Data(data=rest))
 
     # -- CONNECT ------------------------------------------------------------------------
 
