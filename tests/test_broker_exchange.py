@@ -6,6 +6,7 @@ event by event. End-to-end runs through `agentsess run` are in test_broker_run.p
 """
 
 import base64
+import os
 import socket
 import threading
 import time
@@ -419,3 +420,40 @@ def test_reflection_blanking_across_chunks():
         back = svc.Reflection([REAL])
         out = bytes(back.feed(data[:cut])) + bytes(back.feed(data[cut:])) + back.flush()
         assert out == b"a" * 10 + b"*" * len(REAL) + b"b" * 10, cut
+
+
+def test_curl_upload_with_expect_100_continue(upstream, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        if os.environ.get("AGENTSESS_CI") == "1":
+            pytest.fail("curl is required in CI")
+        pytest.skip("curl is not installed")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"z" * (20 << 20))
+    broker, env, receipts, _ = make_broker({"api": upstream})
+    try:
+        out = subprocess.run(
+            ["curl", "-sS", "-T", str(big), "-H", f"x-api-key: {env['API_KEY']}", env["API_URL"] + "/put"],
+            capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        )
+        assert out.returncode == 0, out.stderr
+        assert upstream.seen[-1]["body_bytes"] == 20 << 20 and upstream.seen[-1]["method"] == "PUT"
+        assert "expect" not in {k.lower() for k in upstream.seen[-1]["headers"]}
+        assert wait_receipts(receipts, 1)[0]["bytes_sent"] == 20 << 20
+    finally:
+        broker.stop()
+
+
+def test_a_header_value_with_a_placeholder_and_junk_is_not_a_crash(upstream):
+    broker, env, receipts, _ = make_broker({"api": upstream})
+    try:
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
+            s.sendall(b"GET /api/x HTTP/1.1\r\nHost: x\r\nx-api-key: %s\x01\x7f\r\n\r\n" % env["API_KEY"].encode())
+            first = s.recv(4096).split(b"\r\n")[0]
+        assert first.split()[1] in (b"200", b"400", b"502"), first
+        assert REAL not in repr(receipts)
+        assert httpx.get(env["API_URL"] + "/after", trust_env=False).status_code == 200
+    finally:
+        broker.stop()

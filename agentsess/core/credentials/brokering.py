@@ -62,8 +62,14 @@ def _liveness(stores: _PerThreadStore, run_id: str, expires_at: float):
     return check
 
 
-def open_broker(run_id: str, profile, expires_at: float, child_env: dict) -> RunBroker | None:
-    """Start the run's broker if its profile declares services or proxy mode; else None."""
+def open_broker(
+    run_id: str, profile, expires_at: float, child_env: dict, bundle_dir: str | None = None
+) -> RunBroker | None:
+    """Start the run's broker if its profile declares services or proxy mode; else None.
+
+    ``bundle_dir``: a folder the child can read, for proxy mode's CA bundle (default: a
+    fresh folder under the temporary directory).
+    """
     declared = profile.services or {}
     network = services.resolve_network(profile.network or {})
     if not declared and not network.proxy:
@@ -94,7 +100,7 @@ def open_broker(run_id: str, profile, expires_at: float, child_env: dict) -> Run
         run_id, specs, values, network,
         record=record, liveness=_liveness(stores, run_id, expires_at), expires_at=expires_at,
     )
-    env = broker.start(child_env)
+    env = broker.start(child_env, bundle_dir)
     facts = {
         "url": f"http://127.0.0.1:{broker.port}",
         "services": [

@@ -100,9 +100,13 @@ class RunAuthority:
         )
         self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def write_bundle(self, extra_files: list[str]) -> str:
-        """Write the child's trust bundle (system CAs, ``extra_files``, the run CA); its path."""
-        folder = tempfile.mkdtemp(prefix=f"agentsess-{self.run_id}-")
+    def write_bundle(self, extra_files: list[str], folder: str | None = None) -> str:
+        """Write the child's trust bundle (system CAs, ``extra_files``, the run CA); its path.
+
+        ``folder`` must be one the child can read (a contained run binds it in); by default
+        a fresh private folder under the system's temporary directory.
+        """
+        folder = tempfile.mkdtemp(prefix=f"agentsess-{self.run_id}-", dir=folder)
         path = os.path.join(folder, "ca-bundle.pem")
         parts = []
         for source in [system_ca_file(), *extra_files]:

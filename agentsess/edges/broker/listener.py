@@ -158,8 +158,11 @@ class Broker:
 
     # -- life ---------------------------------------------------------------------------
 
-    def start(self, child_env: dict | None = None) -> dict:
-        """Listen, start the threads, and return the variables to add to the child's env."""
+    def start(self, child_env: dict | None = None, bundle_dir: str | None = None) -> dict:
+        """Listen, start the threads, and return the variables to add to the child's env.
+
+        ``bundle_dir``: where to write the CA bundle of proxy mode (a folder the child sees).
+        """
         for service in self.services:
             self._context(service)  # a bad ca_file fails the run now, not on the first request
         intercept = sorted({s.upstream.host for s in self.services if s.upstream.scheme == "https"}
@@ -169,7 +172,7 @@ class Broker:
             extra = [
                 (child_env or {}).get(var) for var in BUNDLE_VARS if (child_env or {}).get(var)
             ]
-            self.bundle = self.authority.write_bundle([p for p in dict.fromkeys(extra) if p])
+            self.bundle = self.authority.write_bundle([p for p in dict.fromkeys(extra) if p], bundle_dir)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
@@ -358,6 +361,8 @@ class Broker:
                 else:
                     return
         except (OSError, h11.LocalProtocolError, h11.RemoteProtocolError, _Cut):
+            return
+        except Exception:  # noqa: BLE001 - never a traceback: its text could hold a header value
             return
         finally:
             self._unregister(sock)
