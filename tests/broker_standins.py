@@ -103,6 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if path.startswith("/then-close"):  # a complete response, then the connection is closed
+            upstream.seen.append({"method": self.command, "path": path, "headers": dict(self.headers.items()),
+                                  "raw_headers": str(self.headers), "body_bytes": 0})
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if path.startswith("/close-early"):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
             self.wfile.flush()
@@ -112,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         size = self._body()
         seen = {
             "method": self.command, "path": path, "headers": dict(self.headers.items()),
-            "raw_headers": str(self.headers), "body_bytes": size,
+            "raw_headers": str(self.headers), "body_bytes": size, "peer": self.client_address[1],
         }
         upstream.seen.append(seen)
         if path.startswith("/slow"):

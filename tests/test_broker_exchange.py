@@ -457,3 +457,19 @@ def test_a_header_value_with_a_placeholder_and_junk_is_not_a_crash(upstream):
         assert httpx.get(env["API_URL"] + "/after", trust_env=False).status_code == 200
     finally:
         broker.stop()
+
+
+def test_upstream_connections_are_reused_and_a_stale_one_is_replaced(upstream):
+    broker, env, receipts, _ = make_broker({"api": upstream})
+    try:
+        with httpx.Client(trust_env=False) as client:
+            for i in range(5):
+                assert client.get(env["API_URL"] + f"/k{i}").status_code == 200
+            # the upstream closes its side after answering: the next request must not fail
+            for i in range(5):
+                assert client.get(env["API_URL"] + f"/then-close{i}").status_code == 200
+                assert client.get(env["API_URL"] + f"/after{i}").status_code == 200
+        assert len(upstream.seen) == 15
+        assert len({s["peer"] for s in upstream.seen[:5]}) == 1  # one kept-alive upstream connection
+    finally:
+        broker.stop()

@@ -46,14 +46,14 @@ def service_up(ca):
     up.close()
 
 
-def start(service_up, ca, allow=(), extra_services=None, child_env=None):
+def start(service_up, ca, allow=(), extra_services=None, child_env=None, liveness=lambda: None):
     declared = {"api": {"secret": "api-key", "upstream": service_up.url, "env_key": "API_KEY", "ca_file": ca.ca_file}}
     declared.update(extra_services or {})
     specs = svc.resolve_services(svc.check_services(declared))
     network = svc.resolve_network(svc.check_network({"proxy": True, "allow_hosts": list(allow)}))
     receipts: list = []
     broker = Broker("run_proxy", specs, {s.name: REAL for s in specs}, network,
-                    record=lambda t, d: receipts.append(d), liveness=lambda: None, expires_at=time.time() + 600)
+                    record=lambda t, d: receipts.append(d), liveness=liveness, expires_at=time.time() + 600)
     env = broker.start(child_env if child_env is not None else {"SSL_CERT_FILE": ca.ca_file})
     return broker, env, receipts
 
@@ -258,3 +258,31 @@ def test_git_clone_over_https_through_the_intercepting_proxy(tmp_path, ca):
     finally:
         broker.stop()
         up.close()
+
+
+def test_revocation_cuts_an_open_tunnel_and_refuses_new_connects(service_up, ca):
+    other = Upstream(host="127.0.0.3", ca=ca)
+    state = {"reason": None}
+    broker, env, receipts = start(service_up, ca, allow=[f"127.0.0.3:{other.port}"], liveness=lambda: state["reason"])
+    try:
+        s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+        s.sendall(b"CONNECT 127.0.0.3:%d HTTP/1.1\r\nHost: x\r\n\r\n" % other.port)
+        assert b" 200 " in s.recv(4096)
+        tls = ssl.create_default_context(cafile=ca.ca_file).wrap_socket(s, server_hostname="127.0.0.3")
+        state["reason"] = "revoked"
+        got = b""
+        try:
+            while chunk := tls.recv(4096):
+                got += chunk
+        except (OSError, ssl.SSLError):
+            pass
+        assert got == b""  # the tunnel was closed under it
+        tls.close()
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s2:
+            s2.sendall(b"CONNECT 127.0.0.3:%d HTTP/1.1\r\nHost: x\r\n\r\n" % other.port)
+            assert b" 403 " in s2.recv(4096)
+        data = wait_receipts(receipts, 2)
+        assert any(d["mode"] == "tunnel" and d.get("error") == "cut: revoked" for d in data)
+    finally:
+        broker.stop()
+        other.close()

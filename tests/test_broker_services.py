@@ -204,3 +204,15 @@ def test_masked_path():
     assert svc.masked_path("/v1/x?token=abc&b=2") == "/v1/x?token=…&b=…"
     assert svc.masked_path(f"/bot{ph}/send", specs) == "/bot<placeholder:a>/send"
     assert len(svc.masked_path("/" + "x" * 5000)) <= 512
+
+
+def test_services_module_is_pure():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(svc))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"socket", "ssl", "threading", "select", "typer", "rich", "h11"}
+    assert not any(name.startswith("agentsess") and "edges" in name for name in imported)

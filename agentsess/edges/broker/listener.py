@@ -512,8 +512,27 @@ class Broker:
                     break
                 else:
                     raise _Cut("the client went away mid-request")
+            bodyless = sent == 0 and b"transfer-encoding" not in names and _content_length(req.headers) in (None, 0)
+            first = True
             while True:
-                event = up.next_event()
+                try:
+                    event = up.next_event()
+                    if first and isinstance(event, h11.ConnectionClosed):
+                        raise UpstreamError("the upstream closed the connection early")
+                except (UpstreamError, h11.RemoteProtocolError):
+                    if not (first and up.reused and bodyless):
+                        raise
+                    # a kept-alive connection the upstream closed just as we reused it: once more,
+                    # on a fresh one (only for a request without a body, which can be resent)
+                    self._unregister(up.sock)
+                    up.close()
+                    up = None
+                    up = self._pool.open(scheme, host, port, ctx, self._register, fresh=True)
+                    up.send(h11.Request(method=req.method, target=decision.target, headers=headers))
+                    up.send(h11.EndOfMessage())
+                    first = False
+                    continue
+                first = False
                 if isinstance(event, h11.InformationalResponse):
                     continue
                 if isinstance(event, h11.Response):

@@ -35,9 +35,10 @@ def tls_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
 class Upstream:
     """One connection to an upstream, with its h11 client state."""
 
-    __slots__ = ("conn", "idle_since", "key", "sock")
+    __slots__ = ("conn", "idle_since", "key", "reused", "sock")
 
     def __init__(self, key: tuple, sock: socket.socket):
+        self.reused = False
         self.key = key
         self.sock = sock
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
@@ -94,11 +95,12 @@ class Pool:
         self._idle: dict[tuple, list[Upstream]] = {}
         self.closed = False
 
-    def open(self, scheme: str, host: str, port: int, ctx: ssl.SSLContext | None, register) -> Upstream:
+    def open(self, scheme: str, host: str, port: int, ctx: ssl.SSLContext | None, register,
+             fresh: bool = False) -> Upstream:
         """A connection (reused when a quiet one is idle); ``register(sock)`` lets the broker cut it."""
         key = (scheme, host, port, id(ctx))
         now = time.monotonic()
-        while True:
+        while not fresh:
             with self._lock:
                 idle = self._idle.get(key)
                 up = idle.pop() if idle else None
@@ -106,6 +108,7 @@ class Pool:
                 break
             if now - up.idle_since < IDLE_KEEP and up.quiet():
                 register(up.sock)
+                up.reused = True
                 return up
             up.close()
         try:
