@@ -307,7 +307,7 @@ def test_expired_run_gets_403(upstream, tmp_path):
     assert [s["path"] for s in upstream.seen] == ["/one"]
 
 
-def test_proxy_mode_through_agentsess_run(tmp_path):
+def test_proxy_mode_through_agentsess_run(tmp_path, agentsess_home):
     from broker_standins import MintedCA
 
     ca = MintedCA(str(tmp_path))
@@ -335,6 +335,8 @@ def test_proxy_mode_through_agentsess_run(tmp_path):
         assert [(r["mode"], r["decision"]) for r in reqs] == [("intercept", "allow"), ("tunnel", "deny")]
         broker = [r for r in run["receipts"] if r["type"] == "run.started"][0]["data"]["env"]["broker"]
         assert broker["proxy"] is True and broker["intercepted"] == ["127.0.0.2"]
+        assert_secret_nowhere(run["id"], agentsess_home)
+        assert REAL not in out
     finally:
         up.close()
 
@@ -362,3 +364,15 @@ def test_show_run_names_brokered_services_and_raw_secrets(upstream):
     assert "api through the broker, as placeholders" in out
     assert "RAWTOK: real values in the agent's environment" in out
     assert "GET 127.0.0.1:" in out and "/s -> 200 allow" in out
+
+
+def test_a_run_without_services_does_not_load_the_broker():
+    # the supervisor's own imports (-X importtime on agentsess run): the hot path stays lean
+    proc = subprocess.run([PY, "-X", "importtime", "-m", "agentsess", "run", "--", "true"], capture_output=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"agentsess.core.runs.start" in proc.stderr  # the probe works
+    assert b"brokering" not in proc.stderr and b"agentsess.edges.broker" not in proc.stderr
+    assert b"h11" not in proc.stderr
+    started = [r for r in show()["receipts"] if r["type"] == "run.started"][0]["data"]
+    assert "broker" not in started["env"]

@@ -297,9 +297,11 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     plan.expires_at = float(claims["exp"])
     env, env_facts = _child_env(request, plan, run_id, token, injected)
     # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
-    from agentsess.core.credentials.brokering import open_broker
+    broker = None
+    if profile.services or (profile.network or {}).get("proxy"):  # else nothing is imported
+        from agentsess.core.credentials.brokering import open_broker
 
-    broker = open_broker(run_id, profile, plan.expires_at, env)
+        broker = open_broker(run_id, profile, plan.expires_at, env)
     if broker is not None:
         env.update(broker.env)
         env_facts["broker"] = broker.facts
