@@ -286,3 +286,21 @@ def test_revocation_cuts_an_open_tunnel_and_refuses_new_connects(service_up, ca)
     finally:
         broker.stop()
         other.close()
+
+
+@pytest.mark.parametrize("allow", [[], ["127.0.0.2:*"]])
+def test_an_https_service_secret_never_goes_out_as_plain_http(service_up, ca, allow):
+    # http://<the service's host>:<its TLS port>/ through the proxy: same host and port, no TLS
+    broker, env, receipts = start(service_up, ca, allow=allow)
+    try:
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
+            s.sendall(b"GET http://127.0.0.2:%d/x HTTP/1.1\r\nHost: 127.0.0.2\r\nx-api-key: %s\r\n\r\n"
+                      % (service_up.port, env["API_KEY"].encode()))
+            first = s.recv(4096).split(b"\r\n")[0]
+        assert first.split()[1] == b"403", first
+        assert service_up.seen == []
+        data = wait_receipts(receipts, 1)[0]
+        assert data["decision"] == "deny"
+        assert ("placeholder of service api" if allow else "allow_hosts") in data["reason"]
+    finally:
+        broker.stop()

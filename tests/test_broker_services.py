@@ -216,3 +216,15 @@ def test_services_module_is_pure():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {"socket", "ssl", "threading", "select", "typer", "rich", "h11"}
     assert not any(name.startswith("agentsess") and "edges" in name for name in imported)
+
+
+def test_guard_never_sends_an_https_secret_in_clear_text():
+    specs, values = _two()
+    a = specs[0].placeholder.encode()
+    d = svc.guard(specs, values, [(b"x-api-key", a)], b"/", "a.example", 443, "http")
+    assert not d.allow
+    assert not specs[0].serves("a.example", 443, "http")
+    gh = svc.resolve_services({"github": {}})[0]
+    assert gh.serves("github.com", 443) and not gh.serves("github.com", 443, "http")
+    local = svc.resolve_services(svc.check_services({"l": {"secret": "k", "upstream": "http://127.0.0.1:8080"}}))[0]
+    assert local.serves("127.0.0.1", 8080, "http") and not local.serves("127.0.0.1", 8080, "https")

@@ -95,11 +95,15 @@ class Service:
     hosts: tuple[str, ...]  # extra hosts (proxy mode) where the secret may go
     placeholder: str
 
-    def serves(self, host: str, port: int) -> bool:
-        """True if the real secret may be attached to a request towards ``host:port``."""
+    def serves(self, host: str, port: int, scheme: str = "https") -> bool:
+        """True if the real secret may be attached to a request towards ``scheme://host:port``.
+
+        The scheme counts: a secret whose upstream is https never goes out in clear text,
+        even to the right host and port (``http://api.example.com:443/`` through the proxy).
+        """
         if host == self.upstream.host and port == self.upstream.port:
-            return True
-        return port == 443 and host in self.hosts
+            return scheme == self.upstream.scheme
+        return scheme == "https" and port == 443 and host in self.hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,8 +485,9 @@ def guard(
     target: bytes,
     host: str,
     port: int,
+    scheme: str = "https",
 ) -> Decision:
-    """The leak-guard decision for a request towards ``host:port``.
+    """The leak-guard decision for a request towards ``scheme://host:port``.
 
     A placeholder of a service that serves ``host:port`` is swapped for the real value
     (``values``: service name -> secret) in any header, inside ``Basic`` credentials and in
@@ -490,7 +495,7 @@ def guard(
     target refuses the whole request. Hop-by-hop headers are dropped. Bodies are not read.
     """
     placeholders = {s.placeholder.encode(): s for s in services}
-    own = {ph: values[s.name].encode() for ph, s in placeholders.items() if s.serves(host, port)}
+    own = {ph: values[s.name].encode() for ph, s in placeholders.items() if s.serves(host, port, scheme)}
     attached: set[str] = set()
 
     def scan(blob: bytes) -> Decision | None:

@@ -419,7 +419,7 @@ class Broker:
                 return self._refuse(client, started, mode, None, method, "", 0, "", 400, "bad host in the request")
             host, port = parsed
             upstream_target = ("/" + path).encode("latin-1") if slash else b"/"
-            if not self._allowed(host, port):
+            if not self._allowed(host, port, scheme):
                 return self._refuse(client, started, mode, None, method, host, port, upstream_target.decode("latin-1"),
                                     403, f"{host}:{port} is not in this run's allow_hosts")
         else:
@@ -445,17 +445,17 @@ class Broker:
             return self._refuse(client, started, mode, service and service.name, method, host, port, shown, 403,
                                 f"run {self.run_id} is {dead}: its credentials are dead")
         decision = svc.guard(self.services, self._secrets, [(n, v) for n, v in req.headers
-                                                             if n != b"host"], upstream_target, host, port)
+                                                             if n != b"host"], upstream_target, host, port, scheme)
         if not decision.allow:
             return self._refuse(client, started, mode, service and service.name, method, host, port, shown, 403,
                                 decision.reason or "refused", decision="deny")
         if service is None:
-            service = next((s for s in self.services if s.serves(host, port)), None)
+            service = next((s for s in self.services if s.serves(host, port, scheme)), None)
         ctx = self._context(service) if scheme == "https" else None
         return self._forward(client, req, decision, started, mode, service, scheme, host, port, shown, ctx)
 
-    def _allowed(self, host: str, port: int) -> bool:
-        if any(s.serves(host, port) for s in self.services):
+    def _allowed(self, host: str, port: int, scheme: str) -> bool:
+        if any(s.serves(host, port, scheme) for s in self.services):
             return True
         return svc.host_allowed(self.network.allow_hosts, host, port)
 
@@ -650,7 +650,7 @@ class Broker:
         if parsed is None:
             return self._refuse(client, started, "tunnel", None, "CONNECT", "", 0, "", 400, "bad CONNECT target")
         host, port = parsed
-        intercept = next((s for s in self.services if s.upstream.scheme == "https" and s.serves(host, port)), None)
+        intercept = next((s for s in self.services if s.serves(host, port, "https")), None)
         mode = "intercept" if intercept else "tunnel"
         if intercept is None and not svc.host_allowed(self.network.allow_hosts, host, port):
             return self._refuse(client, started, mode, None, "CONNECT", host, port, "", 403,
