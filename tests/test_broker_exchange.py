@@ -473,3 +473,30 @@ def test_upstream_connections_are_reused_and_a_stale_one_is_replaced(upstream):
         assert len({s["peer"] for s in upstream.seen[:5]}) == 1  # one kept-alive upstream connection
     finally:
         broker.stop()
+
+
+def test_too_many_connections_get_503_not_threads(upstream, monkeypatch):
+    from agentsess.edges.broker import listener
+
+    monkeypatch.setattr(listener, "MAX_CONNECTIONS", 4)
+    broker, env, receipts, _ = make_broker({"api": upstream})
+    held = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", broker.port), timeout=5)
+            held.append(s)
+        deadline = time.monotonic() + 5
+        while len(broker._handlers) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as extra:
+            assert b" 503 " in extra.recv(4096).split(b"\r\n")[0]
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while broker._handlers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert httpx.get(env["API_URL"] + "/ok", trust_env=False).status_code == 200
+    finally:
+        for s in held:
+            s.close()
+        broker.stop()

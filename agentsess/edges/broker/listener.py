@@ -46,6 +46,7 @@ from agentsess.edges.broker.upstream import (
 )
 
 POLL = 0.1
+MAX_CONNECTIONS = 256  # open client connections at once
 RAW_MIN = 1 << 20  # response bodies this large are read in RAW_CHUNK reads, past h11's buffer
 RAW_CHUNK = 1 << 22
 LOOPBACK_NO_PROXY = "localhost,127.0.0.1,::1"
@@ -248,6 +249,19 @@ class Broker:
                 time.sleep(0.01)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._active_lock:
+                busy = len(self._handlers) >= MAX_CONNECTIONS
+            if busy:  # a child that opens connections without end gets refusals, not threads
+                try:
+                    head, body = _refusal(503, "too many connections to the broker")
+                    conn = h11.Connection(h11.SERVER)
+                    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    conn.next_event()
+                    sock.sendall(conn.send(head) + conn.send(body) + conn.send(h11.EndOfMessage()))
+                except OSError:
+                    pass
+                sock.close()
+                continue
             thread = threading.Thread(target=self._serve, args=(sock,), name="agentsess-broker-conn", daemon=True)
             with self._active_lock:
                 self._handlers.add(thread)
