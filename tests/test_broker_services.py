@@ -3,7 +3,7 @@
 import base64
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentsess.core.credentials import services as svc
@@ -228,3 +228,20 @@ def test_guard_never_sends_an_https_secret_in_clear_text():
     assert gh.serves("github.com", 443) and not gh.serves("github.com", 443, "http")
     local = svc.resolve_services(svc.check_services({"l": {"secret": "k", "upstream": "http://127.0.0.1:8080"}}))[0]
     assert local.serves("127.0.0.1", 8080, "http") and not local.serves("127.0.0.1", 8080, "https")
+
+
+@settings(max_examples=500)
+@given(st.lists(st.binary(min_size=4, max_size=12), min_size=1, max_size=3),
+       st.lists(st.binary(max_size=30), max_size=6), st.data())
+def test_reflection_blanks_every_secret_whatever_the_chunking(secrets_, parts, data):
+    body = b"".join(p + (data.draw(st.sampled_from(secrets_)) if i % 2 else b"") for i, p in enumerate(parts))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=5)))
+    back = svc.Reflection(secrets_)
+    out = b""
+    last = 0
+    for cut in [*cuts, len(body)]:
+        out += bytes(back.feed(body[last:cut]))
+        last = cut
+    out += back.flush()
+    assert len(out) == len(body)
+    assert out == svc.Reflection(secrets_).blank(body)  # the same as blanking it whole

@@ -30,7 +30,10 @@ built-in profile ``default`` is used. Schema::
     git_name = "..."            # optional: commits inside a run are authored as the agent
     git_email = "..."
     default_decision = "allow"  # allow|deny|ask, for tool calls no rule matches
-    [profiles.NAME.env]         # VAR = "literal value" | { secret = "secret-name" }
+    [profiles.NAME.env]         # VAR = "literal value" | { secret = "secret-name" } (raw injection)
+    services = ["anthropic"]    # presets, or [profiles.NAME.services.SVC] tables: secret, upstream,
+                                # env_base_url, env_key, ca_file, hosts (the child gets placeholders)
+    [profiles.NAME.network]     # proxy = true, allow_hosts = ["pypi.org"], ca_file = "/path.pem"
     [[profiles.NAME.rules]]     # tool = "Bash" (exact, or an fnmatch glob like "mcp:github:*"),
                                 # args = "git push*" (optional glob over the call's main argument),
                                 # scope = "git:push" (optional), decision = "allow"|"deny"|"ask",
@@ -189,6 +192,9 @@ STARTER_HEADER = """\
 #   git_name, git_email   author commits made inside a run as the agent
 #   default_decision allow|deny|ask for tool calls that no rule matches
 #   [profiles.NAME.env]     VAR = "value" or VAR = { secret = "name" } (see `agentsess secret set`)
+#   services         ["anthropic", "openai", "github"]: the agent holds placeholders, the broker
+#                    attaches the real secret (README: "Services and the broker")
+#   [profiles.NAME.network] proxy = true, allow_hosts = [...]: an egress allowlist via the broker
 #   [[profiles.NAME.rules]] tool, args (glob), scope, decision (allow|deny|ask), reason
 #
 # Change a key with `agentsess config set profiles.claude.ttl 2h`;
