@@ -164,6 +164,16 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(part)
             return
         body = upstream.respond(self, seen)
+        if isinstance(body, list):  # server-sent events, one chunk each
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for event in body:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
         extra = {}
         if isinstance(body, tuple):
             body, extra = body

@@ -162,6 +162,43 @@ def test_anthropic_sdk_with_the_preset():
         up.close()
 
 
+def _anthropic_stream(handler, seen):
+    msg = {"id": "msg_02", "type": "message", "role": "assistant", "model": "claude-test", "content": [],
+           "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 0}}
+    events = [
+        ("message_start", {"type": "message_start", "message": msg}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "streamed "}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "reply"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": 2}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+
+
+def test_anthropic_sdk_streaming_through_the_broker():
+    up = Upstream(respond=_anthropic_stream)
+    try:
+        write_config(f'[profiles.c.services.anthropic]\nupstream = "{up.url}"\n')
+        set_secret("anthropic-key")
+        code = (
+            "import anthropic\n"
+            "with anthropic.Anthropic().messages.stream(model='claude-test', max_tokens=10,"
+            " messages=[{'role': 'user', 'content': 'hi'}]) as s:\n"
+            "    for text in s.text_stream:\n"
+            "        print('delta', repr(text), flush=True)\n"
+        )
+        proc = agentsess("run", "-p", "c", "--", PY, "-c", code, check=0)
+        assert proc.stdout.decode().splitlines() == ["delta 'streamed '", "delta 'reply'"]
+        assert REAL in up.secrets_seen() and "agentsess-ph-" not in up.secrets_seen()
+        req = net_requests(show())[-1]
+        assert req["status"] == 200 and req["bytes_received"] > 0 and "error" not in req
+    finally:
+        up.close()
+
+
 def test_openai_sdk_with_the_preset():
     up = Upstream(respond=_openai_reply)
     try:
