@@ -414,3 +414,14 @@ def test_a_run_without_services_does_not_load_the_broker():
     assert b"h11" not in proc.stderr
     started = [r for r in show()["receipts"] if r["type"] == "run.started"][0]["data"]
     assert "broker" not in started["env"]
+
+
+def test_unreadable_ca_file_refuses_the_run_in_one_line(upstream, tmp_path):
+    write_config(f'[profiles.t.services.api]\nsecret = "api-key"\nupstream = "{upstream.url}"\n'
+                 f'env_key = "K"\nca_file = "{tmp_path}/missing.pem"\n')
+    set_secret("api-key")
+    proc = agentsess("run", "-p", "t", "--", "sh", "-c", "echo ran")
+    assert proc.returncode == 125
+    err = proc.stderr.decode().strip().splitlines()[-1]
+    assert err.startswith("agentsess: error: service api: cannot load ca_file") and "missing.pem" in err
+    assert b"ran" not in proc.stdout
