@@ -151,14 +151,23 @@ def test_unknown_service_is_404_and_recorded(upstream):
         for path in ("/nope/x", "/", "/API/x", "/api.x"):
             r = httpx.get(base + path, trust_env=False)
             assert r.status_code == 404, path
+        for raw in (b"//api/x", b"api/x"):
+            with socket.create_connection(("127.0.0.1", broker.port)) as s:
+                s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % raw)
+                assert s.recv(4096).split(b"\r\n")[0].split()[1] in (b"400", b"404"), raw
+        # the service's root and a query right after its name reach the upstream as origin-form
+        for path, want in (("/api", "/"), ("/api?q=1", "/?q=1"), ("/api/", "/")):
+            r = httpx.get(base + path, trust_env=False)
+            assert r.status_code == 200 and upstream.seen[-1]["path"] == want, path
+        upstream.seen.clear()
         # dot segments, as a client library would never send them (raw socket)
         for path in (b"/api/../x", b"/api/./x", b"/api/%2e%2E/x", b"/api/.%2e/admin", b"/api/x/..", b"/api%2f..%2fx"):
             with socket.create_connection(("127.0.0.1", broker.port)) as s:
                 s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
                 assert s.recv(4096).split(b"\r\n")[0].split()[1] in (b"400", b"404"), path
         assert upstream.seen == []
-        data = wait_receipts(receipts, 10)
-        assert all(d["decision"] == "deny" for d in data)
+        data = wait_receipts(receipts, 15)
+        assert sum(d["decision"] == "deny" for d in data) >= 12
         # an absolute-form (proxy) request is refused when proxy mode is off
         with socket.create_connection(("127.0.0.1", broker.port)) as s:
             s.sendall(b"GET http://127.0.0.1:%d/x HTTP/1.1\r\nHost: x\r\n\r\n" % upstream.port)

@@ -438,18 +438,18 @@ class Broker:
                                     403, f"{host}:{port} is not in this run's allow_hosts")
         else:
             mode = "base-url"
-            name, _, rest = text_target.lstrip("/").partition("/")
-            name = name.split("?", 1)[0]
-            service = self.by_name.get(name) if text_target.startswith("/") else None
+            name = text_target[1:].split("/", 1)[0].split("?", 1)[0]
+            one_slash = text_target.startswith("/") and not text_target.startswith("//")
+            service = self.by_name.get(name) if one_slash else None
             if service is None:
                 return self._refuse(client, started, mode, None, method, "", 0, text_target, 404,
                                     "no such service in this run (expected /<service>/<path>)")
             up = service.upstream
             host, port, scheme = up.host, up.port, up.scheme
-            tail = text_target[1 + len(name):]
-            if tail and not tail.startswith(("/", "?")):
+            tail = text_target[1 + len(name):]  # "", "/path...", or "?query"
+            if not tail.startswith("/"):
                 tail = "/" + tail
-            upstream_target = (up.base_path + (tail or "/")).encode("latin-1")
+            upstream_target = (up.base_path + tail).encode("latin-1")
         shown = upstream_target.decode("latin-1")
         if _dot_segments(shown):
             return self._refuse(client, started, mode, service and service.name, method, host, port, shown, 400,
