@@ -46,8 +46,9 @@ def service_up(ca):
     up.close()
 
 
-def start(service_up, ca, allow=(), extra_services=None, child_env=None, liveness=lambda: None):
-    declared = {"api": {"secret": "api-key", "upstream": service_up.url, "env_key": "API_KEY", "ca_file": ca.ca_file}}
+def start(service_up, ca, allow=(), extra_services=None, child_env=None, liveness=lambda: None, **api):
+    declared = {"api": {"secret": "api-key", "upstream": service_up.url, "env_key": "API_KEY", "ca_file": ca.ca_file,
+                        **api}}
     declared.update(extra_services or {})
     specs = svc.resolve_services(svc.check_services(declared))
     network = svc.resolve_network(svc.check_network({"proxy": True, "allow_hosts": list(allow)}))
@@ -304,3 +305,39 @@ def test_an_https_service_secret_never_goes_out_as_plain_http(service_up, ca, al
         assert ("placeholder of service api" if allow else "allow_hosts") in data["reason"]
     finally:
         broker.stop()
+
+
+def test_git_is_handed_the_placeholder_for_the_service_hosts(tmp_path, ca):
+    need("git")
+    repo = tmp_path / "srv" / "repo.git"
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "via helper"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], check=True)
+    up = GitUpstream(str(tmp_path / "srv"), ca, "127.0.0.2", "x-access-token", REAL)
+    broker, env, receipts = start(up, ca, child_env={"SSL_CERT_FILE": ca.ca_file, "GIT_CONFIG_COUNT": "1",
+                                                     "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "kept"},
+                                  git_user="x-access-token")
+    try:
+        assert env["GIT_CONFIG_COUNT"] == "3" and env["GIT_CONFIG_KEY_2"] == f"credential.{up.url}.helper"
+        # a helper of the human's (here: one that would answer with junk) is not asked
+        (tmp_path / ".gitconfig").write_text("[credential]\n\thelper = \"!f() { echo username=human; echo password=human-token; }; f\"\n")
+        assert REAL not in repr(env)
+        genv = child_env(env)
+        genv.update({"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1",
+                     "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "kept"})
+        genv.pop("XDG_CONFIG_HOME", None)
+        out = subprocess.run(["git", "clone", "-q", up.url + "/repo.git", str(tmp_path / "clone")], env=genv,
+                             capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        log = subprocess.run(["git", "-C", str(tmp_path / "clone"), "log", "--format=%s"], capture_output=True)
+        assert log.stdout.strip() == b"via helper"
+        import base64
+
+        sent = [base64.b64decode(line.split()[-1]).decode() for s in up.seen for line in s["raw_headers"].splitlines()
+                if line.lower().startswith("authorization: basic")]
+        assert sent and all(user_pass == f"x-access-token:{REAL}" for user_pass in sent)
+    finally:
+        broker.stop()
+        up.close()

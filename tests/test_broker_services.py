@@ -245,3 +245,16 @@ def test_reflection_blanks_every_secret_whatever_the_chunking(secrets_, parts, d
     out += back.flush()
     assert len(out) == len(body)
     assert out == svc.Reflection(secrets_).blank(body)  # the same as blanking it whole
+
+
+def test_github_preset_gives_git_the_placeholder():
+    gh = svc.resolve_services({"github": {}})[0]
+    env = svc.git_credentials([gh])
+    assert env["GIT_CONFIG_COUNT"] == "4"
+    assert [env[f"GIT_CONFIG_KEY_{i}"] for i in range(4)] == [
+        "credential.https://api.github.com.helper"] * 2 + ["credential.https://github.com.helper"] * 2
+    assert env["GIT_CONFIG_VALUE_0"] == env["GIT_CONFIG_VALUE_2"] == ""
+    assert gh.placeholder in env["GIT_CONFIG_VALUE_3"]
+    assert svc.git_credentials(svc.resolve_services({"anthropic": {}})) == {}
+    message = error({"profiles": {"p": {"services": {"github": {"git_user": "a:b"}}}}})
+    assert "profiles.p.services.github.git_user" in message

@@ -17,7 +17,7 @@ import secrets as _random
 from dataclasses import dataclass, field
 
 # The schema of one entry of ``[profiles.P.services.NAME]``.
-SERVICE_KEYS = ("secret", "upstream", "env_base_url", "env_key", "ca_file", "hosts")
+SERVICE_KEYS = ("secret", "upstream", "env_base_url", "env_key", "ca_file", "hosts", "git_user")
 NETWORK_KEYS = ("proxy", "allow_hosts", "ca_file")
 NETWORK_DEFAULTS = {"proxy": False, "allow_hosts": [], "ca_file": None}
 
@@ -46,6 +46,7 @@ PRESETS: dict[str, dict] = {
         "env_base_url": "GITHUB_API_URL",
         "env_key": ["GH_TOKEN", "GITHUB_TOKEN"],
         "hosts": ["github.com"],  # git over HTTPS, in proxy mode
+        "git_user": "x-access-token",  # git is handed the placeholder as this user's password
         "prefix": "ghp_",
     },
 }
@@ -94,6 +95,7 @@ class Service:
     ca_file: str | None
     hosts: tuple[str, ...]  # extra hosts (proxy mode) where the secret may go
     placeholder: str
+    git_user: str | None = None  # proxy mode: git gets user + placeholder for these hosts
 
     def serves(self, host: str, port: int, scheme: str = "https") -> bool:
         """True if the real secret may be attached to a request towards ``scheme://host:port``.
@@ -378,6 +380,9 @@ def _check_service(name: str, table: dict, where: str) -> dict:
     ca = merged.get("ca_file")
     if ca is not None and (not isinstance(ca, str) or not ca.startswith("/") or "\0" in ca):
         raise SpecError(f"{where}.ca_file", "expected an absolute path to a PEM file")
+    user = table.get("git_user")
+    if user is not None and (not isinstance(user, str) or not user or not user.isprintable() or ":" in user):
+        raise SpecError(f"{where}.git_user", 'expected a user name like "x-access-token"')
     if "hosts" in table:
         hosts = table["hosts"]
         if not isinstance(hosts, list):
@@ -440,6 +445,7 @@ def resolve_services(declared: dict) -> list[Service]:
                 ca_file=merged.get("ca_file"),
                 hosts=tuple(merged.get("hosts") or ()),
                 placeholder=make_placeholder(name, PRESETS.get(name, {}).get("prefix", "")),
+                git_user=merged.get("git_user"),
             )
         )
     return out
@@ -667,3 +673,25 @@ class Reflection:
     def flush(self) -> bytes:
         held, self._held = self._held, b""
         return held
+
+
+def git_credentials(services: list[Service], existing: int = 0) -> dict:
+    """Variables that make git answer its credential prompt for each service's hosts with the
+    service's ``git_user`` and placeholder (``GIT_CONFIG_COUNT``/``KEY_n``/``VALUE_n``, after
+    the ``existing`` entries). The broker swaps the placeholder inside the Basic credentials."""
+    env = {}
+    n = existing
+    for service in services:
+        if not service.git_user or service.upstream.scheme != "https":
+            continue
+        urls = [f"https://{service.upstream.authority}"] + [f"https://{h}" for h in service.hosts]
+        answer = f"username={service.git_user}\\npassword={service.placeholder}\\n"
+        for url in dict.fromkeys(urls):
+            # an empty helper first empties the list, so no helper of the human's answers instead
+            for value in ("", f"!f() {{ test \"$1\" = get && printf '{answer}'; }}; f"):
+                env[f"GIT_CONFIG_KEY_{n}"] = f"credential.{url}.helper"
+                env[f"GIT_CONFIG_VALUE_{n}"] = value
+                n += 1
+    if n != existing:
+        env["GIT_CONFIG_COUNT"] = str(n)
+    return env

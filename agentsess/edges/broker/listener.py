@@ -155,6 +155,7 @@ class Broker:
         self._stopping = threading.Event()
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self.authority: RunAuthority | None = None
+        self._child_env: dict = {}
         self.bundle: str | None = None
 
     # -- life ---------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class Broker:
 
         ``bundle_dir``: where to write the CA bundle of proxy mode (a folder the child sees).
         """
+        self._child_env = dict(child_env or {})
         for service in self.services:
             self._context(service)  # a bad ca_file fails the run now, not on the first request
         intercept = sorted({s.upstream.host for s in self.services if s.upstream.scheme == "https"}
@@ -195,6 +197,11 @@ class Broker:
             for var in service.env_key:
                 env[var] = service.placeholder
         if self.network.proxy:
+            try:
+                existing = int(self._child_env.get("GIT_CONFIG_COUNT") or 0)
+            except ValueError:
+                existing = 0
+            env.update(svc.git_credentials(self.services, existing))
             for var in PROXY_VARS:
                 env[var] = base
             env["NO_PROXY"] = env["no_proxy"] = LOOPBACK_NO_PROXY
