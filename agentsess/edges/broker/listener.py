@@ -31,12 +31,12 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import h11
 
 from agentsess.core.credentials import services as svc
 from agentsess.core.credentials.services import Network, Service
-from agentsess.edges.broker.authority import BUNDLE_VARS, RunAuthority
 from agentsess.edges.broker.upstream import (
     RECV,
     Pool,
@@ -44,6 +44,9 @@ from agentsess.edges.broker.upstream import (
     UpstreamError,
     tls_context,
 )
+
+if TYPE_CHECKING:
+    from agentsess.edges.broker.authority import RunAuthority
 
 POLL = 0.1
 MAX_CONNECTIONS = 256  # open client connections at once
@@ -154,7 +157,7 @@ class Broker:
         self._handlers: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._contexts: dict[tuple, ssl.SSLContext] = {}
-        self.authority: RunAuthority | None = None
+        self.authority: RunAuthority | None = None  # proxy mode with hosts to intercept
         self._child_env: dict = {}
         self.bundle: str | None = None
 
@@ -167,10 +170,16 @@ class Broker:
         """
         self._child_env = dict(child_env or {})
         for service in self.services:
-            self._context(service)  # a bad ca_file fails the run now, not on the first request
+            if service.ca_file or self.network.ca_file:
+                self._context(service)  # a bad ca_file fails the run now, not on the first request
         intercept = sorted({s.upstream.host for s in self.services if s.upstream.scheme == "https"}
                            | {h for s in self.services for h in s.hosts})
         if self.network.proxy and intercept:
+            from agentsess.edges.broker.authority import (  # cryptography: only here
+                BUNDLE_VARS,
+                RunAuthority,
+            )
+
             self.authority = RunAuthority(self.run_id, self.expires_at, intercept)
             extra = [
                 (child_env or {}).get(var) for var in BUNDLE_VARS if (child_env or {}).get(var)
@@ -206,6 +215,8 @@ class Broker:
                 env[var] = base
             env["NO_PROXY"] = env["no_proxy"] = LOOPBACK_NO_PROXY
             if self.bundle:
+                from agentsess.edges.broker.authority import BUNDLE_VARS
+
                 for var in BUNDLE_VARS:
                     env[var] = self.bundle
         return env
@@ -232,10 +243,10 @@ class Broker:
             if not handlers or time.monotonic() > deadline:
                 break
             handlers[0].join(max(0.0, deadline - time.monotonic()))
-        for thread in self._threads:
+        for thread in self._threads:  # the recorder only: the others are daemons with nothing to finish
             if thread.name.endswith("record"):
                 self._receipts.put(None)
-            thread.join(timeout=5)
+                thread.join(timeout=5)
         if self.bundle:
             try:
                 os.unlink(self.bundle)
@@ -275,6 +286,9 @@ class Broker:
             thread.start()
 
     def _watch_loop(self) -> None:
+        for service in self.services:  # load the system CAs off the run's start-up path
+            if service.upstream.scheme == "https" and not self._stopping.is_set():
+                self._context(service)
         while not self._stopping.wait(POLL):
             if self.dead is None:
                 try:
