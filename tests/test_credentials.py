@@ -7,8 +7,7 @@ import time
 
 import jwt
 
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
 PY = sys.executable
 # the token is masked in the child's output, so the child hands it over in a file

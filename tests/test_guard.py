@@ -9,8 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import agentsess
-from helpers import show, spawn, wait_for, write_config
+from helpers import agentsess, cli, show, spawn, wait_for, write_config
 
 PY = sys.executable
 
@@ -86,7 +85,7 @@ def test_pre_tool_use_golden_decisions(live_run):
     assert first["source"] == "claude-code" and first["session_id"] == "sess-1"
     assert receipts[1]["data"]["rule"] == 0
     assert show(run_id)["receipts"]  # the run's chain stays valid
-    assert agentsess("verify", run_id).returncode == 0
+    assert cli("verify", run_id).returncode == 0
 
 
 def test_post_tool_use_records_a_masked_capped_result(live_run):
@@ -189,7 +188,7 @@ def test_capture_shell_records_bash_commands(tmp_path):
     false = [e for e in execs if e["command"] == "false"][0]
     assert false["exit_code"] == 1 and false["source"] == "shell-capture"
     assert [e for e in execs if e["command"].startswith("ls")][0]["exit_code"] == 2
-    assert agentsess("verify", "last").returncode == 0
+    assert cli("verify", "last").returncode == 0
 
 
 def test_capture_shell_limits_nesting(tmp_path):

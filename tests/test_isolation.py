@@ -7,8 +7,7 @@ import sys
 
 import pexpect
 
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
 PY = sys.executable
 DUMP_ENV = "import os,json,sys; json.dump(dict(os.environ), open(sys.argv[1],'w'))"

@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import agentsess
-from helpers import show, spawn, wait_for
+from helpers import agentsess, show, spawn, wait_for
 
 from agentsess.core.guard import mcp
-from agentsess.core.guard import policy
+from agentsess.core.guard import actions
+from agentsess.digest import sha256_text
+from agentsess.encoding import canonical_text
 
 PY = sys.executable
 
@@ -453,7 +454,7 @@ def test_five_megabyte_messages(session):
     assert [r["type"] for r in receipts] == ["action.checked", "action.result"] * 2
     for r in receipts:
         text = r["data"].get("summary") or r["data"].get("result")
-        assert len(text) < policy.RESULT_CAP + 100 and "more characters]" in text
+        assert len(text) < actions.RESULT_CAP + 100 and "more characters]" in text
 
 
 def test_out_of_order_responses_match_their_calls(session):
@@ -546,10 +547,10 @@ def test_line_buffer_splits_any_chunking_into_the_same_lines(pieces, data):
 def test_bounded_summary_masks_and_stays_bounded_for_huge_values():
     secret = "ghp_" + "A" * 36
     value = {"content": [{"type": "text", "text": f"token {secret} " + "0123abcd" * 700_000}]}
-    text, digest = policy.summarise(value, policy.RESULT_CAP)
+    text, digest = actions.summarise(value, actions.RESULT_CAP)
     assert secret not in text and "[masked]" in text
-    assert len(text) < policy.RESULT_CAP + 100
-    assert digest == policy.token_digest(policy.canonical_json(value))
+    assert len(text) < actions.RESULT_CAP + 100
+    assert digest == sha256_text(canonical_text(value))
 
 
 @pytest.mark.parametrize("name", ["", "a:b", "has space"])

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from conftest import agentsess
-from helpers import pid_alive, runs_json, show, spawn, wait_for, write_config
+from helpers import agentsess, pid_alive, runs_json, show, spawn, wait_for, write_config
 
 PY = sys.executable
 

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from conftest import agentsess
-from helpers import running_run_id, show, spawn, wait_for
+from helpers import agentsess, running_run_id, show, spawn, wait_for
 
 PY = sys.executable
 

@@ -7,7 +7,7 @@ def mcp_proxy(
     ctx: typer.Context,
     name: str = typer.Option(None, "--name", help="the server's name in rules (mcp:SERVER:TOOL); default: CMD's basename"),
 ) -> None:
-    """Wrap a stdio MCP server: `agentsess mcp-proxy [--name SERVER] -- CMD [ARGS...]`.
+    """Usage: `agentsess mcp-proxy [--name SERVER] -- CMD [ARGS...]`.
 
     Use it as the command of an MCP server in the agent's config, inside `agentsess run`.
     Each tools/call is decided by the run's rules as tool mcp:SERVER:TOOL and recorded

@@ -12,13 +12,14 @@ with them still verify. Verification reads only ``jwks.json``, never the keychai
 binding where that offers the Ed25519 functions (see :func:`_ed25519`).
 """
 
-import binascii
 import os
 import sys
 import time
 
 from agentsess.edges import keychain, paths
+from agentsess.encoding import b64url_decode, b64url_encode
 from agentsess.errors import STATE, AgentsessError
+from agentsess.timefmt import rfc3339
 
 KID_LENGTH = 16
 
@@ -66,34 +67,12 @@ def is_invalid_signature(exc: BaseException) -> bool:
     return isinstance(exc, InvalidSignature)
 
 
-def b64url_encode(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii").rstrip("=").replace(
-        "+", "-"
-    ).replace("/", "_")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Decode unpadded base64url strictly (canonical form only); ValueError otherwise."""
-    if not isinstance(text, str) or not text.isascii() or len(text) % 4 == 1:
-        raise ValueError("not base64url")
-    std = text.replace("-", "+").replace("_", "/")
-    if "+" in text or "/" in text or "=" in text:
-        raise ValueError("not base64url")
-    try:
-        raw = binascii.a2b_base64(std + "=" * (-len(text) % 4), strict_mode=True)
-    except binascii.Error:
-        raise ValueError("not base64url") from None
-    if b64url_encode(raw) != text:
-        raise ValueError("not canonical base64url")
-    return raw
-
-
 def jwks_file() -> str:
-    return os.path.join(paths.keys_dir(), "jwks.json")
+    return paths.jwks_file()
 
 
 def _lock():
-    return keychain._Lock(os.path.join(paths.keys_dir(), "jwks.lock"))
+    return keychain._Lock(paths.jwks_lock())
 
 
 def _kid_for(public_raw: bytes) -> str:
@@ -144,7 +123,7 @@ def _generate(doc: dict):
     kid = _kid_for(public_raw)
     # Private half first: a public key without its private half would be a dead current key.
     keychain.set(keychain.SIGNING_KEY_PREFIX + kid, b64url_encode(private.private_bytes_raw()))
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    created = rfc3339(time.time())
     doc["keys"] = [k for k in doc["keys"] if k.get("kid") != kid]
     doc["keys"].append(_entry(kid, b64url_encode(public_raw), created))
     doc["current"] = kid

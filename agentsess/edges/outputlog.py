@@ -17,9 +17,8 @@ from agentsess.edges.streams import ReceiptError
 
 class OutputLog:
     def __init__(self, run_id: str):
-        folder = paths.run_dir(run_id)
-        self.path = os.path.join(folder, "output.log")
-        self.timing_path = os.path.join(folder, "timing.log")
+        self.path = paths.output_log(run_id)
+        self.timing_path = paths.timing_log(run_id)
         self._data = os.fdopen(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb", 0)
         self._timing = os.fdopen(
             paths.open_private(self.timing_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", 1 << 16
@@ -27,7 +26,7 @@ class OutputLog:
         self.sha = hashlib.sha256()
         self.size = 0
         self.start = time.monotonic()
-        self.size_hint = None
+        self.size_hint: tuple[int, int] | None = None
 
     def write(self, stream: int, data: bytes) -> None:
         try:

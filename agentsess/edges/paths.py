@@ -1,7 +1,22 @@
-"""Every path agentsess uses, from one place.
+"""Every path agentsess uses, from one place: no other module builds a file name.
 
 ``AGENTSESS_HOME`` overrides the data root, ``AGENTSESS_CONFIG`` the config file.
-Folders are created 0700 and files 0600.
+Folders are created 0700 and files 0600. The data root holds::
+
+    store.db                the run registry (SQLite)
+    runs/RUN/               one folder per run:
+        receipts.jsonl          its receipt stream
+        output.log, timing.log  its masked output and when it was written
+        claude-settings.json    Claude Code's hooks for the run
+        bin/agentsess-exec      Claude Code's shell prefix
+        shell.spool, capture.bash   shell capture (--capture-shell)
+    keys/jwks.json, keys/jwks.lock  public signing keys
+    secrets.json            the file keyring (when no OS keyring is used)
+    keychain.json, keychain-index.json, keychain.lock   the keyring's record, index and lock
+    homes/AGENT/            an agent's own HOME (--isolate-home)
+    config.cache            the last validated config
+    notices                 notices already shown
+    prune.log               one line per `agentsess prune`
 """
 
 import os
@@ -27,8 +42,25 @@ def config_file() -> str:
     return os.path.join(user_config_dir(APP), "config.toml")
 
 
+def starter_config() -> str:
+    """The commented starter config shipped in the package (`agentsess config init`)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "starter.toml")
+
+
 def store_file() -> str:
     return os.path.join(data_root(), "store.db")
+
+
+def config_cache() -> str:
+    return os.path.join(data_root(), "config.cache")
+
+
+def notices_file() -> str:
+    return os.path.join(data_root(), "notices")
+
+
+def prune_log() -> str:
+    return os.path.join(data_root(), "prune.log")
 
 
 def runs_dir() -> str:
@@ -47,12 +79,57 @@ def output_log(run_id: str) -> str:
     return os.path.join(run_dir(run_id), "output.log")
 
 
+def timing_log(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "timing.log")
+
+
+def claude_settings(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "claude-settings.json")
+
+
+def run_bin_dir(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "bin")
+
+
+def shell_prefix(run_id: str) -> str:
+    return os.path.join(run_bin_dir(run_id), "agentsess-exec")
+
+
+def shell_spool(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "shell.spool")
+
+
+def capture_script(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "capture.bash")
+
+
 def keys_dir() -> str:
     return os.path.join(data_root(), "keys")
 
 
+def jwks_file() -> str:
+    return os.path.join(keys_dir(), "jwks.json")
+
+
+def jwks_lock() -> str:
+    return os.path.join(keys_dir(), "jwks.lock")
+
+
 def secrets_file() -> str:
     return os.path.join(data_root(), "secrets.json")
+
+
+def keychain_record(root: str | None = None) -> str:
+    """Which keyring backend the data root ``root`` (default: this one) uses."""
+    return os.path.join(root or data_root(), "keychain.json")
+
+
+def keychain_index() -> str:
+    return os.path.join(data_root(), "keychain-index.json")
+
+
+def keychain_lock() -> str:
+    return os.path.join(data_root(), "keychain.lock")
 
 
 def agent_home(agent: str) -> str:

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from reliability_support import PY, ag, assert_no_traceback, checkpoint, stderr_lines, tree_digest
+from helpers import PY, ag, assert_no_traceback, stderr_lines
+from reliability_support import checkpoint, tree_digest
 
 ERROR = "agentsess: error:"
 DENIED = "agentsess: denied:"

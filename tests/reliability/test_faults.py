@@ -8,20 +8,8 @@ import uuid
 
 import pytest
 
-from reliability_support import (
-    PY,
-    ag,
-    assert_no_traceback,
-    checkpoint,
-    live_with_marker,
-    remount_read_only,
-    run_of_supervisor,
-    spawn,
-    stderr_lines,
-    tmpfs,
-    tree_digest,
-    wait_for,
-)
+from helpers import PY, ag, assert_no_traceback, live_with_marker, run_of_supervisor, spawn, stderr_lines, wait_for
+from reliability_support import checkpoint, remount_read_only, tmpfs, tree_digest
 
 # writes until stopped: neither a closed pipe, a hang-up nor TERM ends it, only agentsess's KILL
 WRITER = """

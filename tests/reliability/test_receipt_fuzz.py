@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reliability_support import ag
+from helpers import ag
 
 CONFIG = """
 [profiles.p]

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from reliability_support import PY, ag, live_in_group, live_with_marker, run_of_supervisor, spawn, wait_for
+from helpers import PY, ag, live_in_group, live_with_marker, run_of_supervisor, spawn, wait_for
 
 WRITER = "import sys\nwhile True:\n    sys.stdout.write('x' * 512 + '\\n')\n    sys.stdout.flush()\n"
 

@@ -13,7 +13,7 @@ def verify_token(token: str, scopes=(), now: float | None = None) -> Verdict:
     """
     from agentsess.core.credentials import tokens
     from agentsess.core.runs.abandonment import reap_abandoned
-    from agentsess.core.runs.plan import revoked_in
+    from agentsess.core.runs.revocation import revoked_in
     from agentsess.edges.store import Store
 
     with Store() as store:

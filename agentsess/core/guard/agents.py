@@ -23,7 +23,6 @@ import sys
 from agentsess.edges import paths
 
 CLAUDE_EVENTS = ("PreToolUse", "PostToolUse", "SessionStart", "SessionEnd")
-SPOOL = "shell.spool"
 MAX_DEPTH = 4
 MAX_COMMANDS = 10000
 
@@ -47,16 +46,15 @@ def wants_claude_code(argv: list[str], integration: str | None) -> bool:
 
 def setup_claude_code(run_id: str, argv: list[str]) -> tuple[list[str], dict, dict]:
     """(argv with --settings, extra environment, facts for the receipt)."""
-    folder = paths.run_dir(run_id)
     hook = f"{agentsess_command()} hook claude-code --run {run_id}"
     entry = [{"type": "command", "command": hook, "timeout": 60}]
     hooks = {}
     for event in CLAUDE_EVENTS:
         hooks[event] = [{"matcher": "*", "hooks": entry}] if event.endswith("ToolUse") else [{"hooks": entry}]
-    settings = os.path.join(folder, "claude-settings.json")
+    settings = paths.claude_settings(run_id)
     paths.write_private(settings, json.dumps({"hooks": hooks}, indent=2).encode())
-    bindir = paths.ensure_dir(os.path.join(folder, "bin"))
-    prefix = os.path.join(bindir, "agentsess-exec")
+    paths.ensure_dir(paths.run_bin_dir(run_id))
+    prefix = paths.shell_prefix(run_id)
     script = (
         "#!/bin/sh\n"
         "# agentsess: records each shell command of this Claude Code run, then runs it unchanged\n"
@@ -70,10 +68,9 @@ def setup_claude_code(run_id: str, argv: list[str]) -> tuple[list[str], dict, di
 
 def setup_shell_capture(run_id: str) -> tuple[dict, str]:
     """(environment for the child, the spool path) for --capture-shell."""
-    folder = paths.run_dir(run_id)
-    spool = os.path.join(folder, SPOOL)
+    spool = paths.shell_spool(run_id)
     os.close(paths.open_private(spool, os.O_WRONLY | os.O_CREAT))
-    script = os.path.join(folder, "capture.bash")
+    script = paths.capture_script(run_id)
     body = f"""# agentsess shell capture for run {run_id} (best effort; see `agentsess run --help`)
 if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; then
   __agentsess_capturing=$$
@@ -145,7 +142,7 @@ class SpoolReader:
             return []
         self.offset += end + 1
         out = []
-        from agentsess.core.guard.policy import exec_receipt
+        from agentsess.core.guard.actions import exec_receipt
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)

@@ -5,8 +5,9 @@ the decision as a receipt before answering.
 
 import os
 
+from agentsess.core.guard import actions, policy
 from agentsess.core.receipts import recording
-from agentsess.core.guard import policy
+from agentsess.digest import sha256_text
 from agentsess.errors import USAGE, AgentsessError
 
 
@@ -19,7 +20,7 @@ def find_run(store, env: dict, run_id: str | None = None) -> dict:
         if row is None:
             raise AgentsessError(f"no run {run_id} in this store", USAGE)
     elif token:
-        found = store.find_by_token(policy.token_digest(token))
+        found = store.find_by_token(sha256_text(token))
         if found is None:
             raise AgentsessError("AGENTSESS_TOKEN is not a token this agentsess minted for any run", USAGE)
         row = store.get_run(found)
@@ -32,7 +33,7 @@ def find_run(store, env: dict, run_id: str | None = None) -> dict:
             "not inside a run: no AGENTSESS_TOKEN or AGENTSESS_RUN_ID; start one with `agentsess run -- CMD`",
             USAGE,
         )
-    if token and row.get("token_sha256") and row["token_sha256"] != policy.token_digest(token) and not run_id:
+    if token and row.get("token_sha256") and row["token_sha256"] != sha256_text(token) and not run_id:
         raise AgentsessError("AGENTSESS_TOKEN does not belong to the run in AGENTSESS_RUN_ID", USAGE)
     return row
 
@@ -57,11 +58,8 @@ def check(store, env: dict, scope: str, tool: str | None = None, command=None) -
     scope = parse_scope(scope)
     row = _refresh_liveness(store, find_run(store, env))
     decision = policy.decide(row, tool or "check", command, scope=scope)
-    recording.record_action(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
+    recording.record_action(store, row["id"], "action.checked", actions.checked_receipt(decision, tool or "check", command, "check"))
     return row, decision
-
-
-CLAUDE_EVENTS = ("PreToolUse", "PostToolUse", "SessionStart", "SessionEnd", "UserPromptSubmit", "Stop", "SubagentStop", "Notification")
 
 
 def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
@@ -83,7 +81,7 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
             store,
             row["id"],
             "action.checked",
-            policy.checked_receipt(decision, tool, args, "claude-code", {"session_id": session, "tool_use_id": event.get("tool_use_id")}),
+            actions.checked_receipt(decision, tool, args, "claude-code", {"session_id": session, "tool_use_id": event.get("tool_use_id")}),
         )
         return {
             "hookSpecificOutput": {
@@ -95,13 +93,13 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
     if name == "PostToolUse":
         tool = event.get("tool_name") or "?"
         result = event.get("tool_response")
-        summary, digest = policy.summarise(result, policy.RESULT_CAP)
+        summary, digest = actions.summarise(result, actions.RESULT_CAP)
         recording.record_action(
             store,
             row["id"],
             "action.result",
             {"tool": tool, "source": "claude-code", "session_id": session, "tool_use_id": event.get("tool_use_id"),
-             "result": summary, "result_sha256": digest, "args_sha256": policy.summarise(event.get("tool_input"))[1]},
+             "result": summary, "result_sha256": digest, "args_sha256": actions.summarise(event.get("tool_input"))[1]},
         )
         return None
     if name in ("SessionStart", "SessionEnd"):
@@ -118,5 +116,33 @@ def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
 def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
     """An ``action.exec`` receipt for a shell command the agent ran."""
     row = find_run(store, env)
-    data = policy.exec_receipt(command, cwd, exit_code, duration, source, os.getpid())
+    data = actions.exec_receipt(command, cwd, exit_code, duration, source, os.getpid())
     recording.record_action(store, row["id"], "action.exec", data)
+
+
+# -- one call each, for the CLI: the store is opened here, not in the command line ------------
+
+
+def check_scope(env: dict, scope: str, tool: str | None = None, command=None) -> tuple[str, "policy.Decision"]:
+    """:func:`check` with its own store connection: (the run's id, the decision)."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        row, decision = check(store, env, scope, tool, command)
+    return row["id"], decision
+
+
+def answer_hook(run_id: str, event) -> dict | None:
+    """:func:`claude_code_hook` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        return claude_code_hook(store, run_id, event)
+
+
+def record_command(env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
+    """:func:`record_exec` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        record_exec(store, env, command, cwd, exit_code, duration, source)

@@ -24,8 +24,9 @@ a lock; each thread opens its own store connection.
 import json
 import os
 
+from agentsess.core.guard import actions, policy
 from agentsess.core.receipts import recording
-from agentsess.core.guard import policy
+from agentsess.encoding import canonical_text
 from agentsess.errors import RUN_NOT_EXECUTABLE, RUN_NOT_FOUND, USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
@@ -61,7 +62,7 @@ def _key(rid):
         return ("n", rid)
     if isinstance(rid, str):
         return ("s", rid)
-    return ("j", policy.canonical_json(rid))
+    return ("j", canonical_text(rid))
 
 
 def _is_call(msg) -> bool:
@@ -213,10 +214,10 @@ class Relay:
                     decision.scope,
                 )
             elif decision.decision != "allow":
-                decision.decision = "deny"
-            data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
+                decision = decision.replace(decision="deny")
+            data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
             if args is not None:
-                data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
+                data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
             recording.record_action(self.client_store, self.run_id, "action.checked", data)
         except Exception as exc:  # fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
@@ -303,7 +304,7 @@ class Relay:
         else:
             payload = response.get("result")
             is_error = isinstance(payload, dict) and payload.get("isError") is True
-        summary, digest = policy.summarise(payload, policy.RESULT_CAP)
+        summary, digest = actions.summarise(payload, actions.RESULT_CAP)
         data = {
             "tool": entry.tool,
             "source": SOURCE,

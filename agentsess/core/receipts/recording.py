@@ -2,6 +2,7 @@
 
 from agentsess.edges import streams
 from agentsess.edges.streams import SEAL, canonical
+from agentsess.encoding import b64url_encode
 
 
 def record(store, run_id: str, rtype: str, data) -> dict | None:
@@ -38,12 +39,6 @@ def seal_payload(run_id: str, count: int, head: str, output_bytes, output_sha256
     )
 
 
-def b64url(data: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def seal(store, run_id: str) -> dict | None:
     """Append the final, signed receipt over the chain so far and the output log's digest.
 
@@ -66,7 +61,7 @@ def seal(store, run_id: str) -> dict | None:
             "output_bytes": out_bytes,
             "output_sha256": out_sha,
             "kid": kid,
-            "sig": b64url(sig),
+            "sig": b64url_encode(sig),
         }
 
     return record(store, run_id, SEAL, sealed)

@@ -11,8 +11,7 @@ first one; ``sealed`` means the stream ends in a valid seal.
 import json
 import os
 
-from agentsess.edges import paths
-from agentsess.edges import streams
+from agentsess.edges import paths, streams
 
 
 class Integrity:

@@ -9,16 +9,15 @@ import os
 import signal
 import time
 
-from agentsess.core.receipts import recording
 from agentsess import ids
+from agentsess.core.receipts import recording
 from agentsess.core.runs.plan import Plan, Refused, Request, make_plan
-from agentsess.core.guard.policy import token_digest
-from agentsess.timefmt import rfc3339
-from agentsess.edges import host, paths
-from agentsess.edges import streams
-from agentsess.edges.streams import ReceiptError
+from agentsess.digest import sha256_text
+from agentsess.edges import host, paths, streams
 from agentsess.edges.store import Store
+from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, RUN_STOPPED, AgentsessError
+from agentsess.timefmt import rfc3339
 
 __all__ = ["Request", "start_run"]
 
@@ -40,7 +39,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
         {
             "id": run_id,
             "parent_id": plan.parent["id"] if plan.parent else None,
-            "name": getattr(plan, "name", None) or os.path.basename(request.argv[0]),
+            "name": plan.name,
             "status": "denied",
             "command": request.argv,
             "cwd": request.cwd,
@@ -49,8 +48,8 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
             "started_at": now,
             "ended_at": now,
             "profile": plan.profile.name,
-            "agent": getattr(plan, "agent", None),
-            "scopes": getattr(plan, "scopes", None),
+            "agent": plan.agent,
+            "scopes": plan.scopes,
             "chain": plan.chain,
             "depth": plan.depth,
             "error": refusal.message,
@@ -64,7 +63,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
         {
             "argv": request.argv,
             "profile": plan.profile.name,
-            "requested_scopes": getattr(plan, "scopes", None),
+            "requested_scopes": plan.scopes,
             "ceiling": plan.profile.scopes,
             "parent": plan.parent["id"] if plan.parent else None,
             "reason": refusal.message,
@@ -140,7 +139,7 @@ def _human_files_notice(files: list[str]) -> None:
         return
     import hashlib
 
-    marker = os.path.join(paths.data_root(), "notices")
+    marker = paths.notices_file()
     digest = hashlib.sha256("\0".join(files).encode()).hexdigest()[:16]
     try:
         with open(marker) as fh:
@@ -294,7 +293,6 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         ttl=max(1, int(plan.expires_at) - int(plan.issued_at)),
         now=plan.issued_at,
     )
-    plan.expires_at = float(claims["exp"])
     env, env_facts = _child_env(request, plan, run_id, token, injected)
     # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
     broker = None
@@ -317,7 +315,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "supervisor_pid": os.getpid(), "supervisor_started": host.process_start(os.getpid()),
             "started_at": plan.issued_at, "profile": profile.name, "agent": plan.agent, "obo": obo,
             "scopes": plan.scopes, "chain": plan.chain, "depth": plan.depth, "jti": claims["jti"],
-            "token_sha256": token_digest(token), "kid": kid, "issued_at": float(claims["iat"]),
+            "token_sha256": sha256_text(token), "kid": kid, "issued_at": float(claims["iat"]),
             "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
         }
     )
