@@ -13,8 +13,7 @@ import sys
 import pytest
 
 from broker_standins import REAL, Upstream
-from conftest import agentsess
-from helpers import running_run_id, show, spawn, write_config
+from helpers import agentsess, running_run_id, show, spawn, write_config
 
 PY = sys.executable
 

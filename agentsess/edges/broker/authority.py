@@ -106,8 +106,10 @@ class RunAuthority:
         ``folder`` must be one the child can read (a contained run binds it in); by default
         a fresh private folder under the system's temporary directory.
         """
+        from agentsess.edges import paths
+
         folder = tempfile.mkdtemp(prefix=f"agentsess-{self.run_id}-", dir=folder)
-        path = os.path.join(folder, "ca-bundle.pem")
+        path = paths.ca_bundle(folder)
         parts = []
         for source in [system_ca_file(), *extra_files]:
             if not source:

@@ -668,7 +668,7 @@ class Broker:
                 raise _Cut(self.dead)
             data = back.feed(view[:n])
             if data:
-                for piece in client.conn.send_with_data_passthrough(h11.Data(data=data)):  # type: ignore[union-attr]
+                for piece in client.conn.send_with_data_passthrough(h11.Data(data=data)):
                     client.sock.sendall(piece)
             left -= n
         rest = back.flush()
