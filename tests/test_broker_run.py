@@ -424,3 +424,19 @@ def test_unreadable_ca_file_refuses_the_run_in_one_line(upstream, tmp_path):
     err = proc.stderr.decode().strip().splitlines()[-1]
     assert err.startswith("agentsess: error: service api: cannot load ca_file") and "missing.pem" in err
     assert b"ran" not in proc.stdout
+
+
+def test_services_in_pty_mode(upstream):
+    import pexpect
+
+    api_config(upstream)
+    child = pexpect.spawn(PY, ["-m", "agentsess", "run", "-p", "t", "--", "sh", "-c",
+                               'curl -sS -H "x-api-key: $API_KEY" "$API_URL/tty"; echo; tty'],
+                          env=dict(os.environ), timeout=30)
+    child.expect(pexpect.EOF)
+    out = child.before.decode()
+    child.close()
+    assert child.exitstatus == 0, out
+    assert '"path": "/tty"' in out and "/dev/pts/" in out
+    assert upstream.seen[-1]["headers"]["x-api-key"] == REAL
+    assert show()["mode"] == "pty"
