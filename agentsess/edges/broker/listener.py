@@ -6,6 +6,9 @@ lengths, keep-alive, CONNECT — is parsed by it, never by hand, on both the chi
 the upstream's. Being sans-I/O it needs no event loop: the broker runs as plain threads
 beside the supervisor's own ``select`` loop, which it never touches, and a body streams
 through one read at a time (SSE and chunked responses reach the child as they arrive).
+aiohttp would need an asyncio loop inside the supervisor; httpcore (upstream side only)
+hides the sockets a revocation must cut and the bytes the reflection guard must see. TLS is
+the standard library's ``ssl``, verified against the system CAs plus any ``ca_file``.
 
 Three kinds of request arrive:
 
@@ -17,7 +20,8 @@ Three kinds of request arrive:
   upstream with verification); other allowed hosts are tunnelled untouched;
 - anything else: 404.
 
-Every request, allowed or refused, is one ``net.request`` receipt, written by a recorder
+On the way back, a real secret the upstream echoes is blanked (same length) before the
+child sees it. Every request, allowed or refused, is one ``net.request`` receipt, written by a recorder
 thread so the request path never waits on the disk. Each request first asks whether the
 run is still live; a watcher thread asks every ``POLL`` seconds too and, the moment the run
 is revoked, expired or finished, cuts every open connection, streams included.
