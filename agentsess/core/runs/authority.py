@@ -43,12 +43,12 @@ def ancestry(pid: int):
 class Nested:
     """A run started inside this one, supervised by a process of this run (``pid``)."""
 
-    def __init__(self, pid: int, run_id: str, plan, watch):
+    def __init__(self, pid: int, run_id: str, plan, watch, broker=None):
         self.pid = pid
         self.run_id = run_id
         self.plan = plan
         self.watch = watch
-        self.stop_requested = False
+        self.broker = broker  # lives here, with the authority, not in the nested supervisor
 
 
 class Authority:
@@ -261,7 +261,8 @@ def _run(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     plan, launch = launch_nested(store, request, Caller(pid, socket, auth.containment))
     notes: list[str] = []
     with auth.lock:
-        auth.nested[pid] = Nested(pid, launch.run_id, plan, Watch(store, launch.run_id, plan, notes.append))
+        auth.nested[pid] = Nested(pid, launch.run_id, plan, Watch(store, launch.run_id, plan, notes.append),
+                                  launch.broker)
     fds = list(outputlog.open_files(launch.run_id))
     profile = plan.profile
     return {
@@ -332,6 +333,8 @@ class _LogSummary:
 def _finish_nested(store, run: Nested, message: dict) -> tuple[int, list[str]]:
     from agentsess.core.runs.supervise import finish
 
+    if run.broker is not None:
+        run.broker.stop()
     notes: list[str] = []
     run.watch.store, run.watch.say = store, notes.append
     run.watch.stopped = run.watch.stopped or bool(message.get("stopped"))

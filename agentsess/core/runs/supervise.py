@@ -179,6 +179,8 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         if watch.stopped or profile.on_exit == "stop":
             watch.leftovers = kill_descendants()
         log.close()
+        if launch.broker is not None:
+            launch.broker.stop()  # issue 13: refuse from now on; its receipts land before run.exited
     try:
         watch.ingest_spool()
     except ReceiptError:
