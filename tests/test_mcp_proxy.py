@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import queue
+import subprocess
 import sys
 import threading
 
@@ -19,8 +20,8 @@ from inrun import InRun
 
 from agentsess.core.guard import actions, mcp
 from agentsess.digest import sha256_text
-from agentsess.encoding import canonical_text
 from agentsess.edges import mcp_relay
+from agentsess.encoding import canonical_text
 
 PY = sys.executable
 
@@ -575,8 +576,9 @@ def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):
     """The real MCP SDK server behind the proxy, a raw client in front sending the attacks."""
     server = tmp_path / "demo_server.py"
     server.write_text(SDK_SERVER)
-    errors = open(tmp_path / "proxy.stderr", "wb")
-    proc = live_run.spawn([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", PY, str(server)], stderr=errors)
+    # the proxy runs inside the run, as the agent would start it
+    devnull = open(os.devnull, "wb")
+    proc = live_run.spawn([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", PY, str(server)], stderr=devnull)
 
     def send(raw: bytes):
         proc.stdin.write(raw)
@@ -604,7 +606,6 @@ def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):
     assert reply["id"] == 4 and reply["result"]["content"][0]["text"] == "42"
     proc.stdin.close()
     assert proc.wait(60) == 0
-    errors.close()
     assert not os.path.exists(str(server) + ".deleted"), "a smuggled call reached the server"
     refused = [r for r in _mcp_receipts(live_run["AGENTSESS_RUN_ID"]) if r["data"].get("refused")]
     assert len(refused) == 3

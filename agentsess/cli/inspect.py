@@ -163,6 +163,7 @@ def _show(data: dict, integrity) -> None:
         rows.append(("revoked", render.text(f"{render.short_time(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})")))
     if data.get("error"):
         rows.append(("error", render.text(data["error"])))
+    rows.extend((label, render.text(text)) for label, text in _secret_rows(data["receipts"]))
     for label, value in rows:
         head.add_row(label, value)
     out.print(head)
@@ -201,6 +202,21 @@ def _show(data: dict, integrity) -> None:
         out.print(render.text(data["output_tail"].rstrip("\n")))
 
 
+def _secret_rows(receipts: list) -> list[tuple[str, str]]:
+    """How the run held its secrets: brokered services (placeholders) and raw injection."""
+    rows = []
+    for rec in receipts:
+        d = rec.get("data") or {}
+        if rec.get("type") == "run.started" and isinstance(d.get("env"), dict) and d["env"].get("broker"):
+            broker = d["env"]["broker"]
+            names = [s["name"] for s in broker.get("services") or []]
+            proxy = "; proxy mode" if broker.get("proxy") else ""
+            rows.append(("services", f"{', '.join(names) or '(none)'} through the broker, as placeholders{proxy}"))
+        if rec.get("type") == "secret.injected" and d.get("mode", "raw") == "raw":
+            rows.append(("raw secrets", f"{' '.join(d.get('vars') or [])}: real values in the agent's environment"))
+    return rows
+
+
 def _detail(rec: dict) -> str:
     d = rec.get("data") or {}
     t = rec.get("type")
@@ -221,4 +237,10 @@ def _detail(rec: dict) -> str:
         return f"{d.get('count')} receipts signed by key {d.get('kid')}"
     if t == "run.denied":
         return d.get("reason", "")
+    if t == "net.request":
+        where = f"{d.get('host')}:{d.get('port')}{d.get('path') or ''}"
+        extra = f" ({d.get('reason') or d.get('error')})" if d.get("reason") or d.get("error") else ""
+        return f"{d.get('method')} {where} -> {d.get('status')} {d.get('decision')}{extra}"
+    if t == "secret.injected":
+        return f"{' '.join(d.get('vars') or [])} injected {d.get('mode', 'raw')}"
     return ", ".join(f"{k}={v}" for k, v in list(d.items())[:4])

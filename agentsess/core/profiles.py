@@ -2,9 +2,9 @@
 
 Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`; the
 schema is described once, in the comments of ``agentsess/data/starter.toml``. Precedence is
-key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env`` and
-``rules`` are each one key, so a profile that sets them replaces the defaults'. Durations
-are held as seconds.
+key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env``,
+``rules``, ``services`` and ``network`` are each one key, so a profile that sets them
+replaces the defaults'. Durations are held as seconds.
 
 Every problem is an ``AgentsessError(USAGE)`` with a one-line message naming the file, the key
 path and what was expected: ``config.toml: profiles.claude.ttl: expected a duration like 90s,
@@ -54,6 +54,8 @@ BUILTIN: dict[str, Any] = {
     "default_decision": "allow",
     "env": {},
     "rules": [],
+    "services": {},
+    "network": {},
 }
 PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
@@ -133,6 +135,8 @@ class Profile:
     keep_env: bool
     env_mode: str
     env_notice: bool
+    services: dict[str, Any]
+    network: dict[str, Any]
     isolate_home: bool
     home_files: list[str]
     mask_terminal: bool
@@ -423,6 +427,13 @@ def _check_value(path: str, kp: str, key: str, value):
         return items
     if key == "env":
         return _check_env(path, kp, value)
+    if key in ("services", "network"):
+        from agentsess.core.credentials import services
+
+        try:
+            return services.check_services(value) if key == "services" else services.check_network(value)
+        except services.SpecError as e:
+            raise config_error(path, kp + e.where, e.message) from None
     if key == "rules":
         items = _list(path, kp, value, "a list of rules ([[...rules]] tables)")
         return [_check_rule(path, f"{kp}[{i}]", rule, i) for i, rule in enumerate(items)]

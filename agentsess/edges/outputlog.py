@@ -42,7 +42,7 @@ class OutputLog:
         self.size = 0
         self.start = time.monotonic()
         self.size_hint: tuple[int, int] | None = None
-        self._queue: Any = None  # the writer thread's, once output comes in big chunks
+        self._queue: Any = None  # the writer thread's queue.Queue, once output comes in big chunks
         self._thread: Any = None
         self._failed: OSError | None = None
 

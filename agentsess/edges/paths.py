@@ -103,6 +103,11 @@ def capture_script(run_id: str) -> str:
     return os.path.join(run_dir(run_id), "capture.bash")
 
 
+def ca_bundle(folder: str) -> str:
+    """The CA bundle a proxy-mode run's child trusts, in a folder the child can read."""
+    return os.path.join(folder, "ca-bundle.pem")
+
+
 def keys_dir() -> str:
     return os.path.join(data_root(), "keys")
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
-PTY_BURST = 1 << 16  # from a pty: what is there now, up to 64 KiB (fewer wake-ups; a pty read gives <= 4 KiB)
+PTY_BURST = 1 << 13  # from a pty: small, so the child's pty drains while we write to ours
 FLUSH_AFTER = 0.03  # after this idle time, held bytes that cannot start a secret are let out
 DRAIN_IDLE = 0.2  # after the child is reaped, stop reading output after this long idle
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -121,21 +121,6 @@ def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
         parts.append(part)
         size += len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _keep_heap() -> None:
-    """Keep freed buffers in the heap for reuse: without this, glibc maps every MB-sized read
-    afresh and returns it at once, and the page faults cost as much system time as the copies
-    themselves (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: blocks up to 64 MiB come from the heap
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: do not give the heap back at once
-        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD: grow it in 16 MiB steps
-    except (OSError, AttributeError):
-        pass
 
 
 @contextlib.contextmanager
@@ -244,6 +229,21 @@ def kill_descendants(rounds: int = 50) -> int:
             if pid == 0:
                 time.sleep(0.005)
     return killed
+
+
+def _keep_heap() -> None:
+    """Keep freed buffers in the heap for reuse: without this, glibc maps every MB-sized read
+    afresh and returns it at once, and the page faults cost as much system time as the copies
+    themselves (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: blocks up to 64 MiB come from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: do not give the heap back at once
+        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD: grow it in 16 MiB steps
+    except (OSError, AttributeError):
+        pass
 
 
 class Supervisor:

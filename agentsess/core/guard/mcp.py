@@ -28,9 +28,9 @@ Client to server, it fails closed:
 Server to client, lines are relayed unchanged (a batch response that the proxy adds errors
 to is re-encoded); the response to an allowed call is recorded as an ``action.result``.
 
-The run's supervisor decides and records, over the run's control socket (``ask``): the
-proxy holds no store. Its row is re-read for every call, so a revocation or an expiry bites
-on the next call. Anything the proxy cannot have checked and recorded is denied.
+The proxy runs inside the run: it asks the run's supervisor (over the control socket) to
+decide and record each call, so a revocation or an expiry bites on the next call. Anything
+the proxy cannot have checked and recorded is denied.
 """
 
 import json
@@ -111,34 +111,41 @@ def parse_message(line: bytes):
     return value, encoded
 
 
-def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
-    """The supervisor's side of one ``tools/call``: the decision (``ask`` becomes deny: the
-    proxy has nobody to ask) and the ``action.checked`` receipt's data. Pure."""
-    name = name if isinstance(name, str) else "?"
-    tool = f"mcp:{server}:{name}"
+def call_decision(row: dict, tool: str, args) -> "policy.Decision":
+    """The proxy's decision for ``tool`` (``mcp:SERVER:NAME``): the policy's, with ``ask``
+    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure."""
     decision = policy.decide(row, tool, args)
     if decision.decision == "ask":
-        decision = policy.Decision(
+        return policy.Decision(
             "deny",
             f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
             decision.rule,
             decision.scope,
         )
-    elif decision.decision != "allow":
+    if decision.decision != "allow":
         decision = decision.replace(decision="deny")
+    return decision
+
+
+def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
+    """The supervisor's side of one ``tools/call``: the decision and the ``action.checked``
+    receipt's data."""
+    name = name if isinstance(name, str) else "?"
+    tool = f"mcp:{server}:{name}"
+    decision = call_decision(row, tool, args)
     data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
     if args is not None:
         data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
     return decision, data
 
 
-def refused_receipt(server: str, reason: str, line_sha256, line_bytes) -> dict:
-    """The ``action.checked`` data for a client line refused unparsed (its digest and size,
-    never its text). Pure."""
+def refused_line(server: str, reason: str, line_sha256: str, line_bytes: int) -> dict:
+    """The ``action.checked`` data of a client line the proxy would not relay."""
     decision = policy.Decision("deny", f"agentsess refused a message it cannot parse safely: {reason}")
     return actions.checked_receipt(
         decision, f"mcp:{server}:?", None, SOURCE,
-        {"server": server, "request_id": None, "refused": reason, "line_sha256": line_sha256, "line_bytes": line_bytes},
+        {"server": server, "request_id": None, "refused": reason, "line_sha256": line_sha256,
+         "line_bytes": line_bytes},
     )
 
 
@@ -187,12 +194,12 @@ class Pending:
 class Session:
     """The decisions of one proxy session; ``io`` (a :class:`mcp_relay.LineRelay`) carries
     the bytes. ``client_line`` runs in the client thread, ``server_line`` and ``finish`` in
-    the caller's."""
+    the caller's; each thread uses its own store connection."""
 
     def __init__(self, server: str, run_id: str, ask):
         self.server = server
         self.run_id = run_id
-        self.ask = ask  # ask(op, **fields): the run's supervisor, over its control socket
+        self.ask = ask  # ask(op, **fields): the run's supervisor decides and records
         self.io: Any = None  # the edge's LineRelay, set before the session starts
         self.lock = threading.Lock()
         self.pending: dict = {}  # allowed calls waiting for their response, by id
@@ -210,24 +217,27 @@ class Session:
         args = params.get("arguments")
         tool = f"mcp:{self.server}:{name}"
         rid = msg.get("id")
-        try:  # the run's supervisor decides and records (decide_call)
+        try:
             answer = self.ask("mcp_call", server=self.server, name=name, arguments=args, request_id=rid)
-            allowed, reason, args_sha256 = bool(answer["allowed"]), str(answer["reason"]), answer.get("args_sha256")
+            decision = policy.Decision("allow" if answer["allowed"] else "deny", str(answer["reason"]))
+            data = {"args_sha256": answer.get("args_sha256")}
         except Exception as exc:  # noqa: BLE001 - fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
-            allowed, reason, args_sha256 = False, f"agentsess could not check and record the call ({text})", None
-        if allowed:
+            decision = policy.Decision("deny", f"agentsess could not check and record the call ({text})")
+            data = {}
+        if decision.allowed:
             if "id" in msg:
                 with self.lock:
-                    self.pending[_key(rid)] = Pending(tool, rid, args_sha256)
+                    self.pending[_key(rid)] = Pending(tool, rid, data.get("args_sha256"))
             return None
-        return _error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {reason}")
+        return _error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {decision.reason}")
 
     def refuse(self, line: bytes, exc: Unparseable) -> None:
         """Answer and record a line that is not relayed because it cannot be parsed safely."""
         reason = f"agentsess refused a message it cannot parse safely: {exc.reason}"
         try:
-            self.ask("mcp_refused", server=self.server, reason=exc.reason, line_sha256=sha256_hex(line), line_bytes=len(line))
+            self.ask("mcp_refused", server=self.server, reason=exc.reason, line_sha256=sha256_hex(line),
+                     line_bytes=len(line))
         except Exception as err:  # noqa: BLE001 - still refused; say that it went unrecorded
             text = err.message if isinstance(err, AgentsessError) else f"{type(err).__name__}: {err}"
             try:
@@ -366,8 +376,8 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
           ask=None) -> int:
     """Run the MCP server ``command`` behind the policy of the current run; its exit code.
 
-    Refuses (``AgentsessError(USAGE)``), before starting anything, outside a run: no way to
-    reach the run's supervisor, or a supervisor that does not know the caller.
+    ``ask(op, **fields)`` reaches the run's supervisor. Refuses (``AgentsessError(USAGE)``),
+    before starting anything, outside a run.
     """
     if not command:
         raise AgentsessError(f"mcp-proxy: no server command given; {USAGE_LINE}", USAGE)
@@ -375,6 +385,8 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
     env = os.environ if env is None else env
     if ask is None:
         raise AgentsessError("mcp-proxy: no way to reach the run's supervisor", USAGE)
+    from agentsess.edges import mcp_relay
+
     try:
         row = ask("whoami")["run"]
     except AgentsessError as exc:
@@ -383,8 +395,6 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
             f"and let it start this proxy ({exc.message})",
             USAGE,
         ) from None
-    from agentsess.edges import mcp_relay
-
     proc = mcp_relay.start_server(command, None if env is os.environ else dict(env))
     session = Session(server, row["id"], ask)
     relay = mcp_relay.LineRelay(proc, session, client_in, client_out)

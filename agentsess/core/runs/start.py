@@ -279,9 +279,10 @@ def start_run(request: Request) -> int:
 class Launch:
     """What a started run hands to its supervisor."""
 
-    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "containment", "notices")
+    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "containment", "notices", "broker")
 
-    def __init__(self, run_id, argv, env, use_pty, spool, masked, containment, notices):
+    def __init__(self, run_id, argv, env, use_pty, spool, masked, containment, notices, broker=None):
+        self.broker = broker  # the run's credential broker (issue 13), stopped when the run ends
         self.run_id = run_id
         self.argv = argv
         self.env = env
@@ -320,6 +321,17 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     supervisor = caller.pid if caller is not None else os.getpid()
     notices: list[str] = []
     env, env_facts = _child_env(request, plan, run_id, token, injected, contained)
+    # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
+    broker = None
+    if profile.services or (profile.network or {}).get("proxy"):  # else nothing is imported
+        from agentsess.core.credentials.brokering import open_broker
+
+        broker = open_broker(run_id, profile, plan.expires_at, env)
+    if broker is not None:
+        env.update(broker.env)
+        env_facts["broker"] = broker.facts
+        secrets["values"].update(broker.masked)
+    # --- end of the broker block (stopped when the run ends: supervise, or a nested run's authority) ---
     parent_id = plan.parent["id"] if plan.parent else None
     if caller is None:
         # from here on `revoke` may signal this process: the supervisor's handler takes over later
@@ -368,7 +380,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     if secrets["vars"]:
         recording.record(
             store, run_id, "secret.injected",
-            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values()))},
+            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values())), "mode": "raw"},
         )
     if parent_id is not None and store.get_run(parent_id) is not None:
         try:
@@ -391,13 +403,24 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     # variables let through despite a scrub rule are masked like injected secrets
     for name, value in environment.passed_secrets(env, env_facts["passed"]).items():
         masked.setdefault(name, value.encode("utf-8", "surrogateescape"))
-    return Launch(run_id, argv, env, use_pty, spool, masked, contained, notices)
+    return Launch(run_id, argv, env, use_pty, spool, masked, contained, notices, broker)
 
 
 def agents_wanted(request: Request, plan: Plan) -> bool:
     from agentsess.core.guard import agents
 
     return agents.wants_claude_code(request.argv, request.integration or plan.profile.integration)
+
+
+def _secret_names(policy: dict) -> set[str]:
+    """The names of the secrets a profile (as its snapshot) gives a run: raw and brokered."""
+    names = {spec["secret"] for spec in (policy.get("env") or {}).values() if isinstance(spec, dict) and "secret" in spec}
+    services = policy.get("services") or {}
+    if services:
+        from agentsess.core.credentials import services as service_specs
+
+        names |= {spec.secret for spec in service_specs.resolve_services(services)}
+    return names
 
 
 def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan, Launch]:
@@ -411,10 +434,7 @@ def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan,
         run_id = _record_denied(store, request, refusal)
         raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
     assert plan.parent is not None
-    parent_env = (plan.parent.get("policy") or {}).get("env") or {}
-    held = {spec["secret"] for spec in parent_env.values() if isinstance(spec, dict) and "secret" in spec}
-    wanted = {spec["secret"] for spec in (plan.profile.env or {}).values() if isinstance(spec, dict)}
-    beyond = sorted(wanted - held)
+    beyond = sorted(_secret_names(plan.profile.to_dict()) - _secret_names(plan.parent.get("policy") or {}))
     if beyond:
         raise AgentsessError(
             f"profile {plan.profile.name} injects secret {', '.join(beyond)}, which the parent run does not "

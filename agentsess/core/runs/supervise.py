@@ -114,14 +114,11 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     mask_terminal = profile.mask_terminal if request.mask_terminal is None else request.mask_terminal
     log = OutputLog(run_id)
     watch = Watch(store, run_id, plan)
-    from agentsess.core.guard.redaction import mask_receipt, secret_masker
-
-    exact = secret_masker(launch.masked)  # every action receipt this supervisor writes
-    recording.mask_actions(lambda data: mask_receipt(data, exact))
     if launch.spool is not None:
         from agentsess.core.guard.agents import SpoolReader
+        from agentsess.core.guard.redaction import secret_masker
 
-        watch.spool = SpoolReader(launch.spool, exact)
+        watch.spool = SpoolReader(launch.spool, secret_masker(launch.masked))
     from agentsess.core.runs.authority import Authority
     from agentsess.edges.control import ControlServer
 
@@ -182,6 +179,8 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         if watch.stopped or profile.on_exit == "stop":
             watch.leftovers = kill_descendants()
         log.close()
+        if launch.broker is not None:
+            launch.broker.stop()  # issue 13: refuse from now on; its receipts land before run.exited
     try:
         watch.ingest_spool()
     except ReceiptError:
