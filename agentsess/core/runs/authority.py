@@ -206,20 +206,6 @@ def _mcp_result(auth: Authority, store, run_id: str, message: dict, pid: int) ->
     return {"ok": True}
 
 
-@op("mcp_refused")
-def _mcp_refused(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
-    """A client line mcp-proxy refused unparsed: recorded as a denied call (digest, size)."""
-    from agentsess.core.guard.mcp import refused_receipt
-    from agentsess.core.receipts import recording
-
-    server, reason = message.get("server"), message.get("reason")
-    if not isinstance(server, str) or not isinstance(reason, str):
-        return refused("mcp_refused: no server name or reason")
-    data = refused_receipt(server, reason[:200], message.get("line_sha256"), message.get("line_bytes"))
-    recording.record_action(store, run_id, "action.checked", data)
-    return {"ok": True}
-
-
 def describe(store, run_id: str, containment: str) -> dict:
     """`whoami`: who this run is, what it may do, for how long, inside whom."""
     from agentsess.timefmt import rfc3339

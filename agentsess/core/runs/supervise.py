@@ -114,11 +114,14 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     mask_terminal = profile.mask_terminal if request.mask_terminal is None else request.mask_terminal
     log = OutputLog(run_id)
     watch = Watch(store, run_id, plan)
+    from agentsess.core.guard.redaction import mask_receipt, secret_masker
+
+    exact = secret_masker(launch.masked)  # every action receipt this supervisor writes
+    recording.mask_actions(lambda data: mask_receipt(data, exact))
     if launch.spool is not None:
         from agentsess.core.guard.agents import SpoolReader
-        from agentsess.core.guard.redaction import secret_masker
 
-        watch.spool = SpoolReader(launch.spool, secret_masker(launch.masked))
+        watch.spool = SpoolReader(launch.spool, exact)
     from agentsess.core.runs.authority import Authority
     from agentsess.edges.control import ControlServer
 
