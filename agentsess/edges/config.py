@@ -26,13 +26,14 @@ built-in profile ``default`` is used. Schema::
     home_files = [".gitconfig"] # files (relative to HOME) carried over when isolating
     mask_terminal = true        # redact secrets in the terminal output
     capture_shell = false
-    integration = "auto"        # auto|none|claude-code (auto: detect from the command name)
+    integration = "auto"        # auto|none|claude-code|codex|gemini (auto: from the command name)
     git_name = "..."            # optional: commits inside a run are authored as the agent
     git_email = "..."
-    default_decision = "allow"  # allow|deny|ask, for tool calls no rule matches
+    default_decision = "observe" # observe|allow|deny|ask, for tool calls no rule matches
     [profiles.NAME.env]         # VAR = "literal value" | { secret = "secret-name" }
     [[profiles.NAME.rules]]     # tool = "Bash" (exact, or an fnmatch glob like "mcp:github:*"),
-                                # args = "git push*" (optional glob over the call's main argument),
+                                # args = "git push*" (optional glob, or a list of globs, over the
+                                # call's main argument; a shell command per simple command),
                                 # scope = "git:push" (optional), decision = "allow"|"deny"|"ask",
                                 # reason = "..." (optional)
 
@@ -185,11 +186,13 @@ STARTER_HEADER = """\
 #   isolate_home     give the agent its own HOME; home_files are copied into it
 #   mask_terminal    redact secrets in terminal output
 #   capture_shell    record shell commands run inside the agent
-#   integration      auto|none|claude-code
+#   integration      auto|none|claude-code|codex|gemini
 #   git_name, git_email   author commits made inside a run as the agent
-#   default_decision allow|deny|ask for tool calls that no rule matches
+#   default_decision observe (no decision: the agent's own prompt decides)|allow|deny|ask
+#                    for tool calls that no rule matches
 #   [profiles.NAME.env]     VAR = "value" or VAR = { secret = "name" } (see `agentsess secret set`)
-#   [[profiles.NAME.rules]] tool, args (glob), scope, decision (allow|deny|ask), reason
+#   [[profiles.NAME.rules]] tool, args (glob or list of globs; a shell command is matched per
+#                    simple command, after quotes, wrappers and paths), scope, decision, reason
 #
 # Change a key with `agentsess config set profiles.claude.ttl 2h`;
 # see what every profile resolves to with `agentsess config show`.
@@ -206,7 +209,7 @@ STARTER = {
         "on_expiry": "keep",
         "expiry_warning": "2m",
         "mask_terminal": True,
-        "default_decision": "allow",
+        "default_decision": "observe",
     },
     "profiles": {
         "claude": {
@@ -218,9 +221,12 @@ STARTER = {
             "rules": [
                 {
                     "tool": "Bash",
-                    "args": "rm -rf /*",
+                    # rm of /, /*, //, /., ~, ~/, ~/* in any flag order (an unknown word, such
+                    # as $HOME, could be any of them, so it is held too); not rm -rf /tmp/build
+                    "args": ["rm * /", "rm * / *", "rm * /[*.]*", "rm * //*",
+                             "rm * ~", "rm * ~ *", "rm * ~/", "rm * ~/ *", "rm * ~/[*]*"],
                     "decision": "deny",
-                    "reason": "deleting from the filesystem root is never part of a task",
+                    "reason": "deleting the filesystem root or the home folder is never part of a task",
                 },
                 {
                     "tool": "Bash",
