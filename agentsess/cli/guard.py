@@ -17,12 +17,14 @@ not expired) and holds SCOPE, writes an action.checked receipt, and exits 0 (all
 with the reason on stderr. With -- CMD, runs CMD only when allowed and exits with its code.
 """
 
-HOOK_HELP = """usage: agentsess hook claude-code --run RUN
+HOOK_HELP = """usage: agentsess hook claude-code|codex|gemini --run RUN
 
-A Claude Code hook (PreToolUse, PostToolUse, SessionStart, SessionEnd): reads the hook's
-JSON on stdin, applies the run's rules, writes receipts, and answers in Claude Code's format.
-Fails closed: on any error it exits 2 with the reason on stderr, which blocks the tool call.
-agentsess run writes the settings that call it; you do not normally run it yourself.
+An agent's hook: reads the hook's JSON on stdin, applies the run's rules, writes receipts,
+and answers in that agent's format. Claude Code and Codex: PreToolUse, PostToolUse,
+PostToolUseFailure (Claude), PermissionRequest, SessionStart, SessionEnd. Gemini CLI:
+BeforeTool, AfterTool, SessionStart, SessionEnd. Fails closed: on any error it exits 2 with
+the reason on stderr, which blocks the tool call in all three. agentsess run writes the
+settings that call it; you do not normally run it yourself.
 """
 
 EXEC_HELP = """usage: agentsess exec [-c COMMAND | -- CMD [ARGS...]]
@@ -117,8 +119,8 @@ def hook_main(argv: list[str]) -> int:
     try:
         argv = list(argv)
         agent = argv.pop(0)
-        if agent != "claude-code":
-            raise AgentsessError(f"hook: unknown agent '{agent}': expected claude-code", 2)
+        if agent not in ("claude-code", "codex", "gemini"):
+            raise AgentsessError(f"hook: unknown agent '{agent}': expected claude-code, codex or gemini", 2)
         run_id = _take(argv, "--run") or os.environ.get("AGENTSESS_RUN_ID")
         if not run_id:
             raise AgentsessError("hook: no --run RUN and no AGENTSESS_RUN_ID", 2)
@@ -127,11 +129,11 @@ def hook_main(argv: list[str]) -> int:
             event = json.loads(raw)
         except ValueError:
             raise AgentsessError("hook: the input on stdin is not JSON", 2) from None
-        from agentsess.core.guard.calls import claude_code_hook
+        from agentsess.core.guard.calls import agent_hook
         from agentsess.edges.store import Store
 
         with Store() as store:
-            answer = claude_code_hook(store, run_id, event)
+            answer = agent_hook(store, run_id, agent, event)
         if answer is not None:
             sys.stdout.write(json.dumps(answer) + "\n")
         return 0

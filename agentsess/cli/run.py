@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
                    help="show secrets unmasked on the terminal (the log is always masked)")
     p.add_argument("--capture-shell", action="store_true", default=None,
                    help="record each command non-interactive bash runs (best effort)")
-    p.add_argument("--agent", dest="integration", choices=["auto", "none", "claude-code"],
+    p.add_argument("--agent", dest="integration", choices=["auto", "none", "claude-code", "codex", "gemini"],
                    help="agent integration (default: detected from the command name)")
     return p
 

@@ -161,13 +161,15 @@ def _human_files_notice(files: list[str]) -> None:
 
 
 def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
-    """Claude Code hooks and shell capture: (argv to exec, receipt facts, spool path or None)."""
+    """Agent hooks (Claude Code, Codex, Gemini) and shell capture: (argv to exec, receipt facts,
+    spool path or None)."""
     from agentsess.core.guard import agents
 
     argv, facts, spool = request.argv, {}, None
     kind = request.integration or plan.profile.integration
-    if agents.wants_claude_code(request.argv, kind):
-        argv, extra, facts["claude_code"] = agents.setup_claude_code(run_id, request.argv)
+    agent = agents.detect(request.argv, kind)
+    if agent is not None:
+        argv, extra, facts[agent.replace("-", "_")] = agents.setup(agent, run_id, request.argv, env)
         env.update(extra)
     capture = plan.profile.capture_shell if request.capture_shell is None else request.capture_shell
     if capture:
