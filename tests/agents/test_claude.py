@@ -166,8 +166,10 @@ def test_flags_that_skip_hooks_are_refused(setting, flag):
     with FakeModel([Say("hi")], "anthropic") as model:
         proc = run_claude(setting, model, flag, "-p", "hi")
     assert proc.returncode == 125
-    assert b"agentsess: error:" in proc.stderr and b"skip" in proc.stderr or b"disables hooks" in proc.stderr
+    assert b"agentsess: error:" in proc.stderr and (b"skips hooks" in proc.stderr or b"disables hooks" in proc.stderr)
     assert model.requests == []
+    # refused before the run exists: no run left behind as running or abandoned
+    assert json.loads(agentsess("runs", "--json").stdout) == []
 
 
 def test_a_settings_argument_that_cannot_be_read_is_refused_not_dropped(setting):

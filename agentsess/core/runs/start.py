@@ -256,6 +256,10 @@ def start_run(request: Request) -> int:
         except ExecFailed as exc:
             what = "command not found" if exc.code == 127 else "command not executable"
             raise AgentsessError(f"{what}: {request.argv[0]}", exc.code) from None
+        from agentsess.core.guard import agents
+
+        # an agent set up so that its hooks could not run is refused before the run exists
+        agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
         launch = _launch(store, request, plan, injected, secrets)
         return _supervise(store, request, plan, launch)
 

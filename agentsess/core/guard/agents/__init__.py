@@ -66,6 +66,14 @@ def wants_claude_code(argv: list[str], integration: str | None) -> bool:
     return detect(argv, integration) == "claude-code"
 
 
+def preflight(argv: list[str], integration: str | None, env: dict, cwd: str) -> None:
+    """Refuse (AgentsessError) an agent invocation whose hooks could not run or would be
+    dropped, before the run is created."""
+    agent = detect(argv, integration)
+    if agent is not None:
+        protocol(agent).preflight(argv, env, cwd)
+
+
 def setup(agent: str, run_id: str, argv: list[str], env: dict) -> tuple[list[str], dict, dict]:
     """(argv to exec, extra environment, facts for the run.started receipt) for ``agent``."""
     folder = paths.run_dir(run_id)

@@ -149,12 +149,18 @@ def prefix_script(run_id: str, agentsess: str, hook: str) -> str:
     )
 
 
-def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
-    """(argv with the run's --settings, extra environment, facts for the receipt)."""
+def preflight(argv: list[str], env: dict, cwd: str) -> None:
+    """Refuse flags and variables that make Claude skip hooks, and a ``--settings`` that cannot be read."""
     for name, why in REFUSED_ENV.items():
         if env.get(name) not in (None, "", "0"):
             raise AgentsessError(f"run: {why}, so agentsess could not check Claude's tool calls; unset it",
                                  RUN_FAILED)
+    _user_settings(argv)
+
+
+def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
+    """(argv with the run's --settings, extra environment, facts for the receipt)."""
+    preflight(argv, env, os.getcwd())
     rest, user = _user_settings(argv)
     hook = f"{agentsess} hook claude-code --run {run_id}"
     path = os.path.join(folder, "claude-settings.json")

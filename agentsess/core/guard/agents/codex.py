@@ -148,16 +148,19 @@ def untrusted_others(hooks: list[dict]) -> list[str]:
     return out
 
 
-def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
-    hook = f"{agentsess} hook codex --run {run_id}"
-    args = overrides(hook)
+def preflight(argv: list[str], env: dict, cwd: str) -> None:
+    """Refuse the run when the trust bypass would run a hook of the user's that Codex does not trust."""
     executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
-    cwd = os.getcwd()
-    others = untrusted_others(_list_hooks(executable, args, env, cwd))
+    others = untrusted_others(_list_hooks(executable, ["-c", "features.hooks=true"], env, cwd))
     if others:
         raise AgentsessError(
             "run: Codex would run these hooks untrusted, because agentsess registers its own with "
             f"--dangerously-bypass-hook-trust: {'; '.join(others[:5])}; trust or disable them in Codex "
             "(/hooks), or run with --agent none", RUN_FAILED)
+
+
+def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
+    hook = f"{agentsess} hook codex --run {run_id}"
+    args = overrides(hook)
     new_argv = [argv[0], *args, "--dangerously-bypass-hook-trust", *argv[1:]]
     return new_argv, {}, {"hook": hook, "overrides": len(args) // 2, "hook_trust": "bypassed for agentsess's hooks only"}

@@ -164,11 +164,16 @@ def _workspace_disables_hooks(cwd: str) -> str | None:
     return None
 
 
-def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
-    workspace = _workspace_disables_hooks(os.getcwd())
+def preflight(argv: list[str], env: dict, cwd: str) -> None:
+    workspace = _workspace_disables_hooks(cwd)
     if workspace:
         raise AgentsessError(f"run: {workspace} switches Gemini's hooks off, so agentsess could not check its tool "
                              "calls; remove hooksConfig.enabled = false there, or run with --agent none", RUN_FAILED)
+    human_home = env.get("GEMINI_CLI_HOME") or env.get("HOME") or os.path.expanduser("~")
+    _read_json(os.path.join(human_home, ".gemini", "settings.json"), "the Gemini settings")
+
+
+def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
     human_home = env.get("GEMINI_CLI_HOME") or env.get("HOME") or os.path.expanduser("~")
     user_dir = os.path.join(human_home, ".gemini")
     prefix = f"AGENTSESS_HOME={shlex.quote(env['AGENTSESS_HOME'])} " if env.get("AGENTSESS_HOME") else ""
