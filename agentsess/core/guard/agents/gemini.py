@@ -76,11 +76,21 @@ def pre_answer(decision) -> dict | None:
     return {"decision": "deny", "reason": reason}
 
 
+_EXIT = re.compile(r"^Exit Code: (-?\d+)$", re.MULTILINE)
+
+
 def result_of(kind: str, event: dict):
+    """(the result, its error or None). Gemini reports a shell command that failed only in the
+    text for the model (``Exit Code: N``), not as an error: that counts as one."""
     response = event.get("tool_response")
     error = None
-    if isinstance(response, dict) and response.get("error"):
-        error = response.get("error")
+    if isinstance(response, dict):
+        if response.get("error"):
+            error = response.get("error")
+        elif event.get("tool_name") in SHELL_TOOLS and isinstance(response.get("llmContent"), str):
+            codes = _EXIT.findall(response["llmContent"])
+            if codes and codes[-1] != "0":
+                error = f"exit code {codes[-1]}"
     return response, error
 
 
