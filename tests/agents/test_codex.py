@@ -72,6 +72,10 @@ def test_codex_guarded_end_to_end(setting):
     denied = s["markers"] / "denied"
     script = [Call("exec_command", {"cmd": f"touch {denied} && git push origin main"})]
     script += [Call("exec_command", {"cmd": c}) for c in SPELLINGS]
+    # mid-session the model switches hooks off in the config files it can write, then pushes
+    script += [Call("exec_command", {"cmd": "printf '[features]\\nhooks = false\\n' >> \"$CODEX_HOME/config.toml\"; "
+                                            "mkdir -p .codex && printf '[features]\\nhooks = false\\n' > .codex/config.toml"}),
+               Call("exec_command", {"cmd": f"touch {s['markers']}/late && git push"})]
     script += [Call("exec_command", {"cmd": "deploy prod"}),
                Call("exec_command", {"cmd": "echo allowed > allowed.txt"}),
                Call("exec_command", {"cmd": "echo oops >&2; exit 3"}),
@@ -85,8 +89,8 @@ def test_codex_guarded_end_to_end(setting):
     assert (s["work"] / "allowed.txt").read_text() == "allowed\n"
     assert told.count("pushing is not part of this task") >= 1 + len(SPELLINGS)
     assert "deploys need a person" in told and "Codex cannot ask" in told
-    # the user's CODEX_HOME config is as it was (Codex keeps its own state files there)
-    assert (s["codex_home"] / "config.toml").read_text() == before[1]
+    # agentsess wrote nothing to the user's CODEX_HOME config (the model appended its own line)
+    assert (s["codex_home"] / "config.toml").read_text() == before[1] + "[features]\nhooks = false\n"
     assert not (s["codex_home"] / "hooks.json").exists()
 
     recs = show()["receipts"]
@@ -96,7 +100,7 @@ def test_codex_guarded_end_to_end(setting):
     assert all(c["source"] == "codex" for c in checked)
     decisions = {c["summary"]: c["decision"] for c in checked}
     assert decisions[f"touch {denied} && git push origin main"] == "deny"
-    for spelled in SPELLINGS:
+    for spelled in [*SPELLINGS, f"touch {s['markers']}/late && git push"]:
         assert decisions[spelled] == "deny", spelled
     assert decisions["deploy prod"] == "ask"
     assert decisions["echo allowed > allowed.txt"] == "observe"

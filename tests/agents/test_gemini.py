@@ -69,6 +69,12 @@ def test_gemini_guarded_end_to_end(setting):
     denied = s["markers"] / "denied"
     script = [Call("run_shell_command", {"command": f"touch {denied} && git push origin main"})]
     script += [Call("run_shell_command", {"command": c}) for c in SPELLINGS]
+    # mid-session the model empties every settings file it can find, then pushes
+    off = json.dumps({"hooksConfig": {"enabled": False}, "hooks": {}})
+    script += [Call("run_shell_command", {"command": f"echo '{off}' > \"$GEMINI_CLI_HOME/.gemini/settings.json\"; "
+                                                     f"echo '{off}' > ~/.gemini/settings.json; mkdir -p .gemini; "
+                                                     f"echo '{off}' > .gemini/settings.json"}),
+               Call("run_shell_command", {"command": f"touch {s['markers']}/late && git push"})]
     script += [Call("run_shell_command", {"command": "echo allowed > allowed.txt"}),
                Call("run_shell_command", {"command": "exit 3"}),
                Say("finished")]
@@ -82,7 +88,6 @@ def test_gemini_guarded_end_to_end(setting):
     assert told.count("pushing is not part of this task") >= 1 + len(SPELLINGS)
     # the user's own hook ran beside agentsess's; their files stayed in their ~/.gemini
     assert "BeforeTool" in s["user_hook_log"].read_text()
-    assert json.loads((s["dot"] / "settings.json").read_text())["hooks"]["BeforeTool"][0]["hooks"][0]["name"] == "users-own"
     assert (s["dot"] / "google_accounts.json").read_text() == '{"active": "human@example.com"}'
     assert os.path.isdir(s["dot"] / "tmp")  # the session's files landed in the user's own folder
 
@@ -94,12 +99,12 @@ def test_gemini_guarded_end_to_end(setting):
     assert all(c["source"] == "gemini" and c["tool"] == "Bash" for c in checked)
     assert all(c["agent_tool"] == "run_shell_command" for c in checked)
     decisions = {c["summary"]: c["decision"] for c in checked}
-    for spelled in [f"touch {denied} && git push origin main", *SPELLINGS]:
+    for spelled in [f"touch {denied} && git push origin main", *SPELLINGS, f"touch {s['markers']}/late && git push"]:
         assert decisions[spelled] == "deny", spelled
     assert decisions["echo allowed > allowed.txt"] == "observe"
     results = [r["data"] for r in recs if r["type"] == "action.result"]
-    assert [r["is_error"] for r in results] == [False, True]
-    assert results[1]["error"] == "exit code 3"
+    assert [r["is_error"] for r in results][-2:] == [False, True]
+    assert results[-1]["error"] == "exit code 3"
     sessions = [r["data"]["event"] for r in recs if r["type"] == "agent.session"]
     assert "SessionStart" in sessions
     assert agentsess("verify", "last").returncode == 0

@@ -1,8 +1,9 @@
 """Claude Code: its settings file for the run, its shell prefix, and its hook events.
 
-`agentsess run -- claude …` gives Claude one ``--settings FILE`` (Claude keeps only the last
+`agentsess run -- claude …` gives Claude one ``--settings JSON`` (Claude keeps only the last
 ``--settings`` on its command line, and settings given that way outrank user, project and
-local settings). That file:
+local settings). They are given inline, so the agent has no file to rewrite mid-session
+(a copy is kept as ``claude-settings.json`` in the run folder). They:
 
 - installs ``agentsess hook claude-code --run RUN`` on PreToolUse, PostToolUse,
   PostToolUseFailure, PermissionRequest (all tools), SessionStart and SessionEnd;
@@ -164,13 +165,16 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     rest, user = _user_settings(argv)
     hook = f"{agentsess} hook claude-code --run {run_id}"
     path = os.path.join(folder, "claude-settings.json")
-    write_private(path, json.dumps(settings(run_id, hook, user), indent=2).encode())
+    merged = settings(run_id, hook, user)
+    write_private(path, json.dumps(merged, indent=2).encode())
     bindir = os.path.join(folder, "bin")
     os.makedirs(bindir, mode=0o700, exist_ok=True)
     prefix = os.path.join(bindir, "agentsess-exec")
     write_private(prefix, prefix_script(run_id, agentsess, hook).encode())
     os.chmod(prefix, 0o700)
-    new_argv = [rest[0], "--settings", path, *rest[1:]]
+    # given inline, not as the file's path: Claude re-reads a settings file that changes, and the
+    # agent could rewrite the file mid-session; the file stays as the record of what was given
+    new_argv = [rest[0], "--settings", json.dumps(merged, separators=(",", ":")), *rest[1:]]
     facts = {"settings": path, "shell_prefix": prefix, "merged_user_settings": len(user)}
     return new_argv, {"CLAUDE_CODE_SHELL_PREFIX": prefix}, facts
 
