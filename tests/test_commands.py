@@ -78,6 +78,27 @@ def texts(line):
     ("A=$(git push) true", "git push"),
     ("! git push", "git push"),
     ("git push &", "git push"),
+    ("shopt -s expand_aliases; alias p='git push'; p", "git push"),
+    ("busybox sh -c 'git push'", "git push"),
+    ("watch -n 1 git push", "git push"),
+    ("su root -c 'git push'", "git push"),
+    ("runuser -u bob -- git push", "git push"),
+    ("flock /tmp/lock git push", "git push"),
+    ("flock /tmp/lock -c 'git push'", "git push"),
+    ("script -q -c 'git push' /dev/null", "git push"),
+    ("strace -f -o trace git push", "git push"),
+    ("/usr/bin/env -- git push", "git push"),
+    ("git 2>/dev/null push", "git push"),
+    ("git 2> /dev/null push", "git push"),
+    ("git >& /dev/null push", "git push"),
+    ("git &>/dev/null push", "git push"),
+    ("git 0<&- push", "git push"),
+    ("git 3<&0 push", "git push"),
+    ("git {fd}>/dev/null push", "git push"),
+    ("git <<EOF push\nbody\nEOF", "git push"),
+    ("git <<< body push", "git push"),
+    ("X=1 git >out 2>&1 push", "git push"),
+    ("git push\r", "git push"),  # tree-sitter takes CR as a blank: more, not less, is matched
 ])
 def test_spellings_normalise_to_the_simple_command(line, expected):
     assert expected in texts(line)
@@ -88,6 +109,7 @@ def test_spellings_normalise_to_the_simple_command(line, expected):
     "sh -c 'git push'", "touch x && git push", "git push origin main", "G=git; $G push",
     "git $SUB", "git {push,pull}", "ls | xargs git", "echo git push | sh", "bash < script.sh",
     "git -c alias.p=push p", "\"$(echo git)\" push", "git \"$(echo push)\"", "git pu$X",
+    "su - bob", "bash -c \"$(echo git push)\"", "eval \"$CMD\"", "sh 0< script.sh", "git 2>/dev/null push", "git {fd}>x push", "exec \"$SHELL\" -c 'git push'",
 ])
 def test_every_spelling_of_a_push_is_held_by_the_push_rule(line):
     d = decide(line)
@@ -212,6 +234,9 @@ def push_spellings(draw, gitpath):
     parts = [name]
     for opt in draw(st.lists(st.sampled_from(GIT_OPTIONS), max_size=2)):
         parts.append(opt.strip())
+    if draw(st.booleans()):
+        parts.append(draw(st.sampled_from(["2>/dev/null", ">/dev/null", "2>&1", "0</dev/null", "{fd}>/dev/null",
+                                           "<<< x"])))
     parts.append(_quote_word(draw, "push"))
     parts += draw(st.lists(st.sampled_from(["origin", "main", "--force", "-u"]), max_size=2))
     line = sep().join(parts)

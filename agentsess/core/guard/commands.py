@@ -189,6 +189,12 @@ def _unescape_double(text: str) -> str:
     return re.sub(r'\\([$`"\\\n])', lambda m: "" if m.group(1) == "\n" else m.group(1), text)
 
 
+_REDIRECTS = frozenset(("file_redirect", "heredoc_redirect", "herestring_redirect"))
+_WORD_NODES = frozenset((
+    "word", "string", "raw_string", "ansi_c_string", "translated_string", "concatenation", "number",
+    "simple_expansion", "expansion", "command_substitution", "process_substitution", "arithmetic_expansion",
+))
+_FD_WORD = re.compile(r"^(\d+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 _BRACE = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
 _DYNAMIC_NODES = frozenset((
     "simple_expansion", "expansion", "command_substitution", "process_substitution",
@@ -289,36 +295,61 @@ class _Walker:
             return
         if kind == "redirected_statement":
             body = node.child_by_field_name("body")
-            heredocs = [c for c in node.children if c.type in ("heredoc_redirect", "herestring_redirect")]
-            for c in node.children:
-                if body is None or c.byte_range != body.byte_range:
-                    self.walk(c)
+            redirects = [c for c in node.children if body is None or c.byte_range != body.byte_range]
+            for c in redirects:
+                self.walk(c)
             if body is not None:
                 if body.type == "command":
-                    self.command(body, heredocs)
+                    self.command(body, [c for c in redirects if c.type in _REDIRECTS])
                 else:
                     self.walk(body)
             return
         for child in node.children:
             self.walk(child)
 
-    def command(self, node, stdin: list) -> None:
+    def command(self, node, trailing: list) -> None:
+        """One simple command: its words, including those tree-sitter-bash files under a
+        redirection (``git 2>/dev/null push`` is ``git push``), without a file descriptor
+        written before a redirection (``0<file``, ``{fd}>file``)."""
+        children = list(node.children)
+        after = children + list(trailing)
         words: list[_Word] = []
-        stdin = list(stdin)
-        for child in node.children:
-            if child.type in ("variable_assignment", "file_redirect", "heredoc_redirect", "herestring_redirect"):
+        stdin = []
+        for index, child in enumerate(children):
+            if child.type == "variable_assignment":
                 self.walk(child)  # substitutions inside run too
+                continue
+            if child.type in _REDIRECTS:
+                self.walk(child)
                 if child.type in ("heredoc_redirect", "herestring_redirect"):
                     stdin.append(child)
+                words += self._redirect_words(child)
                 continue
             if child.type == "comment":
+                continue
+            following = after[index + 1] if index + 1 < len(after) else None
+            if (following is not None and following.type in _REDIRECTS
+                    and following.start_byte == child.end_byte and _FD_WORD.match(_text(child))):
                 continue
             words.append(_word(child))
             if _has_dynamic(child):
                 self.walk(child)
+        for redirect in trailing:
+            if redirect.type in ("heredoc_redirect", "herestring_redirect"):
+                stdin.append(redirect)
+            words += self._redirect_words(redirect)
         if not words:
             return
         self.normalise(words, stdin)
+
+    def _redirect_words(self, redirect) -> list[_Word]:
+        """Arguments that tree-sitter-bash puts inside a redirection node after its target."""
+        named = [c for c in redirect.named_children if c.type in _WORD_NODES]
+        if redirect.type == "heredoc_redirect" or any(c.type in ("<&-", ">&-") for c in redirect.children):
+            extra = named  # no target: a closed descriptor, or a heredoc (whose body is not a word)
+        else:
+            extra = named[1:]
+        return [_word(c) for c in extra]
 
     def normalise(self, words: list[_Word], stdin: list) -> None:
         """Strip assignments and wrappers, then record the command (and any it runs)."""
@@ -355,8 +386,30 @@ class _Walker:
                 else:
                     self.emit(words, name_unknown=True)
                 return
+            if name == "busybox" and rest:
+                words = rest
+                continue
             if name in SHELLS:
                 self.shell(words, stdin)
+                return
+            if name == "alias":
+                # with expand_aliases an alias runs its value: its commands are checked as commands
+                self.emit(words)
+                for w in rest:
+                    if not w.static:
+                        self.emit(words, name_unknown=True)
+                    elif "=" in w.text:
+                        self.script(w.text.split("=", 1)[1])
+                return
+            if name in _SCRIPT_RUNNERS:
+                self.emit(words)
+                script = _SCRIPT_RUNNERS[name](rest)
+                if script is None:
+                    self.emit(words, name_unknown=True)
+                elif isinstance(script, str):
+                    self.script(script)
+                else:
+                    self.normalise(script, [])
                 return
             if name == "xargs":
                 self.xargs(words)
@@ -598,6 +651,62 @@ _WRAPPERS = {
     "chrt": _plain("T", ("--sched-runtime", "--sched-period", "--sched-deadline"), positional=1),
     "taskset": _plain("", (), positional=1),
     "unbuffer": _plain(),
+    "strace": _plain("oepsuEbIXPaA"),
+    "ltrace": _plain("oepsuEnaA"),
+    "caffeinate": _plain(),
+    "chronic": _plain(),
+}
+
+def _command_option(rest: list[_Word], flags: tuple[str, ...], with_arg: str = "", positional: int = 0,
+                    anywhere: bool = False):
+    """For programs that run a command string given with ``-c`` (``su``, ``runuser``, ``flock``,
+    ``script``): the string, the words of a command given directly (after ``positional``
+    words), or None when it cannot be known. With ``anywhere`` (``su USER -c CMD``) positional
+    words are skipped wherever they are, and no ``-c`` means an interactive shell: unknown."""
+    i = 0
+    seen = 0
+    while i < len(rest):
+        w = rest[i]
+        if not w.static:
+            return None
+        t = w.text
+        for flag in flags:
+            if t == flag:
+                if i + 1 >= len(rest) or not rest[i + 1].static:
+                    return None
+                return rest[i + 1].text
+            if flag.startswith("--") and t.startswith(flag + "="):
+                return t.split("=", 1)[1]
+        if t == "--":
+            return rest[i + 1:] or ""
+        if t.startswith("-") and len(t) > 1:
+            i += 2 if (len(t) == 2 and t[1] in with_arg) else 1
+            continue
+        if seen < positional:
+            seen += 1
+            i += 1
+            continue
+        if anywhere:
+            i += 1
+            continue
+        return rest[i:]
+    return None if anywhere else ""
+
+
+def _watch(rest: list[_Word]):
+    words = _options(rest, "ndqg", ("--interval", "--differences", "--equexit"))
+    if words is None or not all(w.static for w in words):
+        return None
+    return " ".join(w.text for w in words)
+
+
+_SCRIPT_RUNNERS = {
+    "su": lambda rest: _command_option(rest, ("-c", "--command", "--session-command"), "gGsw", anywhere=True),
+    "runuser": lambda rest: _command_option(rest, ("-c", "--command", "--session-command"), "gGsuw",
+                                            anywhere=True),
+    "flock": lambda rest: _command_option(rest, ("-c", "--command"), "wEe", positional=1),
+    "script": lambda rest: _command_option(rest, ("-c", "--command"), "BITEmO", positional=1),
+    "watch": _watch,
 }
 
 _GIT_WITH_ARG = ("-C", "-c", "--git-dir", "--work-tree", "--namespace", "--super-prefix", "--config-env",
