@@ -98,6 +98,10 @@ def texts(line):
     ("git <<EOF push\nbody\nEOF", "git push"),
     ("git <<< body push", "git push"),
     ("X=1 git >out 2>&1 push", "git push"),
+    ("cd . && git 2>/dev/null push", "git push"),
+    ("ls | git 2>/dev/null push", "git push"),
+    ("! git 2>/dev/null push", "git push"),
+    ("true || cd . && git 2>/dev/null push origin", "git push origin"),
     ("git push\r", "git push"),  # tree-sitter takes CR as a blank: more, not less, is matched
 ])
 def test_spellings_normalise_to_the_simple_command(line, expected):
@@ -109,12 +113,12 @@ def test_spellings_normalise_to_the_simple_command(line, expected):
     "sh -c 'git push'", "touch x && git push", "git push origin main", "G=git; $G push",
     "git $SUB", "git {push,pull}", "ls | xargs git", "echo git push | sh", "bash < script.sh",
     "git -c alias.p=push p", "\"$(echo git)\" push", "git \"$(echo push)\"", "git pu$X",
-    "su - bob", "bash -c \"$(echo git push)\"", "eval \"$CMD\"", "sh 0< script.sh", "git 2>/dev/null push", "git {fd}>x push", "exec \"$SHELL\" -c 'git push'",
+    "su - bob", "bash -c \"$(echo git push)\"", "eval \"$CMD\"", "sh 0< script.sh", "git 2>/dev/null push", "ls\n\\git push", "ls\n  \\git push", "bash <<EOF\n\\git push\nEOF", "git {fd}>x push", "exec \"$SHELL\" -c 'git push'",
 ])
 def test_every_spelling_of_a_push_is_held_by_the_push_rule(line):
     d = decide(line)
     assert d.decision == "deny", (line, d.reason)
-    assert "git:push" in d.reason or "could match" in d.reason
+    assert "git:push" in d.reason or "could match" in d.reason or "cannot be checked" in d.reason
 
 
 @pytest.mark.parametrize("line", [
@@ -245,7 +249,7 @@ def push_spellings(draw, gitpath):
     if draw(st.booleans()):
         line = draw(st.sampled_from(BUILTINS)) + line
     wrap = draw(st.sampled_from(["none", "sh", "bash", "subshell", "group", "subst", "backtick", "eval", "if"]))
-    if wrap == "sh" and ("$'" in line or "builtin" in line):
+    if wrap == "sh" and any(b in line for b in ("$'", "builtin", "<<<", "{fd}")):
         wrap = "bash"  # dash, the system sh, has no $'…'
     if wrap == "sh":
         line = f"sh -c {shlex.quote(line)}"
@@ -313,3 +317,92 @@ def test_property_the_parser_never_raises_and_never_lets_an_unparsed_line_throug
 def test_property_lines_without_a_push_are_not_held(cmds, sep):
     line = sep.join(cmds)
     assert decide(line).decision == "observe", line
+
+
+# --- differential test: what bash really runs is what the parser says it runs ---
+
+NAMES = ["a", "b", "c"]  # not git: its global options are dropped on purpose
+ARGS = ["x", "push", "-f", "--flag=v", "two words", "it's", "/", "~", "*"]
+REDIRECTS = ["2>/dev/null", ">/dev/null", "2>&1", "</dev/null", "&>/dev/null", ">>/dev/null", "<<< in", "0</dev/null"]
+
+
+def _quoted(draw, word):
+    style = draw(st.sampled_from(["plain", "single", "double", "ansi", "backslash"]))
+    if style == "plain" and all(c.isalnum() or c in "-=/._" for c in word):
+        return word
+    if style == "double" and not any(c in word for c in '"$`\\'):
+        return f'"{word}"'
+    if style == "ansi":
+        return "$'" + "".join(f"\\x{ord(c):02x}" for c in word) + "'"
+    if style == "backslash":
+        return "".join("\\" + c for c in word)
+    return shlex.quote(word)
+
+
+@st.composite
+def simple_lines(draw, bindir):
+    commands = []
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(NAMES))
+        if draw(st.booleans()):
+            name = f"{bindir}/{name}"
+        parts = [_quoted(draw, name) if "/" not in name else name]
+        for _ in range(draw(st.integers(0, 3))):
+            if draw(st.integers(0, 4)) == 0:
+                parts.append(draw(st.sampled_from(REDIRECTS)))
+            else:
+                parts.append(_quoted(draw, draw(st.sampled_from(ARGS))))
+        line = " ".join(parts)
+        prefix = draw(st.sampled_from(["", "", "env X=1 ", "command ", "nohup ", "Y=2 ", "exec "]))
+        if prefix == "exec " and len(commands) < 2:
+            prefix = ""
+        commands.append(prefix + line)
+    seps = [draw(st.sampled_from([" && ", " ; ", " | ", "\n", " || "])) for _ in commands[1:]]
+    line = commands[0]
+    for sep, cmd in zip(seps, commands[1:]):
+        line += sep + cmd
+    wrap = draw(st.sampled_from(["none", "none", "bash", "subshell", "group"]))
+    if wrap == "bash":
+        line = f"bash -c {shlex.quote(line)}"
+    elif wrap == "subshell":
+        line = f"( {line} )"
+    elif wrap == "group":
+        line = f"{{ {line}; }}"
+    return line
+
+
+@pytest.fixture(scope="module")
+def loggers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loggers")
+    bindir = folder / "bin"
+    bindir.mkdir()
+    log = folder / "calls"
+    for name in NAMES:
+        path = bindir / name
+        # one write per call, so piped calls do not interleave
+        path.write_text("#!/bin/sh\nr=${0##*/}\nfor a in \"$@\"; do r=\"$r $a\"; done\n"
+                        f"printf '%s\\0' \"$r\" >> {shlex.quote(str(log))}\n")
+        path.chmod(0o755)
+    return bindir, log
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_property_the_parser_agrees_with_bash(data, loggers, tmp_path):
+    bindir, log = loggers
+    line = data.draw(simple_lines(str(bindir)))
+    parsed = commands.parse(line)
+    if parsed.error is not None:
+        # known misreadings of tree-sitter-bash that are refused (so denied), never let through:
+        # a here-string after another redirection, a line that starts with a backslash
+        assert "<<<" in line or "a word runs across a line break" in parsed.error, (line, parsed.error)
+        assert decide(line).decision == "deny"
+        return
+    texts = {c.text for c in parsed.commands}
+    if log.exists():
+        log.unlink()
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    ran = [c for c in (log.read_bytes().decode().split("\0") if log.exists() else []) if c]
+    for call in ran:
+        assert call in texts, (line, call, texts)

@@ -122,3 +122,12 @@ def test_untrusted_user_hooks_refuse_the_run(setting):
     assert b"would run these hooks untrusted" in proc.stderr and b"touch" in proc.stderr
     assert model.requests == [] and not marker.exists()
     assert json.loads(agentsess("runs", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("override", [["-c", "hooks.PreToolUse=[]"], ["-c", "features.hooks=false"],
+                                      ["--config=hooks={}"], ["--disable", "hooks"]])
+def test_overrides_that_would_replace_agentsess_hooks_are_refused(setting, override):
+    with FakeModel([Say("x")], "openai") as model:
+        proc = run_codex(setting, model, *override)
+    assert proc.returncode == 125 and b"would replace or switch off agentsess's hooks" in proc.stderr
+    assert model.requests == []

@@ -40,7 +40,6 @@ must be strict use ``default_decision = "deny"`` with allow rules.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 MAX_DEPTH = 8
@@ -50,56 +49,86 @@ SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"
 _RESTRICTIVE = {"deny": 3, "ask": 2, "observe": 1, "allow": 0}
 
 
-@dataclass(frozen=True, slots=True)
 class SimpleCommand:
     """One command the shell would run: its words (a dynamic word as written), the index of
     the first unknown character of ``text`` (None when every word is known), and whether its
-    name itself is unknown."""
+    name itself is unknown. (Plain slotted classes here, not dataclasses: this module is on the
+    hook's start-up path, where building dataclasses costs milliseconds.)"""
 
-    words: tuple[str, ...]
-    text: str
-    unknown_from: int | None = None
-    name_unknown: bool = False
+    __slots__ = ("name_unknown", "text", "unknown_from", "words")
+
+    def __init__(self, words: tuple[str, ...], text: str, unknown_from: int | None = None,
+                 name_unknown: bool = False):
+        self.words = words
+        self.text = text
+        self.unknown_from = unknown_from
+        self.name_unknown = name_unknown
 
     @property
     def static_prefix(self) -> str:
         return self.text if self.unknown_from is None else self.text[: self.unknown_from]
 
+    def __repr__(self) -> str:
+        return f"SimpleCommand({self.text!r}, unknown_from={self.unknown_from}, name_unknown={self.name_unknown})"
 
-@dataclass(frozen=True, slots=True)
+
 class Parsed:
     """The simple commands of a command line, or why it could not be parsed."""
 
-    commands: tuple[SimpleCommand, ...]
-    error: str | None = None
+    __slots__ = ("commands", "error")
+
+    def __init__(self, commands: tuple[SimpleCommand, ...], error: str | None = None):
+        self.commands = commands
+        self.error = error
 
 
 class Unparseable(Exception):
     pass
 
 
-@dataclass(slots=True)
 class _Word:
-    text: str
-    static: bool
-    # characters of ``text`` before the first unknown one
-    known: int = field(default=-1)
+    __slots__ = ("known", "static", "text")
 
-    def __post_init__(self):
-        if self.known < 0:
-            self.known = len(self.text) if self.static else 0
+    def __init__(self, text: str, static: bool, known: int = -1):
+        self.text = text
+        self.static = static
+        # characters of ``text`` before the first unknown one
+        self.known = (len(text) if static else 0) if known < 0 else known
 
 
 _parser = None
+
+
+def _bash_language():
+    """tree-sitter-bash's language, loaded from its extension module without running the
+    package's ``__init__`` (which imports importlib.resources: ~6 ms on every hook)."""
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("tree_sitter_bash")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "_binding" + suffix)
+            if os.path.exists(path):
+                loader = importlib.machinery.ExtensionFileLoader("tree_sitter_bash._binding", path)
+                binding_spec = importlib.util.spec_from_file_location("tree_sitter_bash._binding", path,
+                                                                      loader=loader)
+                if binding_spec is not None:
+                    module = importlib.util.module_from_spec(binding_spec)
+                    loader.exec_module(module)
+                    return module.language()
+    import tree_sitter_bash
+
+    return tree_sitter_bash.language()
 
 
 def _get_parser():
     global _parser
     if _parser is None:
         import tree_sitter
-        import tree_sitter_bash
 
-        _parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bash.language()))
+        _parser = tree_sitter.Parser(tree_sitter.Language(_bash_language()))
     return _parser
 
 
@@ -215,6 +244,10 @@ def _word(node) -> _Word:
                 return _Word(_text(node), False)
             return _word(node.named_children[0])
         raw = _text(node)
+        if "\n" in raw:
+            # tree-sitter-bash glues a line that starts with a backslash onto the line before
+            # (`ls` newline `\git push` is one command to it, two to bash): not trusted
+            raise Unparseable("a word runs across a line break")
         if _BRACE.search(raw):
             return _Word(raw, False, raw.index("{"))
         return _Word(_unescape_plain(raw), True)
@@ -264,6 +297,7 @@ class _Walker:
     def __init__(self, depth: int):
         self.depth = depth
         self.out: list[SimpleCommand] = []
+        self.trailing: dict = {}  # a command's byte range -> the redirections written after it
 
     def add(self, command: SimpleCommand) -> None:
         if len(self.out) >= MAX_COMMANDS:
@@ -291,7 +325,7 @@ class _Walker:
     def walk(self, node) -> None:
         kind = node.type
         if kind == "command":
-            self.command(node, [])
+            self.command(node, self.trailing.pop(node.byte_range, []))
             return
         if kind == "redirected_statement":
             body = node.child_by_field_name("body")
@@ -299,10 +333,17 @@ class _Walker:
             for c in redirects:
                 self.walk(c)
             if body is not None:
-                if body.type == "command":
-                    self.command(body, [c for c in redirects if c.type in _REDIRECTS])
-                else:
-                    self.walk(body)
+                trailing = [c for c in redirects if c.type in _REDIRECTS]
+                # tree-sitter-bash hangs `a && b 2>x c` on the whole list: the redirection (and
+                # the words it swallowed) belong to the last simple command
+                last = body
+                while last.type in ("list", "pipeline", "negated_command") and last.named_children:
+                    last = last.named_children[-1]
+                if last.type == "command":
+                    self.trailing[last.byte_range] = trailing
+                elif any(self._redirect_words(r) for r in trailing):
+                    raise Unparseable("words after a redirection of a compound command")
+                self.walk(body)
             return
         for child in node.children:
             self.walk(child)
@@ -323,7 +364,7 @@ class _Walker:
                 self.walk(child)
                 if child.type in ("heredoc_redirect", "herestring_redirect"):
                     stdin.append(child)
-                words += self._redirect_words(child)
+                words += self._redirect_words(child, after[index + 1] if index + 1 < len(after) else None)
                 continue
             if child.type == "comment":
                 continue
@@ -334,21 +375,25 @@ class _Walker:
             words.append(_word(child))
             if _has_dynamic(child):
                 self.walk(child)
-        for redirect in trailing:
+        for index, redirect in enumerate(trailing):
             if redirect.type in ("heredoc_redirect", "herestring_redirect"):
                 stdin.append(redirect)
-            words += self._redirect_words(redirect)
+            words += self._redirect_words(redirect, trailing[index + 1] if index + 1 < len(trailing) else None)
         if not words:
             return
         self.normalise(words, stdin)
 
-    def _redirect_words(self, redirect) -> list[_Word]:
-        """Arguments that tree-sitter-bash puts inside a redirection node after its target."""
+    def _redirect_words(self, redirect, following=None) -> list[_Word]:
+        """Arguments that tree-sitter-bash puts inside a redirection node after its target
+        (less a file descriptor that belongs to the next redirection: ``2>x 0<y``)."""
         named = [c for c in redirect.named_children if c.type in _WORD_NODES]
         if redirect.type == "heredoc_redirect" or any(c.type in ("<&-", ">&-") for c in redirect.children):
             extra = named  # no target: a closed descriptor, or a heredoc (whose body is not a word)
         else:
             extra = named[1:]
+        if (extra and following is not None and following.type in _REDIRECTS
+                and following.start_byte == extra[-1].end_byte and _FD_WORD.match(_text(extra[-1]))):
+            extra = extra[:-1]
         return [_word(c) for c in extra]
 
     def normalise(self, words: list[_Word], stdin: list) -> None:
@@ -791,17 +836,20 @@ def restrictiveness(decision: str) -> int:
     return _RESTRICTIVE.get(decision, 3)
 
 
-@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the rules say about one tool call: the decision (``allow``, ``deny``, ``ask``, or
     ``observe`` for no decision), why, the deciding rule's index and scope, and the
     normalised commands it looked at (empty for a call that is not a shell command)."""
 
-    decision: str
-    reason: str
-    rule: int | None = None
-    scope: str | None = None
-    commands: tuple[str, ...] = ()
+    __slots__ = ("commands", "decision", "reason", "rule", "scope")
+
+    def __init__(self, decision: str, reason: str, rule: int | None = None, scope: str | None = None,
+                 commands: tuple[str, ...] = ()):
+        self.decision = decision
+        self.reason = reason
+        self.rule = rule
+        self.scope = scope
+        self.commands = commands
 
 
 def _tool_matches(pattern: str | None, tool: str) -> bool:
@@ -835,6 +883,9 @@ def match_rules(rules: list, tool: str, argument: str | None, command_line: str 
     if command_line is None:
         targets: tuple[SimpleCommand, ...] = (SimpleCommand((argument or "",), argument or ""),)
         shown: tuple[str, ...] = ()
+    elif not any(r.get("args") is not None for r in rules):
+        # no rule looks at the arguments: nothing to parse (the hook's common case stays cheap)
+        targets, shown = (SimpleCommand((command_line,), command_line),), ()
     else:
         parsed = parse(command_line)
         if parsed.error is not None:

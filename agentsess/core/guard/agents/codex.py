@@ -148,8 +148,35 @@ def untrusted_others(hooks: list[dict]) -> list[str]:
     return out
 
 
+def _overrides_hooks(argv: list[str]) -> str | None:
+    """A config override on the user's command line that would replace or switch off agentsess's hooks."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            break
+        value = None
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-c") and len(arg) > 2:
+            value = arg[2:]
+        elif arg in ("--disable", "--enable") and i + 1 < len(argv) and argv[i + 1] in ("hooks", "codex_hooks"):
+            return f"{arg} {argv[i + 1]}"
+        if value is not None:
+            key = value.split("=", 1)[0].strip().strip('"')
+            if key == "hooks" or key.startswith(("hooks.", "features.hooks", "features.codex_hooks")) or (
+                    key == "features" and "hooks" in value):
+                return f"-c {value}"
+    return None
+
+
 def preflight(argv: list[str], env: dict, cwd: str) -> None:
-    """Refuse the run when the trust bypass would run a hook of the user's that Codex does not trust."""
+    """Refuse the run when the user's own overrides would replace agentsess's hooks, or the trust
+    bypass would run a hook of the user's that Codex does not trust."""
+    clash = _overrides_hooks(argv)
+    if clash:
+        raise AgentsessError(f"run: `{clash}` on Codex's command line would replace or switch off agentsess's hooks; "
+                             "put your hooks in a hooks.json Codex trusts, or run with --agent none", RUN_FAILED)
     executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
     others = untrusted_others(_list_hooks(executable, ["-c", "features.hooks=true"], env, cwd))
     if others:
