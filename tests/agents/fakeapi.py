@@ -179,6 +179,10 @@ def _openai(h, model: FakeModel, body: dict):
     if isinstance(step, Call):
         item = {"type": "function_call", "id": "fc_" + uuid.uuid4().hex[:12], "call_id": step.id,
                 "name": step.name, "arguments": json.dumps(step.input), "status": "completed"}
+        if step.name.startswith("mcp__") and step.name.count("__") >= 2:
+            # Codex offers an MCP server's tools as a namespace (`mcp__demo`) of functions (`add`)
+            namespace, _, name = step.name.rpartition("__")
+            item.update(namespace=namespace, name=name)
     else:
         item = {"type": "message", "id": "msg_" + uuid.uuid4().hex[:12], "role": "assistant", "status": "completed",
                 "content": [{"type": "output_text", "text": step.text, "annotations": []}]}

@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from clients import client, fake_git
+from clients import PY, client, fake_git
 from fakeapi import Call, FakeModel, Say
 
 from conftest import agentsess
@@ -27,12 +27,18 @@ decision = "deny"
 reason = "pushing is not part of this task"
 
 [[profiles.codex.rules]]
+tool = "mcp:demo:write_marker"
+decision = "deny"
+reason = "the demo server's writes are off limits"
+
+[[profiles.codex.rules]]
 tool = "Bash"
 args = "deploy*"
 decision = "ask"
 reason = "deploys need a person"
 """
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 SPELLINGS = ["git -C . push", "cd . && git push", "env X=1 git push", "sh -c 'git push'", "g$'i't push"]
 
 
@@ -79,9 +85,12 @@ def test_codex_guarded_end_to_end(setting):
     script += [Call("exec_command", {"cmd": "deploy prod"}),
                Call("exec_command", {"cmd": "echo allowed > allowed.txt"}),
                Call("exec_command", {"cmd": "echo oops >&2; exit 3"}),
+               Call("mcp__demo__add", {"a": 2, "b": 3}),
+               Call("mcp__demo__write_marker", {"path": str(s["markers"] / "mcp")}),
                Say("finished")]
+    demo = os.path.join(HERE, "mcp_demo.py")
     with FakeModel(script, "openai") as model:
-        proc = run_codex(s, model)
+        proc = run_codex(s, model, "-c", f'mcp_servers.demo={{command="{PY}",args=["{demo}"]}}')
         told = model.told()
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     assert b"finished" in proc.stdout
@@ -89,6 +98,7 @@ def test_codex_guarded_end_to_end(setting):
     assert (s["work"] / "allowed.txt").read_text() == "allowed\n"
     assert told.count("pushing is not part of this task") >= 1 + len(SPELLINGS)
     assert "deploys need a person" in told and "Codex cannot ask" in told
+    assert "the demo server's writes are off limits" in told
     # agentsess wrote nothing to the user's CODEX_HOME config (the model appended its own line)
     assert (s["codex_home"] / "config.toml").read_text() == before[1] + "[features]\nhooks = false\n"
     assert not (s["codex_home"] / "hooks.json").exists()
@@ -104,6 +114,8 @@ def test_codex_guarded_end_to_end(setting):
         assert decisions[spelled] == "deny", spelled
     assert decisions["deploy prod"] == "ask"
     assert decisions["echo allowed > allowed.txt"] == "observe"
+    mcp = [(c["tool"], c["decision"]) for c in checked if c["tool"].startswith("mcp:")]
+    assert mcp == [("mcp:demo:add", "observe"), ("mcp:demo:write_marker", "deny")]
     results = [r["data"] for r in recs if r["type"] == "action.result"]
     assert {r["source"] for r in results} == {"codex"}
     assert len(results) >= 2  # the allowed and the failing call

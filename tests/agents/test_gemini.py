@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from clients import client, fake_git, node_ok
+from clients import PY, client, fake_git, node_ok
 from fakeapi import Call, FakeModel, Say
 
 from conftest import agentsess
@@ -26,8 +26,14 @@ tool = "Bash"
 args = "git push*"
 decision = "deny"
 reason = "pushing is not part of this task"
+
+[[profiles.gemini.rules]]
+tool = "mcp:demo:write_marker"
+decision = "deny"
+reason = "the demo server's writes are off limits"
 """
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 SPELLINGS = ["git -C . push", "cd . && git push", "env X=1 git push", "sh -c 'git push'", "touch x && git push"]
 
 
@@ -48,6 +54,7 @@ def setting(tmp_path):
     user_hook_log = tmp_path / "user-hook.log"
     (dot / "settings.json").write_text(json.dumps({
         "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "mcpServers": {"demo": {"command": PY, "args": [os.path.join(HERE, "mcp_demo.py")]}},
         "hooks": {"BeforeTool": [{"matcher": ".*", "hooks": [
             {"type": "command", "command": f"cat >> {user_hook_log}", "name": "users-own"}]}]},
     }))
@@ -77,6 +84,8 @@ def test_gemini_guarded_end_to_end(setting):
                Call("run_shell_command", {"command": f"touch {s['markers']}/late && git push"})]
     script += [Call("run_shell_command", {"command": "echo allowed > allowed.txt"}),
                Call("run_shell_command", {"command": "exit 3"}),
+               Call("mcp_demo_add", {"a": 2, "b": 3}),
+               Call("mcp_demo_write_marker", {"path": str(s["markers"] / "mcp")}),
                Say("finished")]
     with FakeModel(script, "gemini") as model:
         proc = run_gemini(s, model, env_extra={"GITHUB_SHA": "0123abc"})
@@ -96,6 +105,10 @@ def test_gemini_guarded_end_to_end(setting):
     overlay = os.path.join(facts["gemini_cli_home"], ".gemini")
     assert os.path.islink(os.path.join(overlay, "google_accounts.json"))
     checked = [r["data"] for r in recs if r["type"] == "action.checked"]
+    mcp = [(c["tool"], c["agent_tool"], c["decision"]) for c in checked if c["tool"].startswith("mcp:")]
+    assert mcp == [("mcp:demo:add", "mcp_demo_add", "observe"), ("mcp:demo:write_marker", "mcp_demo_write_marker", "deny")]
+    assert "the demo server's writes are off limits" in told
+    checked = [c for c in checked if not c["tool"].startswith("mcp:")]
     assert all(c["source"] == "gemini" and c["tool"] == "Bash" for c in checked)
     assert all(c["agent_tool"] == "run_shell_command" for c in checked)
     decisions = {c["summary"]: c["decision"] for c in checked}
@@ -103,8 +116,10 @@ def test_gemini_guarded_end_to_end(setting):
         assert decisions[spelled] == "deny", spelled
     assert decisions["echo allowed > allowed.txt"] == "observe"
     results = [r["data"] for r in recs if r["type"] == "action.result"]
-    assert [r["is_error"] for r in results][-2:] == [False, True]
-    assert results[-1]["error"] == "exit code 3"
+    shell = [r for r in results if r["tool"] == "Bash"]
+    assert [r["is_error"] for r in shell][-2:] == [False, True]
+    assert shell[-1]["error"] == "exit code 3"
+    assert any(r["tool"] == "mcp:demo:add" for r in results)
     sessions = [r["data"]["event"] for r in recs if r["type"] == "agent.session"]
     assert "SessionStart" in sessions
     assert agentsess("verify", "last").returncode == 0
