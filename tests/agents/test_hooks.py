@@ -252,3 +252,70 @@ def test_claude_prefix_does_not_record_hook_commands(run_id, tmp_path):
                    check=True, capture_output=True, cwd=str(tmp_path))
     assert [e["command"] for e in receipts(run_id, "action.exec")] == ["true"]
     assert receipts(run_id, "agent.session")[0]["session_id"] == "s9"
+
+
+def test_claude_user_settings_are_merged_in_order_and_hooks_kept(tmp_path):
+    from agentsess.core.guard.agents import claude
+
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"model": "a", "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "x"}]}]}}))
+    argv = ["claude", "--settings", str(first), "-p", "hi", f"--settings={json.dumps({'model': 'b', 'disableAllHooks': True})}",
+            "--", "--settings", "not-an-option"]
+    rest, given = claude._user_settings(argv)
+    assert rest == ["claude", "-p", "hi", "--", "--settings", "not-an-option"]
+    merged = claude.settings("run_x", "HOOK", given)
+    assert merged["model"] == "b" and merged["disableAllHooks"] is False
+    assert merged["hooks"]["Stop"] == [{"hooks": [{"type": "command", "command": "x"}]}]
+    assert merged["hooks"]["PreToolUse"][0]["hooks"][0]["command"] == "HOOK"
+    assert set(claude.HOOK_EVENTS) <= set(merged["hooks"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["claude", "--settings"], "needs a value"),
+    (["claude", "--settings", '{"a": [1]} trailing'], "not valid JSON"),
+    (["claude", "--settings", "{\"a\": }"], "not valid JSON"),
+    (["claude", "--settings", "/nonexistent/settings.json"], "cannot read"),
+    (["claude", "--bare=1"], "--bare skips hooks"),
+    (["claude", "-p", "x", "--safe-mode"], "--safe-mode disables hooks"),
+])
+def test_claude_command_lines_that_would_lose_the_hooks_are_refused(argv, message):
+    from agentsess.core.guard.agents import claude
+    from agentsess.errors import AgentsessError
+
+    with pytest.raises(AgentsessError) as exc:
+        claude.preflight(argv, {}, "/tmp")
+    assert message in exc.value.message
+
+
+def test_claude_environment_that_skips_hooks_is_refused():
+    from agentsess.core.guard.agents import claude
+    from agentsess.errors import AgentsessError
+
+    for name in ("CLAUDE_CODE_SIMPLE", "CLAUDE_CODE_SAFE_MODE"):
+        with pytest.raises(AgentsessError):
+            claude.preflight(["claude"], {name: "1"}, "/tmp")
+    claude.preflight(["claude"], {"CLAUDE_CODE_SIMPLE": "0"}, "/tmp")
+
+
+def test_gemini_settings_with_comments_merge_and_force_hooks_on(tmp_path):
+    from agentsess.core.guard.agents import gemini
+
+    path = tmp_path / "settings.json"
+    path.write_text('{\n  // the user\'s own\n  "theme": "x", /* note */ "url": "http://a//b",\n'
+                    '  "hooksConfig": {"enabled": false, "disabled": ["agentsess", "other"]},\n}\n')
+    merged = gemini.settings(gemini._read_json(str(path), "the Gemini settings"), "HOOK")
+    assert merged["theme"] == "x" and merged["url"] == "http://a//b"
+    assert merged["hooksConfig"] == {"enabled": True, "disabled": ["other"]}
+    assert merged["hooks"]["BeforeTool"][0]["hooks"][0]["command"] == "HOOK"
+
+
+@pytest.mark.parametrize("argv, clash", [
+    (["codex", "-c", "hooks.PreToolUse=[]"], True), (["codex", "--config", "features.hooks=false"], True),
+    (["codex", "-chooks={}"], True), (["codex", "-c", "features={hooks=false}"], True),
+    (["codex", "--disable", "hooks"], True), (["codex", "-c", "model=x", "exec", "hi"], False),
+    (["codex", "exec", "--", "-c", "hooks=x"], False),
+])
+def test_codex_overrides_of_the_hooks_are_found(argv, clash):
+    from agentsess.core.guard.agents import codex
+
+    assert (codex._overrides_hooks(argv) is not None) is clash
