@@ -98,7 +98,7 @@ def test_claude_code_guarded_end_to_end(setting):
     user_hook_log = s["tmp"] / "user-hook.log"
     user_settings = s["tmp"] / "user-settings.json"
     user_settings.write_text(json.dumps({
-        "env": {"FROM_USER_SETTINGS": "yes"},
+        "env": {"FROM_USER_SETTINGS": "yes", "USER_SECRET": "sk-ant-user-secret-0123456789abcdef"},
         "disableAllHooks": True,
         "hooks": {"PreToolUse": [{"matcher": "*", "hooks": [
             {"type": "command", "command": f"cat >> {shlex.quote(str(user_hook_log))}"}]}]},
@@ -168,6 +168,11 @@ def test_claude_code_guarded_end_to_end(setting):
     assert any(r["tool"] == "Bash" for r in failed)
     assert any(r["tool"] == "mcp:demo:add" and not r["is_error"] for r in results)
     assert any(r["type"] == "agent.session" for r in recs)
+    # a key in the user's settings never reached a command line, the receipts or the run folder
+    started = recs[0]["data"]
+    argv_seen = started["integration"]["claude_code"]
+    assert "sk-ant-user-secret" not in json.dumps(recs)
+    assert "sk-ant-user-secret" not in open(argv_seen["settings"]).read()
     assert agentsess("verify", "last").returncode == 0
 
 

@@ -319,3 +319,18 @@ def test_codex_overrides_of_the_hooks_are_found(argv, clash):
     from agentsess.core.guard.agents import codex
 
     assert (codex._overrides_hooks(argv) is not None) is clash
+
+
+def test_claude_user_settings_env_goes_to_the_environment_not_the_command_line(tmp_path):
+    from agentsess.core.guard.agents import claude
+
+    user = tmp_path / "user.json"
+    user.write_text(json.dumps({"env": {"API_KEY": "sk-ant-secret-value-0123456789"}, "model": "m"}))
+    written = {}
+    argv, env, facts = claude.setup("run_x", ["claude", "--settings", str(user), "-p", "hi"], {}, str(tmp_path),
+                                    "agentsess", lambda path, data: written.__setitem__(path, data))
+    assert "sk-ant-secret-value" not in " ".join(argv)
+    assert env["API_KEY"] == "sk-ant-secret-value-0123456789"
+    assert json.loads(argv[2])["model"] == "m" and "env" not in json.loads(argv[2])
+    assert all(b"sk-ant-secret-value" not in data for data in written.values())
+    assert argv[3:] == ["-p", "hi"]

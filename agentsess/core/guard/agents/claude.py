@@ -10,7 +10,9 @@ local settings). They are given inline, so the agent has no file to rewrite mid-
 - sets ``disableAllHooks: false``, so a settings file the agent edits mid-session cannot
   switch agentsess off;
 - holds the user's own ``--settings`` (a file or inline JSON), merged: their keys kept,
-  their hooks kept beside agentsess's. A ``--settings`` that cannot be read is refused.
+  their hooks kept beside agentsess's; their ``env`` is set in Claude's environment instead,
+  so a key in it never lands on a command line. A ``--settings`` that cannot be read is
+  refused.
 
 ``--bare`` and ``--safe-mode`` (and ``CLAUDE_CODE_SIMPLE``/``CLAUDE_CODE_SAFE_MODE``) make
 Claude skip hooks: refused. ``CLAUDE_CODE_SHELL_PREFIX`` names a per-run script through
@@ -166,7 +168,12 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     hook = f"{agentsess} hook claude-code --run {run_id}"
     path = os.path.join(folder, "claude-settings.json")
     merged = settings(run_id, hook, user)
-    write_private(path, json.dumps(merged, indent=2).encode())
+    # the user's settings `env` (which may hold keys) goes to Claude's environment, never onto a
+    # command line or into the run folder's copy
+    env_values = merged.pop("env", None)
+    extra = {str(k): str(v) for k, v in env_values.items()} if isinstance(env_values, dict) else {}
+    record = dict(merged, env=sorted(extra)) if extra else merged
+    write_private(path, json.dumps(record, indent=2).encode())
     bindir = os.path.join(folder, "bin")
     os.makedirs(bindir, mode=0o700, exist_ok=True)
     prefix = os.path.join(bindir, "agentsess-exec")
@@ -176,7 +183,7 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     # agent could rewrite the file mid-session; the file stays as the record of what was given
     new_argv = [rest[0], "--settings", json.dumps(merged, separators=(",", ":")), *rest[1:]]
     facts = {"settings": path, "shell_prefix": prefix, "merged_user_settings": len(user)}
-    return new_argv, {"CLAUDE_CODE_SHELL_PREFIX": prefix}, facts
+    return new_argv, {**extra, "CLAUDE_CODE_SHELL_PREFIX": prefix}, facts
 
 
 def pre_answer(decision) -> dict | None:
