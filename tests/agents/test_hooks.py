@@ -326,9 +326,13 @@ def test_claude_user_settings_env_goes_to_the_environment_not_the_command_line(t
 
     user = tmp_path / "user.json"
     user.write_text(json.dumps({"env": {"API_KEY": "sk-ant-secret-value-0123456789"}, "model": "m"}))
-    written = {}
-    argv, env, facts = claude.setup("run_x", ["claude", "--settings", str(user), "-p", "hi"], {}, str(tmp_path),
-                                    "agentsess", lambda path, data: written.__setitem__(path, data))
+    from agentsess.edges.paths import write_private
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    argv, env, facts = claude.setup("run_x", ["claude", "--settings", str(user), "-p", "hi"], {}, str(folder),
+                                    "agentsess", write_private)
+    written = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert "sk-ant-secret-value" not in " ".join(argv)
     assert env["API_KEY"] == "sk-ant-secret-value-0123456789"
     assert json.loads(argv[2])["model"] == "m" and "env" not in json.loads(argv[2])
