@@ -155,6 +155,12 @@ def test_a_line_that_cannot_be_parsed_is_denied_when_a_rule_could_apply(line):
     assert decide(line, rules=(dict(PUSH, tool="Write"),)).decision == "observe"
 
 
+def test_a_line_too_long_or_with_too_many_commands_is_unparseable():
+    assert commands.parse("echo " + "a " * commands.MAX_LENGTH).error is not None
+    assert commands.parse("a; " * (commands.MAX_COMMANDS + 1)).error is not None
+    assert decide("true; " * (commands.MAX_COMMANDS + 1)).decision == "deny"
+
+
 def test_nesting_past_the_limit_is_unparseable():
     line = "git push"
     for _ in range(commands.MAX_DEPTH + 1):

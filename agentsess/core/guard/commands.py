@@ -44,6 +44,7 @@ from fnmatch import fnmatchcase
 
 MAX_DEPTH = 8
 MAX_COMMANDS = 1000
+MAX_LENGTH = 256 * 1024  # twice what Linux lets one argument (`sh -c STRING`) be
 
 SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish", "yash", "posh"))
 _RESTRICTIVE = {"deny": 3, "ask": 2, "observe": 1, "allow": 0}
@@ -315,6 +316,8 @@ class _Walker:
     def walk_source(self, text: str) -> None:
         if "\0" in text:
             raise Unparseable("the command holds a NUL character")
+        if len(text) > MAX_LENGTH:
+            raise Unparseable(f"the command is longer than {MAX_LENGTH} characters")
         source = join_continuations(text)
         tree = _get_parser().parse(source.encode("utf-8", "surrogateescape"))
         root = tree.root_node
