@@ -302,7 +302,8 @@ def test_property_every_generated_push_spelling_is_held(data, fake_git, tmp_path
     if log.exists():
         log.unlink()
     env = {"PATH": f"{git.parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
-    subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, timeout=20)
+    subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, timeout=20,
+                   stdin=subprocess.DEVNULL)
     calls = log.read_text().splitlines() if log.exists() else []
     assert any(" push" in f" {c}" or c.startswith("push") for c in calls), (line, calls)
 

@@ -338,3 +338,41 @@ def test_claude_user_settings_env_goes_to_the_environment_not_the_command_line(t
     assert json.loads(argv[2])["model"] == "m" and "env" not in json.loads(argv[2])
     assert all(b"sk-ant-secret-value" not in data for data in written.values())
     assert argv[3:] == ["-p", "hi"]
+
+
+@pytest.mark.parametrize("dies", ["kill -SEGV $$", "kill -KILL $$", "exit 1", "exit 139"])
+def test_a_hook_that_dies_blocks_the_call(dies):
+    from agentsess.core.guard.agents import guarded
+
+    import shlex
+
+    proc = subprocess.run(["sh", "-c", guarded(f"sh -c {shlex.quote(dies)}")], capture_output=True)
+    assert proc.returncode == 2 and b"agentsess: denied" in proc.stderr
+
+
+def test_a_hook_that_answers_keeps_its_answer():
+    from agentsess.core.guard.agents import guarded
+
+    proc = subprocess.run(["sh", "-c", guarded("echo '{\"decision\": \"deny\"}'")], capture_output=True)
+    assert proc.returncode == 0 and proc.stdout == b'{"decision": "deny"}\n'
+
+
+def test_a_parser_that_crashes_or_hangs_denies(monkeypatch):
+    from agentsess.core.guard import commands
+
+    def crash(text):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def hang(text):
+        import time
+
+        time.sleep(60)
+
+    monkeypatch.setattr(commands, "_parse_json", crash)
+    assert "failed" in commands.parse("git push").error
+    monkeypatch.setattr(commands, "PARSE_TIMEOUT", 0.5)
+    ok, why = commands.isolated(hang, "x", timeout=0.5)
+    assert not ok and "longer than" in why

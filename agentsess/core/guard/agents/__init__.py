@@ -32,6 +32,13 @@ def agentsess_command() -> str:
     return f"{shlex.quote(sys.executable)} -m agentsess"
 
 
+def guarded(hook: str) -> str:
+    """A hook command that blocks (exit 2, in all three agents' conventions) when agentsess
+    itself dies without answering, killed by a signal or crashed: a hook that ends any other
+    way than 0 or 2 lets the call through in Claude Code and Gemini CLI."""
+    return f"{hook} || {{ echo 'agentsess: denied: the hook failed' >&2; exit 2; }}"
+
+
 AGENTS = {"claude-code": ("claude", "claude-code"), "codex": ("codex",), "gemini": ("gemini",)}
 PROTOCOLS = {"claude-code": "claude", "codex": "codex", "gemini": "gemini"}
 

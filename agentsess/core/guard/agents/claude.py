@@ -165,7 +165,9 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     """(argv with the run's --settings, extra environment, facts for the receipt)."""
     preflight(argv, env, os.getcwd())
     rest, user = _user_settings(argv)
-    hook = f"{agentsess} hook claude-code --run {run_id}"
+    from agentsess.core.guard.agents import guarded
+
+    hook = guarded(f"{agentsess} hook claude-code --run {run_id}")
     path = os.path.join(folder, "claude-settings.json")
     merged = settings(run_id, hook, user)
     # the user's settings `env` (which may hold keys) goes to Claude's environment, never onto a
@@ -207,9 +209,17 @@ def result_of(kind: str, event: dict):
 def unwrap(text: str) -> str | None:
     """The model's command inside Claude's wrapper (``… && eval 'CMD' < /dev/null && pwd -P
     >| …``), or None when ``text`` is not such a wrapper. Only an ``eval`` of the wrapper's own
-    top-level list counts: one inside the model's command is part of the model's command."""
+    top-level list counts: one inside the model's command is part of the model's command.
+    Parsed in a child process, as every command line is (see ``commands.isolated``)."""
     if "eval" not in text:
         return None
+    from agentsess.core.guard import commands
+
+    ok, inner = commands.isolated(_unwrap_here, text)
+    return inner if ok and isinstance(inner, str) else None
+
+
+def _unwrap_here(text: str) -> str | None:
     from agentsess.core.guard import commands
 
     try:

@@ -187,7 +187,9 @@ def preflight(argv: list[str], env: dict, cwd: str) -> None:
 
 
 def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
-    hook = f"{agentsess} hook codex --run {run_id}"
+    from agentsess.core.guard.agents import guarded
+
+    hook = guarded(f"{agentsess} hook codex --run {run_id}")
     args = overrides(hook)
     new_argv = [argv[0], *args, "--dangerously-bypass-hook-trust", *argv[1:]]
     return new_argv, {}, {"hook": hook, "overrides": len(args) // 2, "hook_trust": "bypassed for agentsess's hooks only"}

@@ -187,7 +187,9 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     human_home = env.get("GEMINI_CLI_HOME") or env.get("HOME") or os.path.expanduser("~")
     user_dir = os.path.join(human_home, ".gemini")
     prefix = f"AGENTSESS_HOME={shlex.quote(env['AGENTSESS_HOME'])} " if env.get("AGENTSESS_HOME") else ""
-    hook = f"{prefix}{agentsess} hook gemini --run {run_id}"
+    from agentsess.core.guard.agents import guarded
+
+    hook = guarded(f"{prefix}{agentsess} hook gemini --run {run_id}")
     home = os.path.join(folder, "gemini-home")
     dot = os.path.join(home, ".gemini")
     os.makedirs(dot, mode=0o700, exist_ok=True)
