@@ -5,7 +5,6 @@ code; the CLI boundary prints ``agentsess: error: <message>`` on stderr and exit
 """
 
 # Exit codes of commands other than `run` (see README, "Exit codes").
-OK = 0
 CHECK_FAILED = 1  # a check said no: invalid token, failed verification, denied
 USAGE = 2  # bad arguments, bad config, unknown run id
 STATE = 4  # the data root or store cannot be used (unwritable, corrupted)

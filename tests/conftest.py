@@ -1,8 +1,5 @@
-"""Every test gets its own data root, config file and file-backed keyring."""
-
-import os
-import subprocess
-import sys
+"""Every test gets its own data root, config file and file-backed keyring. The process
+helpers every test uses are tests/helpers.py."""
 
 import pytest
 
@@ -16,26 +13,3 @@ def agentsess_home(tmp_path, monkeypatch):
     for var in ("AGENTSESS_RUN_ID", "AGENTSESS_TOKEN", "AGENTSESS_PARENT_RUN_ID", "AGENTSESS_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     return home
-
-
-def agentsess(*args, input=None, env=None, timeout=60, check=None, **kw):
-    """Run `python -m agentsess ARGS` as a real process; returns CompletedProcess (bytes)."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentsess", *args],
-        input=input,
-        capture_output=True,
-        env=full_env,
-        timeout=timeout,
-        **kw,
-    )
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    return proc
-
-
-@pytest.fixture
-def cli():
-    return agentsess

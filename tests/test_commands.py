@@ -11,11 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentsess.core.guard import commands, policy
-from agentsess.edges.config import STARTER
+from agentsess.core.guard import actions, commands, policy
+from agentsess.edges import paths
 
 PUSH = {"tool": "Bash", "args": "git push*", "scope": "git:push", "decision": "allow", "index": 0,
         "reason": None}
+with open(paths.starter_config(), "rb") as _fh:
+    import tomllib
+
+    STARTER = tomllib.load(_fh)
 STARTER_RULES = [dict(r, index=i, scope=r.get("scope"), reason=r.get("reason"), args=r.get("args"))
                  for i, r in enumerate(STARTER["profiles"]["claude"]["rules"])]
 
@@ -199,7 +203,7 @@ def test_rules_on_non_shell_tools_still_match_their_main_argument():
 
 def test_the_checked_receipt_lists_the_commands_it_looked_at():
     d = decide("cd . && git push")
-    data = policy.checked_receipt(d, "Bash", {"command": "cd . && git push"}, "claude-code")
+    data = actions.checked_receipt(d, "Bash", {"command": "cd . && git push"}, "claude-code")
     assert data["commands"] == ["cd .", "git push"] and data["decision"] == "deny"
 
 

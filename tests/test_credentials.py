@@ -1,14 +1,14 @@
 """Each run's own scoped, short-lived credential: tokens, scopes, profiles, sub-agents."""
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 
 import jwt
-
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, spawn, wait_for, write_config
 
 PY = sys.executable
 # the token is masked in the child's output, so the child hands it over in a file
@@ -16,10 +16,33 @@ SAVE_TOKEN = "import os,sys; open(sys.argv[1],'w').write(os.environ['AGENTSESS_T
 
 
 def run_token(*options) -> str:
+    """The token of a run that has already exited (so the token is dead)."""
     path = os.path.join(os.environ["AGENTSESS_HOME"], "..", f"token-{time.monotonic_ns()}")
     agentsess("run", *options, "--", PY, "-c", SAVE_TOKEN, path, check=0)
     with open(path) as fh:
         return fh.read()
+
+
+# the child hands its token over in a file, then lives until the test removes that file
+KEEP_TOKEN = (
+    "import os,sys,time; p=sys.argv[1]; open(p+'.tmp','w').write(os.environ['AGENTSESS_TOKEN']); "
+    "os.rename(p+'.tmp',p)\nwhile os.path.exists(p): time.sleep(0.02)"
+)
+
+
+@contextlib.contextmanager
+def live_token(*options):
+    """The token of a run that is running while the ``with`` block lasts."""
+    path = os.path.join(os.environ["AGENTSESS_HOME"], "..", f"token-{time.monotonic_ns()}")
+    proc = spawn("run", "--no-pty", *options, "--", PY, "-c", KEEP_TOKEN, path,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(path), what="the run's token")
+        with open(path) as fh:
+            yield fh.read()
+    finally:
+        os.unlink(path)
+        proc.wait(30)
 
 
 def test_token_printed_by_the_child_is_masked():
@@ -43,7 +66,11 @@ def test_token_verifies_with_plain_pyjwt_against_the_jwks():
 
 
 def test_child_environment_carries_the_credential():
-    script = "import os,json,sys; json.dump({k:v for k,v in os.environ.items() if k.startswith('AGENTSESS_')}, open(sys.argv[1],'w'))"
+    script = (
+        "import os,json,sys,subprocess; env={k:v for k,v in os.environ.items() if k.startswith('AGENTSESS_')}; "
+        "env['verify']=subprocess.run([sys.executable,'-m','agentsess','token','verify']).returncode; "
+        "json.dump(env, open(sys.argv[1],'w'))"
+    )
     out = os.path.join(os.environ["AGENTSESS_HOME"], "..", "env.json")
     agentsess("run", "--scope", "fs:write", "--name", "bot", "--", PY, "-c", script, out, check=0)
     with open(out) as fh:
@@ -52,7 +79,9 @@ def test_child_environment_carries_the_credential():
     assert env["AGENTSESS_AGENT"] == "bot"
     assert env["AGENTSESS_EXPIRES_AT"].endswith("Z")
     assert "AGENTSESS_PARENT_RUN_ID" not in env
-    assert agentsess("token", "verify", env["AGENTSESS_TOKEN"]).returncode == 0
+    assert env["verify"] == 0  # valid inside the run...
+    dead = agentsess("token", "verify", env["AGENTSESS_TOKEN"], "--json")
+    assert dead.returncode == 1 and json.loads(dead.stdout)["reason"] == "exited run"  # ...and dies with it
 
 
 def test_token_is_never_stored_and_receipt_names_only_its_id():
@@ -67,7 +96,11 @@ def test_token_is_never_stored_and_receipt_names_only_its_id():
 
 
 def test_token_verify_reasons_and_scopes():
-    token = run_token("--scope", "github:*")
+    with live_token("--scope", "github:*") as token:
+        _verify_reasons_and_scopes(token)
+
+
+def _verify_reasons_and_scopes(token):
     ok = agentsess("token", "verify", token, "--scope", "github:pr:create", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["valid"] is True
     missing = agentsess("token", "verify", token, "--scope", "fs:write")
@@ -90,15 +123,15 @@ def test_expired_token_is_refused(monkeypatch):
 
 
 def test_key_rotation_keeps_old_tokens_verifiable():
-    old = run_token()
-    first = json.loads(agentsess("jwks", check=0).stdout)["keys"]
-    agentsess("key", "rotate", check=0)
-    new = run_token()
-    keys = json.loads(agentsess("jwks", check=0).stdout)["keys"]
-    assert len(keys) == len(first) + 1
-    assert jwt.get_unverified_header(old)["kid"] != jwt.get_unverified_header(new)["kid"]
-    assert agentsess("token", "verify", old).returncode == 0
-    assert agentsess("token", "verify", new).returncode == 0
+    with live_token() as old:
+        first = json.loads(agentsess("jwks", check=0).stdout)["keys"]
+        agentsess("key", "rotate", check=0)
+        with live_token() as new:
+            keys = json.loads(agentsess("jwks", check=0).stdout)["keys"]
+            assert len(keys) == len(first) + 1
+            assert jwt.get_unverified_header(old)["kid"] != jwt.get_unverified_header(new)["kid"]
+            assert agentsess("token", "verify", old).returncode == 0
+            assert agentsess("token", "verify", new).returncode == 0
 
 
 def test_request_beyond_the_profile_ceiling_is_refused_and_recorded():

@@ -8,8 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 
-
-from conftest import agentsess
+from helpers import agentsess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")

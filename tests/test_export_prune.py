@@ -13,10 +13,9 @@ import tempfile
 import pexpect
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
-from hypothesis import given, settings, strategies as st
-
-from conftest import agentsess
-from helpers import running_run_id, show, spawn, wait_for
+from helpers import agentsess, cli, running_run_id, show, spawn, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 DAY = 86400
 
@@ -42,7 +41,7 @@ def output_text(events) -> str:
 
 
 def export(run_id: str, fmt: str, target) -> None:
-    agentsess("export", run_id, "--format", fmt, "-o", str(target), check=0)
+    cli("export", run_id, "--format", fmt, "-o", str(target), check=0)
 
 
 # -- asciicast ---------------------------------------------------------------------------
@@ -79,7 +78,7 @@ def test_asciicast_stdout_to_stdout_equals_the_file_export(tmp_path):
     run_id = show()["id"]
     to_file = tmp_path / "a.cast"
     export(run_id, "asciicast", to_file)
-    direct = agentsess("export", run_id, check=0).stdout  # asciicast is the default format
+    direct = cli("export", run_id, check=0).stdout  # asciicast is the default format
     assert direct == to_file.read_bytes()
     _, events = read_cast(str(to_file))
     # stderr is output too ("o"): both lines are there, in the order they were logged
@@ -143,7 +142,7 @@ def test_asciicast_of_a_pty_run_has_its_size_and_resizes(tmp_path):
     assert resizes == ["80x24", "100x30"]
     cast = tmp_path / "pty.cast"
     # a run does not record its child's TERM: the header has the exporting terminal's
-    agentsess("export", run_id, "-o", str(cast), env={"TERM": "screen-256color"}, check=0)
+    cli("export", run_id, "-o", str(cast), env={"TERM": "screen-256color"}, check=0)
     header, events = read_cast(str(cast))
     assert (header["width"], header["height"]) == (80, 24)
     assert header["env"] == {"TERM": "screen-256color"}
@@ -170,17 +169,17 @@ def test_jsonl_export_is_the_receipt_stream_byte_for_byte(tmp_path):
         original = fh.read()
     assert target.read_bytes() == original
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
-    assert agentsess("export", run_id, "--format", "jsonl", check=0).stdout == original
+    assert cli("export", run_id, "--format", "jsonl", check=0).stdout == original
     types = [json.loads(line)["type"] for line in original.splitlines()]
     assert types.count("run.sealed") == 2
 
 
 def test_export_refuses_an_unknown_format_and_run():
     agentsess("run", "--no-pty", "--", "true", check=0)
-    bad = agentsess("export", "last", "--format", "mp4")
+    bad = cli("export", "last", "--format", "mp4")
     assert bad.returncode == 2
     assert b"asciicast or jsonl" in bad.stderr
-    missing = agentsess("export", "run_0000000000")
+    missing = cli("export", "run_0000000000")
     assert missing.returncode == 2
     assert b"no run matches" in missing.stderr
 
@@ -310,17 +309,17 @@ def test_prune_deletes_old_finished_runs_and_keeps_running_and_new_ones(running)
         age(rid, 40)
     before = run_ids()
 
-    dry = agentsess("prune", "--older-than", "30d", "--dry-run", "--json", check=0)
+    dry = cli("prune", "--older-than", "30d", "--dry-run", "--json", check=0)
     plan = json.loads(dry.stdout)
     assert plan["dry_run"] is True
     assert sorted(plan["pruned"]) == sorted([old_ok, old_failed])
     assert run_ids() == before  # a dry run deletes nothing
     assert all(os.path.isdir(run_folder(r)) for r in before)
     assert not os.path.exists(os.path.join(home(), "prune.log"))
-    text = agentsess("prune", "--older-than", "30d", "--dry-run", check=0).stdout.decode()
+    text = cli("prune", "--older-than", "30d", "--dry-run", check=0).stdout.decode()
     assert "would prune 2 runs" in text and old_ok in text
 
-    done = json.loads(agentsess("prune", "--older-than", "30d", "--json", check=0).stdout)
+    done = json.loads(cli("prune", "--older-than", "30d", "--json", check=0).stdout)
     assert done["dry_run"] is False and done["count"] == 2
     assert sorted(done["pruned"]) == sorted([old_ok, old_failed])
     assert run_ids() == {new, running}
@@ -334,13 +333,13 @@ def test_prune_deletes_old_finished_runs_and_keeps_running_and_new_ones(running)
     assert len(lines) == 1
     assert "pruned=2" in lines[0] and "older_than=2592000s" in lines[0]
 
-    again = json.loads(agentsess("prune", "--older-than", "30d", "--json", check=0).stdout)
+    again = json.loads(cli("prune", "--older-than", "30d", "--json", check=0).stdout)
     assert again["count"] == 0 and again["pruned"] == []
     with open(log) as fh:
         assert fh.read().splitlines()[1].split()[1] == "pruned=0"
 
     assert show(running)["status"] == "running"
-    verified = agentsess("verify", "--all", "--json")
+    verified = cli("verify", "--all", "--json")
     assert verified.returncode == 0, verified.stdout
     assert {r["run"] for r in json.loads(verified.stdout)} == {new, running}
 
@@ -353,7 +352,7 @@ def test_prune_keeps_a_revoked_run_whose_process_still_runs(tmp_path):
         agentsess("revoke", rid, check=0)
         assert show(rid)["status"] == "revoked" and show(rid)["ended_at"] is None
         age(rid, 40)
-        result = json.loads(agentsess("prune", "--older-than", "1d", "--json", check=0).stdout)
+        result = json.loads(cli("prune", "--older-than", "1d", "--json", check=0).stdout)
         assert result["pruned"] == []
         assert rid in run_ids() and os.path.isdir(run_folder(rid))
     finally:
@@ -361,28 +360,28 @@ def test_prune_keeps_a_revoked_run_whose_process_still_runs(tmp_path):
         p.wait(30)
     # once its supervisor has finished, it is an ordinary finished run
     age(rid, 40)
-    result = json.loads(agentsess("prune", "--older-than", "1d", "--json", check=0).stdout)
+    result = json.loads(cli("prune", "--older-than", "1d", "--json", check=0).stdout)
     assert result["pruned"] == [rid]
 
 
 def test_prune_a_parent_whose_child_is_kept():
     py = sys.executable
     agentsess("run", "--no-pty", "--", "sh", "-c", f"'{py}' -m agentsess run --no-pty -- true", check=0)
-    runs = {r["id"]: r for r in json.loads(agentsess("runs", "--json", check=0).stdout)}
+    runs = {r["id"]: r for r in json.loads(cli("runs", "--json", check=0).stdout)}
     (child,) = [r for r in runs.values() if r["parent_id"]]
     parent = child["parent_id"]
     age(parent, 10)
-    result = json.loads(agentsess("prune", "--older-than", "5d", "--json", check=0).stdout)
+    result = json.loads(cli("prune", "--older-than", "5d", "--json", check=0).stdout)
     assert result["pruned"] == [parent]
     assert result["orphaned"] == [child["id"]]
     kept = show(child["id"])
     assert kept["parent_id"] == parent  # names a pruned run: documented, not an error
-    assert agentsess("verify", "--all").returncode == 0
-    tree = agentsess("runs", "--tree", check=0)
+    assert cli("verify", "--all").returncode == 0
+    tree = cli("runs", "--tree", check=0)
     assert child["id"][:20].encode() in tree.stdout
 
 
 def test_prune_needs_a_valid_duration():
-    bad = agentsess("prune", "--older-than", "soon")
+    bad = cli("prune", "--older-than", "soon")
     assert bad.returncode == 2
     assert b"--older-than" in bad.stderr and b"duration" in bad.stderr

@@ -3,14 +3,12 @@
 import json
 import os
 import stat
-import subprocess
 import sys
 import textwrap
 
 import pytest
-
-from conftest import agentsess
-from helpers import show, spawn, wait_for, write_config
+from helpers import agentsess, cli, show, write_config
+from inrun import LIVE, InRun
 
 PY = sys.executable
 
@@ -40,22 +38,19 @@ decision = "ask"
 
 @pytest.fixture
 def live_run(tmp_path):
-    """A live run under the claude profile; yields its id, stops it afterwards."""
+    """A live run under the claude profile whose child runs the test's commands (tests/inrun.py)."""
     write_config(RULES)
-    envfile = tmp_path / "run.env"
-    proc = spawn("run", "--no-pty", "--profile", "claude", "--agent", "none", "--", PY, "-c",
-                 f"import os,json,time; json.dump(dict(os.environ), open({str(envfile)!r},'w')); time.sleep(60)",
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: envfile.exists() and envfile.stat().st_size, what="run env")
-    env = json.loads(envfile.read_text())
-    yield env
-    proc.terminate()
-    proc.communicate(timeout=15)
+    with InRun("--profile", "claude", "--agent", "none") as run:
+        yield run
 
 
 def hook(run_id: str, event: dict | bytes):
+    """The hook as Claude Code would call it: from inside run ``run_id`` (from outside if it is not live)."""
     data = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return agentsess("hook", "claude-code", "--run", run_id, input=data)
+    inside = LIVE.get(run_id)
+    if inside is None:
+        return agentsess("hook", "claude-code", "--run", run_id, input=data)
+    return inside.call("hook", "claude-code", "--run", run_id, input=data)
 
 
 def pre(tool: str, tool_input: dict) -> dict:
@@ -86,7 +81,7 @@ def test_pre_tool_use_golden_decisions(live_run):
     assert first["source"] == "claude-code" and first["session_id"] == "sess-1"
     assert receipts[1]["data"]["rule"] == 0
     assert show(run_id)["receipts"]  # the run's chain stays valid
-    assert agentsess("verify", run_id).returncode == 0
+    assert cli("verify", run_id).returncode == 0
 
 
 def test_post_tool_use_records_a_masked_capped_result(live_run):
@@ -120,37 +115,34 @@ def test_unknown_run_fails_closed():
     assert proc.returncode == 2
 
 
-def test_revoked_run_denies(live_run):
-    run_id = live_run["AGENTSESS_RUN_ID"]
-    agentsess("revoke", run_id, check=0)
-    d, why = decision_of(hook(run_id, pre("Bash", {"command": "ls"})))
-    assert d == "deny" and "revoked" in why
+def test_revoked_run_denies():
+    # on_revoke = keep: the process goes on, so its next tool call meets the dead credential
+    write_config(RULES + '\n[profiles.keeper]\non_revoke = "keep"\n')
+    with InRun("--profile", "keeper", "--agent", "none") as run:
+        run_id = run["AGENTSESS_RUN_ID"]
+        agentsess("revoke", run_id, check=0)
+        d, why = decision_of(hook(run_id, pre("Bash", {"command": "ls"})))
+        assert d == "deny" and "revoked" in why
 
 
 def test_expired_run_denies(tmp_path):
     write_config(RULES)
-    envfile = tmp_path / "env"
-    proc = spawn("run", "--no-pty", "--ttl", "1s", "--", PY, "-c",
-                 f"import os,json,time; json.dump(dict(os.environ), open({str(envfile)!r},'w')); time.sleep(3)",
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: envfile.exists() and envfile.stat().st_size, what="env")
-    run_id = json.loads(envfile.read_text())["AGENTSESS_RUN_ID"]
-    import time
+    with InRun("--ttl", "1s") as run:
+        run_id = run["AGENTSESS_RUN_ID"]
+        import time
 
-    time.sleep(1.2)
-    d, why = decision_of(hook(run_id, pre("Bash", {"command": "ls"})))
-    assert d == "deny" and "expired" in why
-    proc.communicate(timeout=15)
+        time.sleep(1.2)
+        d, why = decision_of(hook(run_id, pre("Bash", {"command": "ls"})))
+        assert d == "deny" and "expired" in why
 
 
 def test_check_inside_a_run(live_run):
-    env = {k: v for k, v in live_run.items() if k.startswith("AGENTSESS_")}
-    assert agentsess("check", "fs:write", env=env).returncode == 0
-    denied = agentsess("check", "git:push", "--tool", "deploy", env=env)
+    assert live_run.call("check", "fs:write").returncode == 0
+    denied = live_run.call("check", "git:push", "--tool", "deploy")
     assert denied.returncode == 1 and b"lacks scope git:push" in denied.stderr
-    ran = agentsess("check", "git:commit", "--", "sh", "-c", "exit 7", env=env)
+    ran = live_run.call("check", "git:commit", "--", "sh", "-c", "exit 7")
     assert ran.returncode == 7
-    blocked = agentsess("check", "git:push", "--", "sh", "-c", "echo ran", env=env)
+    blocked = live_run.call("check", "git:push", "--", "sh", "-c", "echo ran")
     assert blocked.returncode == 1 and b"ran" not in blocked.stdout
     receipts = [r["data"] for r in show(live_run["AGENTSESS_RUN_ID"])["receipts"] if r["type"] == "action.checked"]
     assert [(r["scope"], r["decision"]) for r in receipts] == [
@@ -170,8 +162,7 @@ def test_check_with_a_foreign_token_is_refused(live_run):
 
 
 def test_exec_records_the_command_and_passes_its_code(live_run, tmp_path):
-    env = {k: v for k, v in live_run.items() if k.startswith("AGENTSESS_")}
-    proc = agentsess("exec", "-c", "echo hi; exit 4", env=env, cwd=str(tmp_path))
+    proc = live_run.call("exec", "-c", "echo hi; exit 4", cwd=str(tmp_path))
     assert proc.returncode == 4 and proc.stdout == b"hi\n"
     rec = [r["data"] for r in show(live_run["AGENTSESS_RUN_ID"])["receipts"] if r["type"] == "action.exec"][0]
     assert rec["command"] == "echo hi; exit 4" and rec["exit_code"] == 4 and rec["cwd"] == str(tmp_path)
@@ -189,7 +180,7 @@ def test_capture_shell_records_bash_commands(tmp_path):
     false = [e for e in execs if e["command"] == "false"][0]
     assert false["exit_code"] == 1 and false["source"] == "shell-capture"
     assert [e for e in execs if e["command"].startswith("ls")][0]["exit_code"] == 2
-    assert agentsess("verify", "last").returncode == 0
+    assert cli("verify", "last").returncode == 0
 
 
 def test_capture_shell_limits_nesting(tmp_path):

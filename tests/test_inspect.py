@@ -8,14 +8,12 @@ import sys
 import time
 
 import pytest
-
-from conftest import agentsess
-from helpers import runs_json, show, spawn, wait_for
+from helpers import agentsess, cli, runs_json, show, spawn, wait_for
 
 PY = sys.executable
 RUN_KEYS = {"id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host", "user",
             "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at", "ended_at",
-            "duration", "mode", "depth"}
+            "duration", "mode", "depth", "containment"}
 SHOW_KEYS = RUN_KEYS | {"credential", "revocation", "error", "output_bytes", "output_sha256", "children",
                         "receipts", "integrity"}
 
@@ -62,17 +60,17 @@ def test_show_run_renders_every_status(tmp_path):
     try:
         assert set(ids) == {"exited", "denied", "revoked", "abandoned", "running"}
         for status, run_id in ids.items():
-            out = agentsess("show-run", run_id, check=0).stdout.decode()
+            out = cli("show-run", run_id, check=0).stdout.decode()
             assert run_id in out and re.search(rf"status\s+{status}", out), (status, out)
             assert "receipts" in out and "integrity" in out
-        assert "all good" in agentsess("show-run", ids["exited"], check=0).stdout.decode()
-        revoked = agentsess("show-run", ids["revoked"], check=0).stdout.decode()
+        assert "all good" in cli("show-run", ids["exited"], check=0).stdout.decode()
+        revoked = cli("show-run", ids["revoked"], check=0).stdout.decode()
         assert "run.revoked" in revoked and "test" in revoked
-        denied = agentsess("show-run", ids["denied"], check=0).stdout.decode()
+        denied = cli("show-run", ids["denied"], check=0).stdout.decode()
         assert "net:*" in denied and "run.denied" in denied
-        running = agentsess("show-run", ids["running"], check=0).stdout.decode()
+        running = cli("show-run", ids["running"], check=0).stdout.decode()
         assert "intact, unsealed" in running and "live" in running
-        abandoned = agentsess("show-run", ids["abandoned"], check=0).stdout.decode()
+        abandoned = cli("show-run", ids["abandoned"], check=0).stdout.decode()
         assert "run.abandoned" in abandoned
     finally:
         live.terminate()
@@ -84,25 +82,25 @@ def test_runs_filters_and_tree(tmp_path):
     agentsess("run", "--name", "beta", "--", "sh", "-c", "exit 2")
     agentsess("run", "--name", "parent", "--", PY, "-m", "agentsess", "run", "--name", "kid", "--", "true", check=0)
     assert [r["name"] for r in runs_json()] == ["kid", "parent", "beta", "alpha"]
-    by_name = json.loads(agentsess("runs", "--name", "beta", "--json", check=0).stdout)
+    by_name = json.loads(cli("runs", "--name", "beta", "--json", check=0).stdout)
     assert [r["exit_code"] for r in by_name] == [2]
     parent = [r for r in runs_json() if r["name"] == "parent"][0]
-    kids = json.loads(agentsess("runs", "--parent", parent["id"], "--json", check=0).stdout)
+    kids = json.loads(cli("runs", "--parent", parent["id"], "--json", check=0).stdout)
     assert [k["name"] for k in kids] == ["kid"]
-    assert json.loads(agentsess("runs", "--since", "1h", "--json", check=0).stdout)
-    assert json.loads(agentsess("runs", "--since", "2999-01-01", "--json", check=0).stdout) == []
-    assert json.loads(agentsess("runs", "--status", "running", "--json", check=0).stdout) == []
-    assert len(json.loads(agentsess("runs", "--limit", "2", "--json", check=0).stdout)) == 2
-    tree = agentsess("runs", "--tree", check=0).stdout.decode().splitlines()
+    assert json.loads(cli("runs", "--since", "1h", "--json", check=0).stdout)
+    assert json.loads(cli("runs", "--since", "2999-01-01", "--json", check=0).stdout) == []
+    assert json.loads(cli("runs", "--status", "running", "--json", check=0).stdout) == []
+    assert len(json.loads(cli("runs", "--limit", "2", "--json", check=0).stdout)) == 2
+    tree = cli("runs", "--tree", check=0).stdout.decode().splitlines()
     parent_line = [i for i, l in enumerate(tree) if "parent" in l][0]
     assert "kid" in tree[parent_line + 1] and "└" in tree[parent_line + 1]
 
 
 def test_show_run_output_and_follow(tmp_path):
     agentsess("run", "--", "sh", "-c", "for i in $(seq 1 100); do echo line $i; done", check=0)
-    tail = agentsess("show-run", "last", "--lines", "3", check=0).stdout.decode()
+    tail = cli("show-run", "last", "--lines", "3", check=0).stdout.decode()
     assert "line 100" in tail and "line 97" not in tail
-    full = agentsess("show-run", "last", "--output", check=0).stdout.decode()
+    full = cli("show-run", "last", "--output", check=0).stdout.decode()
     assert "line 1\n" in full and "line 100" in full
     marker = tmp_path / "go"
     p = spawn("run", "--", "sh", "-c", f"echo first; while [ ! -e {marker} ]; do sleep 0.05; done; echo second",
@@ -122,28 +120,29 @@ def test_run_ids_accept_prefixes_and_last():
     assert show(run_id[:10])["id"] == run_id
     assert show(run_id[4:12])["id"] == run_id
     assert show("last")["id"] == run_id
-    bad = agentsess("show-run", "not-an-id!")
+    bad = cli("show-run", "not-an-id!")
     assert bad.returncode == 2 and b"not a run id" in bad.stderr
 
 
 def test_doctor_names_the_file_keyring():
     agentsess("run", "--", "true", check=0)
-    report = json.loads(agentsess("doctor", "--json").stdout)
+    report = json.loads(cli("doctor", "--json").stdout)
     keyring = [c for c in report["checks"] if c["name"] == "keyring"][0]
     assert keyring["level"] == "warn" and "0600" in keyring["detail"]
     assert report["ok"]
 
 
 def _commands():
-    return ["run", "runs", "show-run", "revoke", "verify", "export", "prune", "token", "jwks", "key",
-            "secret", "config", "check", "hook", "exec", "mcp-proxy", "doctor"]
+    from agentsess.cli.commands import COMMANDS
+
+    return [c.name for c in COMMANDS]  # the registered table, not a list kept by hand
 
 
 @pytest.mark.parametrize("command", _commands())
 def test_every_command_has_help(command):
-    top = agentsess("--help", check=0).stdout.decode()
+    top = cli("--help", check=0).stdout.decode()
     assert re.search(rf"^\s+{re.escape(command)}\s+\S", top, re.M), command
     args = [command, "verify", "--help"] if command == "token" else [command, "--help"]
-    out = agentsess(*args)
+    out = cli(*args)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.decode().strip()) > 40

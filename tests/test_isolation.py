@@ -6,9 +6,7 @@ import subprocess
 import sys
 
 import pexpect
-
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
 PY = sys.executable
 DUMP_ENV = "import os,json,sys; json.dump(dict(os.environ), open(sys.argv[1],'w'))"
@@ -184,9 +182,10 @@ def test_without_isolation_the_readable_credential_files_are_named_once(tmp_path
     human = tmp_path / "human"
     (human / ".aws").mkdir(parents=True)
     (human / ".aws" / "credentials").write_text("x")
-    first = agentsess("run", "--", "true", env={"HOME": str(human)}, check=0)
+    # advisory: a contained run hides those files instead (tests/test_containment.py)
+    first = agentsess("run", "--no-contain", "--", "true", env={"HOME": str(human)}, check=0)
     assert b".aws/credentials" in first.stderr
-    second = agentsess("run", "--", "true", env={"HOME": str(human)}, check=0)
+    second = agentsess("run", "--no-contain", "--", "true", env={"HOME": str(human)}, check=0)
     assert b".aws/credentials" not in second.stderr
     assert show()["receipts"][0]["data"]["env"]["human_files_readable"]
 

@@ -7,25 +7,25 @@ End to end with the real MCP SDK (its stdio client, an MCPServer server) inside 
 import json
 import os
 import queue
-import subprocess
 import sys
 import threading
 
 import pytest
+from helpers import agentsess, show, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
+from inrun import InRun
 
-from conftest import agentsess
-from helpers import show, spawn, wait_for
-
-from agentsess.core.guard import mcp
-from agentsess.core.guard import policy
+from agentsess.core.guard import actions, mcp
+from agentsess.digest import sha256_text
+from agentsess.encoding import canonical_text
 
 PY = sys.executable
 
 CONFIG = """
 [profiles.mcp]
 default_decision = "allow"
+on_revoke = "keep"  # the proxy lives inside the run: keep it alive to see revocation bite on the next call
 
 [[profiles.mcp.rules]]
 tool = "mcp:demo:delete_repo"
@@ -256,26 +256,10 @@ def test_no_command_is_a_usage_error():
 
 @pytest.fixture
 def live_run(tmp_path):
-    """A running run (its child waits on stdin); yields the child's AGENTSESS_* variables."""
+    """A running run whose child starts the proxy for the test, as the agent would (tests/inrun.py)."""
     _write_config()
-    env_file = tmp_path / "run-env.json"
-    code = (
-        "import json, os, sys; tmp = sys.argv[1] + '.tmp'; "
-        "json.dump({k: v for k, v in os.environ.items() if k.startswith('AGENTSESS_')}, open(tmp, 'w')); "
-        "os.replace(tmp, sys.argv[1]); sys.stdin.read()"
-    )
-    runner = spawn("run", "--no-pty", "--profile", "mcp", "--", PY, "-c", code, str(env_file),
-                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(env_file.exists, 30, what="the run's child")
-        yield json.loads(env_file.read_text())
-    finally:
-        runner.stdin.close()
-        try:
-            runner.wait(30)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            runner.wait()
+    with InRun("--profile", "mcp") as run:
+        yield run
 
 
 class Session:
@@ -288,13 +272,9 @@ class Session:
         self.errors = open(tmp_path / "proxy.stderr", "wb")
         self.errors_path = tmp_path / "proxy.stderr"
         self.run_id = run_env["AGENTSESS_RUN_ID"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSESS_")}
-        for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING"):
-            env[key] = os.environ[key]
-        env.update(run_env)
-        self.proc = subprocess.Popen(
+        self.proc = run_env.spawn(
             [PY, "-m", "agentsess", "mcp-proxy", "--name", name, "--", PY, str(self.server), str(self.log)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, env=env,
+            stderr=self.errors,
         )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -453,7 +433,7 @@ def test_five_megabyte_messages(session):
     assert [r["type"] for r in receipts] == ["action.checked", "action.result"] * 2
     for r in receipts:
         text = r["data"].get("summary") or r["data"].get("result")
-        assert len(text) < policy.RESULT_CAP + 100 and "more characters]" in text
+        assert len(text) < actions.RESULT_CAP + 100 and "more characters]" in text
 
 
 def test_out_of_order_responses_match_their_calls(session):
@@ -546,10 +526,10 @@ def test_line_buffer_splits_any_chunking_into_the_same_lines(pieces, data):
 def test_bounded_summary_masks_and_stays_bounded_for_huge_values():
     secret = "ghp_" + "A" * 36
     value = {"content": [{"type": "text", "text": f"token {secret} " + "0123abcd" * 700_000}]}
-    text, digest = policy.summarise(value, policy.RESULT_CAP)
+    text, digest = actions.summarise(value, actions.RESULT_CAP)
     assert secret not in text and "[masked]" in text
-    assert len(text) < policy.RESULT_CAP + 100
-    assert digest == policy.token_digest(policy.canonical_json(value))
+    assert len(text) < actions.RESULT_CAP + 100
+    assert digest == sha256_text(canonical_text(value))
 
 
 @pytest.mark.parametrize("name", ["", "a:b", "has space"])

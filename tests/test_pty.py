@@ -23,7 +23,7 @@ def finish(child) -> int:
 
 def test_child_gets_its_own_pty():
     script = "import os; print('child', os.ttyname(0)); print('outer', os.readlink(f'/proc/{os.getppid()}/fd/0'))"
-    child = spawn(["--", PY, "-c", script])
+    child = spawn(["--no-contain", "--", PY, "-c", script])  # the parent must be the supervisor
     child.expect(r"child (/dev/pts/\d+)")
     inner = child.match.group(1).decode()
     child.expect(r"outer (/dev/pts/\d+)")
@@ -153,11 +153,12 @@ def test_supervisor_sigkilled_in_pty_mode_takes_the_child_with_it(tmp_path):
     import signal
 
     from helpers import pid_alive, wait_for
+    from inrun import host_pids
 
     pidfile = tmp_path / "pid"
-    child = spawn(["--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"])
+    child = spawn(["--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60.0171"])
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child pid")
-    victim = int(pidfile.read_text())
+    victim = wait_for(lambda: host_pids("sleep 60.0171"), what="the child as seen from here")[0]
     os.kill(child.pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(victim), timeout=5, what="child gone after the pty hung up")
     child.close(force=True)

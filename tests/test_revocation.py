@@ -7,20 +7,21 @@ import sys
 import time
 
 import pytest
-
-from conftest import agentsess
-from helpers import pid_alive, runs_json, show, spawn, wait_for, write_config
+from helpers import agentsess, pid_alive, runs_json, show, spawn, wait_for, write_config
 
 PY = sys.executable
 
 
 def start_tree(tmp_path, depth=1, child="sleep 1000"):
-    """A live run (nested ``depth`` deep) whose innermost child writes its pid; returns (Popen, leaf pid)."""
+    """A live run (nested ``depth`` deep) whose innermost child writes its pid; returns (Popen, leaf pid).
+
+    Advisory (--no-contain): these tests follow processes by pid, which a contained run's
+    namespace renumbers; tests/test_containment.py covers revocation of contained runs."""
     pidfile = tmp_path / "pid"
     cmd = ["sh", "-c", f"echo $$ > {pidfile}; {child}"]
     for _ in range(depth - 1):
         cmd = [PY, "-m", "agentsess", "run", "--no-pty", "--", *cmd]
-    proc = spawn("run", "--no-pty", "--", *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn("run", "--no-pty", "--no-contain", "--", *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child pid")
     return proc, int(pidfile.read_text())
 
@@ -110,7 +111,8 @@ def test_revoke_twice_is_idempotent_and_works_on_an_exited_run(tmp_path):
     tokfile = tmp_path / "tok"
     agentsess("run", "--", PY, "-c", f"import os; open({str(tokfile)!r},'w').write(os.environ['AGENTSESS_TOKEN'])", check=0)
     token = tokfile.read_text()
-    assert agentsess("token", "verify", token).returncode == 0
+    exited = agentsess("token", "verify", token, "--json")  # the token died with its run
+    assert exited.returncode == 1 and json.loads(exited.stdout)["reason"] == "exited run"
     first = json.loads(agentsess("revoke", "last", "--json", check=0).stdout)
     second = json.loads(agentsess("revoke", "last", "--json", check=0).stdout)
     assert first[0]["newly_revoked"] and not second[0]["newly_revoked"]
@@ -119,7 +121,8 @@ def test_revoke_twice_is_idempotent_and_works_on_an_exited_run(tmp_path):
     assert run["credential"]["state"] == "revoked"
     assert [r["type"] for r in run["receipts"]].count("run.revoked") == 1
     assert run["integrity"]["ok"] and run["integrity"]["sealed"]
-    assert agentsess("token", "verify", token).returncode == 1
+    revoked = agentsess("token", "verify", token, "--json")
+    assert revoked.returncode == 1 and json.loads(revoked.stdout)["reason"] == "revoked run"
 
 
 def test_revoke_an_abandoned_run(tmp_path):

@@ -9,9 +9,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import agentsess
-from helpers import running_run_id, show, spawn, wait_for
+from helpers import agentsess, running_run_id, show, spawn, wait_for
 
 PY = sys.executable
 
@@ -93,11 +91,12 @@ def test_receipts_record_start_and_exit_and_verify():
 
 def test_run_started_is_on_disk_before_the_child_starts(tmp_path):
     # the child reads its own run's receipt file: run.started must already be there
+    # (the child is not told where the data root is: the test hands it the runs folder)
     script = (
-        "import os,json; p=os.path.join(os.environ['AGENTSESS_HOME'],'runs',os.environ['AGENTSESS_RUN_ID'],'receipts.jsonl');"
+        "import os,sys,json; p=os.path.join(sys.argv[1],os.environ['AGENTSESS_RUN_ID'],'receipts.jsonl');"
         "print(json.loads(open(p).readline())['type'])"
     )
-    proc = agentsess("run", "--", PY, "-c", script, check=0)
+    proc = agentsess("run", "--", PY, "-c", script, os.path.join(os.environ["AGENTSESS_HOME"], "runs"), check=0)
     assert proc.stdout.strip() == b"run.started"
 
 
@@ -168,11 +167,13 @@ def test_second_term_escalates_to_kill(tmp_path):
 
 
 def test_supervisor_sigkilled_takes_the_child_with_it(tmp_path):
+    from inrun import host_pids
+
     pidfile = tmp_path / "pid"
-    p = spawn("run", "--no-pty", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60",
+    p = spawn("run", "--no-pty", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60.0170",
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child pid")
-    child = int(pidfile.read_text())
+    child = wait_for(lambda: host_pids("sleep 60.0170"), what="the child as seen from here")[0]
     p.kill()
     p.wait(10)
     from helpers import pid_alive

@@ -5,7 +5,8 @@ import sqlite3
 import stat
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentsess import ids
 from agentsess.edges import paths

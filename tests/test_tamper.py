@@ -11,9 +11,7 @@ import sqlite3
 import subprocess
 
 import pytest
-
-from conftest import agentsess
-from helpers import pid_alive, running_run_id, show, spawn, wait_for
+from helpers import agentsess, cli, pid_alive, running_run_id, show, spawn, wait_for
 
 
 def home() -> str:
@@ -35,7 +33,7 @@ def write_lines(run_id: str, lines: list[bytes]) -> None:
 
 
 def verify(run_id: str) -> tuple[int, dict]:
-    proc = agentsess("verify", run_id, "--json")
+    proc = cli("verify", run_id, "--json")
     (result,) = json.loads(proc.stdout)
     return proc.returncode, result
 
@@ -320,4 +318,4 @@ def test_an_abandoned_run_is_sealed_when_found_and_verifies():
     assert types[-2:] == ["run.abandoned", "run.sealed"]
     assert "run.exited" not in types
     wait_for(lambda: not pid_alive(sleeper), what="the orphaned child to be stopped")
-    assert agentsess("verify", "--all").returncode == 0
+    assert cli("verify", "--all").returncode == 0

@@ -1,63 +1,55 @@
-"""The typer application: every command but the hot paths parsed in :mod:`agentsess.cli.entry`."""
+"""The typer application: the commands of the table that are not hot paths.
+
+Built per invocation with only the command being run (its module is the only one imported);
+the top-level help is the table's own (:func:`agentsess.cli.commands.top_help`). A command's
+one-line summary comes from the table, the rest of its help from its docstring.
+"""
+
+import inspect
 
 import typer
 
-app = typer.Typer(
-    name="agentsess",
-    help="Give every AI-agent run its own session identity: scoped short-lived credentials, "
-    "supervision, revocation, and tamper-evident receipts.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+from agentsess.cli.commands import ABOUT, BY_NAME, COMMANDS, Command
 
-PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
-FAST_HELP = {
-    "run": "Run a command as a supervised agent run (see `agentsess run --help`).",
-    "token": "Verify an agentsess token: `agentsess token verify [TOKEN|-] [--scope S]... [--json]`.",
-    "check": "Inside a run: may it act with SCOPE now? Records the decision (`agentsess check --help`).",
-    "hook": "Claude Code hook handler: `agentsess hook claude-code --run RUN` (fails closed).",
-    "exec": "Run a command unchanged and record it as an action.exec receipt of the current run.",
-}
+def _help(command: Command, fn) -> str:
+    more = inspect.getdoc(fn) or ""
+    return command.summary + ("\n\n" + more if more else "")
 
 
-def _passthrough(name: str, help_text: str) -> None:
-    """Commands parsed in :mod:`agentsess.cli.entry` (hot paths) still show in `--help`."""
-
-    def command(ctx: typer.Context) -> None:
-        from agentsess.cli.entry import FAST
-
-        module, attr = FAST[name]
-        fn = getattr(__import__(module, fromlist=[attr]), attr)
-        raise typer.Exit(fn(list(ctx.args)))
-
-    app.command(name, context_settings=PASSTHROUGH, add_help_option=False, help=help_text)(command)
-
-
-def _register() -> None:
-    for name, help_text in FAST_HELP.items():
-        _passthrough(name, help_text)
-    from agentsess.cli import audit, credentials, exporting, inspect, settings
-
-    app.command("runs")(inspect.runs)
-    app.command("show-run")(inspect.show_run)
-    app.command("verify")(audit.verify)
-    app.command("revoke")(audit.revoke)
-    app.command("jwks")(credentials.jwks)
-    app.add_typer(credentials.key_app, name="key")
-    app.add_typer(credentials.secret_app, name="secret")
-    app.add_typer(settings.config_app, name="config")
-    app.command("doctor")(settings.doctor)
-    app.command("mcp-proxy", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False})(__import__("agentsess.cli.mcp", fromlist=["mcp_proxy"]).mcp_proxy)
-    app.command("export")(exporting.export)
-    app.command("prune")(exporting.prune)
+def add(app: typer.Typer, command: Command) -> None:
+    """Register ``command`` of the table on ``app``."""
+    target = command.load()
+    if command.group:
+        app.add_typer(target, name=command.name, help=command.summary, no_args_is_help=True)
+    elif command.passthrough:
+        app.command(
+            command.name,
+            help=_help(command, target),
+            short_help=command.summary,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},
+        )(target)
+    else:
+        app.command(command.name, help=_help(command, target), short_help=command.summary)(target)
 
 
-_register()
+def build(names=None) -> typer.Typer:
+    """The typer app with the named commands of the table (default: every typer command)."""
+    app = typer.Typer(
+        name="agentsess",
+        help=ABOUT,
+        add_completion=False,
+        pretty_exceptions_enable=False,  # tracebacks with locals would print tokens
+        rich_markup_mode=None,
+        context_settings=SETTINGS,
+    )
+    app.callback()(lambda: None)  # a group even with one command: `agentsess NAME ...`
+    for command in COMMANDS:
+        if not command.hot and (names is None or command.name in names):
+            add(app, command)
+    return app
 
 
 def _click_errors() -> tuple:
@@ -74,15 +66,23 @@ def _click_errors() -> tuple:
 
 
 def run_app(argv: list[str]) -> int:
+    """Run the typer command ``argv[0]`` (a name from the table) with ``argv[1:]``."""
     exits, usage, aborts = _click_errors()
+    app = build([argv[0]] if argv and argv[0] in BY_NAME else None)
     try:
         result = app(args=argv, prog_name="agentsess", standalone_mode=False)
     except exits as exc:
         return exc.exit_code
     except usage as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            # a group without a subcommand: its help, as `agentsess key --help` prints it
+            import sys
+
+            sys.stdout.write(ctx.get_help() + "\n")
+            return 0
         from agentsess.cli.entry import error
 
-        ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         error(exc.format_message() + where)
         return exc.exit_code

@@ -7,12 +7,12 @@ import typer
 from agentsess.cli import render
 from agentsess.errors import USAGE, AgentsessError
 
-key_app = typer.Typer(help="Signing keys for tokens and seals.", no_args_is_help=True)
-secret_app = typer.Typer(help="The agent's own secrets, kept in the OS keyring.", no_args_is_help=True)
+key_app = typer.Typer(no_args_is_help=True)
+secret_app = typer.Typer(no_args_is_help=True)
 
 
 def jwks() -> None:
-    """Print the public keys as a JWKS (RFC 7517), for verifying tokens offline."""
+    """Old keys stay listed after `key rotate`, so earlier tokens and seals still verify."""
     from agentsess.edges import keys
 
     keys.current_key()

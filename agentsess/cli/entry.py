@@ -1,22 +1,31 @@
 """The `agentsess` entry point and its one error boundary.
 
-Commands paid on every agent action (`run`, `check`, `hook`, `exec`, `token verify`) are
-dispatched here without importing typer or rich; every other command goes through the typer
-app in :mod:`agentsess.cli.app`.
+Reads the command table (:mod:`agentsess.cli.commands`): hot commands, paid on every agent
+action, run without importing typer or rich; every other command goes through the typer app
+in :mod:`agentsess.cli.app`. Plain `agentsess` and `agentsess --help` print the table.
 """
 
 import os
 import sys
 
-from agentsess.errors import RUN_FAILED, AgentsessError
+from agentsess.cli.commands import BY_NAME, top_help
+from agentsess.errors import RUN_FAILED, USAGE, AgentsessError
 
-FAST = {
-    "run": ("agentsess.cli.run", "main"),
-    "token": ("agentsess.cli.token", "main"),
-    "check": ("agentsess.cli.guard", "check_main"),
-    "hook": ("agentsess.cli.guard", "hook_main"),
-    "exec": ("agentsess.cli.guard", "exec_main"),
-}
+# what an unexpected error exits with, by command (the rest: 1)
+UNEXPECTED = {"run": RUN_FAILED, "hook": 2}
+
+
+# commands that change agentsess's own state: refused inside a run, whatever the run can reach
+REFUSED_INSIDE = {("config", "set"), ("config", "init"), ("key", "rotate"), ("secret", "set"), ("secret", "rm"),
+                  ("prune",)}
+
+
+def refused_inside(argv: list[str]) -> str | None:
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    for size in (1, 2):
+        if tuple(words[:size]) in REFUSED_INSIDE:
+            return " ".join(words[:size])
+    return None
 
 
 def debugging(argv: list[str]) -> bool:
@@ -45,7 +54,7 @@ def guarded(fn, argv: list[str], debug: bool, unexpected_code: int) -> int:
         return 130
     except BrokenPipeError:
         try:
-            sys.stdout = None
+            sys.stdout = None  # nothing more can be written
         except Exception:
             pass
         return 1
@@ -56,17 +65,40 @@ def guarded(fn, argv: list[str], debug: bool, unexpected_code: int) -> int:
         return unexpected_code
 
 
+def _top(argv: list[str]) -> int:
+    """`agentsess` with no command, or with only a top-level option."""
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(top_help())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from agentsess import __version__
+
+        sys.stdout.write(f"agentsess {__version__}\n")
+        return 0
+    what = "option" if argv[0].startswith("-") else "command"
+    raise AgentsessError(f"unknown {what} '{argv[0]}' (see `agentsess --help`)", USAGE)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debugging(argv)
     if argv[:1] == ["--debug"]:
         argv = argv[1:]
         os.environ["AGENTSESS_DEBUG"] = "1"
-    if argv and argv[0] in FAST:
-        module, name = FAST[argv[0]]
-        fn = getattr(__import__(module, fromlist=[name]), name)
-        unexpected = {"run": RUN_FAILED, "hook": 2}.get(argv[0], 1)
-        return guarded(fn, argv[1:], debug, unexpected)
+    command = BY_NAME.get(argv[0]) if argv else None
+    if command is None:
+        return guarded(_top, argv, debug, 1)
+    if command.hot:
+        return guarded(lambda args: command.load()(args[1:]), argv, debug, UNEXPECTED.get(command.name, 1))
     from agentsess.cli.app import run_app
 
+    refused = refused_inside(argv)
+    if refused is not None and "--help" not in argv:
+        from agentsess.cli.inside import refuse_inside
+
+        def checked(args: list[str]) -> int:
+            refuse_inside(f"agentsess {refused}")
+            return run_app(args)
+
+        return guarded(checked, argv, debug, 1)
     return guarded(run_app, argv, debug, 1)

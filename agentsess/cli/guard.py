@@ -1,6 +1,7 @@
-"""The guard's commands, paid on every tool call: `check`, `hook claude-code`, `exec`.
+"""The guard's commands, paid on every tool call: `check`, `hook AGENT`, `exec`.
 
-Parsed by hand (no argparse, typer or rich) so each stays near the interpreter's own start-up.
+Parsed by :class:`agentsess.cli.parsing.Parser` (argparse; no typer or rich), so each stays
+near the interpreter's own start-up.
 """
 
 import json
@@ -8,48 +9,60 @@ import os
 import sys
 import time
 
+from agentsess.cli.parsing import Parser
 from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
-CHECK_HELP = """usage: agentsess check SCOPE [--tool NAME] [--json] [-- CMD [ARGS...]]
+CHECK = """Checks that the run is live (not revoked, not expired) and holds SCOPE, writes an
+action.checked receipt, and exits 0 (allowed) or 1 with the reason on stderr. With -- CMD,
+runs CMD only when allowed and exits with its code."""
 
-Inside a run: may this run act with SCOPE now? Checks that the run is live (not revoked,
-not expired) and holds SCOPE, writes an action.checked receipt, and exits 0 (allowed) or 1
-with the reason on stderr. With -- CMD, runs CMD only when allowed and exits with its code.
-"""
-
-HOOK_HELP = """usage: agentsess hook claude-code|codex|gemini --run RUN
-
-An agent's hook: reads the hook's JSON on stdin, applies the run's rules, writes receipts,
+HOOK = """An agent's hook: reads the hook's JSON on stdin, applies the run's rules, writes receipts,
 and answers in that agent's format. Claude Code and Codex: PreToolUse, PostToolUse,
 PostToolUseFailure (Claude), PermissionRequest, SessionStart, SessionEnd. Gemini CLI:
 BeforeTool, AfterTool, SessionStart, SessionEnd. Fails closed: on any error it exits 2 with
 the reason on stderr, which blocks the tool call in all three. agentsess run writes the
-settings that call it; you do not normally run it yourself.
-"""
+settings that call it; you do not normally run it yourself."""
 
-EXEC_HELP = """usage: agentsess exec [-c COMMAND | -- CMD [ARGS...]]
-
-Runs a command unchanged and records it as an action.exec receipt of the current run
-(command, cwd, exit code, duration). Used as Claude Code's CLAUDE_CODE_SHELL_PREFIX.
-"""
+EXEC = """Runs CMD (or, with -c, COMMAND in bash) unchanged and records it as an action.exec
+receipt of the current run: command, cwd, exit code, duration. Everything after -- (or from
+CMD on) is the command's own. Used as Claude Code's CLAUDE_CODE_SHELL_PREFIX. Exits with
+the command's exit code."""
 
 
-def _take(argv: list[str], flag: str) -> str | None:
-    if flag in argv:
-        i = argv.index(flag)
-        if i + 1 >= len(argv):
-            raise AgentsessError(f"{flag} needs a value", USAGE)
-        value = argv[i + 1]
-        del argv[i : i + 2]
-        return value
-    return None
+def check_parser() -> Parser:
+    p = Parser("check", CHECK, usage="agentsess check SCOPE [--tool NAME] [--json] [-- CMD [ARGS...]]")
+    p.add_argument("scope", metavar="SCOPE", help="the scope to check, e.g. github:pr:create")
+    p.add_argument("--tool", metavar="NAME", help="the tool asking, recorded in the receipt (default: check)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the decision as JSON on stdout")
+    return p
 
 
-def _split(argv: list[str]) -> tuple[list[str], list[str] | None]:
-    if "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1 :]
-    return argv, None
+def hook_parser() -> Parser:
+    p = Parser("hook", HOOK, usage="agentsess hook claude-code|codex|gemini [--run RUN]")
+    p.add_argument("agent", metavar="AGENT", help="the agent whose hook this is: claude-code, codex or gemini")
+    p.add_argument("--run", metavar="RUN", help="the run's id (default: $AGENTSESS_RUN_ID)")
+    return p
+
+
+def exec_parser() -> Parser:
+    p = Parser("exec", EXEC, usage="agentsess exec [--source NAME] [-c COMMAND | -- CMD [ARGS...]]", with_command=True)
+    p.add_argument("-c", dest="shell_command", metavar="COMMAND", help="run COMMAND with bash -c (sh where there is no bash)")
+    p.add_argument("--source", default="exec", metavar="NAME", help="who ran it, recorded in the receipt (default: exec)")
+    return p
+
+
+def _shown(words: list[str]) -> list[str]:
+    """The words as recorded: a byte that is not UTF-8 becomes ``\\xff`` (it would otherwise
+    make the receipt unwritable, and the command unrecorded)."""
+    return [os.fsencode(w).decode("utf-8", "backslashreplace") for w in words]
+
+
+def _help_if_bare(argv: list[str], parser: Parser) -> bool:
+    """Bare `check`, `hook` or `exec` prints the help, but exits 2: it did nothing it was asked."""
+    if argv:
+        return False
+    sys.stdout.write(parser.format_help())
+    return True
 
 
 def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
@@ -83,27 +96,20 @@ def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
 
 
 def check_main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(CHECK_HELP)
-        return 0 if argv else USAGE
-    options, command = _split(list(argv))
-    tool = _take(options, "--tool")
-    as_json = "--json" in options
-    if as_json:
-        options.remove("--json")
-    if len(options) != 1 or options[0].startswith("-"):
-        raise AgentsessError("check: expected exactly one SCOPE (see `agentsess check --help`)", USAGE)
+    parser = check_parser()
+    if _help_if_bare(argv, parser):
+        return USAGE
+    args, command = parser.parse(argv)
     if command is not None and not command:
-        raise AgentsessError("check: no command after --", USAGE)
-    from agentsess.core.guard.calls import check
-    from agentsess.edges.store import Store
+        parser.fail("no command after --")
+    from agentsess.cli.inside import ask
 
-    with Store() as store:
-        row, decision = check(store, os.environ, options[0], tool, command)
-    if as_json:
-        sys.stdout.write(json.dumps({"run": row["id"], "decision": decision.decision, "reason": decision.reason, "scope": decision.scope}) + "\n")
-    if not decision.allowed:
-        sys.stderr.write(f"agentsess: denied: {decision.reason}\n")
+    shown = None if command is None else _shown(command)
+    answer = ask("check", scope=args.scope, tool=args.tool, command=shown)
+    if args.as_json:
+        sys.stdout.write(json.dumps({"run": answer["run"], "decision": answer["decision"], "reason": answer["reason"], "scope": answer["scope"]}) + "\n")
+    if not answer["allowed"]:
+        sys.stderr.write(f"agentsess: denied: {answer['reason']}\n")
         return CHECK_FAILED
     if command:
         sys.stdout.flush()
@@ -113,15 +119,16 @@ def check_main(argv: list[str]) -> int:
 
 def hook_main(argv: list[str]) -> int:
     """Fails closed: every failure exits 2 (Claude Code blocks the call and shows stderr)."""
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(HOOK_HELP)
-        return 0 if argv else 2
     try:
-        argv = list(argv)
-        agent = argv.pop(0)
-        if agent not in ("claude-code", "codex", "gemini"):
-            raise AgentsessError(f"hook: unknown agent '{agent}': expected claude-code, codex or gemini", 2)
-        run_id = _take(argv, "--run") or os.environ.get("AGENTSESS_RUN_ID")
+        parser = hook_parser()
+        if _help_if_bare(argv, parser):
+            return 2
+        args, rest = parser.parse(argv)
+        if rest is not None:
+            parser.fail("takes no command after --")
+        if args.agent not in ("claude-code", "codex", "gemini"):
+            raise AgentsessError(f"hook: unknown agent '{args.agent}': expected claude-code, codex or gemini", 2)
+        run_id = args.run or os.environ.get("AGENTSESS_RUN_ID")
         if not run_id:
             raise AgentsessError("hook: no --run RUN and no AGENTSESS_RUN_ID", 2)
         raw = sys.stdin.buffer.read()
@@ -129,11 +136,9 @@ def hook_main(argv: list[str]) -> int:
             event = json.loads(raw)
         except ValueError:
             raise AgentsessError("hook: the input on stdin is not JSON", 2) from None
-        from agentsess.core.guard.calls import agent_hook
-        from agentsess.edges.store import Store
+        from agentsess.cli.inside import ask
 
-        with Store() as store:
-            answer = agent_hook(store, run_id, agent, event)
+        answer = ask("hook", agent=args.agent, run=run_id, event=event)["answer"]
         if answer is not None:
             sys.stdout.write(json.dumps(answer) + "\n")
         return 0
@@ -146,30 +151,25 @@ def hook_main(argv: list[str]) -> int:
 
 
 def exec_main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(EXEC_HELP)
-        return 0 if argv else USAGE
-    argv = list(argv)
-    source = _take(argv, "--source") or "exec"
-    if argv[0] == "-c":
-        if len(argv) != 2:
-            raise AgentsessError("exec: -c takes exactly one COMMAND string", USAGE)
-        text = argv[1]
+    parser = exec_parser()
+    if _help_if_bare(argv, parser):
+        return USAGE
+    args, command = parser.parse(argv)
+    if args.shell_command is not None:
+        if command is not None:
+            parser.fail("-c takes exactly one COMMAND string, and no CMD besides")
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-        code, took = _run([text], shell=shell)
+        code, took = _run([args.shell_command], shell=shell)
+        text = _shown([args.shell_command])[0]
     else:
-        _, command = _split(argv)
-        command = command if command is not None else argv
         if not command:
-            raise AgentsessError("exec: no command given", USAGE)
-        text = " ".join(command)
+            parser.fail("no command given: put it after --, e.g. `agentsess exec -- make test`")
         code, took = _run(command)
+        text = " ".join(_shown(command))
     try:
-        from agentsess.core.guard.calls import record_exec
-        from agentsess.edges.store import Store
+        from agentsess.cli.inside import ask
 
-        with Store() as store:
-            record_exec(store, os.environ, text, os.getcwd(), code, took, source)
+        ask("exec", command=text, cwd=os.getcwd(), exit_code=code, duration=took, source=args.source)
     except AgentsessError as exc:
         sys.stderr.write(f"agentsess: could not record the command: {exc.message}\n")
     return code

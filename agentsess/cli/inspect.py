@@ -14,10 +14,9 @@ def runs(
     tree: bool = typer.Option(False, "--tree", help="show sub-agent runs under their parents"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list of run objects"),
 ) -> None:
-    """List runs, newest first."""
-    from agentsess.core.runs.history import list_runs
+    """Abandoned runs (whose supervisor died) are marked as such first."""
     from agentsess.core.durations import parse_since
-    from agentsess.edges.store import Store
+    from agentsess.core.runs.history import list_runs
     from agentsess.errors import USAGE, AgentsessError
 
     if status and status not in ("running", "exited", "revoked", "abandoned", "denied"):
@@ -27,9 +26,7 @@ def runs(
     import time
 
     since_ts = parse_since(since, time.time()) if since else None
-    with Store() as store:
-        parent_id = store.resolve(parent) if parent else None
-        items = list_runs(store, status, name, since_ts, parent_id, limit or None)
+    items = list_runs(status, name, since_ts, parent, limit or None)
     if as_json:
         render.print_json(items)
         return
@@ -85,19 +82,17 @@ def show_run(
     follow: bool = typer.Option(False, "--follow", "-f", help="stream a live run's output until it ends"),
     lines: int = typer.Option(20, "--lines", min=0, help="how many last lines of output to show"),
 ) -> None:
-    """Show what the agent did in one run."""
-    from agentsess.core.runs.history import show_run as load
-    from agentsess.edges.store import Store
-
+    """Identity, credential and integrity first, then sub-agent runs, the receipts as a
+    timeline, and the last lines of output (masked)."""
     from agentsess.core.runs.history import integrity
+    from agentsess.core.runs.history import show_run as load
 
-    with Store() as store:
-        data = load(store, run, lines, with_integrity=as_json)
-        if as_json:
-            data.pop("output_tail", None)
-            render.print_json(data)
-            return
-        _show(data, lambda: integrity(data["id"], store))
+    data = load(run, lines, with_integrity=as_json)
+    if as_json:
+        data.pop("output_tail", None)
+        render.print_json(data)
+        return
+    _show(data, lambda: integrity(data["id"]))
     if output or follow:
         _stream_output(data["id"], follow)
 
@@ -107,8 +102,8 @@ def _stream_output(run_id: str, follow: bool) -> None:
     import sys
     import time
 
+    from agentsess.core.runs.history import status
     from agentsess.edges import paths
-    from agentsess.edges.store import Store
 
     path = paths.output_log(run_id)
     try:
@@ -125,9 +120,7 @@ def _stream_output(run_id: str, follow: bool) -> None:
                 continue
             if not follow:
                 break
-            with Store() as store:
-                row = store.get_run(run_id)
-            if row["status"] != "running":
+            if status(run_id) != "running":
                 rest = fh.read()
                 if rest:
                     out.write(rest)

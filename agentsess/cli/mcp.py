@@ -7,7 +7,7 @@ def mcp_proxy(
     ctx: typer.Context,
     name: str = typer.Option(None, "--name", help="the server's name in rules (mcp:SERVER:TOOL); default: CMD's basename"),
 ) -> None:
-    """Wrap a stdio MCP server: `agentsess mcp-proxy [--name SERVER] -- CMD [ARGS...]`.
+    """Usage: `agentsess mcp-proxy [--name SERVER] -- CMD [ARGS...]`.
 
     Use it as the command of an MCP server in the agent's config, inside `agentsess run`.
     Each tools/call is decided by the run's rules as tool mcp:SERVER:TOOL and recorded
@@ -15,9 +15,10 @@ def mcp_proxy(
     (-32001) and never reaches the server. Everything else passes through unchanged.
     Exits with the server's exit code.
     """
+    from agentsess.cli.inside import ask
     from agentsess.core.guard.mcp import proxy
 
     command = list(ctx.args)
     if command[:1] == ["--"]:
         command = command[1:]
-    raise typer.Exit(proxy(command, name))
+    raise typer.Exit(proxy(command, name, ask=ask))

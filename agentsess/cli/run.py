@@ -1,14 +1,14 @@
 """`agentsess run [OPTIONS] -- CMD [ARGS...]`: parsed with argparse (typer costs 50 ms here)."""
 
-import argparse
-
+from agentsess.cli.parsing import Parser
 from agentsess.errors import RUN_FAILED, AgentsessError
 
-DESCRIPTION = """Run CMD as a supervised agent run: its own run id and short-lived scoped token,
-the human's credentials scrubbed from its environment, its output teed (masked) into the
-run's log, and receipts for everything. Exits with CMD's exit code (128+N when killed by
-signal N; 124 when agentsess stopped it after revocation or expiry; 125 when agentsess
-failed or refused; 126 not executable; 127 not found)."""
+DESCRIPTION = """CMD gets its own run id and short-lived scoped token, the human's credentials scrubbed
+from its environment, its output teed (masked) into the run's log, and receipts for
+everything. CMD starts after -- or at the first word that is not an option of run's.
+Exits with CMD's exit code (128+N when killed by signal N; 124 when agentsess stopped it
+after revocation or expiry; 125 when agentsess failed or refused; 126 not executable; 127
+not found)."""
 
 EPILOG = """examples:
   agentsess run -- claude
@@ -16,18 +16,15 @@ EPILOG = """examples:
   agentsess run --no-pty --name ci-agent -- ./agent.sh > out.txt"""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise AgentsessError(f"run: {message} (see `agentsess run --help`)", RUN_FAILED)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="agentsess run",
+def parser() -> Parser:
+    p = Parser(
+        "run",
+        DESCRIPTION,
         usage="agentsess run [OPTIONS] -- CMD [ARGS...]",
-        description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage_exit=RUN_FAILED,
+        with_command=True,
+        allow_abbrev=True,
     )
     p.add_argument("--name", help="agent name for this run (default: the command's basename)")
     p.add_argument("--profile", "-p", help="profile from the config (default: the built-in 'default')")
@@ -47,33 +44,18 @@ def parser() -> argparse.ArgumentParser:
                    help="show secrets unmasked on the terminal (the log is always masked)")
     p.add_argument("--capture-shell", action="store_true", default=None,
                    help="record each command non-interactive bash runs (best effort)")
+    contain = p.add_mutually_exclusive_group()
+    contain.add_argument("--contain", dest="contain", action="store_true", default=None,
+                         help="contain the run (bubblewrap namespaces; the default where available): fail if it cannot be")
+    contain.add_argument("--no-contain", dest="contain", action="store_false",
+                         help="an advisory run: no namespaces (the agent can reach what you can)")
     p.add_argument("--agent", dest="integration", choices=["auto", "none", "claude-code", "codex", "gemini"],
                    help="agent integration (default: detected from the command name)")
     return p
 
 
-TAKES_VALUE = {"--name", "--profile", "-p", "--scope", "-s", "--ttl", "--pass-env", "--agent"}
-
-
-def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(our options, the command): at ``--``, or else at the first word that is not ours (like `env`)."""
-    if "--" in argv:
-        cut = argv.index("--")
-        return argv[:cut], argv[cut + 1 :]
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if not word.startswith("-"):
-            break
-        i += 2 if word in TAKES_VALUE else 1
-    return argv[:i], argv[i:]
-
-
 def main(argv: list[str]) -> int:
-    options, command = split_command(argv)
-    args, rest = parser().parse_known_args(options)
-    if rest:
-        raise AgentsessError(f"run: unknown option {rest[0]} (see `agentsess run --help`)", RUN_FAILED)
+    args, command = parser().parse(argv)
     if not command:
         raise AgentsessError("run: no command given: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
     from agentsess.core.runs.start import Request, start_run
@@ -91,6 +73,7 @@ def main(argv: list[str]) -> int:
         mask_terminal=args.mask_terminal,
         capture_shell=args.capture_shell,
         integration=args.integration,
+        contain=args.contain,
     )
     try:
         return start_run(request)

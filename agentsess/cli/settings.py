@@ -4,7 +4,7 @@ import typer
 
 from agentsess.cli import render
 
-config_app = typer.Typer(help="The config file: profiles, scopes, rules.", no_args_is_help=True)
+config_app = typer.Typer(no_args_is_help=True)
 
 
 @config_app.command("path")
@@ -51,7 +51,7 @@ def config_set(
 
 
 def doctor(as_json: bool = typer.Option(False, "--json", help="the report as JSON")) -> None:
-    """Check the set-up: data root, store, keyring backend, signing key, config."""
+    """Exit 0 when nothing failed (warnings allowed), 1 otherwise."""
     from agentsess.core.diagnosis import diagnose
 
     report = diagnose()

@@ -1,24 +1,18 @@
 """`agentsess token verify [TOKEN|-] [--scope S]... [--json]`, parsed without typer (hot path)."""
 
-import argparse
 import json
 import os
 import sys
 
+from agentsess.cli.parsing import Parser
 from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise AgentsessError(f"token verify: {message} (see `agentsess token verify --help`)", USAGE)
+VERIFY = """Checks the signature, the time window, revocation of the token's run and its ancestors,
+and scopes. Exit 0 valid, 1 invalid (with the reason), 2 usage."""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="agentsess token verify",
-        description="Verify an agentsess token: signature, time window, revocation of its run and "
-        "ancestors, and scopes. Exit 0 valid, 1 invalid (with the reason), 2 usage.",
-    )
+def parser() -> Parser:
+    p = Parser("token verify", VERIFY, usage="agentsess token verify [TOKEN|-] [--scope SCOPE]... [--json]")
     p.add_argument("token", nargs="?", help="the token, or - to read it from stdin (default: $AGENTSESS_TOKEN)")
     p.add_argument("--scope", "-s", action="append", default=[], help="a scope the token must cover (repeatable)")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the verdict as JSON")
@@ -28,10 +22,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     if argv[:1] != ["verify"]:
         if not argv or argv[0] in ("-h", "--help"):
-            sys.stdout.write("usage: agentsess token verify [TOKEN|-] [--scope S]... [--json]\n")
+            sys.stdout.write(parser().format_help())
             return 0 if argv else USAGE
         raise AgentsessError(f"token: unknown subcommand '{argv[0]}': expected 'verify'", USAGE)
-    args = parser().parse_args(argv[1:])
+    p = parser()
+    args, rest = p.parse(argv[1:])
+    if rest:  # `token verify -- TOKEN`
+        if args.token is not None or len(rest) != 1:
+            p.fail("expected at most one TOKEN")
+        args.token = rest[0]
     token = args.token
     if token == "-":
         token = sys.stdin.read().strip()
@@ -39,13 +38,20 @@ def main(argv: list[str]) -> int:
         token = os.environ.get("AGENTSESS_TOKEN")
         if not token:
             raise AgentsessError("token verify: no token given and AGENTSESS_TOKEN is not set", USAGE)
-    from agentsess.core.credentials.verify import verify_token
+    from agentsess.cli.inside import ask, socket_path
 
-    verdict = verify_token(token, args.scope)
-    if args.as_json:
-        sys.stdout.write(json.dumps(verdict.as_dict(), indent=2) + "\n")
-    elif verdict.valid:
-        sys.stdout.write(f"valid: {verdict.detail}\n")
+    if socket_path() is not None:  # inside a run: the supervisor verifies, the keys stay with it
+        answer = ask("token_verify", token=token, scopes=args.scope)
+        shown, valid, reason, detail = answer["verdict"], answer["valid"], answer["reason"], answer["detail"]
     else:
-        sys.stderr.write(f"agentsess: invalid token ({verdict.reason}): {verdict.detail}\n")
-    return 0 if verdict.valid else CHECK_FAILED
+        from agentsess.core.credentials.verify import verify_token
+
+        verdict = verify_token(token, args.scope)
+        shown, valid, reason, detail = verdict.as_dict(), bool(verdict.valid), verdict.reason, verdict.detail
+    if args.as_json:
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+    elif valid:
+        sys.stdout.write(f"valid: {detail}\n")
+    else:
+        sys.stderr.write(f"agentsess: invalid token ({reason}): {detail}\n")
+    return 0 if valid else CHECK_FAILED

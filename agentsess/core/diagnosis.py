@@ -41,4 +41,11 @@ def diagnose() -> dict:
         add("config", "ok", f"{where}; profiles: {', '.join(config.profile_names())}")
     except AgentsessError as exc:
         add("config", "fail", exc.message)
+    from agentsess.edges import containment
+
+    found = containment.probe()
+    if found.available:
+        add("containment", "ok", f"runs are contained: {found.reason} ({found.bwrap})")
+    else:
+        add("containment", "warn", f"runs are advisory (the agent can reach what you can): {found.reason}")
     return {"ok": all(c["level"] != "fail" for c in checks), "checks": checks}

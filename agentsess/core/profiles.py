@@ -1,23 +1,30 @@
 """Profiles: the schema of a profile, its built-in values, and validation of a parsed config.
 
-Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`, whose
-docstring shows the schema. Precedence is key by key: the profile's own value, else
-``[defaults]``, else the built-in; ``env`` and ``rules`` are each one key, so a profile that
-sets them replaces the defaults'. Durations are held as seconds.
+Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`; the
+schema is described once, in the comments of ``agentsess/data/starter.toml``. Precedence is
+key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env`` and
+``rules`` are each one key, so a profile that sets them replaces the defaults'. Durations
+are held as seconds.
 
 Every problem is an ``AgentsessError(USAGE)`` with a one-line message naming the file, the key
 path and what was expected: ``config.toml: profiles.claude.ttl: expected a duration like 90s,
 15m, 4h, 2d or 1h30m, got 'soon'``. Literal env values are never echoed in messages.
 """
 
-from agentsess.core.durations import format_duration, parse_duration
+from __future__ import annotations
+
 from agentsess.core.credentials.scopes import excess, parse_scope
+from agentsess.core.durations import format_duration, parse_duration
 from agentsess.errors import STATE, USAGE, AgentsessError
+
+TYPE_CHECKING = False  # not typing's: this module is on `run`'s path, typing costs 2-5 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PROFILE = "default"
 
 # Every profile key with its built-in value (durations in seconds).
-BUILTIN = {
+BUILTIN: dict[str, Any] = {
     "agent": None,
     "scopes": None,
     "default_scopes": [],
@@ -35,6 +42,10 @@ BUILTIN = {
     "home_files": [".gitconfig"],
     "mask_terminal": True,
     "capture_shell": False,
+    "contain": True,
+    "hide": [],
+    "unhide": [],
+    "on_exit": "stop",
     "integration": "auto",
     "git_name": None,
     "git_email": None,
@@ -47,15 +58,16 @@ RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
 TOP_KEYS = ("defaults", "profiles")
 
 _DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning"))
-_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell"))
+_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell", "contain"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
     "on_expiry": ("keep", "stop"),
+    "on_exit": ("stop", "keep"),
     "integration": ("auto", "none", "claude-code", "codex", "gemini"),
     "default_decision": ("observe", "allow", "deny", "ask"),
 }
 DECISIONS = ("allow", "deny", "ask")
-LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files"))
+LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files", "hide", "unhide"))
 
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
@@ -102,6 +114,35 @@ class Profile:
 
     __slots__ = ("name",) + PROFILE_KEYS
 
+    name: str
+    agent: str | None
+    scopes: list[str] | None
+    default_scopes: list[str]
+    ttl: int
+    max_ttl: int
+    max_depth: int
+    revoke_grace: int
+    on_revoke: str
+    on_expiry: str
+    expiry_warning: int
+    scrub_env: list[str]
+    pass_env: list[str]
+    keep_env: bool
+    isolate_home: bool
+    home_files: list[str]
+    mask_terminal: bool
+    capture_shell: bool
+    contain: bool
+    hide: list[str]
+    unhide: list[str]
+    on_exit: str
+    integration: str
+    git_name: str | None
+    git_email: str | None
+    default_decision: str
+    env: dict[str, Any]
+    rules: list[dict[str, Any]]
+
     def __init__(self, name: str, values: dict | None = None):
         self.name = name
         values = values or {}
@@ -117,7 +158,7 @@ class Profile:
         form to keep in the store or a receipt, where a literal the user thought harmless
         should not land. Such a snapshot restores everything but those values.
         """
-        out = {"name": self.name}
+        out: dict[str, Any] = {"name": self.name}
         for key in PROFILE_KEYS:
             out[key] = copy_value(getattr(self, key))
         if redact_env:
@@ -139,7 +180,7 @@ class Profile:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # equal by content, and mutable
 
     def __repr__(self) -> str:
         # env values are left out: a literal may be something the user would not want shown
@@ -367,6 +408,14 @@ def _check_value(path: str, kp: str, key: str, value):
                     f"got {show_value(item)}",
                 )
         return items
+    if key in ("hide", "unhide"):
+        items = _list(path, kp, value, "a list of absolute or ~ paths like [\"~/.config/gcloud\"]")
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or "\0" in item or not item.startswith(("/", "~/")) or item in ("/", "~/"):
+                raise config_error(
+                    path, f"{kp}[{i}]", f"expected an absolute or ~/ path (not / itself), got {show_value(item)}"
+                )
+        return items
     if key == "env":
         return _check_env(path, kp, value)
     if key == "rules":
@@ -388,7 +437,7 @@ def _check_env(path: str, kp: str, value) -> dict:
             kp,
             f'expected a table of VAR = "value" or {{ secret = "name" }}, got {show_value(value)}',
         )
-    out = {}
+    out: dict[str, str | dict[str, str]] = {}
     for var, item in value.items():
         ikp = f"{kp}.{key_text(var)}"
         if not _is_name(var, _VAR_FIRST, _VAR_REST, 256):
@@ -417,7 +466,7 @@ def _check_rule(path: str, kp: str, rule, index: int) -> dict:
     for key in rule:
         if key not in RULE_KEYS:
             raise _unknown_key(path, f"{kp}.{key_text(key)}", key, RULE_KEYS)
-    out = {"index": index}
+    out: dict[str, Any] = {"index": index}
     tool = rule.get("tool")
     if tool is None:
         raise config_error(

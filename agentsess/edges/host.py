@@ -34,6 +34,20 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def ancestors(pid: int):
+    """Parent pids of ``pid``, nearest first, up to (not including) pid 1 or 0."""
+    for _ in range(256):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            return
+        pid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        if pid <= 1:
+            return
+        yield pid
+
+
 def same_process(pid: int | None, started: int | float | None) -> bool:
     """True while ``pid`` still names the process that started at ``started``."""
     if not pid:

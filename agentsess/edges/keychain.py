@@ -28,6 +28,7 @@ import time
 
 from agentsess.edges import paths
 from agentsess.errors import STATE, USAGE, AgentsessError
+from agentsess.timefmt import rfc3339
 
 SERVICE = "agentsess"
 SIGNING_KEY_PREFIX = "signing-key:"
@@ -46,20 +47,20 @@ _chosen: dict = {}
 
 def record_file() -> str:
     """The small file recording which backend this data root uses (only written for file)."""
-    return os.path.join(paths.data_root(), "keychain.json")
+    return paths.keychain_record()
 
 
 def index_file() -> str:
     """Names and set-at times of stored secrets (never values)."""
-    return os.path.join(paths.data_root(), "keychain-index.json")
+    return paths.keychain_index()
 
 
 def _lock_file() -> str:
-    return os.path.join(paths.data_root(), "keychain.lock")
+    return paths.keychain_lock()
 
 
 def _now_text() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return rfc3339(time.time())
 
 
 class _Lock:
@@ -280,14 +281,14 @@ def _probe_keyring():
 
 def _read_record(root: str):
     try:
-        return _read_json(os.path.join(root, "keychain.json"), "keychain record")
+        return _read_json(paths.keychain_record(root), "keychain record")
     except AgentsessError:
         return None  # a damaged record is rewritten by the next fallback
 
 
 def _claim_record(root: str, reason: str) -> bool:
     """Write the file-backend record unless one exists; True if this call wrote it."""
-    path = os.path.join(root, "keychain.json")
+    path = paths.keychain_record(root)
     doc = {"backend": "file", "reason": reason, "chosen_at": _now_text()}
     data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
     tmp = f"{path}.{os.getpid()}.tmp"

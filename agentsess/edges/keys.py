@@ -1,10 +1,22 @@
 """Ed25519 signing keys: agentsess tokens and receipt seals are signed with these.
 
-A key is generated on first need. Its public half goes to ``keys/jwks.json`` in the data root
-(0600 in a 0700 folder) together with a ``current`` marker and each key's ``created_at``; its
-private half (the 32-byte seed, base64url) goes to the keychain as ``signing-key:<kid>``.
-Rotation makes a new current key and keeps the old public keys, so tokens and seals made
-with them still verify. Verification reads only ``jwks.json``, never the keychain.
+The key store is the keychain (:mod:`agentsess.edges.keychain`), and only the keychain:
+
+- each key's private half (the 32-byte seed, base64url) is the entry ``signing-key:<kid>``;
+- the entry ``signing-keys:<data root id>`` lists this data root's keys (kid, created_at) and
+  names the current one (an OS keyring is per user, not per data root, so each data root
+  keeps its own list there).
+
+A key is trusted for verification only if its private half is in the keychain: its public
+half is derived from that seed, and its kid must be the one derived from that public half.
+``keys/jwks.json`` in the data root is an *export* of the public halves (written whenever the
+key set changes, for verifiers on other machines); agentsess never takes a key from it, so a
+key appended to it verifies nothing. (A data root made before the key list moved into the
+keychain has its kids adopted once from that file, each only if its private half is in the
+keychain and matches.)
+
+Rotation makes a new current key and keeps the old ones, so tokens and seals made with them
+still verify; :func:`prune` forgets old keys (private half included).
 
 ``kid`` = the first 16 characters of the base64url SHA-256 of the raw public key.
 
@@ -12,17 +24,21 @@ with them still verify. Verification reads only ``jwks.json``, never the keychai
 binding where that offers the Ed25519 functions (see :func:`_ed25519`).
 """
 
-import binascii
+import json
 import os
 import sys
 import time
 
 from agentsess.edges import keychain, paths
+from agentsess.encoding import b64url_decode, b64url_encode
 from agentsess.errors import STATE, AgentsessError
+from agentsess.timefmt import rfc3339
 
 KID_LENGTH = 16
+KEY_LIST_PREFIX = "signing-keys:"
+_KID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
-# jwks path -> ((mtime_ns, size, ino), {kid: public key object})
+# (data root, AGENTSESS_KEYRING, kid) -> public key object, for keys read from the keychain
 _public_cache: dict = {}
 _ed25519_functions = None
 
@@ -66,34 +82,13 @@ def is_invalid_signature(exc: BaseException) -> bool:
     return isinstance(exc, InvalidSignature)
 
 
-def b64url_encode(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii").rstrip("=").replace(
-        "+", "-"
-    ).replace("/", "_")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Decode unpadded base64url strictly (canonical form only); ValueError otherwise."""
-    if not isinstance(text, str) or not text.isascii() or len(text) % 4 == 1:
-        raise ValueError("not base64url")
-    std = text.replace("-", "+").replace("_", "/")
-    if "+" in text or "/" in text or "=" in text:
-        raise ValueError("not base64url")
-    try:
-        raw = binascii.a2b_base64(std + "=" * (-len(text) % 4), strict_mode=True)
-    except binascii.Error:
-        raise ValueError("not base64url") from None
-    if b64url_encode(raw) != text:
-        raise ValueError("not canonical base64url")
-    return raw
-
-
 def jwks_file() -> str:
-    return os.path.join(paths.keys_dir(), "jwks.json")
+    """The exported JWK Set (public halves only); written by agentsess, never read for trust."""
+    return paths.jwks_file()
 
 
 def _lock():
-    return keychain._Lock(os.path.join(paths.keys_dir(), "jwks.lock"))
+    return keychain._Lock(paths.jwks_lock())
 
 
 def _kid_for(public_raw: bytes) -> str:
@@ -102,30 +97,64 @@ def _kid_for(public_raw: bytes) -> str:
     return b64url_encode(hashlib.sha256(public_raw).digest())[:KID_LENGTH]
 
 
+def _is_kid(kid) -> bool:
+    return isinstance(kid, str) and len(kid) == KID_LENGTH and _KID_CHARS.issuperset(kid)
+
+
+def key_list_entry() -> str:
+    """The keychain entry holding this data root's key list."""
+    import hashlib
+
+    root = os.path.realpath(paths.data_root())
+    return KEY_LIST_PREFIX + b64url_encode(hashlib.sha256(root.encode()).digest())[:16]
+
+
+def _damaged_list() -> AgentsessError:
+    return AgentsessError(
+        f"the signing-key list ({key_list_entry()!r} in the keychain) is damaged; run "
+        "`agentsess key rotate` to start a new list (tokens and seals signed with earlier keys "
+        "will no longer verify)",
+        STATE,
+    )
+
+
 def _load() -> dict:
-    path = jwks_file()
-    doc = keychain._read_json(path, "key file")
-    if doc is None:
-        return {"current": None, "keys": []}
-    keys = doc.get("keys")
-    if not isinstance(keys, list) or not all(
-        isinstance(k, dict) and isinstance(k.get("kid"), str) and isinstance(k.get("x"), str)
-        for k in keys
-    ):
-        raise AgentsessError(
-            f"the key file {path} is damaged (bad 'keys' list); move it aside to start afresh "
-            "(tokens and seals signed with its keys will no longer verify)",
-            STATE,
-        )
-    return {"current": doc.get("current"), "keys": keys}
+    """The key list from the keychain: ``{"current": kid or None, "keys": [{kid, created_at}]}``."""
+    value = keychain.get(key_list_entry())
+    if value is None:
+        return {"current": None, "keys": [], "stored": False}
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        raise _damaged_list() from None
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) and _is_kid(k.get("kid")) for k in keys):
+        raise _damaged_list()
+    current = doc.get("current")
+    return {"current": current if _is_kid(current) else None, "keys": keys, "stored": True}
 
 
 def _save(doc: dict) -> None:
+    """Store the key list in the keychain, then export the public halves to jwks.json."""
+    listed = {"current": doc["current"], "keys": [
+        {"kid": k["kid"], "created_at": k.get("created_at")} for k in doc["keys"]
+    ]}
+    keychain.set(key_list_entry(), json.dumps(listed, sort_keys=True, separators=(",", ":")))
+    doc["stored"] = True
+    _export(doc)
+
+
+def _export(doc: dict) -> None:
+    entries = []
+    for k in doc["keys"]:
+        public = public_key(k["kid"])
+        if public is not None:
+            entries.append(_entry(k["kid"], b64url_encode(public.public_bytes_raw()), k.get("created_at")))
     paths.ensure_dir(paths.data_root())
-    keychain._write_json(jwks_file(), doc, "key file")
+    keychain._write_json(jwks_file(), {"current": doc["current"], "keys": entries}, "key file")
 
 
-def _entry(kid: str, x: str, created_at: str) -> dict:
+def _entry(kid: str, x: str, created_at) -> dict:
     return {
         "kty": "OKP",
         "crv": "Ed25519",
@@ -137,35 +166,63 @@ def _entry(kid: str, x: str, created_at: str) -> dict:
     }
 
 
+def _private_from_seed(value):
+    """The private key object of a base64url seed, or None if it is not one."""
+    try:
+        return _ed25519()[1](b64url_decode(value))
+    except (ValueError, TypeError):
+        return None
+
+
+def _adopt_exported(doc: dict) -> dict:
+    """For a data root from before the key list lived in the keychain: take its kids from
+    jwks.json, each only if its private half is in the keychain and matches. Caller holds the lock."""
+    try:
+        old = keychain._read_json(jwks_file(), "key file")
+    except AgentsessError:
+        old = None
+    if not old or not isinstance(old.get("keys"), list):
+        return doc
+    for k in old["keys"]:
+        kid = k.get("kid") if isinstance(k, dict) else None
+        if not isinstance(kid, str) or not _is_kid(kid):
+            continue
+        if public_key(kid) is not None and all(e["kid"] != kid for e in doc["keys"]):
+            created = k.get("created_at")
+            doc["keys"].append({"kid": kid, "created_at": created if isinstance(created, str) else None})
+    current = old.get("current")
+    if any(e["kid"] == current for e in doc["keys"]):
+        doc["current"] = current
+    if doc["keys"]:
+        _save(doc)
+    return doc
+
+
 def _generate(doc: dict):
     """Make a new key, store its halves, mark it current; caller holds the lock."""
     private = _ed25519()[0]()
     public_raw = private.public_key().public_bytes_raw()
     kid = _kid_for(public_raw)
-    # Private half first: a public key without its private half would be a dead current key.
+    # Private half first: a listed key without its private half would be a dead current key.
     keychain.set(keychain.SIGNING_KEY_PREFIX + kid, b64url_encode(private.private_bytes_raw()))
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    created = rfc3339(time.time())
     doc["keys"] = [k for k in doc["keys"] if k.get("kid") != kid]
-    doc["keys"].append(_entry(kid, b64url_encode(public_raw), created))
+    doc["keys"].append({"kid": kid, "created_at": created})
     doc["current"] = kid
     _save(doc)
     return kid, private
 
 
-def _private(kid: str, doc: dict):
+def _private(kid: str):
     """The private key object for ``kid`` from the keychain, or None if it is not there."""
     value = keychain.get(keychain.SIGNING_KEY_PREFIX + kid)
     if value is None:
         return None
-    try:
-        private = _ed25519()[1](b64url_decode(value))
-    except ValueError:
-        private = None
-    expected = next((k["x"] for k in doc["keys"] if k["kid"] == kid), None)
-    if private is None or b64url_encode(private.public_key().public_bytes_raw()) != expected:
+    private = _private_from_seed(value)
+    if private is None or _kid_for(private.public_key().public_bytes_raw()) != kid:
         raise AgentsessError(
-            f"the private half of signing key {kid} in the keychain is damaged or does not "
-            "match keys/jwks.json; run `agentsess key rotate` to make a new key",
+            f"the private half of signing key {kid} in the keychain is damaged or is not that "
+            "key; run `agentsess key rotate` to make a new key",
             STATE,
         )
     return private
@@ -176,14 +233,16 @@ def current_key():
     doc = _load()
     kid = doc["current"]
     if kid:
-        private = _private(kid, doc)
+        private = _private(kid)
         if private is not None:
             return kid, private
     with _lock():
         doc = _load()  # another process may have made one meanwhile
+        if not doc["stored"]:
+            doc = _adopt_exported(doc)
         kid = doc["current"]
         if kid:
-            private = _private(kid, doc)
+            private = _private(kid)
             if private is not None:
                 return kid, private
         new_kid, private = _generate(doc)
@@ -199,49 +258,64 @@ def current_key():
 
 
 def rotate() -> str:
-    """Make a new current signing key; old public keys stay for verification. Returns its kid."""
+    """Make a new current signing key; old keys stay for verification. Returns its kid."""
     with _lock():
-        kid, _ = _generate(_load())
+        doc = _load()
+        if not doc["stored"]:
+            doc = _adopt_exported(doc)
+        kid, _ = _generate(doc)
     return kid
 
 
 def current_kid():
     """The current kid, or None if no key has been made yet (never generates one)."""
-    return _load()["current"]
-
-
-def public_keys() -> dict:
-    """``{kid: Ed25519PublicKey}`` of every known key (current and retired)."""
-    path = jwks_file()
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return {}
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    cached = _public_cache.get(path)
-    if cached is not None and cached[0] == stamp:
-        return dict(cached[1])
-    from_public_bytes = _ed25519()[2]
-    out = {}
-    for k in _load()["keys"]:
-        try:
-            out[k["kid"]] = from_public_bytes(b64url_decode(k["x"]))
-        except ValueError:
-            continue  # a damaged entry verifies nothing
-    _public_cache[path] = (stamp, out)
-    return dict(out)
+    doc = _load()
+    if not doc["stored"] and os.path.exists(jwks_file()):
+        with _lock():
+            doc = _load()
+            if not doc["stored"]:
+                doc = _adopt_exported(doc)
+    return doc["current"]
 
 
 def public_key(kid: str):
-    """The public key object for ``kid``, or None if unknown."""
-    return public_keys().get(kid)
+    """The public key object for ``kid`` if its private half is in the keychain, else None.
+
+    This is the only source of trusted keys: a kid that is not agentsess's own key shape, or
+    whose seed the keychain does not hold, verifies nothing.
+    """
+    if not _is_kid(kid):
+        return None
+    where = (paths.data_root(), os.environ.get("AGENTSESS_KEYRING", ""), kid)
+    public = _public_cache.get(where)
+    if public is not None:
+        return public
+    private = _private_from_seed(keychain.get(keychain.SIGNING_KEY_PREFIX + kid))
+    if private is None:
+        return None
+    public = private.public_key()
+    if _kid_for(public.public_bytes_raw()) != kid:
+        return None  # a seed filed under another key's name is not that key
+    _public_cache[where] = public
+    return public
+
+
+def public_keys() -> dict:
+    """``{kid: Ed25519PublicKey}`` of every key in the key store (current and retired)."""
+    out = {}
+    for k in _load()["keys"]:
+        public = public_key(k["kid"])
+        if public is not None:
+            out[k["kid"]] = public
+    return out
 
 
 def jwks() -> dict:
-    """The public keys as an RFC 7517 JWK Set, oldest first."""
+    """The key store's public keys as an RFC 7517 JWK Set, oldest first."""
     keys = []
-    for k in _load()["keys"]:
-        keys.append({m: k[m] for m in ("kty", "crv", "x", "kid", "use", "alg") if m in k})
+    for kid, public in public_keys().items():
+        entry = _entry(kid, b64url_encode(public.public_bytes_raw()), None)
+        keys.append({m: entry[m] for m in ("kty", "crv", "x", "kid", "use", "alg")})
     return {"keys": keys}
 
 
@@ -268,9 +342,11 @@ def prune(keep_kids) -> list:
         if not removed:
             return []
         doc["keys"] = [k for k in doc["keys"] if k["kid"] in keep]
+        for kid in removed:
+            keychain.delete(keychain.SIGNING_KEY_PREFIX + kid)
+            for where in [w for w in _public_cache if w[2] == kid]:
+                del _public_cache[where]
         _save(doc)
-    for kid in removed:
-        keychain.delete(keychain.SIGNING_KEY_PREFIX + kid)
     return removed
 
 
@@ -281,7 +357,7 @@ def sign(data: bytes):
 
 
 def verify_signature(kid: str, data: bytes, sig: bytes) -> bool:
-    """True if ``sig`` is a valid signature of ``data`` by the known key ``kid``."""
+    """True if ``sig`` is a valid signature of ``data`` by the key store's key ``kid``."""
     public = public_key(kid)
     if public is None or not isinstance(sig, (bytes, bytearray)) or len(sig) != 64:
         return False

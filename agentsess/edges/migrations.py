@@ -68,4 +68,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN child_started REAL;
         """,
     ),
+    (
+        "0004_containment",
+        """
+        ALTER TABLE runs ADD COLUMN containment TEXT;
+        ALTER TABLE runs ADD COLUMN sandbox_pid INTEGER;
+        """,
+    ),
 ]

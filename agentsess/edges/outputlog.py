@@ -15,19 +15,27 @@ from agentsess.edges import paths
 from agentsess.edges.streams import ReceiptError
 
 
+def open_files(run_id: str) -> tuple[int, int]:
+    """File descriptors of a new run's output and timing logs (created 0600, empty)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    data = paths.open_private(paths.output_log(run_id), flags)
+    return data, paths.open_private(paths.timing_log(run_id), flags)
+
+
 class OutputLog:
-    def __init__(self, run_id: str):
-        folder = paths.run_dir(run_id)
-        self.path = os.path.join(folder, "output.log")
-        self.timing_path = os.path.join(folder, "timing.log")
-        self._data = os.fdopen(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb", 0)
-        self._timing = os.fdopen(
-            paths.open_private(self.timing_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", 1 << 16
-        )
+    """Writes a run's output log. ``fds`` are already-open (output, timing) descriptors: how a
+    nested run's supervisor, which cannot open its parent's data root, gets its log."""
+
+    def __init__(self, run_id: str, fds: tuple[int, int] | None = None):
+        self.path = paths.output_log(run_id)
+        self.timing_path = paths.timing_log(run_id)
+        data_fd, timing_fd = fds if fds is not None else open_files(run_id)
+        self._data = os.fdopen(data_fd, "wb", 0)
+        self._timing = os.fdopen(timing_fd, "w", 1 << 16)
         self.sha = hashlib.sha256()
         self.size = 0
         self.start = time.monotonic()
-        self.size_hint = None
+        self.size_hint: tuple[int, int] | None = None
 
     def write(self, stream: int, data: bytes) -> None:
         try:

@@ -1,7 +1,22 @@
-"""Every path agentsess uses, from one place.
+"""Every path agentsess uses, from one place: no other module builds a file name.
 
 ``AGENTSESS_HOME`` overrides the data root, ``AGENTSESS_CONFIG`` the config file.
-Folders are created 0700 and files 0600.
+Folders are created 0700 and files 0600. The data root holds::
+
+    store.db                the run registry (SQLite)
+    runs/RUN/               one folder per run:
+        receipts.jsonl          its receipt stream
+        output.log, timing.log  its masked output and when it was written
+        claude-settings.json    Claude Code's hooks for the run
+        bin/agentsess-exec      Claude Code's shell prefix
+        shell.spool, capture.bash   shell capture (--capture-shell)
+    keys/jwks.json, keys/jwks.lock  public signing keys
+    secrets.json            the file keyring (when no OS keyring is used)
+    keychain.json, keychain-index.json, keychain.lock   the keyring's record, index and lock
+    homes/AGENT/            an agent's own HOME (--isolate-home)
+    config.cache            the last validated config
+    notices                 notices already shown
+    prune.log               one line per `agentsess prune`
 """
 
 import os
@@ -27,8 +42,25 @@ def config_file() -> str:
     return os.path.join(user_config_dir(APP), "config.toml")
 
 
+def starter_config() -> str:
+    """The commented starter config shipped in the package (`agentsess config init`)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "starter.toml")
+
+
 def store_file() -> str:
     return os.path.join(data_root(), "store.db")
+
+
+def config_cache() -> str:
+    return os.path.join(data_root(), "config.cache")
+
+
+def notices_file() -> str:
+    return os.path.join(data_root(), "notices")
+
+
+def prune_log() -> str:
+    return os.path.join(data_root(), "prune.log")
 
 
 def runs_dir() -> str:
@@ -47,12 +79,73 @@ def output_log(run_id: str) -> str:
     return os.path.join(run_dir(run_id), "output.log")
 
 
+def timing_log(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "timing.log")
+
+
+def claude_settings(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "claude-settings.json")
+
+
+def run_bin_dir(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "bin")
+
+
+def shell_prefix(run_id: str) -> str:
+    return os.path.join(run_bin_dir(run_id), "agentsess-exec")
+
+
+def gemini_home(run_id: str) -> str:
+    """The folder a Gemini CLI run gets as GEMINI_CLI_HOME (its ``.gemini`` links the user's)."""
+    return os.path.join(run_dir(run_id), "gemini-home")
+
+
+# Gemini CLI's own files in a ``.gemini`` folder: its settings, and those a run links to the
+# user's even before they exist (credentials, accounts, state), so they land where they belong
+GEMINI_SETTINGS = "settings.json"
+GEMINI_KNOWN_FILES = ("oauth_creds.json", "google_accounts.json", "installation_id", "user_id",
+                      "trustedFolders.json", "projects.json", "state.json", "mcp-oauth-tokens.json", "GEMINI.md")
+
+
+def gemini_settings(dot_gemini: str) -> str:
+    return os.path.join(dot_gemini, GEMINI_SETTINGS)
+
+
+def shell_spool(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "shell.spool")
+
+
+def capture_script(run_id: str) -> str:
+    return os.path.join(run_dir(run_id), "capture.bash")
+
+
 def keys_dir() -> str:
     return os.path.join(data_root(), "keys")
 
 
+def jwks_file() -> str:
+    return os.path.join(keys_dir(), "jwks.json")
+
+
+def jwks_lock() -> str:
+    return os.path.join(keys_dir(), "jwks.lock")
+
+
 def secrets_file() -> str:
     return os.path.join(data_root(), "secrets.json")
+
+
+def keychain_record(root: str | None = None) -> str:
+    """Which keyring backend the data root ``root`` (default: this one) uses."""
+    return os.path.join(root or data_root(), "keychain.json")
+
+
+def keychain_index() -> str:
+    return os.path.join(data_root(), "keychain-index.json")
+
+
+def keychain_lock() -> str:
+    return os.path.join(data_root(), "keychain.lock")
 
 
 def agent_home(agent: str) -> str:
@@ -91,3 +184,33 @@ def write_private(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+# -- control sockets: per user, not per data root (a run's child is not told the data root) ---
+
+
+def control_dir() -> str:
+    """The private folder of this user's control sockets: in the runtime folder when it is
+    ours, else in /tmp (created 0700 by the supervisor, checked by every client)."""
+    uid = os.getuid()
+    runtime = f"/run/user/{uid}"
+    try:
+        if os.stat(runtime).st_uid == uid:
+            return os.path.join(runtime, "agentsess")
+    except OSError:
+        pass
+    return f"/tmp/agentsess-{uid}"
+
+
+def control_socket(run_id: str, folder: str | None = None) -> str:
+    return os.path.join(folder or control_dir(), f"{run_id}.sock")
+
+
+def control_link(pid: int, folder: str | None = None) -> str:
+    """The name a supervisor's socket also has by the supervisor's pid (for nested lookups)."""
+    return os.path.join(folder or control_dir(), f"pid-{pid}.sock")
+
+
+def inside_control_socket(folder: str | None = None) -> str:
+    """Where a contained child finds its run's control socket: fixed, whatever the run."""
+    return os.path.join(folder or control_dir(), "control.sock")

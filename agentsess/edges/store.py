@@ -8,13 +8,12 @@ import json
 import os
 import sqlite3
 
+from agentsess import ids
 from agentsess.edges import paths
 from agentsess.edges.migrations import MIGRATIONS
 from agentsess.errors import STATE, USAGE, AgentsessError
-from agentsess import ids
 
 JSON_COLUMNS = ("command", "scopes", "chain", "policy")
-FINISHED = ("exited", "revoked", "abandoned", "denied")
 
 
 def _state_error(path: str, exc: Exception) -> AgentsessError:
@@ -200,10 +199,6 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [self._decode(r) for r in self._exec(sql, args)]
-
-    def children(self, run_id: str) -> list[dict]:
-        rows = self._exec("SELECT * FROM runs WHERE parent_id = ? ORDER BY started_at, id", (run_id,))
-        return [self._decode(r) for r in rows]
 
     def descendants(self, run_id: str) -> list[dict]:
         """Every run below ``run_id``, parents before children."""

@@ -13,18 +13,15 @@ import json
 import os
 import time
 
-from agentsess.edges import paths
-from agentsess.errors import RUN_FAILED, STATE, AgentsessError
 from agentsess.digest import sha256_hex
+from agentsess.edges import paths
+from agentsess.encoding import canonical
+from agentsess.errors import RUN_FAILED, STATE, AgentsessError
 from agentsess.timefmt import rfc3339
 
 VERSION = 1
 GENESIS = "0" * 64
 SEAL = "run.sealed"
-
-
-def canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def record_hash(record: dict) -> str:
@@ -55,8 +52,8 @@ def _last_line(fd: int, size: int) -> bytes:
 
 def create_stream(run_id: str) -> str:
     """Make the run's folder (0700) and an empty receipt file (0600); returns its path."""
-    folder = paths.ensure_dir(paths.run_dir(run_id))
-    path = os.path.join(folder, "receipts.jsonl")
+    paths.ensure_dir(paths.run_dir(run_id))
+    path = paths.receipts_file(run_id)
     try:
         os.close(paths.open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     except FileExistsError:

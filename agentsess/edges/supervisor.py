@@ -11,12 +11,17 @@ masking, then the output log, then the terminal. Signals arrive through a wakeup
 by the same ``select`` loop as the child's output.
 """
 
+import contextlib
 import errno
 import os
 import select
 import signal
 import struct
 import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
 PTY_BURST = 1 << 13  # from a pty: small, so the child's pty drains while we write to ours
@@ -25,6 +30,11 @@ DRAIN_IDLE = 0.2  # after the child is reaped, stop reading output after this lo
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 ESCALATING = (signal.SIGTERM, signal.SIGHUP)
 HANDLED = FORWARDED + (signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1)
+# prctl(2) options and fcntl(2) commands the standard library does not name
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+F_SETPIPE_SZ = 1031
 
 
 class ExecFailed(Exception):
@@ -93,7 +103,7 @@ def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
     per read, and masking, logging and showing once per burst instead of per read is what
     keeps pty mode near `script`'s speed. Returns b"" at end of file (EIO on a pty), None
     when there was nothing to read after all."""
-    parts = []
+    parts: list[bytes] = []
     size = 0
     while size < limit:
         try:
@@ -113,8 +123,122 @@ def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+@contextlib.contextmanager
+def raw_terminal(fd: int):
+    """The terminal on ``fd`` in raw mode for the block, restored on every way out; a no-op
+    when ``fd`` is not a terminal."""
+    import termios
+    import tty
+
+    try:
+        saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+    except (OSError, termios.error):
+        saved = None
+    if saved is not None:
+        tty.setraw(fd, termios.TCSANOW)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            try:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+            except (OSError, termios.error):
+                pass
+
+
+@contextlib.contextmanager
+def signal_wakeup(signals):
+    """Route ``signals`` to a non-blocking pipe for the block (a self-pipe the ``select`` loop
+    watches); yields its read end. Handlers and the old wake-up fd are restored after."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_handlers = {sig: signal.signal(sig, lambda s, f: None) for sig in signals}
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    try:
+        yield wake_r
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _prctl(option: int, arg: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(option, arg, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def not_dumpable() -> None:
+    """No core dumps, no ptrace and no /proc/PID/{environ,mem} for same-user processes."""
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants become this process's children (PR_SET_CHILD_SUBREAPER), so none
+    escapes to init by a double fork or setsid."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (read from /proc), deepest last."""
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields and fields[0] == b"Z":
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_descendants(rounds: int = 50) -> int:
+    """SIGKILL every process below this one until none is left; returns how many were killed."""
+    killed = 0
+    me = os.getpid()
+    for _ in range(rounds):
+        left = descendants(me)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.005)
+    return killed
+
+
 class Supervisor:
-    """Runs one child transparently. ``run()`` returns ``(exit_code, signal)``."""
+    """Runs one child transparently. ``run()`` returns ``(exit_code, signal)``.
+
+    ``keep_fds`` stay open in the child (for bubblewrap's info fd); with
+    ``die_with_supervisor`` the child gets SIGKILL when this process dies (pipe mode always
+    has it; a pty child gets SIGHUP from its terminal instead). A ``wrapper`` child ignores
+    the forwarded signals itself (its command, in the same process group, receives them).
+    """
 
     def __init__(
         self,
@@ -128,6 +252,9 @@ class Supervisor:
         tick=None,
         tick_interval: float = 0.5,
         grace: float = 5.0,
+        keep_fds: tuple = (),
+        die_with_supervisor: bool = False,
+        wrapper: bool = False,
     ):
         self.argv = argv
         self.env = env
@@ -139,20 +266,31 @@ class Supervisor:
         self.tick = tick
         self.tick_interval = tick_interval
         self.grace = grace
-        self.pid = None
-        self.pgid = None
-        self.status = None
-        self.kill_at = None
+        self.keep_fds = tuple(keep_fds)
+        self.die_with_supervisor = die_with_supervisor or not use_pty
+        # argv[0] runs the real command below it (bubblewrap): it ignores the forwarded signals,
+        # which reach the command through the process group
+        self.wrapper = wrapper
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.sandbox_pid: int | None = None  # a contained run's namespace: all of it dies with this pid
+        self.status: int | None = None
+        self.kill_at: float | None = None
         self.term_count = 0
-        self.on_start = None
-        self._outputs = {}  # fd we read -> (stream number, terminal fd)
+        self.on_start: Callable[[Supervisor], None] | None = None
+        self.master: int | None = None
+        self._fg_fd: int | None = None
+        self._stdin_fd: int | None = None
+        self._outputs: dict[int, int] = {}  # fd we read -> stream number (1 or 2)
         self._terminal_ok = {1: True, 2: True}
-        self._pending_flush = None
+        self._pending_flush: float | None = None
+        self._idle_since: float | None = None
+        self._next_tick = 0.0
         self._subreaper = False
 
     # -- spawning ---------------------------------------------------------------------
 
-    def _child(self, slave: int | None, out_w, err_w, errpipe_w: int, fg_fd: int | None) -> None:
+    def _child(self, slave: int | None, out_w: int | None, err_w: int | None, errpipe_w: int) -> None:
         """In the forked child: never returns."""
         try:
             for sig in HANDLED:
@@ -161,32 +299,17 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             if slave is not None:
-                import fcntl
-                import termios
-
-                os.setsid()
-                fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-                for fd in (0, 1, 2):
-                    os.dup2(slave, fd)
-                if slave > 2:
-                    os.close(slave)
+                self._child_on_pty(slave)
             else:
-                os.setpgid(0, 0)
-                if fg_fd is not None:
-                    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-                    try:
-                        os.tcsetpgrp(fg_fd, os.getpgrp())
-                    except OSError:
-                        pass
-                    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                try:
-                    import ctypes
-
-                    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-                except Exception:
-                    pass
+                assert out_w is not None and err_w is not None
+                self._child_on_pipes(out_w, err_w)
+            if self.die_with_supervisor:
+                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if self.wrapper:
+                for sig in FORWARDED:
+                    signal.signal(sig, signal.SIG_IGN)
+            for fd in self.keep_fds:
+                os.set_inheritable(fd, True)
             os.execvpe(self.argv[0], self.argv, self.env)
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
@@ -198,59 +321,90 @@ class Supervisor:
             os._exit(125)
         os._exit(125)
 
+    @staticmethod
+    def _child_on_pty(slave: int) -> None:
+        import fcntl
+        import termios
+
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        if slave > 2:
+            os.close(slave)
+
+    def _child_on_pipes(self, out_w: int, err_w: int) -> None:
+        os.setpgid(0, 0)
+        if self._fg_fd is not None:
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            try:
+                os.tcsetpgrp(self._fg_fd, os.getpgrp())
+            except OSError:
+                pass
+            signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+
+    def _open_pty(self) -> int:
+        """A pty sized like the user's terminal; returns the slave (the master is ours)."""
+        master, slave = os.openpty()
+        size = _winsize(1) or _winsize(0) or _winsize(2)
+        if size:
+            import fcntl
+            import termios
+
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+            if self.log is not None:
+                rows, cols = struct.unpack("HHHH", size)[:2]
+                self.log.resize(cols, rows)
+        self._outputs = {master: 1}
+        self.master = master
+        return slave
+
+    def _open_pipes(self) -> tuple[int, int]:
+        """Separate stdout and stderr pipes; returns their write ends (the read ends are ours)."""
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        for fd in (out_r, err_r):
+            try:
+                import fcntl
+
+                fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)  # fewer, larger reads
+            except OSError:
+                pass
+        self._outputs = {out_r: 1, err_r: 2}
+        self._fg_fd = _controlling_fd()
+        return out_w, err_w
+
     def _spawn(self) -> None:
         errpipe_r, errpipe_w = os.pipe2(os.O_CLOEXEC)
         slave = out_w = err_w = None
-        fg_fd = None
         if self.use_pty:
-            master, slave = os.openpty()
-            size = _winsize(1) or _winsize(0) or _winsize(2)
-            if size:
-                import fcntl
-                import termios
-
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
-                if self.log is not None:
-                    rows, cols = struct.unpack("HHHH", size)[:2]
-                    self.log.resize(cols, rows)
-            self._outputs = {master: (1, 1)}
-            self.master = master
+            slave = self._open_pty()
         else:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            for fd in (out_r, err_r):
-                try:
-                    import fcntl
-
-                    fcntl.fcntl(fd, 1031, CHUNK)  # F_SETPIPE_SZ: fewer, larger reads
-                except OSError:
-                    pass
-            self._outputs = {out_r: (1, 1), err_r: (2, 2)}
-            self.master = None
-            fg_fd = _controlling_fd()
+            out_w, err_w = self._open_pipes()
         pid = os.fork()
         if pid == 0:
             os.close(errpipe_r)
-            self._child(slave, out_w, err_w, errpipe_w, fg_fd)
+            self._child(slave, out_w, err_w, errpipe_w)
         os.close(errpipe_w)
         for fd in (slave, out_w, err_w):
             if fd is not None:
                 os.close(fd)
-        self.pid = pid
+        self.pid = self.pgid = pid
         if not self.use_pty:
             try:
                 os.setpgid(pid, pid)
             except OSError:
                 pass
-            self._fg_fd = fg_fd
-            if fg_fd is not None:
-                self._give_terminal(fg_fd, pid)
-        else:
-            self._fg_fd = None
-        self.pgid = pid
+            if self._fg_fd is not None:
+                self._give_terminal(self._fg_fd, pid)
         for fd in self._outputs:
             os.set_blocking(fd, False)
-        # exec failure report (or EOF once exec succeeded)
+        self._await_exec(errpipe_r)
+
+    def _await_exec(self, errpipe_r: int) -> None:
+        """Wait for exec: EOF on the close-on-exec pipe, or the child's report of why it failed."""
         report = b""
         while True:
             try:
@@ -263,9 +417,11 @@ class Supervisor:
         os.close(errpipe_r)
         if report:
             code, err = report.decode().split(":")
-            os.waitpid(pid, 0)
+            assert self.pid is not None
+            os.waitpid(self.pid, 0)
             for fd in self._outputs:
                 os.close(fd)
+            self._outputs = {}
             if self._fg_fd is not None:
                 self._give_terminal(self._fg_fd, os.getpgrp())
             raise ExecFailed(int(code), int(err))
@@ -289,28 +445,39 @@ class Supervisor:
         try:
             os.killpg(self.pgid, sig)
             return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
+        except (ProcessLookupError, PermissionError):
             return False
 
     def group_alive(self) -> bool:
         return self.signal_group(0)
 
-    def stop(self, grace: float | None = None, signal: int = signal.SIGTERM) -> None:
+    def stop(self, grace: float | None = None, sig: int = signal.SIGTERM) -> None:
         """Signal (TERM) the child's process group now and KILL it after ``grace`` seconds."""
         self._become_subreaper()
-        self.signal_group(signal)
+        self.signal_group(sig)
         deadline = time.monotonic() + (self.grace if grace is None else grace)
         if self.kill_at is None or deadline < self.kill_at:
             self.kill_at = deadline
 
     def kill(self) -> None:
+        """KILL the child's group and, for a contained run, its whole namespace."""
         self._become_subreaper()
         self.signal_group(signal.SIGKILL)
+        if self.sandbox_pid is not None:
+            try:
+                os.kill(self.sandbox_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.kill_at = None
 
-    # -- the loop ---------------------------------------------------------------------
+    def _become_subreaper(self) -> None:
+        """Orphans of the child's group become ours to reap, so "the group is gone" is seen at
+        once instead of when init gets round to reaping them."""
+        if not self._subreaper:
+            self._subreaper = True
+            become_subreaper()
+
+    # -- output -----------------------------------------------------------------------
 
     def _emit(self, stream: int, data: bytes, flush: bool = False) -> None:
         """The one choke point for the child's output: mask, log, show."""
@@ -352,8 +519,10 @@ class Supervisor:
                 self.log.resize(cols, rows)
             self.signal_group(signal.SIGWINCH)
 
+    # -- signals and exit ---------------------------------------------------------------
+
     def _reap(self) -> None:
-        """Collect exited children: ours, and orphans handed to us once we are a subreaper."""
+        """Collect exited children: ours, and orphans handed to us as a subreaper."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -365,19 +534,6 @@ class Supervisor:
                 return
             if pid == self.pid:
                 self.status = status
-
-    def _become_subreaper(self) -> None:
-        """Orphans of the child's group become ours to reap, so "the group is gone" is seen at
-        once instead of when init gets round to reaping them (PR_SET_CHILD_SUBREAPER)."""
-        if self._subreaper:
-            return
-        self._subreaper = True
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
-        except Exception:
-            pass
 
     def _on_signal(self, sig: int) -> None:
         if sig == signal.SIGCHLD:
@@ -393,99 +549,62 @@ class Supervisor:
                 if self.term_count >= 2:
                     self.kill()
                     return
-                self.stop(signal=sig)
+                self.stop(sig=sig)
             else:
                 self.signal_group(sig)
 
     def run(self) -> tuple[int | None, int | None]:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_handlers = {sig: signal.signal(sig, lambda s, f: None) for sig in HANDLED}
-        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        raw_fd, raw_attrs = None, None
-        try:
-            self._spawn()
-            if self.on_start is not None:
-                self.on_start(self)
-            stdin_fd = None
-            if self.use_pty:
-                stdin_fd = 0
-                try:
-                    if os.isatty(0):
-                        import termios
-                        import tty
-
-                        raw_attrs = termios.tcgetattr(0)
-                        tty.setraw(0, termios.TCSANOW)
-                        raw_fd = 0
-                except OSError:
-                    pass
-                try:
-                    os.fstat(0)
-                except OSError:
-                    stdin_fd = None
+        with signal_wakeup(HANDLED) as wake_r:
             try:
-                self._loop(wake_r, stdin_fd)
-            except BaseException:
-                if self.status is None:
-                    self.kill()
-                    _, self.status = os.waitpid(self.pid, 0)
-                raise
-        finally:
-            if raw_fd is not None:
-                import termios
-
-                try:
-                    termios.tcsetattr(raw_fd, termios.TCSAFLUSH, raw_attrs)
-                except OSError:
-                    pass
-            if getattr(self, "_fg_fd", None) is not None:
-                self._give_terminal(self._fg_fd, os.getpgrp())
-            signal.set_wakeup_fd(old_wakeup)
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-            os.close(wake_r)
-            os.close(wake_w)
-            for fd in list(self._outputs):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                self._spawn()
+                if self.on_start is not None:
+                    self.on_start(self)
+                self._stdin_fd = self._stdin_to_forward()
+                with raw_terminal(0) if self.use_pty else contextlib.nullcontext():
+                    self._supervise(wake_r)
+            finally:
+                if self._fg_fd is not None:
+                    self._give_terminal(self._fg_fd, os.getpgrp())
+                for fd in list(self._outputs):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
         status = self.status or 0
         if os.WIFSIGNALED(status):
             return None, os.WTERMSIG(status)
         return os.WEXITSTATUS(status), None
 
-    def _loop(self, wake_r: int, stdin_fd: int | None) -> None:
-        outputs = self._outputs
-        next_tick = time.monotonic() + self.tick_interval
-        idle_since = None
-        self._reap()
-        while True:
-            now = time.monotonic()
-            if self.status is not None:
-                if idle_since is None:
-                    idle_since = now
-                drained = not outputs or now - idle_since >= DRAIN_IDLE
-                if drained and (self.kill_at is None or not self.group_alive()):
-                    break
-            if self.kill_at is not None and now >= self.kill_at:
+    def _stdin_to_forward(self) -> int | None:
+        """Our stdin, when keystrokes go to the child's pty (pipe mode: the child reads it itself)."""
+        if not self.use_pty:
+            return None
+        try:
+            os.fstat(0)
+        except OSError:
+            return None
+        return 0
+
+    def _supervise(self, wake_r: int) -> None:
+        try:
+            self._loop(wake_r)
+        except BaseException:
+            if self.status is None and self.pid is not None:
                 self.kill()
-            if self.tick is not None and now >= next_tick:
-                next_tick = now + self.tick_interval
-                self.tick(self)
-            if self.status is not None and self.kill_at is not None and not self.group_alive():
-                self.kill_at = None
-            deadlines = [next_tick if self.tick is not None else now + 1.0]
-            if self.kill_at is not None:
-                deadlines.append(self.kill_at)
-            if self._pending_flush is not None:
-                deadlines.append(self._pending_flush)
-            if self.status is not None:
-                deadlines.append((idle_since or now) + DRAIN_IDLE)
-            timeout = max(0.0, min(deadlines) - now)
-            watch = [wake_r, *outputs]
-            if stdin_fd is not None:
-                watch.append(stdin_fd)
+                _, self.status = os.waitpid(self.pid, 0)
+            raise
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _loop(self, wake_r: int) -> None:
+        self._next_tick = time.monotonic() + self.tick_interval
+        self._reap()
+        while not self._finished():
+            self._on_time()
+            timeout = max(0.0, self._next_deadline() - time.monotonic())
+            watch = [wake_r, *self._outputs]
+            if self._stdin_fd is not None:
+                watch.append(self._stdin_fd)
             try:
                 ready, _, _ = select.select(watch, [], [], timeout)
             except InterruptedError:
@@ -496,41 +615,83 @@ class Supervisor:
                 continue
             for fd in ready:
                 if fd == wake_r:
-                    try:
-                        sigs = os.read(wake_r, 64)
-                    except BlockingIOError:
-                        sigs = b""
-                    for sig in sigs:
-                        self._on_signal(sig)
-                elif fd == stdin_fd:
-                    try:
-                        data = os.read(stdin_fd, 65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        stdin_fd = None
-                    elif self.master is not None:
-                        try:
-                            _write_all(self.master, data)
-                        except OSError:
-                            stdin_fd = None
+                    self._on_wakeup(wake_r)
+                elif fd == self._stdin_fd:
+                    self._on_input(fd)
                 else:
-                    data = _read_burst(fd, PTY_BURST if fd == self.master else CHUNK)
-                    if data is None:
-                        continue
-                    stream = outputs[fd][0]
-                    if data:
-                        idle_since = None
-                        self._emit(stream, data)
-                        if not self._terminal_ok.get(stream, True) and self.master is None:
-                            os.close(fd)  # the reader went away: the child gets SIGPIPE, as in a pipeline
-                            del outputs[fd]
-                    else:
-                        os.close(fd)
-                        del outputs[fd]
-                        masker = self.maskers.get(stream)
-                        if masker is not None and masker.pending:
-                            self._emit(stream, b"", flush=True)
+                    self._on_output(fd)
         self._flush_maskers()
-        if self.status is None:
+        if self.status is None and self.pid is not None:
             _, self.status = os.waitpid(self.pid, 0)
+
+    def _finished(self) -> bool:
+        """The child is reaped, its output drained (or idle), and nothing is left to kill."""
+        if self.status is None:
+            return False
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        drained = not self._outputs or now - self._idle_since >= DRAIN_IDLE
+        return drained and (self.kill_at is None or not self.group_alive())
+
+    def _on_time(self) -> None:
+        now = time.monotonic()
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill()
+        if self.tick is not None and now >= self._next_tick:
+            self._next_tick = now + self.tick_interval
+            self.tick(self)
+        if self.status is not None and self.kill_at is not None and not self.group_alive():
+            self.kill_at = None
+
+    def _next_deadline(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._next_tick if self.tick is not None else now + 1.0]
+        if self.kill_at is not None:
+            deadlines.append(self.kill_at)
+        if self._pending_flush is not None:
+            deadlines.append(self._pending_flush)
+        if self.status is not None:
+            deadlines.append((self._idle_since or now) + DRAIN_IDLE)
+        return min(deadlines)
+
+    def _on_wakeup(self, wake_r: int) -> None:
+        try:
+            sigs = os.read(wake_r, 64)
+        except BlockingIOError:
+            sigs = b""
+        for sig in sigs:
+            self._on_signal(sig)
+
+    def _on_input(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._stdin_fd = None
+        elif self.master is not None:
+            try:
+                _write_all(self.master, data)
+            except OSError:
+                self._stdin_fd = None
+
+    def _on_output(self, fd: int) -> None:
+        data = _read_burst(fd, PTY_BURST if fd == self.master else CHUNK)
+        if data is None:
+            return
+        stream = self._outputs[fd]
+        if data:
+            self._idle_since = None
+            self._emit(stream, data)
+            if not self._terminal_ok.get(stream, True) and self.master is None:
+                self._close_output(fd)  # the reader went away: the child gets SIGPIPE, as in a pipeline
+            return
+        self._close_output(fd)
+        masker = self.maskers.get(stream)
+        if masker is not None and masker.pending:
+            self._emit(stream, b"", flush=True)
+
+    def _close_output(self, fd: int) -> None:
+        os.close(fd)
+        del self._outputs[fd]

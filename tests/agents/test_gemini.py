@@ -11,8 +11,7 @@ import pytest
 from clients import PY, client, fake_git, node_ok
 from fakeapi import Call, FakeModel, Say
 
-from conftest import agentsess
-from helpers import show, write_config
+from helpers import agentsess, show, write_config
 
 PROFILE = """
 [profiles.gemini]

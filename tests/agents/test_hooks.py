@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import agentsess
-from helpers import show, spawn, wait_for, write_config
+from helpers import agentsess, show, write_config
+from inrun import LIVE, InRun
 
 PY = sys.executable
 
@@ -39,20 +38,16 @@ reason = "no GitHub writes from here"
 
 @pytest.fixture
 def run_id(tmp_path):
+    """A live run whose child runs the test's commands: hooks ask its supervisor (tests/inrun.py)."""
     write_config(RULES)
-    envfile = tmp_path / "run.env"
-    proc = spawn("run", "--no-pty", "--profile", "guarded", "--agent", "none", "--", PY, "-c",
-                 f"import os,json,time; json.dump(dict(os.environ), open({str(envfile)!r},'w')); time.sleep(60)",
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(lambda: envfile.exists() and envfile.stat().st_size, what="run env")
-    yield json.loads(envfile.read_text())["AGENTSESS_RUN_ID"]
-    proc.terminate()
-    proc.communicate(timeout=15)
+    with InRun("--profile", "guarded", "--agent", "none") as run:
+        yield run.run_id
 
 
 def hook(agent, run, event):
+    """The hook as the agent would call it: from inside the run."""
     data = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return agentsess("hook", agent, "--run", run, input=data)
+    return LIVE[run].call("hook", agent, "--run", run, input=data)
 
 
 def receipts(run, rtype):
@@ -178,14 +173,11 @@ def test_bad_input_fails_closed_in_every_agents_convention(run_id, agent, payloa
 
 
 @pytest.mark.parametrize("agent", ["claude-code", "codex", "gemini"])
-def test_an_unusable_store_fails_closed(run_id, agent, tmp_path):
+def test_a_hook_outside_any_run_fails_closed(agent):
     event = claude_pre("Bash", {"command": "ls"}) if agent != "gemini" else gemini_event(
         "BeforeTool", "run_shell_command", {"command": "ls"})
-    bogus = tmp_path / "not-a-dir"
-    bogus.write_text("x")
-    proc = agentsess("hook", agent, "--run", run_id, input=json.dumps(event).encode(),
-                     env={"AGENTSESS_HOME": str(bogus)})
-    assert proc.returncode == 2 and b"agentsess: denied" in proc.stderr
+    proc = agentsess("hook", agent, "--run", "run_00000000000000000000000000", input=json.dumps(event).encode())
+    assert proc.returncode == 2 and b"agentsess: denied" in proc.stderr and proc.stdout == b""
 
 
 def test_unknown_agent_fails_closed(run_id):
@@ -204,8 +196,7 @@ def test_claude_exec_records_the_models_command_linked_to_its_check(run_id, tmp_
     model = "echo 'it''s' && eval \"echo inner\" > out.txt"
     hook("claude-code", run_id, claude_pre("Bash", {"command": model}, tid="toolu_link"))
     wrapped = WRAPPED.format(cmd=shlex.quote(model))
-    proc = agentsess("exec", "--source", "claude-code", "-c", wrapped, env={"AGENTSESS_RUN_ID": run_id},
-                     cwd=str(tmp_path))
+    proc = LIVE[run_id].call("exec", "--source", "claude-code", "-c", wrapped, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     [rec] = receipts(run_id, "action.exec")
     assert rec["command"] == model
@@ -214,7 +205,7 @@ def test_claude_exec_records_the_models_command_linked_to_its_check(run_id, tmp_
     checked = [r for r in show(run_id)["receipts"] if r["type"] == "action.checked"][0]
     assert checked["seq"] == rec["checked"]["seq"] and checked["hash"] == rec["checked"]["hash"]
     # a second run of the same command links to nothing new
-    agentsess("exec", "--source", "claude-code", "-c", wrapped, env={"AGENTSESS_RUN_ID": run_id}, cwd=str(tmp_path))
+    LIVE[run_id].call("exec", "--source", "claude-code", "-c", wrapped, cwd=str(tmp_path))
     assert receipts(run_id, "action.exec")[1]["checked"] is None
 
 
@@ -238,18 +229,18 @@ def test_claude_prefix_does_not_record_hook_commands(run_id, tmp_path):
     hook_cmd = f"{agentsess_command()} hook claude-code --run {run_id}"
     script = tmp_path / "prefix"
     script.write_text(prefix_script(run_id, agentsess_command(), hook_cmd))
-    script.chmod(0o700)
-    env = dict(os.environ, AGENTSESS_RUN_ID=run_id)
+    script.chmod(0o755)
+    inside = LIVE[run_id]
     # a user's hook, as Claude runs it (AI_AGENT says "harness")
-    subprocess.run([str(script), "echo user-hook"], env=dict(env, AI_AGENT="claude-code_2-1_harness"), check=True,
-                   capture_output=True)
+    assert inside.run([str(script), "echo user-hook"], env={"AI_AGENT": "claude-code_2-1_harness"}).returncode == 0
     # agentsess's own hook command, whatever AI_AGENT says
     event = json.dumps({"hook_event_name": "SessionStart", "session_id": "s9", "source": "startup"})
-    subprocess.run([str(script), hook_cmd], env=dict(env, AI_AGENT="claude-code_2-1_agent"), input=event.encode(),
-                   check=True, capture_output=True)
+    ran = inside.run([str(script), hook_cmd], env={"AI_AGENT": "claude-code_2-1_agent"}, input=event.encode())
+    assert ran.returncode == 0, ran.stderr
     # the Bash tool's command is recorded
-    subprocess.run([str(script), WRAPPED.format(cmd="true")], env=dict(env, AI_AGENT="claude-code_2-1_agent"),
-                   check=True, capture_output=True, cwd=str(tmp_path))
+    ran = inside.run([str(script), WRAPPED.format(cmd="true")], env={"AI_AGENT": "claude-code_2-1_agent"},
+                     cwd=str(tmp_path))
+    assert ran.returncode == 0, ran.stderr
     assert [e["command"] for e in receipts(run_id, "action.exec")] == ["true"]
     assert receipts(run_id, "agent.session")[0]["session_id"] == "s9"
 
@@ -326,12 +317,13 @@ def test_claude_user_settings_env_goes_to_the_environment_not_the_command_line(t
 
     user = tmp_path / "user.json"
     user.write_text(json.dumps({"env": {"API_KEY": "sk-ant-secret-value-0123456789"}, "model": "m"}))
-    from agentsess.edges.paths import write_private
+    from pathlib import Path
 
-    folder = tmp_path / "run"
-    folder.mkdir()
+    from agentsess.edges import paths
+
+    folder = Path(paths.ensure_dir(paths.run_dir("run_x")))
     argv, env, facts = claude.setup("run_x", ["claude", "--settings", str(user), "-p", "hi"], {}, str(folder),
-                                    "agentsess", write_private)
+                                    "agentsess", paths.write_private)
     written = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert "sk-ant-secret-value" not in " ".join(argv)
     assert env["API_KEY"] == "sk-ant-secret-value-0123456789"

@@ -6,8 +6,8 @@ import os
 import subprocess
 
 import pytest
-
-from reliability_support import PY, ag, assert_no_traceback, checkpoint, stderr_lines, tree_digest
+from helpers import PY, ag, assert_no_traceback, stderr_lines
+from reliability_support import checkpoint, tree_digest
 
 ERROR = "agentsess: error:"
 DENIED = "agentsess: denied:"
@@ -154,9 +154,11 @@ def test_bad_input(populated, monkeypatch, name, argv, stdin, extra, code, prefi
 def test_a_hook_naming_a_finished_run_denies_and_leaves_it_sealed():
     assert ag("run", "--", "true").returncode == 0
     (row,) = json.loads(ag("runs", "--json").stdout)
+    before = tree_digest(os.path.join(os.environ["AGENTSESS_HOME"], "runs"))
+    # outside any live run there is no supervisor to ask: the hook blocks (Claude's exit 2) and
+    # writes nothing, so a finished run's sealed stream cannot be extended from outside
     proc = ag("hook", "claude-code", "--run", row["id"], input=PRE_TOOL_USE)
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout)["hookSpecificOutput"]
-    assert answer["permissionDecision"] == "deny"
+    assert proc.returncode == 2 and proc.stdout == b"" and proc.stderr.startswith(b"agentsess: denied:"), proc.stderr
+    assert tree_digest(os.path.join(os.environ["AGENTSESS_HOME"], "runs")) == before
     (verdict,) = json.loads(ag("verify", row["id"], "--json").stdout)
     assert verdict["ok"] and verdict["sealed"], verdict

@@ -7,8 +7,7 @@ import tempfile
 import time
 
 import pytest
-
-from reliability_support import PY, ag, run_of_supervisor, spawn, store_rows
+from helpers import PY, ag, run_of_supervisor, spawn, store_rows
 
 # 50 runs started from here; each nested one adds a child run, and revoking a nested one's
 # outer run cascades to its child

@@ -3,25 +3,12 @@ and a config edited while a run is live."""
 
 import json
 import os
-import signal
 import uuid
 
 import pytest
-
-from reliability_support import (
-    PY,
-    ag,
-    assert_no_traceback,
-    checkpoint,
-    live_with_marker,
-    remount_read_only,
-    run_of_supervisor,
-    spawn,
-    stderr_lines,
-    tmpfs,
-    tree_digest,
-    wait_for,
-)
+from helpers import PY, ag, assert_no_traceback, live_with_marker, stderr_lines
+from inrun import LIVE, InRun
+from reliability_support import checkpoint, remount_read_only, tmpfs, tree_digest
 
 # writes until stopped: neither a closed pipe, a hang-up nor TERM ends it, only agentsess's KILL
 WRITER = """
@@ -190,7 +177,8 @@ def test_the_hook_fails_closed_on_a_corrupted_store(corrupted_store):
     assert proc.returncode == 2
     assert_no_traceback(proc)
     (line,) = stderr_lines(proc)
-    assert line.startswith("agentsess: denied:") and store in line, line
+    # a hook never opens the store (it asks its run's supervisor): outside a live run it blocks
+    assert line.startswith("agentsess: denied:"), line
     assert tree_digest(home) == before
 
 
@@ -210,17 +198,17 @@ reason = "pushing is {push}"
 
 
 def _decide(run_id: str, command: str) -> str:
+    """The hook, called from inside run ``run_id`` as Claude Code would call it."""
     event = {"session_id": "s", "hook_event_name": "PreToolUse", "tool_name": "Bash",
              "tool_input": {"command": command}, "cwd": "/"}
-    proc = ag("hook", "claude-code", "--run", run_id, input=json.dumps(event).encode())
+    proc = LIVE[run_id].call("hook", "claude-code", "--run", run_id, input=json.dumps(event).encode())
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["hookSpecificOutput"]["permissionDecision"]
 
 
 def _start_live(profile: str):
-    sup = spawn("run", "--no-pty", "--profile", profile, "--", "sleep", "60",
-                stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))
-    return sup, wait_for(lambda: run_of_supervisor(sup.pid), what="a live run")
+    run = InRun("--profile", profile)
+    return run, {"id": run.run_id}
 
 
 @pytest.mark.timeout(120)
@@ -242,7 +230,6 @@ def test_a_live_run_keeps_its_config_snapshot_and_new_runs_see_the_edit():
         checked = [r["data"] for r in shown["receipts"] if r["type"] == "action.checked"]
         assert [c["decision"] for c in checked] == ["allow", "allow", "allow"]
     finally:
-        for sup in (old_sup, new_sup):
-            if sup is not None and sup.poll() is None:
-                sup.send_signal(signal.SIGTERM)
-                sup.wait(30)
+        for run in (old_sup, new_sup):
+            if run is not None:
+                run.close()

@@ -9,10 +9,9 @@ import os
 import sys
 
 import pytest
+from helpers import ag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from reliability_support import ag
 
 CONFIG = """
 [profiles.p]

@@ -42,8 +42,14 @@ UNKNOWN_KEY = "unknown key"
 BAD_SIGNATURE = "bad signature"
 EXPIRED = "expired"
 NOT_YET_VALID = "not yet valid"
+NOT_MINTED = "not minted here"
+EXPIRY_BEYOND_RECORD = "expiry beyond record"
 REVOKED_RUN = "revoked run"
+EXITED_RUN = "exited run"
+ABANDONED_RUN = "abandoned run"
+DENIED_RUN = "denied run"
 REVOKED_ANCESTOR = "revoked ancestor"
+ENDED_ANCESTOR = "ended ancestor"
 MISSING_SCOPE = "missing scope"
 REASONS = (
     MALFORMED,
@@ -52,8 +58,14 @@ REASONS = (
     BAD_SIGNATURE,
     EXPIRED,
     NOT_YET_VALID,
+    NOT_MINTED,
+    EXPIRY_BEYOND_RECORD,
     REVOKED_RUN,
+    EXITED_RUN,
+    ABANDONED_RUN,
+    DENIED_RUN,
     REVOKED_ANCESTOR,
+    ENDED_ANCESTOR,
     MISSING_SCOPE,
 )
 
@@ -228,9 +240,12 @@ def _check_claims(claims: dict):
     return None
 
 
-def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Verdict:
-    """Check ``token`` fully: form, algorithm, key, signature, times, revocation, scopes.
+def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0, registry=None) -> Verdict:
+    """Check ``token`` fully: form, algorithm, key, signature, times, registry, revocation, scopes.
 
+    ``registry(claims, token)`` (see :mod:`agentsess.core.credentials.verify`) returns None
+    when the store minted exactly this token and its run and every ancestor are live, else
+    ``(reason, detail)`` with a reason from :data:`REASONS`.
     ``is_revoked(run_ids)`` gets ``[sid] + chain`` and returns None or ``(run_id, why)``.
     ``required_scopes`` (a string or iterable) must each be covered by the token's scopes;
     an invalid requested scope raises AgentsessError(USAGE).
@@ -307,7 +322,14 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
         detail = f"token of run {sid} was issued {ahead} s in the future"
         return _fail(NOT_YET_VALID, detail, claims, kid)
 
-    # 6. Revocation of the run or any ancestor.
+    # 6. The store's record: minted here, no later expiry, its run and ancestors live.
+    if registry is not None:
+        problem = registry(claims, token)
+        if problem:
+            reason, detail = problem
+            return _fail(reason, detail, claims, kid)
+
+    # 7. Revocation of the run or any ancestor.
     if is_revoked is not None:
         hit = is_revoked([claims["sid"]] + list(claims["chain"]))
         if hit:
@@ -318,7 +340,7 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0) -> Ve
             detail = f"ancestor run {_shown(run_id)} of run {sid} was revoked{why}"
             return _fail(REVOKED_ANCESTOR, detail, claims, kid)
 
-    # 7. Scopes.
+    # 8. Scopes.
     if required_scopes:
         wanted = _scopes.parse_scopes(required_scopes)
         granted = claims["scope"].split()

@@ -5,8 +5,10 @@ the decision as a receipt before answering.
 
 import os
 
-from agentsess.core.guard import policy
+from agentsess.core.guard import actions, policy
 from agentsess.core.receipts import recording
+from agentsess.digest import sha256_text
+from agentsess.encoding import canonical_text
 from agentsess.errors import USAGE, AgentsessError
 
 
@@ -19,7 +21,7 @@ def find_run(store, env: dict, run_id: str | None = None) -> dict:
         if row is None:
             raise AgentsessError(f"no run {run_id} in this store", USAGE)
     elif token:
-        found = store.find_by_token(policy.token_digest(token))
+        found = store.find_by_token(sha256_text(token))
         if found is None:
             raise AgentsessError("AGENTSESS_TOKEN is not a token this agentsess minted for any run", USAGE)
         row = store.get_run(found)
@@ -32,7 +34,7 @@ def find_run(store, env: dict, run_id: str | None = None) -> dict:
             "not inside a run: no AGENTSESS_TOKEN or AGENTSESS_RUN_ID; start one with `agentsess run -- CMD`",
             USAGE,
         )
-    if token and row.get("token_sha256") and row["token_sha256"] != policy.token_digest(token) and not run_id:
+    if token and row.get("token_sha256") and row["token_sha256"] != sha256_text(token) and not run_id:
         raise AgentsessError("AGENTSESS_TOKEN does not belong to the run in AGENTSESS_RUN_ID", USAGE)
     return row
 
@@ -57,7 +59,7 @@ def check(store, env: dict, scope: str, tool: str | None = None, command=None) -
     scope = parse_scope(scope)
     row = _refresh_liveness(store, find_run(store, env))
     decision = policy.decide(row, tool or "check", command, scope=scope)
-    recording.record_action(store, row["id"], "action.checked", policy.checked_receipt(decision, tool or "check", command, "check"))
+    recording.record_action(store, row["id"], "action.checked", actions.checked_receipt(decision, tool or "check", command, "check"))
     return row, decision
 
 
@@ -101,26 +103,26 @@ def agent_hook(store, run_id: str, agent: str, event) -> dict | None:
         extra = dict(base)
         command = _command_of(args)
         if command is not None:
-            extra["command_sha256"] = policy.token_digest(command)
+            extra["command_sha256"] = sha256_text(command)
         recording.record_action(store, row["id"], "action.checked",
-                                policy.checked_receipt(decision, tool, args, source, extra))
+                                actions.checked_receipt(decision, tool, args, source, extra))
         return protocol.pre_answer(decision)
     if kind == "permission":
         data = {"tool": tool, "source": source, **base}
         if args is not None:
-            data["summary"], data["args_sha256"] = policy.summarise(args)
+            data["summary"], data["args_sha256"] = actions.summarise(args)
         recording.record_action(store, row["id"], "agent.permission", data)
         return None
     # a result (kind "post") or a failure (kind "failure")
     result, error = protocol.result_of(kind, event)
     data = {"tool": tool, "source": source, **base, "is_error": error is not None}
     if args is not None:
-        data["args_sha256"] = policy.summarise(args)[1]
+        data["args_sha256"] = actions.summarise(args)[1]
     if result is not None:
-        data["result"], data["result_sha256"] = policy.summarise(result, policy.RESULT_CAP)
+        data["result"], data["result_sha256"] = actions.summarise(result, actions.RESULT_CAP)
     if error is not None:
-        data["error"] = policy.capped(error if isinstance(error, str) else policy.canonical_json(error),
-                                      policy.RESULT_CAP)
+        data["error"] = actions.capped(error if isinstance(error, str) else canonical_text(error),
+                                      actions.RESULT_CAP)
         for key in ("is_interrupt", "duration_ms"):
             if key in event:
                 data[key] = event[key]
@@ -152,9 +154,9 @@ def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, durati
         inner = claude.unwrap(command)
         if inner is not None:
             shown = inner
-            link["wrapper_sha256"] = policy.token_digest(command)
-            link.update(_checked_link(row["id"], policy.token_digest(inner), source))
-    data = policy.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
+            link["wrapper_sha256"] = sha256_text(command)
+            link.update(_checked_link(row["id"], sha256_text(inner), source))
+    data = actions.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
     data.update(link)
     recording.record_action(store, row["id"], "action.exec", data)
 
@@ -174,3 +176,31 @@ def _checked_link(run_id: str, command_sha256: str, source: str) -> dict:
               and data.get("tool_use_id") not in linked):
             return {"tool_use_id": data.get("tool_use_id"), "checked": {"seq": rec["seq"], "hash": rec["hash"]}}
     return {"checked": None}
+
+
+# -- one call each, for the CLI: the store is opened here, not in the command line ------------
+
+
+def check_scope(env: dict, scope: str, tool: str | None = None, command=None) -> tuple[str, "policy.Decision"]:
+    """:func:`check` with its own store connection: (the run's id, the decision)."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        row, decision = check(store, env, scope, tool, command)
+    return row["id"], decision
+
+
+def answer_hook(run_id: str, event, agent: str = "claude-code") -> dict | None:
+    """:func:`agent_hook` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        return agent_hook(store, run_id, agent, event)
+
+
+def record_command(env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
+    """:func:`record_exec` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        record_exec(store, env, command, cwd, exit_code, duration, source)

@@ -850,15 +850,21 @@ def isolated(fn, arg, timeout: float = PARSE_TIMEOUT):
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        _, status = os.waitpid(pid, 0)
+        status: int | None
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            # a supervisor reaps every child of its own (it is a subreaper): the answer on the
+            # pipe then decides, and a child that died mid-answer left no complete JSON object
+            status = None
     if timed_out:
         return False, f"the shell parser took longer than {timeout:g}s"
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+    if status is not None and (not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0):
         return False, "the shell parser failed on this command"
     try:
         return True, json.loads(b"".join(chunks))
     except ValueError:
-        return False, "the shell parser gave no answer"
+        return False, "the shell parser failed on this command"
 
 
 def parse(text: str) -> Parsed:

@@ -24,8 +24,8 @@ a lock; each thread opens its own store connection.
 import json
 import os
 
-from agentsess.core.receipts import recording
-from agentsess.core.guard import policy
+from agentsess.core.guard import actions, policy
+from agentsess.encoding import canonical_text
 from agentsess.errors import RUN_NOT_EXECUTABLE, RUN_NOT_FOUND, USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
@@ -61,7 +61,7 @@ def _key(rid):
         return ("n", rid)
     if isinstance(rid, str):
         return ("s", rid)
-    return ("j", policy.canonical_json(rid))
+    return ("j", canonical_text(rid))
 
 
 def _is_call(msg) -> bool:
@@ -138,13 +138,12 @@ class Pending:
 class Relay:
     """One proxy session between the client (our stdin/stdout) and one server process."""
 
-    def __init__(self, server: str, run_id: str, store, client_out: int = 1):
+    def __init__(self, server: str, run_id: str, ask, client_out: int = 1):
         import threading
 
         self.server = server
         self.run_id = run_id
-        self.store = store  # the caller's thread (server output, results)
-        self.client_store = None  # opened in the client thread (decisions)
+        self.ask = ask  # ask(op, **fields): the run's supervisor, over its control socket
         self.client_out = client_out
         self.out_lock = threading.Lock()
         self.pending_lock = threading.Lock()
@@ -193,44 +192,21 @@ class Relay:
         tool = f"mcp:{self.server}:{name}"
         has_id = "id" in msg
         rid = msg.get("id")
-        try:
-            if self.client_store is None:
-                from agentsess.edges.store import Store
-
-                self.client_store = Store()
-            from agentsess.core.guard.calls import _refresh_liveness
-
-            row = self.client_store.get_run(self.run_id)
-            if row is None:
-                raise AgentsessError(f"run {self.run_id} is no longer in the store", USAGE)
-            row = _refresh_liveness(self.client_store, row)
-            decision = policy.decide(row, tool, args)
-            if decision.decision == "ask":
-                decision = policy.Decision(
-                    "deny",
-                    f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
-                    decision.rule,
-                    decision.scope,
-                )
-            elif decision.decision != "allow":
-                decision.decision = "deny"
-            data = policy.checked_receipt(decision, tool, None, SOURCE, {"server": self.server, "request_id": rid})
-            if args is not None:
-                data["summary"], data["args_sha256"] = policy.summarise(args, policy.SUMMARY_CAP)
-            recording.record_action(self.client_store, self.run_id, "action.checked", data)
+        try:  # the run's supervisor decides and records (decide_call, below)
+            answer = self.ask("mcp_call", server=self.server, name=name, arguments=args, request_id=rid)
+            allowed, reason, args_sha256 = bool(answer["allowed"]), str(answer["reason"]), answer.get("args_sha256")
         except Exception as exc:  # fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
-            decision = policy.Decision("deny", f"agentsess could not check and record the call ({text})")
-            data = {}
-        if decision.allowed:
+            allowed, reason, args_sha256 = False, f"agentsess could not check and record the call ({text})", None
+        if allowed:
             if has_id:
                 with self.pending_lock:
-                    self.pending[_key(rid)] = Pending(tool, rid, data.get("args_sha256"))
+                    self.pending[_key(rid)] = Pending(tool, rid, args_sha256)
             return None
         return {
             "jsonrpc": "2.0",
             "id": rid,
-            "error": {"code": DENIED_CODE, "message": f"agentsess denied tools/call {name}: {decision.reason}"},
+            "error": {"code": DENIED_CODE, "message": f"agentsess denied tools/call {name}: {reason}"},
         }
 
     def note_cancel(self, msg) -> None:
@@ -289,13 +265,11 @@ class Relay:
             pass
         finally:
             self.close_server_input()
-            if self.client_store is not None:
-                self.client_store.close()
-                self.client_store = None
 
     # -- server -> client -----------------------------------------------------------------
 
     def record_result(self, entry: Pending, response: dict | None, why: str | None = None) -> None:
+        payload: object
         if response is None:
             is_error, payload = True, {"no_response": why}
         elif "error" in response:
@@ -303,7 +277,7 @@ class Relay:
         else:
             payload = response.get("result")
             is_error = isinstance(payload, dict) and payload.get("isError") is True
-        summary, digest = policy.summarise(payload, policy.RESULT_CAP)
+        summary, digest = actions.summarise(payload, actions.RESULT_CAP)
         data = {
             "tool": entry.tool,
             "source": SOURCE,
@@ -317,7 +291,7 @@ class Relay:
         if response is None:
             data["answered"] = False
         try:
-            recording.record_action(self.store, self.run_id, "action.result", data)
+            self.ask("mcp_result", data=data)
         except Exception as exc:  # the call already happened: say so, do not break the session
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             try:
@@ -374,7 +348,8 @@ def _encode(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def proxy(command: list[str], name: str | None = None, env=None, client_in: int = 0, client_out: int = 1) -> int:
+def proxy(command: list[str], name: str | None = None, env=None, client_in: int = 0, client_out: int = 1,
+          ask=None) -> int:
     """Run the MCP server ``command`` behind the policy of the current run; its exit code.
 
     Refuses (``AgentsessError(USAGE)``), before starting anything, outside a run: no
@@ -384,32 +359,51 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
         raise AgentsessError(f"mcp-proxy: no server command given; {USAGE_LINE}", USAGE)
     server = server_name(command, name)
     env = os.environ if env is None else env
-    from agentsess.core.guard.calls import find_run
-    from agentsess.edges.store import Store
+    if ask is None:
+        raise AgentsessError("mcp-proxy: no way to reach the run's supervisor", USAGE)
+    try:
+        row = ask("whoami")["run"]
+    except AgentsessError as exc:
+        raise AgentsessError(
+            f"mcp-proxy works only inside a run: start the agent with `agentsess run -- AGENT` "
+            f"and let it start this proxy ({exc.message})",
+            USAGE,
+        ) from None
+    import subprocess
 
-    with Store() as store:
-        try:
-            row = find_run(store, env)
-        except AgentsessError as exc:
-            raise AgentsessError(
-                f"mcp-proxy works only inside a run: start the agent with `agentsess run -- AGENT` "
-                f"and let it start this proxy ({exc.message})",
-                USAGE,
-            ) from None
-        import subprocess
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            env=None if env is os.environ else dict(env),
+        )
+    except FileNotFoundError:
+        raise AgentsessError(f"mcp-proxy: cannot start the MCP server: {command[0]}: command not found", RUN_NOT_FOUND) from None
+    except OSError as exc:
+        raise AgentsessError(
+            f"mcp-proxy: cannot start the MCP server: {command[0]}: {exc.strerror or exc}", RUN_NOT_EXECUTABLE
+        ) from None
+    return Relay(server, row["id"], ask, client_out).run(proc, client_in)
 
-        try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                bufsize=0,
-                env=None if env is os.environ else dict(env),
-            )
-        except FileNotFoundError:
-            raise AgentsessError(f"mcp-proxy: cannot start the MCP server: {command[0]}: command not found", RUN_NOT_FOUND) from None
-        except OSError as exc:
-            raise AgentsessError(
-                f"mcp-proxy: cannot start the MCP server: {command[0]}: {exc.strerror or exc}", RUN_NOT_EXECUTABLE
-            ) from None
-        return Relay(server, row["id"], store, client_out).run(proc, client_in)
+
+def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
+    """The supervisor's side of one ``tools/call``: the decision (``ask`` becomes deny: the
+    proxy has nobody to ask) and the ``action.checked`` receipt's data."""
+    name = name if isinstance(name, str) else "?"
+    tool = f"mcp:{server}:{name}"
+    decision = policy.decide(row, tool, args)
+    if decision.decision == "ask":
+        decision = policy.Decision(
+            "deny",
+            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
+            decision.rule,
+            decision.scope,
+        )
+    elif decision.decision != "allow":
+        decision = decision.replace(decision="deny")
+    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
+    if args is not None:
+        data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
+    return decision, data

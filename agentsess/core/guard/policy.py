@@ -16,31 +16,60 @@ while the run is live and holds the rule's ``scope``; otherwise the call is deni
 rule matches get the profile's ``default_decision`` (``observe`` unless set: no decision).
 """
 
-import json
 import time
 
 from agentsess.core.credentials import scopes as scope_algebra
-from agentsess.digest import sha256_hex
+from agentsess.encoding import canonical_text
 
-SUMMARY_CAP = 512
-RESULT_CAP = 2048
-REDACT_MARGIN = 8192
 MAIN_ARGUMENT_KEYS = ("command", "file_path", "path", "url", "pattern", "query")
 
 
-def token_digest(token: str) -> str:
-    return sha256_hex(token.encode())
-
-
 class Decision:
-    __slots__ = ("commands", "decision", "reason", "rule", "scope")
+    """What the rules say about one tool call: ``allow``, ``deny``, ``ask`` or ``observe`` (no
+    decision: the agent's own permission prompt decides), and why.
 
-    def __init__(self, decision: str, reason: str, rule=None, scope=None, commands=()):
-        self.decision = decision
-        self.reason = reason
-        self.rule = rule
-        self.scope = scope
-        self.commands = commands
+    ``rule`` is the 0-based index of the rule that decided (None: no rule did); ``scope`` the
+    scope the decision rests on, if any; ``commands`` the normalised simple commands of a shell
+    line the rules looked at. Immutable and complete when built, like the frozen
+    dataclasses elsewhere; written out by hand because ``dataclasses`` imports ``inspect``,
+    4-5 ms of every hook and check (the whole of a hook is ~23 ms).
+    """
+
+    __slots__ = ("commands", "decision", "reason", "rule", "scope")
+    decision: str
+    reason: str
+    rule: int | None
+    scope: str | None
+    commands: tuple
+
+    def __init__(self, decision: str, reason: str, rule: int | None = None, scope: str | None = None,
+                 commands: tuple = ()):
+        for name, value in (("decision", decision), ("reason", reason), ("rule", rule), ("scope", scope),
+                            ("commands", tuple(commands))):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"Decision is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Decision is immutable: cannot delete {name}")
+
+    def replace(self, **changes) -> "Decision":
+        """A copy with ``changes`` (as :func:`dataclasses.replace` makes one)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Decision(**fields)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash((self.decision, self.reason, self.rule, self.scope, self.commands))
+
+    def __repr__(self) -> str:
+        return f"Decision(decision={self.decision!r}, reason={self.reason!r}, rule={self.rule!r}, scope={self.scope!r})"
 
     @property
     def allowed(self) -> bool:
@@ -62,6 +91,7 @@ def liveness(row: dict, now: float | None = None) -> str | None:
 
 
 def main_argument(args) -> str:
+    """The argument rules match ``args`` against: its command, path, url, ..., else its canonical JSON."""
     if isinstance(args, dict):
         for key in MAIN_ARGUMENT_KEYS:
             value = args.get(key)
@@ -69,11 +99,7 @@ def main_argument(args) -> str:
                 return value
     if isinstance(args, str):
         return args
-    return canonical_json(args)
-
-
-def canonical_json(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return canonical_text(args)
 
 
 def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float | None = None,
@@ -106,55 +132,3 @@ def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float
     if verdict.rule is None and scope is not None and verdict.decision == "allow":
         return Decision("allow", f"run {row['id']} holds scope {scope}", scope=scope)
     return Decision(verdict.decision, verdict.reason, verdict.rule, verdict.scope or scope, verdict.commands)
-
-
-def capped(text: str, cap: int = SUMMARY_CAP) -> str:
-    """``text`` with credentials masked, cut to ``cap`` characters.
-
-    Redaction reads only the part that can be kept (plus a margin), so a tool result of
-    several MB costs no more to record than a small one.
-    """
-    from agentsess.core.guard.redaction import redact
-
-    window = cap + REDACT_MARGIN
-    rest = max(0, len(text) - window)
-    text = redact(text[:window])
-    if len(text) + rest > cap:
-        text = text[:cap] + f"… [{len(text) + rest - cap} more characters]"
-    return text
-
-
-def summarise(args, cap: int = SUMMARY_CAP) -> tuple[str, str]:
-    """(a masked, size-capped summary of ``args``, the SHA-256 of their full canonical JSON)."""
-    full = canonical_json(args)
-    digest = sha256_hex(full.encode())
-    text = full
-    if isinstance(args, dict) and any(isinstance(args.get(k), str) for k in MAIN_ARGUMENT_KEYS):
-        text = main_argument(args)
-    return capped(text, cap), digest
-
-
-def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dict | None = None) -> dict:
-    data: dict = {"tool": tool, "source": source}
-    if args is not None:
-        data["summary"], data["args_sha256"] = summarise(args)
-    data.update({"rule": decision.rule, "scope": decision.scope, "decision": decision.decision, "reason": decision.reason})
-    if decision.commands and (len(decision.commands) > 1 or decision.commands[0] != data.get("summary")):
-        data["commands"] = [capped(c, 256) for c in decision.commands[:32]]
-    if extra:
-        data.update(extra)
-    return data
-
-
-def exec_receipt(command: str, cwd: str, exit_code, duration, source: str, pid, shown: str | None = None) -> dict:
-    """The data of an ``action.exec`` receipt: the command masked and capped (``shown``, when
-    given, is a version already masked of exact secrets), and the hash of the full command."""
-    return {
-        "command": capped(command if shown is None else shown),
-        "command_sha256": token_digest(command),
-        "cwd": cwd,
-        "exit_code": exit_code,
-        "duration": None if duration is None else round(duration, 6),
-        "source": source,
-        "pid": pid,
-    }

@@ -44,7 +44,7 @@ def _labelled(match: "re.Match") -> str:
     return match.group("named") + q + MASK + q
 
 
-_compiled = []
+_compiled: list["re.Pattern[str]"] = []
 
 
 def redact(text: str) -> str:

@@ -14,8 +14,7 @@ a pipes-mode run's ``\\n`` is not turned into ``\\r\\n``.
 import json
 import os
 
-from agentsess.edges import paths
-from agentsess.edges import streams
+from agentsess.edges import paths, streams
 from agentsess.edges.outputlog import read_timing
 from agentsess.errors import USAGE, AgentsessError
 
@@ -117,9 +116,8 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
     not record its child's. Returns ``{"events", "output_events", "resizes"}`` counts.
     """
     row = _row(run_id, store)
-    folder = paths.run_dir(run_id)
-    output_path = os.path.join(folder, "output.log")
-    timing_path = os.path.join(folder, "timing.log")
+    output_path = paths.output_log(run_id)
+    timing_path = paths.timing_log(run_id)
     header = asciicast_header(row, _first_size(timing_path), term)
     out.write(_line(header))
     counts = {"events": 0, "output_events": 0, "resizes": 0}

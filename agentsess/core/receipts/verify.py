@@ -2,17 +2,21 @@
 
 Reports the first failure precisely, as `journalctl --verify` does: the record that was
 edited, a gap or reorder in seq, a file shorter or longer than the store's head says, a bad
-seal, an output log whose digest does not match. An intact stream without a seal (a live
-run, or one whose supervisor died before sealing) is reported as unsealed, not as failed.
-A finished run revoked later gets its ``run.revoked`` receipt and a new seal after the
-first one; ``sealed`` means the stream ends in a valid seal.
+seal, an output log whose digest does not match. A live run's intact stream is reported as
+unsealed; a finished run's stream must end in a valid seal, or it fails. A finished run
+revoked later gets its ``run.revoked`` receipt and a new seal after the first one; any other
+record after a seal fails (a sealed stream accepts nothing else). ``sealed`` means the
+stream ends in a valid seal. :func:`verify_all` also walks the run folders, so a folder
+whose store row was deleted is reported.
 """
 
 import json
 import os
 
-from agentsess.edges import paths
-from agentsess.edges import streams
+from agentsess.edges import paths, streams
+
+# the only records a sealed stream may hold after its seal (see recording.AFTER_SEAL)
+_AFTER_SEAL = ("run.revoked", streams.SEAL)
 
 
 class Integrity:
@@ -106,6 +110,7 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
         return result.fail("the receipt stream is missing")
     prev = None
     seal = None
+    late = None  # the first record after a seal that is not a revocation (reported last)
     expected_seq = 0
     for number, line in streams.read(row["id"]):
         try:
@@ -136,6 +141,12 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
                 return result
             seal = rec
         else:
+            if seal is not None and late is None and rec.get("type") not in _AFTER_SEAL:
+                late = (
+                    f"record seq {seq} ({str(rec.get('type'))[:40]}) was appended after the seal at "
+                    f"seq {seal['seq']}: a sealed stream accepts only a revocation and a new seal",
+                    seq,
+                )
             result.sealed = False  # records after a seal (a later revocation) need a new seal
         prev = rec
         expected_seq += 1
@@ -154,4 +165,55 @@ def verify_run(row: dict, check_output: bool = True) -> Integrity:
         return result.fail("the last record's hash differs from the store's chain head", prev["seq"])
     if check_output and row.get("status") != "running":
         _check_output(result, row, seal)
+    if late is not None:
+        return result.fail(*late)
+    if result.ok and not result.sealed and _finished(row):
+        where = "is empty" if prev is None else f"ends at seq {prev['seq']} ({str(prev.get('type'))[:40]})"
+        return result.fail(
+            f"the run has ended ({row.get('status')}) but its stream is not sealed: it {where}",
+            None if prev is None else prev["seq"],
+        )
     return result
+
+
+def _finished(row: dict) -> bool:
+    """True once the run's supervisor (or abandonment) is done with it, or is gone from a run
+    it never finished (a revoked run whose supervisor died): its stream must be sealed."""
+    if row.get("ended_at") is not None or row.get("status") in ("exited", "abandoned", "denied"):
+        return True
+    from agentsess.core.runs.abandonment import supervisor_alive
+
+    return row.get("status") == "revoked" and not supervisor_alive(row)
+
+
+def _run_folders() -> list[str]:
+    try:
+        return sorted(os.listdir(paths.runs_dir()))
+    except FileNotFoundError:
+        return []
+
+
+def verify_all(store, check_output: bool = True) -> list[Integrity]:
+    """Every run in the store, then every entry of the runs folder the store has no row for
+    (each a failure)."""
+    # The folders first: a run's row is written before its folder, so a run started meanwhile
+    # is never mistaken for a folder without a row.
+    folders = _run_folders()
+    rows = store.list_runs()
+    results = [verify_run(row, check_output) for row in rows]
+    known = {row["id"] for row in rows}
+    for name in folders:
+        if name in known or not os.path.lexists(os.path.join(paths.runs_dir(), name)):
+            continue  # pruned meanwhile (prune deletes the row, then the folder)
+        shown = name if name.isprintable() and len(name) <= 80 else repr(name[:80])
+        try:
+            lines = f"{sum(1 for _ in streams.read(name))} receipt lines on disk"
+        except OSError:
+            lines = "no readable receipt stream"
+        results.append(
+            Integrity(shown).fail(
+                f"the run folder {shown} has no row in the store ({lines}): its row was deleted "
+                "outside agentsess"
+            )
+        )
+    return results

@@ -40,6 +40,30 @@ def stop_leftovers(row: dict) -> bool:
         return False
 
 
+def kill_tree(row: dict) -> bool:
+    """KILL a live run's processes without its supervisor: the namespace of a contained run,
+    the child's group, and every process below the supervisor (which stays: it is the run's
+    authority and records the end once it runs again). True when anything was signalled."""
+    if row.get("host") and row["host"] != host.hostname():
+        return False
+    from agentsess.edges.supervisor import descendants
+
+    hit = stop_leftovers(row)
+    targets = []
+    sandbox = row.get("sandbox_pid")
+    if sandbox:
+        targets.append(sandbox)
+    if supervisor_alive(row):
+        targets.extend(descendants(row["supervisor_pid"]))
+    for pid in targets:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            hit = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return hit
+
+
 def reap_abandoned(store) -> list[str]:
     """Mark every running run whose supervisor died as abandoned; returns their ids."""
     found = []

@@ -1,14 +1,13 @@
-"""Reading runs back: the stable JSON shape of a run, listings, and one run in full."""
+"""Reading runs back: the stable JSON shape of a run, listings, one run in full, and the
+verification of their receipts.
+
+Each function the CLI calls opens the store itself (or uses the ``store`` it is given).
+"""
 
 import time
+from contextlib import contextmanager
 
 from agentsess.timefmt import rfc3339
-
-RUN_KEYS = (
-    "id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host",
-    "user", "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at",
-    "ended_at", "duration", "mode", "depth",
-)
 
 
 def credential_state(row: dict, now: float | None = None) -> str:
@@ -18,6 +17,8 @@ def credential_state(row: dict, now: float | None = None) -> str:
         return "revoked"
     if row.get("status") == "denied" or not row.get("expires_at"):
         return "none"
+    if row.get("status") == "exited" or row.get("ended_at") is not None:
+        return "ended"  # a token dies with its run, whatever its exp says
     now = time.time() if now is None else now
     return "expired" if row["expires_at"] <= now else "live"
 
@@ -50,28 +51,57 @@ def run_object(row: dict) -> dict:
         "duration": duration,
         "mode": row.get("mode"),
         "depth": row.get("depth") or 0,
+        "containment": row.get("containment"),
     }
 
 
 # what a listing needs: not the profile snapshot, whose JSON would dominate a long listing
 LIST_COLUMNS = (
     "id, name, status, exit_code, signal, parent_id, command, cwd, host, user, profile, agent, "
-    "obo, scopes, expires_at, started_at, ended_at, mode, depth"
+    "obo, scopes, expires_at, started_at, ended_at, mode, depth, containment"
 )
 
 
-def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=None) -> list[dict]:
+@contextmanager
+def _store(store=None):
+    """``store``, or a connection opened (and closed) for this one call."""
+    if store is not None:
+        yield store
+        return
+    from agentsess.edges.store import Store
+
+    with Store() as own:
+        yield own
+
+
+def resolve(ref: str, store=None) -> str:
+    """The run id ``ref`` names: a full id, any unique prefix, or ``last``."""
+    with _store(store) as store:
+        return store.resolve(ref)
+
+
+def status(run_id: str, store=None) -> str | None:
+    """The run's status now, or None when the store does not know it."""
+    with _store(store) as store:
+        row = store.get_run(run_id)
+    return None if row is None else row["status"]
+
+
+def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None) -> list[dict]:
+    """Run objects, newest first; ``parent`` is a run reference (id, prefix or ``last``)."""
     from agentsess.core.runs.abandonment import reap_abandoned
 
-    reap_abandoned(store)
-    rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
+    with _store(store) as store:
+        parent_id = store.resolve(parent) if parent else None
+        reap_abandoned(store)
+        rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
     return [run_object(r) for r in rows]
 
 
 def tree(store, run_id: str) -> list[dict]:
     """The run's descendants as nested ``{"id", "name", "status", "children": [...]}``."""
     rows = store.descendants(run_id)
-    nodes = {run_id: {"children": []}}
+    nodes: dict[str, dict] = {run_id: {"children": []}}
     for r in rows:
         nodes[r["id"]] = {"id": r["id"], "name": r["name"], "status": r["status"], "children": []}
     for r in rows:
@@ -79,20 +109,21 @@ def tree(store, run_id: str) -> list[dict]:
     return nodes[run_id]["children"]
 
 
-def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool = True) -> dict:
+def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True, store=None) -> dict:
     """Everything ``show-run`` shows: the run object, credential, receipts, children, integrity.
 
     ``with_integrity=False`` leaves out the verification (which reads the whole output log)
     so a caller can show the rest first; :func:`integrity` computes it.
     """
     from agentsess.core.runs.abandonment import reap_abandoned
-    from agentsess.edges import paths
-    from agentsess.edges import streams
+    from agentsess.edges import paths, streams
     from agentsess.edges.outputlog import tail_lines
 
-    reap_abandoned(store)
-    run_id = store.resolve(ref)
-    row = store.get_run(run_id)
+    with _store(store) as store:
+        reap_abandoned(store)
+        run_id = store.resolve(ref)
+        row = store.get_run(run_id)
+        children = tree(store, run_id)
     out = run_object(row)
     records = streams.load(run_id)
     out["credential"] = {
@@ -118,7 +149,7 @@ def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool 
     out["error"] = row.get("error")
     out["output_bytes"] = row.get("output_bytes")
     out["output_sha256"] = row.get("output_sha256")
-    out["children"] = tree(store, run_id)
+    out["children"] = children
     out["receipts"] = records
     out["integrity"] = integrity(row) if with_integrity else None
     out["output_tail"] = tail_lines(paths.output_log(run_id), with_output_lines).decode("utf-8", "replace")
@@ -129,5 +160,21 @@ def integrity(row_or_id, store=None) -> dict:
     """The run's verification summary (see `agentsess verify`), from its row or its id."""
     from agentsess.core.receipts.verify import verify_run
 
-    row = store.get_run(row_or_id) if isinstance(row_or_id, str) else row_or_id
+    if isinstance(row_or_id, str):
+        with _store(store) as store:
+            row = store.get_run(row_or_id)
+    else:
+        row = row_or_id
     return verify_run(row).as_dict()
+
+
+def verify_runs(ref: str | None = None, store=None) -> list[dict]:
+    """`agentsess verify`: the verification summary of run ``ref``, or of every run (None),
+    and of every run folder the store has no row for."""
+    from agentsess.core.receipts.verify import verify_all, verify_run
+    from agentsess.core.runs.abandonment import reap_abandoned
+
+    with _store(store) as store:
+        reap_abandoned(store)
+        checked = verify_all(store) if ref is None else [verify_run(store.get_run(store.resolve(ref)))]
+        return [result.as_dict() for result in checked]

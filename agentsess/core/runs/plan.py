@@ -4,78 +4,93 @@ Everything here is decided before anything starts; a request beyond the ceiling 
 with the exact scopes that exceed it (:class:`Refused`), and the caller records the refusal.
 """
 
+from __future__ import annotations
+
 import os
 import time
+from dataclasses import dataclass, field
 
 from agentsess.core.credentials import scopes as scope_algebra
 from agentsess.core.durations import format_duration, parse_duration
 from agentsess.errors import RUN_FAILED, AgentsessError
 
+TYPE_CHECKING = False  # not typing's (5 ms); the profiles are imported by whoever makes a plan
+if TYPE_CHECKING:
+    from agentsess.core.profiles import Config, Profile
+
 
 class Refused(AgentsessError):
     """The request exceeds what the profile or the parent run allows; recorded as denied."""
 
-    def __init__(self, message: str, plan: "Plan"):
+    def __init__(self, message: str, plan: Plan):
         super().__init__(message, RUN_FAILED)
         self.plan = plan
 
 
+@dataclass(frozen=True, slots=True)
 class Request:
-    """What the user asked for on the command line."""
+    """What the user asked for on the command line; None means "the profile decides"."""
 
-    __slots__ = (
-        "argv", "name", "use_pty", "profile", "scopes", "ttl", "pass_env", "keep_env",
-        "isolate_home", "mask_terminal", "capture_shell", "integration", "cwd", "env",
-    )
-
-    def __init__(self, argv, **kw):
-        self.argv = list(argv)
-        self.name = kw.get("name")
-        self.use_pty = kw.get("use_pty")
-        self.profile = kw.get("profile")
-        self.scopes = list(kw.get("scopes") or [])
-        self.ttl = kw.get("ttl")
-        self.pass_env = list(kw.get("pass_env") or [])
-        self.keep_env = bool(kw.get("keep_env"))
-        self.isolate_home = kw.get("isolate_home")
-        self.mask_terminal = kw.get("mask_terminal")
-        self.capture_shell = kw.get("capture_shell")
-        self.integration = kw.get("integration")
-        self.cwd = kw.get("cwd") or os.getcwd()
-        self.env = dict(os.environ if kw.get("env") is None else kw["env"])
+    argv: list[str]
+    name: str | None = None
+    use_pty: bool | None = None
+    profile: str | None = None
+    scopes: list[str] = field(default_factory=list)
+    ttl: str | None = None
+    pass_env: list[str] = field(default_factory=list)
+    keep_env: bool = False
+    isolate_home: bool | None = None
+    mask_terminal: bool | None = None
+    capture_shell: bool | None = None
+    integration: str | None = None
+    contain: bool | None = None
+    cwd: str = field(default_factory=os.getcwd)
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
+@dataclass(frozen=True, slots=True)
 class Plan:
-    __slots__ = (
-        "profile", "parent", "chain", "depth", "scopes", "ceiling", "ttl", "issued_at",
-        "expires_at", "capped", "agent", "name",
-    )
+    """Everything decided about a run before anything starts.
 
-    def __init__(self):
-        self.parent = None
-        self.chain = []
-        self.depth = 0
-        self.capped = False
+    ``expires_at`` is already the whole second the run's token will carry as ``exp``;
+    ``capped`` says the parent's expiry cut it short. ``parent`` is the parent run's row
+    (or what its token says, for a parent this store does not know), ``chain`` its
+    ancestors' ids, root first.
+    """
+
+    profile: Profile
+    name: str
+    agent: str
+    issued_at: float
+    scopes: list[str]
+    ceiling: list[str] | None
+    ttl: int
+    expires_at: float
+    capped: bool = False
+    parent: dict | None = None
+    chain: list[str] = field(default_factory=list)
+    depth: int = 0
 
 
 def find_parent(env: dict, store) -> dict | None:
     """The run this one is nested in, from the environment; refuses a dead parent."""
-    from agentsess.core.credentials import tokens
+    from agentsess.core.credentials.verify import verify_in_store
 
     token = env.get("AGENTSESS_TOKEN")
     parent_id = env.get("AGENTSESS_RUN_ID")
     if not token and not parent_id:
         return None
     if token:
-        verdict = tokens.verify(token, is_revoked=lambda ids: revoked_in(store, ids))
+        verdict = verify_in_store(store, token)  # minted by this store, its run live
         if not verdict.valid:
             raise AgentsessError(
                 f"cannot start a nested run: the parent run's token is not valid ({verdict.detail}); "
                 "a sub-agent needs a live parent run",
                 RUN_FAILED,
             )
-        parent_id = verdict.claims["sid"]
-        claims = verdict.claims
+        token_claims: dict = verdict.claims or {}  # a valid verdict has its claims
+        parent_id = token_claims["sid"]
+        claims: dict | None = token_claims
     else:
         claims = None
     row = store.get_run(parent_id)
@@ -92,6 +107,7 @@ def find_parent(env: dict, store) -> dict | None:
     if row is not None and row.get("expires_at") and row["expires_at"] <= time.time():
         raise AgentsessError(f"cannot start a nested run: the parent run {parent_id} has expired", RUN_FAILED)
     if row is None:
+        assert claims is not None  # refused above: an unknown run and no token
         row = {
             "id": parent_id,
             "scopes": claims["scope"].split(),
@@ -103,29 +119,14 @@ def find_parent(env: dict, store) -> dict | None:
     return row
 
 
-def revoked_in(store, run_ids):
-    """For token verification: the first revoked run among ``run_ids`` as (id, why)."""
-    row = store.revoked_among(list(run_ids))
-    if row is None:
-        return None
-    return row["id"], row.get("revoke_reason") or row["status"]
-
-
-def make_plan(request: Request, config, store, now: float | None = None) -> Plan:
+def make_plan(request: Request, config: Config, store, now: float | None = None) -> Plan:
+    """The plan for ``request``, or :class:`Refused` (carrying the plan) naming every excess."""
     now = time.time() if now is None else now
-    plan = Plan()
     parent = find_parent(request.env, store)
     profile_name = request.profile or (parent or {}).get("profile") or None
     profile = config.profile(profile_name)
-    plan.profile = profile
-    plan.name = request.name or os.path.basename(request.argv[0])
-    plan.agent = profile.agent or plan.name
-    plan.issued_at = now
-
-    if parent is not None:
-        plan.parent = parent
-        plan.chain = list(parent.get("chain") or []) + [parent["id"]]
-        plan.depth = len(plan.chain)
+    name = request.name or os.path.basename(request.argv[0])
+    chain = list(parent.get("chain") or []) + [parent["id"]] if parent is not None else []
 
     requested = scope_algebra.parse_scopes(request.scopes) if request.scopes else None
     if requested is None:
@@ -135,22 +136,36 @@ def make_plan(request: Request, config, store, now: float | None = None) -> Plan
             requested = list(parent.get("scopes") or [])
         else:
             requested = []
-    plan.scopes = requested
-    plan.ceiling = profile.scopes
 
     ttl = parse_duration(request.ttl) if request.ttl else profile.ttl
-    plan.ttl = ttl
-    plan.expires_at = now + ttl
-    if parent is not None and parent.get("expires_at") and parent["expires_at"] < plan.expires_at:
-        plan.expires_at = float(parent["expires_at"])
-        plan.capped = True
+    expires_at = now + ttl
+    capped = False
+    if parent is not None and parent.get("expires_at") and parent["expires_at"] < expires_at:
+        expires_at = float(parent["expires_at"])
+        capped = True
+    # the token counts whole seconds from int(now), and lives at least one
+    expires_at = float(int(now) + max(1, int(expires_at) - int(now)))
+    plan = Plan(
+        profile=profile,
+        name=name,
+        agent=profile.agent or name,
+        issued_at=now,
+        scopes=requested,
+        ceiling=profile.scopes,
+        ttl=ttl,
+        expires_at=expires_at,
+        capped=capped,
+        parent=parent,
+        chain=chain,
+        depth=len(chain),
+    )
 
     problems = []
     excess = scope_algebra.excess(profile.scopes, requested)
     if excess:
         problems.append(
             f"scope {', '.join(excess)} exceeds the ceiling of profile '{profile.name}' "
-            f"({' '.join(profile.scopes) or 'no scopes'})"
+            f"({' '.join(profile.scopes or []) or 'no scopes'})"
         )
     if parent is not None:
         beyond = scope_algebra.excess(list(parent.get("scopes") or []), requested)

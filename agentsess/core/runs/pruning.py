@@ -13,12 +13,34 @@ Each real prune appends one line to ``<data root>/prune.log`` (0600):
 
 import os
 import time
+from dataclasses import asdict, dataclass
 
 from agentsess import ids
-from agentsess.timefmt import rfc3339
 from agentsess.edges import paths
+from agentsess.timefmt import rfc3339
 
 COLUMNS = "id, parent_id, status, started_at, ended_at, revoked_at, host, supervisor_pid, supervisor_started"
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune did (or, with ``dry_run``, would do); :meth:`as_dict` is its ``--json``.
+
+    ``pruned``: the run ids, oldest first; ``orphaned``: kept runs whose parent was pruned;
+    ``failed``: ``{"id", "error"}`` of runs whose row is gone but whose folder could not be
+    removed (remove it by hand).
+    """
+
+    dry_run: bool
+    older_than: float
+    before: str
+    count: int
+    pruned: list[str]
+    orphaned: list[str]
+    failed: list[dict]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def _ended_at(row: dict):
@@ -35,7 +57,7 @@ def _ended_at(row: dict):
 
 
 def _log(now: float, count: int, seconds: int, cutoff: float) -> None:
-    path = os.path.join(paths.data_root(), "prune.log")
+    path = paths.prune_log()
     line = f"{rfc3339(now)} pruned={count} older_than={seconds}s before={rfc3339(cutoff)}\n"
     fd = paths.open_private(path)
     try:
@@ -46,14 +68,14 @@ def _log(now: float, count: int, seconds: int, cutoff: float) -> None:
         os.close(fd)
 
 
-def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | None = None) -> dict:
-    """Delete every finished run that ended more than ``older_than_seconds`` ago.
+def prune(older_than_seconds: float, dry_run: bool = False, now: float | None = None, store=None) -> Pruned:
+    """Delete every finished run that ended more than ``older_than_seconds`` ago (with
+    ``dry_run``, touch nothing and say what would go)."""
+    if store is None:
+        from agentsess.edges.store import Store
 
-    Returns ``{"dry_run", "older_than", "before", "count", "pruned": [ids], "orphaned":
-    [kept runs whose parent was pruned], "failed": [{"id", "error"}]}``; with ``dry_run``
-    ``pruned`` lists what would go and nothing is touched. ``failed`` names runs whose row
-    is gone but whose folder could not be removed (remove it by hand).
-    """
+        with Store() as own:
+            return prune(older_than_seconds, dry_run, now, own)
     now = time.time() if now is None else now
     cutoff = now - older_than_seconds
     rows = store.list_runs(columns=COLUMNS)
@@ -70,11 +92,10 @@ def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | 
         import shutil
 
         store.delete_runs(doomed)
-        root = paths.runs_dir()
         for run_id in doomed:
             if not ids.is_run_id(run_id):
                 continue  # not a name agentsess made: never a path to delete
-            folder = os.path.join(root, run_id)
+            folder = paths.run_dir(run_id)
             try:
                 shutil.rmtree(folder)
             except FileNotFoundError:
@@ -82,12 +103,12 @@ def prune(store, older_than_seconds: float, dry_run: bool = False, now: float | 
             except OSError as exc:
                 failed.append({"id": run_id, "error": f"cannot remove {folder}: {exc.strerror or exc}"})
         _log(now, len(doomed), int(older_than_seconds), cutoff)
-    return {
-        "dry_run": bool(dry_run),
-        "older_than": older_than_seconds,
-        "before": rfc3339(cutoff),
-        "count": len(doomed),
-        "pruned": doomed,
-        "orphaned": orphaned,
-        "failed": failed,
-    }
+    return Pruned(
+        dry_run=bool(dry_run),
+        older_than=older_than_seconds,
+        before=rfc3339(cutoff),
+        count=len(doomed),
+        pruned=doomed,
+        orphaned=orphaned,
+        failed=failed,
+    )

@@ -12,10 +12,18 @@ import signal
 import time
 
 from agentsess.core.receipts import recording
-from agentsess.core.runs.abandonment import reap_abandoned, supervisor_alive
-from agentsess.timefmt import rfc3339
+from agentsess.core.runs.abandonment import kill_tree, reap_abandoned, supervisor_alive
 from agentsess.edges import host
 from agentsess.edges.streams import ReceiptError
+from agentsess.timefmt import rfc3339
+
+
+def revoked_in(store, run_ids):
+    """For token verification: the first revoked run among ``run_ids`` as (id, why)."""
+    row = store.revoked_among(list(run_ids))
+    if row is None:
+        return None
+    return row["id"], row.get("revoke_reason") or row["status"]
 
 
 def _cause(row: dict, run_id: str) -> str:
@@ -62,9 +70,10 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
             result["process"] = "kept running (on_revoke = keep)" if keep else "stopping"
         results.append(result)
     # tell live supervisors on this machine at once, the deepest first
-    for result, row in reversed(list(zip(results, targets))):
+    for result, row in reversed(list(zip(results, targets, strict=True))):
         if result["process"] != "not running" and newly[row["id"]] and row.get("host") == host.hostname():
             try:
+                os.kill(row["supervisor_pid"], signal.SIGCONT)  # a stopped supervisor cannot stop its run
                 os.kill(row["supervisor_pid"], signal.SIGUSR1)
             except (ProcessLookupError, PermissionError):
                 pass
@@ -80,6 +89,19 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
                     pending.pop(rid)["process"] = "stopped"
             if pending:
                 time.sleep(0.05)
+        # a supervisor that did not act in time (stopped, wedged): kill the run's processes ourselves
+        for rid, r in list(pending.items()):
+            if kill_tree(store.get_run(rid)):
+                r["process"] = "killed (its supervisor did not answer)"
+                pending.pop(rid)
         for r in pending.values():
             r["process"] = "still running"
     return results
+
+
+def revoke_run(ref: str, reason: str | None = None, only: bool = False) -> list[dict]:
+    """`agentsess revoke`: :func:`revoke` with its own store connection."""
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        return revoke(store, ref, reason, only)

@@ -1,26 +1,29 @@
-"""The run lifecycle: plan, record, mint, supervise, exit, seal.
+"""Starting a run: plan, record, mint, build the child's environment, then supervise.
 
 ``start_run`` is what ``agentsess run`` calls; it returns the exit code to leave with.
 Data flows one way (see DESIGN.md): plan -> store row -> credential -> receipts -> child
-environment -> supervisor -> exit receipt -> store.
+environment -> supervisor (:mod:`agentsess.core.runs.supervise`) -> exit receipt -> store.
+
+A run started inside a run is planned, minted and recorded by its parent's supervisor
+(:func:`launch_nested`, asked over the control socket by :mod:`agentsess.core.runs.nested`).
 """
 
 import os
 import signal
 import time
+from dataclasses import dataclass
 
-from agentsess.core.receipts import recording
 from agentsess import ids
+from agentsess.core.receipts import recording
 from agentsess.core.runs.plan import Plan, Refused, Request, make_plan
-from agentsess.core.guard.policy import token_digest
-from agentsess.timefmt import rfc3339
-from agentsess.edges import host, paths
-from agentsess.edges import streams
-from agentsess.edges.streams import ReceiptError
+from agentsess.digest import sha256_text
+from agentsess.edges import host, paths, streams
 from agentsess.edges.store import Store
-from agentsess.errors import RUN_FAILED, RUN_STOPPED, AgentsessError
+from agentsess.edges.streams import ReceiptError
+from agentsess.errors import RUN_FAILED, AgentsessError
+from agentsess.timefmt import rfc3339
 
-__all__ = ["Request", "start_run"]
+__all__ = ["Request", "start_run", "launch_nested"]
 
 
 def notice(text: str) -> None:
@@ -40,7 +43,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
         {
             "id": run_id,
             "parent_id": plan.parent["id"] if plan.parent else None,
-            "name": getattr(plan, "name", None) or os.path.basename(request.argv[0]),
+            "name": plan.name,
             "status": "denied",
             "command": request.argv,
             "cwd": request.cwd,
@@ -49,8 +52,8 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
             "started_at": now,
             "ended_at": now,
             "profile": plan.profile.name,
-            "agent": getattr(plan, "agent", None),
-            "scopes": getattr(plan, "scopes", None),
+            "agent": plan.agent,
+            "scopes": plan.scopes,
             "chain": plan.chain,
             "depth": plan.depth,
             "error": refusal.message,
@@ -64,7 +67,7 @@ def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
         {
             "argv": request.argv,
             "profile": plan.profile.name,
-            "requested_scopes": getattr(plan, "scopes", None),
+            "requested_scopes": plan.scopes,
             "ceiling": plan.profile.scopes,
             "parent": plan.parent["id"] if plan.parent else None,
             "reason": refusal.message,
@@ -98,16 +101,21 @@ def _resolve_secrets(profile) -> tuple[dict, dict]:
     return literal, {"vars": secret_vars, "values": values}
 
 
-def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: dict) -> tuple[dict, dict]:
-    """The child's environment and what the run.started receipt says about it (names only)."""
+def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: dict,
+               contained: "Containment") -> tuple[dict, dict]:
+    """The child's environment and what the run.started receipt says about it (names only).
+
+    Nothing in it leads to agentsess's state: not the data root, the config file, the key
+    store or the store's address. The child reaches agentsess through its control socket.
+    """
     from agentsess.core.runs import environment
 
     profile = plan.profile
     base = {k: v for k, v in request.env.items() if not k.startswith("AGENTSESS_")}
-    # agentsess's own settings pass through; the parent's run variables never do
-    for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING", "AGENTSESS_DEBUG"):
-        if key in request.env:
-            base[key] = request.env[key]
+    if "AGENTSESS_DEBUG" in request.env:
+        base["AGENTSESS_DEBUG"] = request.env["AGENTSESS_DEBUG"]
+    if contained.contained:
+        base.pop("DBUS_SESSION_BUS_ADDRESS", None)  # the bus is hidden: do not point at it
     keep = request.keep_env or profile.keep_env
     env, scrubbed, passed = environment.scrub_env(
         base, profile.scrub_env or (), list(profile.pass_env or ()) + request.pass_env, keep
@@ -121,9 +129,10 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     if isolate:
         env.update(homes.isolated_home(plan.agent, human_home, profile.home_files or ()))
         facts["home"] = env["HOME"]
-    else:
+    elif not contained.contained:
         facts["human_files_readable"] = homes.readable_credential_files(human_home)
     env.update(injected)
+    env["AGENTSESS_CONTROL"] = contained.child_socket
     env["AGENTSESS_RUN_ID"] = run_id
     env["AGENTSESS_TOKEN"] = token
     env["AGENTSESS_SCOPES"] = " ".join(plan.scopes)
@@ -134,30 +143,28 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     return env, facts
 
 
-def _human_files_notice(files: list[str]) -> None:
+def _human_files_notice(files: list[str]) -> list[str]:
     """Name the human's readable credential files once per distinct set, not on every run."""
     if not files:
-        return
+        return []
     import hashlib
 
-    marker = os.path.join(paths.data_root(), "notices")
+    marker = paths.notices_file()
     digest = hashlib.sha256("\0".join(files).encode()).hexdigest()[:16]
     try:
         with open(marker) as fh:
             if digest in fh.read().split():
-                return
+                return []
     except OSError:
         pass
-    notice(
-        "the agent can read your credential files: " + ", ".join(files)
-        + " (use --isolate-home to give it its own HOME)"
-    )
     try:
         fd = paths.open_private(marker)
         os.write(fd, (digest + "\n").encode())
         os.close(fd)
     except OSError:
         pass
+    return ["the agent can read your credential files: " + ", ".join(files)
+            + " (use --isolate-home to give it its own HOME)"]
 
 
 def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
@@ -165,7 +172,8 @@ def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
     spool path or None)."""
     from agentsess.core.guard import agents
 
-    argv, facts, spool = request.argv, {}, None
+    argv, spool = request.argv, None
+    facts: dict[str, object] = {}
     kind = request.integration or plan.profile.integration
     agent = agents.detect(request.argv, kind)
     if agent is not None:
@@ -179,70 +187,74 @@ def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
     return argv, facts, spool
 
 
-class Watch:
-    """The supervisor's periodic check: revocation, expiry, and the receipt stream's presence."""
+class Containment:
+    """How a run's child is held: ``contained`` (bubblewrap namespaces) or advisory, and why."""
 
-    def __init__(self, store: Store, run_id: str, plan: Plan):
-        self.store = store
-        self.run_id = run_id
-        self.plan = plan
-        self.profile = plan.profile
-        self.receipts_path = paths.receipts_file(run_id)
-        self.revoked = False
-        self.stopped = False
-        self.warned = False
-        self.expired = False
-        self.spool = None
+    __slots__ = ("contained", "reason", "bwrap", "socket", "child_socket")
 
-    def ingest_spool(self) -> None:
-        if self.spool is not None:
-            for data in self.spool.read():
-                recording.record(self.store, self.run_id, "action.exec", data)
+    def __init__(self, contained: bool, reason: str, bwrap: str | None, socket: str, child_socket: str):
+        self.contained = contained
+        self.reason = reason
+        self.bwrap = bwrap
+        self.socket = socket  # the control socket, as the supervisor binds it
+        self.child_socket = child_socket  # the same socket, as the child reaches it
 
-    def __call__(self, sup) -> None:
-        if not os.path.exists(self.receipts_path):
-            raise ReceiptError(
-                f"the receipt stream {self.receipts_path} was deleted; stopping the run (fail closed)"
-            )
-        self.ingest_spool()
-        if not self.revoked:
-            revoked_at, cause = self.store.revocation(self.run_id)
-            if revoked_at is not None:
-                self.revoked = True
-                if self.profile.on_revoke == "stop":
-                    notice(f"run {self.run_id} was revoked ({cause or 'direct'}); stopping it")
-                    self.stopped = True
-                    sup.stop(self.profile.revoke_grace)
-                else:
-                    notice(f"run {self.run_id} was revoked; its credentials are dead (on_revoke = keep)")
-        now = time.time()
-        left = self.plan.expires_at - now
-        if not self.warned and not self.expired and left <= self.profile.expiry_warning and left > 0:
-            self.warned = True
-            notice(f"the credential of run {self.run_id} expires in {int(left)}s")
-        if not self.expired and left <= 0:
-            self.expired = True
-            recording.record(
-                self.store,
-                self.run_id,
-                "credential.expired",
-                {"expired_at": rfc3339(self.plan.expires_at), "on_expiry": self.profile.on_expiry},
-            )
-            if self.profile.on_expiry == "stop" and not self.stopped:
-                notice(f"the credential of run {self.run_id} expired; stopping it (on_expiry = stop)")
-                self.stopped = True
-                sup.stop(self.profile.revoke_grace)
-            else:
-                notice(f"the credential of run {self.run_id} expired; the process goes on without it")
+    @property
+    def mode(self) -> str:
+        return "contained" if self.contained else "advisory"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The supervisor of a nested run, as its parent's authority sees it."""
+
+    pid: int  # the nested supervisor's pid (its peer credentials)
+    socket: str  # the control socket, as the nested run's processes reach it
+    containment: str  # the parent's mode: a nested run is held as its parent is
+
+
+def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | None = None) -> Containment:
+    from agentsess.edges import containment
+
+    if caller is not None:
+        parent = plan.parent["id"] if plan.parent else "?"
+        return Containment(caller.containment == "contained", f"inside run {parent}", None, caller.socket,
+                           caller.socket)
+
+    folder = paths.control_dir()
+    socket = paths.control_socket(run_id, folder)
+    wanted = plan.profile.contain if request.contain is None else request.contain
+    if not wanted:
+        why = "--no-contain" if request.contain is False else f"profile {plan.profile.name} has contain = false"
+        return Containment(False, why, None, socket, socket)
+    found = containment.probe()
+    if not found.available:
+        if request.contain:  # asked for on the command line: no silent downgrade
+            raise AgentsessError(f"cannot contain this run: {found.reason}; drop --contain for an advisory run",
+                                 RUN_FAILED)
+        return Containment(False, found.reason, None, socket, socket)
+    return Containment(True, found.reason, found.bwrap, socket, containment.inside_socket(folder))
 
 
 def start_run(request: Request) -> int:
     """Start, supervise and record one run; return the exit code `agentsess run` leaves with."""
     from agentsess.edges.config import load_config
-    from agentsess.edges.supervisor import ExecFailed, find_executable
+    from agentsess.edges.supervisor import ExecFailed, become_subreaper, find_executable, not_dumpable
+
+    # the supervisor is the run's authority: no same-user process reads its memory or
+    # environment, and no process of the run escapes it by a double fork or setsid
+    not_dumpable()
+    become_subreaper()
 
     if not request.argv:
         raise AgentsessError("no command to run: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
+    from agentsess.edges.control import find_socket
+
+    parent_socket = find_socket(request.env)
+    if parent_socket is not None:
+        from agentsess.core.runs.nested import start_nested
+
+        return start_nested(request, parent_socket)
     config = load_config()
     with Store() as store:
         try:
@@ -261,25 +273,35 @@ def start_run(request: Request) -> int:
         # an agent set up so that its hooks could not run is refused before the run exists
         agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
         launch = _launch(store, request, plan, injected, secrets)
-        return _supervise(store, request, plan, launch)
+        for line in launch.notices:
+            notice(line)
+        from agentsess.core.runs.supervise import supervise
+
+        return supervise(store, request, plan, launch)
+
 
 
 class Launch:
     """What a started run hands to its supervisor."""
 
-    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked")
+    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "containment", "notices")
 
-    def __init__(self, run_id, argv, env, use_pty, spool, masked):
+    def __init__(self, run_id, argv, env, use_pty, spool, masked, containment, notices):
         self.run_id = run_id
         self.argv = argv
         self.env = env
         self.use_pty = use_pty
         self.spool = spool
         self.masked = masked
+        self.containment = containment
+        self.notices = notices  # lines for the user, shown by whoever supervises the run
 
 
-def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict) -> Launch:
-    """Mint the credential, record the run (row and first receipts), build the child's environment."""
+def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict,
+            caller: Caller | None = None) -> Launch:
+    """Mint the credential, record the run (row and first receipts), build the child's environment.
+
+    ``caller`` is a nested run's own supervisor (this process is then its parent's)."""
     from agentsess.core.credentials import tokens
 
     profile = plan.profile
@@ -299,33 +321,43 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         ttl=max(1, int(plan.expires_at) - int(plan.issued_at)),
         now=plan.issued_at,
     )
-    plan.expires_at = float(claims["exp"])
-    env, env_facts = _child_env(request, plan, run_id, token, injected)
+    contained = _containment(request, plan, run_id, caller)
+    supervisor = caller.pid if caller is not None else os.getpid()
+    notices: list[str] = []
+    env, env_facts = _child_env(request, plan, run_id, token, injected, contained)
     parent_id = plan.parent["id"] if plan.parent else None
-    # from here on `revoke` may signal this process: the supervisor's handler takes over later
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if caller is None:
+        # from here on `revoke` may signal this process: the supervisor's handler takes over later
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     store.insert_run(
         {
             "id": run_id, "parent_id": parent_id, "name": plan.name, "status": "running",
             "command": request.argv, "cwd": request.cwd, "host": hostname, "user": user, "mode": mode,
-            "supervisor_pid": os.getpid(), "supervisor_started": host.process_start(os.getpid()),
+            "supervisor_pid": supervisor, "supervisor_started": host.process_start(supervisor),
             "started_at": plan.issued_at, "profile": profile.name, "agent": plan.agent, "obo": obo,
             "scopes": plan.scopes, "chain": plan.chain, "depth": plan.depth, "jti": claims["jti"],
-            "token_sha256": token_digest(token), "kid": kid, "issued_at": float(claims["iat"]),
+            "token_sha256": sha256_text(token), "kid": kid, "issued_at": float(claims["iat"]),
             "expires_at": plan.expires_at, "policy": profile.to_dict(redact_env=True),
+            "containment": contained.mode,
         }
     )
     streams.create_stream(run_id)
-    argv, integration, spool = _integrations(request, plan, run_id, env)
+    if caller is None:
+        argv, integration, spool = _integrations(request, plan, run_id, env)
+    else:
+        argv, integration, spool = request.argv, {}, None
+        if request.capture_shell or agents_wanted(request, plan):
+            notices.append("a nested run gets no agent hooks or shell capture of its own; its tool calls "
+                           "are checked as the parent run's integration sends them")
     recording.record(
         store,
         run_id,
         "run.started",
         {
             "argv": request.argv, "name": plan.name, "cwd": request.cwd, "host": hostname, "user": user,
-            "pid": os.getpid(), "mode": mode, "parent": parent_id, "profile": profile.name,
+            "pid": supervisor, "mode": mode, "parent": parent_id, "profile": profile.name,
             "agent": plan.agent, "obo": obo, "git": host.git_info(request.cwd), "env": env_facts,
-            "integration": integration,
+            "integration": integration, "containment": contained.mode, "containment_reason": contained.reason,
         },
     )
     recording.record(
@@ -349,94 +381,44 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         except ReceiptError:
             pass  # the parent's stream is the parent's problem; this run is recorded
     if env_facts.get("scrubbed"):
-        notice("kept from the agent: " + " ".join(env_facts["scrubbed"]) + " (--pass-env NAME to let one through)")
+        notices.append("kept from the agent: " + " ".join(env_facts["scrubbed"]) + " (--pass-env NAME to let one through)")
     if env_facts.get("human_files_readable"):
-        _human_files_notice(env_facts["human_files_readable"])
+        notices.extend(_human_files_notice(env_facts["human_files_readable"]))
+    if not contained.contained and caller is None:
+        notices.append(f"advisory run: {contained.reason}; the agent runs as you and can reach what you can")
+    elif contained.contained and profile.on_exit == "keep":
+        notices.append("on_exit = keep needs an advisory run (--no-contain): a contained run's processes end with it")
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
-    return Launch(run_id, argv, env, use_pty, spool, masked)
+    return Launch(run_id, argv, env, use_pty, spool, masked, contained, notices)
 
 
-def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:
-    """Run the child under the supervisor until it ends; then record how it ended."""
-    from agentsess.core.guard.masking import Masker
-    from agentsess.edges.outputlog import OutputLog
-    from agentsess.edges.supervisor import ExecFailed, Supervisor
+def agents_wanted(request: Request, plan: Plan) -> bool:
+    from agentsess.core.guard import agents
 
-    run_id = launch.run_id
-    profile = plan.profile
-    mask_terminal = profile.mask_terminal if request.mask_terminal is None else request.mask_terminal
-    log = OutputLog(run_id)
-    watch = Watch(store, run_id, plan)
-    if launch.spool is not None:
-        from agentsess.core.guard.agents import SpoolReader
+    return agents.detect(request.argv, request.integration or plan.profile.integration) is not None
 
-        watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
-    sup = Supervisor(
-        launch.argv,
-        launch.env,
-        use_pty=launch.use_pty,
-        log=log,
-        maskers={1: Masker(launch.masked), 2: Masker(launch.masked)},
-        mask_terminal=mask_terminal,
-        tick=watch,
-        grace=profile.revoke_grace,
-    )
-    sup.on_start = lambda s: store.update_run(
-        run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid)
-    )
-    failure = None
-    code = sig = None
+
+def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan, Launch]:
+    """Plan, mint and record a run that a process of a live run started (its parent is the
+    caller's run, named in ``request.env`` by the authority, never by the caller)."""
+    from agentsess.edges.config import load_config
+
     try:
-        code, sig = sup.run()
-        # the child is gone: a late signal must not cost the run its exit receipt and seal
-        for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(late, signal.SIG_IGN)
-    except ExecFailed as exc:
-        code = exc.code
-        failure = f"cannot execute {request.argv[0]}: {exc}"
-    except ReceiptError as exc:
-        failure = exc.message
-    finally:
-        log.close()
-    try:
-        watch.ingest_spool()
-    except ReceiptError:
-        pass
-    return _finish(store, plan, watch, log, code, sig, failure)
+        plan = make_plan(request, load_config(), store)
+    except Refused as refusal:
+        run_id = _record_denied(store, request, refusal)
+        raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
+    assert plan.parent is not None
+    parent_env = (plan.parent.get("policy") or {}).get("env") or {}
+    held = {spec["secret"] for spec in parent_env.values() if isinstance(spec, dict) and "secret" in spec}
+    wanted = {spec["secret"] for spec in (plan.profile.env or {}).values() if isinstance(spec, dict)}
+    beyond = sorted(wanted - held)
+    if beyond:
+        raise AgentsessError(
+            f"profile {plan.profile.name} injects secret {', '.join(beyond)}, which the parent run does not "
+            "hold: a sub-agent receives only secrets its parent has", RUN_FAILED)
+    injected, secrets = _resolve_secrets(plan.profile)
+    return plan, _launch(store, request, plan, injected, secrets, caller)
 
 
-def _finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -> int:
-    """Record the exit (row, ``run.exited``, seal) and choose `run`'s exit code."""
-    run_id = watch.run_id
-    ended = time.time()
-    store.update_run(
-        run_id, ended_at=ended, exit_code=code, signal=sig, output_bytes=log.size,
-        output_sha256=log.digest(), error=failure,
-    )
-    store.set_status_if(run_id, "running", status="exited")
-    if failure and code is None:
-        code = RUN_FAILED
-    try:
-        recording.record(
-            store,
-            run_id,
-            "run.exited",
-            {
-                "exit_code": code, "signal": sig, "duration": round(ended - plan.issued_at, 6),
-                "output_bytes": log.size, "output_sha256": log.digest(), "revoked": watch.revoked,
-                "stopped_by_agentsess": watch.stopped, "error": failure,
-            },
-        )
-        recording.seal(store, run_id)
-    except ReceiptError as exc:
-        notice(failure or exc.message)
-        return RUN_FAILED
-    if failure:
-        notice(failure)
-        return code if code in (126, 127) else RUN_FAILED
-    if watch.stopped:
-        return RUN_STOPPED
-    if sig is not None:
-        return 128 + sig
-    return code

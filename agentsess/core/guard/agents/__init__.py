@@ -18,7 +18,6 @@ import sys
 
 from agentsess.edges import paths
 
-SPOOL = "shell.spool"
 MAX_DEPTH = 4
 MAX_COMMANDS = 10000
 
@@ -106,10 +105,9 @@ def setup_claude_code(run_id: str, argv: list[str], env: dict | None = None) -> 
 
 def setup_shell_capture(run_id: str) -> tuple[dict, str]:
     """(environment for the child, the spool path) for --capture-shell."""
-    folder = paths.run_dir(run_id)
-    spool = os.path.join(folder, SPOOL)
+    spool = paths.shell_spool(run_id)
     os.close(paths.open_private(spool, os.O_WRONLY | os.O_CREAT))
-    script = os.path.join(folder, "capture.bash")
+    script = paths.capture_script(run_id)
     body = f"""# agentsess shell capture for run {run_id} (best effort; see `agentsess run --help`)
 if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; then
   __agentsess_capturing=$$
@@ -181,7 +179,7 @@ class SpoolReader:
             return []
         self.offset += end + 1
         out = []
-        from agentsess.core.guard.policy import exec_receipt
+        from agentsess.core.guard.actions import exec_receipt
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)

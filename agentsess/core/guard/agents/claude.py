@@ -168,7 +168,9 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     from agentsess.core.guard.agents import guarded
 
     hook = guarded(f"{agentsess} hook claude-code --run {run_id}")
-    path = os.path.join(folder, "claude-settings.json")
+    from agentsess.edges import paths
+
+    path = paths.claude_settings(run_id)
     merged = settings(run_id, hook, user)
     # the user's settings `env` (which may hold keys) goes to Claude's environment, never onto a
     # command line or into the run folder's copy
@@ -176,9 +178,8 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     extra = {str(k): str(v) for k, v in env_values.items()} if isinstance(env_values, dict) else {}
     record = dict(merged, env=sorted(extra)) if extra else merged
     write_private(path, json.dumps(record, indent=2).encode())
-    bindir = os.path.join(folder, "bin")
-    os.makedirs(bindir, mode=0o700, exist_ok=True)
-    prefix = os.path.join(bindir, "agentsess-exec")
+    paths.ensure_dir(paths.run_bin_dir(run_id))
+    prefix = paths.shell_prefix(run_id)
     write_private(prefix, prefix_script(run_id, agentsess, hook).encode())
     os.chmod(prefix, 0o700)
     # given inline, not as the file's path: Claude re-reads a settings file that changes, and the

@@ -45,9 +45,8 @@ HOOK_NAME = "agentsess"
 HOOK_EVENTS = ("BeforeTool", "AfterTool", "SessionStart", "SessionEnd")
 EVENTS = {"BeforeTool": "pre", "AfterTool": "post", "SessionStart": "session_start", "SessionEnd": "session_end"}
 SHELL_TOOLS = {"run_shell_command": "Bash"}
-# entries of ~/.gemini linked even before they exist, so the run writes them where they belong
-KNOWN_FILES = ("oauth_creds.json", "google_accounts.json", "installation_id", "user_id", "trustedFolders.json",
-               "projects.json", "state.json", "mcp-oauth-tokens.json", "GEMINI.md")
+# folders of ~/.gemini linked (and created) even before they exist, so the run writes them
+# where they belong; the files are paths.GEMINI_KNOWN_FILES
 KNOWN_FOLDERS = ("tmp", "history", "extensions", "commands", "skills", "agents", "policies", "antigravity")
 
 
@@ -163,7 +162,9 @@ def settings(user: dict, hook: str) -> dict:
 
 
 def _workspace_disables_hooks(cwd: str) -> str | None:
-    path = os.path.join(cwd, ".gemini", "settings.json")
+    from agentsess.edges import paths
+
+    path = paths.gemini_settings(os.path.join(cwd, ".gemini"))
     try:
         data = _read_json(path, "the workspace settings")
     except AgentsessError:
@@ -180,7 +181,9 @@ def preflight(argv: list[str], env: dict, cwd: str) -> None:
         raise AgentsessError(f"run: {workspace} switches Gemini's hooks off, so agentsess could not check its tool "
                              "calls; remove hooksConfig.enabled = false there, or run with --agent none", RUN_FAILED)
     human_home = env.get("GEMINI_CLI_HOME") or env.get("HOME") or os.path.expanduser("~")
-    _read_json(os.path.join(human_home, ".gemini", "settings.json"), "the Gemini settings")
+    from agentsess.edges import paths
+
+    _read_json(paths.gemini_settings(os.path.join(human_home, ".gemini")), "the Gemini settings")
 
 
 def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
@@ -190,24 +193,26 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     from agentsess.core.guard.agents import guarded
 
     hook = guarded(f"{prefix}{agentsess} hook gemini --run {run_id}")
-    home = os.path.join(folder, "gemini-home")
+    from agentsess.edges import paths
+
+    home = paths.gemini_home(run_id)
     dot = os.path.join(home, ".gemini")
     os.makedirs(dot, mode=0o700, exist_ok=True)
     os.makedirs(user_dir, mode=0o700, exist_ok=True)
-    user = _read_json(os.path.join(user_dir, "settings.json"), "the Gemini settings")
-    write_private(os.path.join(dot, "settings.json"), json.dumps(settings(user, hook), indent=2).encode())
-    names = set(os.listdir(user_dir)) | set(KNOWN_FILES)
+    user = _read_json(paths.gemini_settings(user_dir), "the Gemini settings")
+    write_private(paths.gemini_settings(dot), json.dumps(settings(user, hook), indent=2).encode())
+    names = set(os.listdir(user_dir)) | set(paths.GEMINI_KNOWN_FILES)
     for name in KNOWN_FOLDERS:
         target = os.path.join(user_dir, name)
         if not os.path.exists(target):
             os.makedirs(target, mode=0o700, exist_ok=True)
         names.add(name)
     linked = []
-    for name in sorted(names - {"settings.json"}):
+    for name in sorted(names - {paths.GEMINI_SETTINGS}):
         link = os.path.join(dot, name)
         if not os.path.lexists(link):
             os.symlink(os.path.join(user_dir, name), link)
             linked.append(name)
-    facts = {"gemini_cli_home": home, "settings": os.path.join(dot, "settings.json"), "user_gemini_dir": user_dir,
+    facts = {"gemini_cli_home": home, "settings": paths.gemini_settings(dot), "user_gemini_dir": user_dir,
              "linked": len(linked)}
     return list(argv), {"GEMINI_CLI_HOME": home}, facts

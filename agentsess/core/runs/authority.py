@@ -1,0 +1,333 @@
+"""The run's authority: what a supervisor answers on its control socket.
+
+Commands inside a run (`hook`, `check`, `exec`, `whoami`, `token verify`, the MCP proxy) do
+not open the store, the receipt streams or the keys: they ask their supervisor, which
+decides, writes the receipts and answers. The caller is the run whose supervisor is the
+nearest of the caller's ancestors (its peer pid's parent chain, read in /proc): what the
+caller says about itself (``--run``, ``AGENTSESS_RUN_ID``) can narrow that, never widen it.
+
+Every answer is a dict with ``ok``; a refusal carries ``error`` (one line) and ``code`` (the
+exit code the client leaves with).
+"""
+
+import os
+import threading
+import time
+
+from agentsess.errors import USAGE, AgentsessError
+
+# Ops a run may ask for; each is ``fn(authority, store, run_id, message, pid) -> answer``.
+OPS: dict = {}
+
+
+def op(name: str):
+    def register(fn):
+        OPS[name] = fn
+        return fn
+
+    return register
+
+
+def refused(error: str, code: int = USAGE) -> dict:
+    return {"ok": False, "error": error, "code": code}
+
+
+def ancestry(pid: int):
+    """``pid`` and its ancestors, nearest first."""
+    from agentsess.edges.host import ancestors
+
+    yield pid
+    yield from ancestors(pid)
+
+
+class Nested:
+    """A run started inside this one, supervised by a process of this run (``pid``)."""
+
+    def __init__(self, pid: int, run_id: str, plan, watch):
+        self.pid = pid
+        self.run_id = run_id
+        self.plan = plan
+        self.watch = watch
+        self.stop_requested = False
+
+
+class Authority:
+    """Answers the control socket of run ``run_id``, whose supervisor is this process, and of
+    the runs nested in it (whose supervisors are processes of this run)."""
+
+    def __init__(self, run_id: str, containment: str):
+        self.run_id = run_id
+        self.containment = containment
+        self.pid = os.getpid()
+        self.nested: dict[int, Nested] = {}
+        self.lock = threading.Lock()
+
+    def caller_run(self, pid: int) -> str | None:
+        """The run a process belongs to: the nearest supervisor among its ancestors decides."""
+        with self.lock:
+            nested = {n.pid: n.run_id for n in self.nested.values()}
+        for anc in ancestry(pid):
+            if anc in nested:
+                return nested[anc]
+            if anc == self.pid:
+                return self.run_id
+        return None
+
+    def nested_supervisor(self, pid: int) -> Nested | None:
+        with self.lock:
+            return self.nested.get(pid)
+
+    def end_nested(self, store) -> None:
+        """The parent's end is its nested runs' end: record each one still open."""
+        with self.lock:
+            left = list(self.nested.values())
+            self.nested.clear()
+        for run in left:
+            try:
+                _finish_nested(store, run, {"error": f"its parent run {self.run_id} ended"})
+            except Exception:
+                pass
+
+    def handle(self, message: dict, pid: int) -> dict:
+        run_id = self.caller_run(pid)
+        if run_id is None:
+            return refused(f"process {pid} is not part of run {self.run_id}; only the run's own processes may ask it")
+        claimed = message.get("run")
+        if claimed and claimed != run_id:
+            return refused(f"this process belongs to run {run_id}, not {claimed}; a run cannot act for another")
+        fn = OPS.get(message.get("op"))
+        if fn is None:
+            return refused(f"unknown request {message.get('op')!r}")
+        from agentsess.edges.store import Store
+
+        try:
+            with Store() as store:
+                return fn(self, store, run_id, message, pid)
+        except AgentsessError as exc:
+            return refused(exc.message, exc.exit_code)
+
+
+def _env(run_id: str) -> dict:
+    return {"AGENTSESS_RUN_ID": run_id}
+
+
+@op("check")
+def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import check
+
+    scope = message.get("scope")
+    if not isinstance(scope, str):
+        return refused("check: expected exactly one SCOPE")
+    command = message.get("command")
+    row, decision = check(store, _env(run_id), scope, message.get("tool"), command)
+    return {"ok": True, "run": row["id"], "decision": decision.decision, "reason": decision.reason,
+            "scope": decision.scope, "allowed": decision.allowed}
+
+
+@op("hook")
+def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import agent_hook
+
+    agent = message.get("agent")
+    if agent not in ("claude-code", "codex", "gemini"):
+        return refused(f"hook: unknown agent '{agent}': expected claude-code, codex or gemini")
+    event = message.get("event")
+    if not isinstance(event, dict):
+        return refused("hook input is not a JSON object")
+    return {"ok": True, "answer": agent_hook(store, run_id, agent, event)}
+
+
+@op("exec")
+def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import record_exec
+
+    record_exec(store, _env(run_id), str(message.get("command", "")), str(message.get("cwd", "")),
+                int(message.get("exit_code", 0)), float(message.get("duration", 0.0)),
+                str(message.get("source", "exec")))
+    return {"ok": True}
+
+
+@op("whoami")
+def _whoami(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    return {"ok": True, "run": describe(store, run_id, auth.containment)}
+
+
+@op("token_verify")
+def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.credentials.verify import verify_token
+
+    token = message.get("token")
+    if not isinstance(token, str):
+        return refused("token verify: no token given")
+    scopes = [s for s in message.get("scopes") or [] if isinstance(s, str)]
+    verdict = verify_token(token, scopes)
+    return {"ok": True, "verdict": verdict.as_dict(), "valid": bool(verdict.valid), "detail": verdict.detail,
+            "reason": verdict.reason}
+
+
+@op("mcp_call")
+def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import _refresh_liveness
+    from agentsess.core.guard.mcp import decide_call
+    from agentsess.core.receipts import recording
+
+    server = message.get("server")
+    if not isinstance(server, str):
+        return refused("mcp_call: no server name")
+    row = _refresh_liveness(store, store.get_run(run_id))
+    decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"))
+    recording.record_action(store, run_id, "action.checked", data)
+    return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
+
+
+@op("mcp_result")
+def _mcp_result(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.mcp import SOURCE
+    from agentsess.core.receipts import recording
+
+    data = message.get("data")
+    if not isinstance(data, dict):
+        return refused("mcp_result: no result")
+    data = {**data, "source": SOURCE}
+    recording.record_action(store, run_id, "action.result", data)
+    return {"ok": True}
+
+
+def describe(store, run_id: str, containment: str) -> dict:
+    """`whoami`: who this run is, what it may do, for how long, inside whom."""
+    from agentsess.timefmt import rfc3339
+
+    row = store.get_run(run_id)
+    chain = []
+    parent = row.get("parent_id")
+    while parent:
+        up = store.get_run(parent)
+        if up is None:
+            break
+        chain.append({"id": up["id"], "name": up["name"], "agent": up.get("agent")})
+        parent = up.get("parent_id")
+    expires = row.get("expires_at")
+    return {
+        "id": row["id"], "name": row["name"], "agent": row.get("agent"), "profile": row.get("profile"),
+        "scopes": row.get("scopes") or [], "ceiling": (row.get("policy") or {}).get("scopes") or [],
+        "expires_at": rfc3339(expires) if expires else None,
+        "seconds_left": max(0, int(expires - time.time())) if expires else None,
+        "parents": chain, "containment": containment, "status": row["status"],
+        "revoked": row.get("revoked_at") is not None,
+    }
+
+
+
+# -- runs started inside this run ----------------------------------------------------------
+
+REQUEST_FIELDS = ("argv", "name", "use_pty", "profile", "scopes", "ttl", "pass_env", "keep_env", "isolate_home",
+                  "mask_terminal", "capture_shell", "integration", "cwd", "env")
+
+
+@op("run")
+def _run(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    """A nested `agentsess run`: plan, mint and record it as a child of the caller's run."""
+    from agentsess.core.runs.plan import Request
+    from agentsess.core.runs.start import Caller, launch_nested
+    from agentsess.core.runs.supervise import Watch
+    from agentsess.edges import outputlog
+
+    fields = message.get("request")
+    socket = message.get("control")
+    if not isinstance(fields, dict) or not isinstance(socket, str):
+        return refused("run: malformed request")
+    fields = {k: v for k, v in fields.items() if k in REQUEST_FIELDS}
+    argv = fields.pop("argv", None)
+    env = fields.pop("env", None)
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return refused("run: no command given")
+    env = {str(k): str(v) for k, v in (env or {}).items()} if isinstance(env, dict) else {}
+    env.pop("AGENTSESS_TOKEN", None)
+    env["AGENTSESS_RUN_ID"] = run_id  # the parent is the caller's run, whatever the caller's environment says
+    request = Request(argv, **fields, env=env)
+    plan, launch = launch_nested(store, request, Caller(pid, socket, auth.containment))
+    notes: list[str] = []
+    with auth.lock:
+        auth.nested[pid] = Nested(pid, launch.run_id, plan, Watch(store, launch.run_id, plan, notes.append))
+    fds = list(outputlog.open_files(launch.run_id))
+    profile = plan.profile
+    return {
+        "ok": True, "run_id": launch.run_id, "argv": launch.argv, "env": launch.env, "use_pty": launch.use_pty,
+        "masked": {name: value.decode() for name, value in launch.masked.items()}, "notices": launch.notices,
+        "containment": launch.containment.mode, "grace": profile.revoke_grace, "on_exit": profile.on_exit,
+        "mask_terminal": profile.mask_terminal if request.mask_terminal is None else request.mask_terminal,
+        "fds": fds,
+    }
+
+
+@op("run_started")
+def _run_started(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.edges import host
+
+    run = auth.nested_supervisor(pid)
+    if run is None:
+        return refused("run_started: only a nested run's own supervisor may say so")
+    child = message.get("child_pid")
+    if isinstance(child, int):
+        store.update_run(run.run_id, child_pid=child, child_pgid=child, child_started=host.process_start(child))
+    return {"ok": True}
+
+
+class _StopRequest:
+    """What a nested run's watch asks of its supervisor, carried back in the answer."""
+
+    def __init__(self):
+        self.grace: float | None = None
+
+    def stop(self, grace: float | None = None) -> None:
+        self.grace = 0.0 if grace is None else grace
+
+
+@op("status")
+def _status(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    """A nested run's periodic watch: revocation, expiry, the stream's presence."""
+    run = auth.nested_supervisor(pid)
+    if run is None:
+        return refused("status: only a nested run's own supervisor may ask")
+    notes: list[str] = []
+    run.watch.store, run.watch.say = store, notes.append  # this request's connection and answer
+    stop = _StopRequest()
+    run.watch(stop)
+    return {"ok": True, "stop": stop.grace is not None, "grace": stop.grace, "notices": notes}
+
+
+@op("run_exited")
+def _run_exited(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    run = auth.nested_supervisor(pid)
+    if run is None:
+        return refused("run_exited: only a nested run's own supervisor may say so")
+    with auth.lock:
+        auth.nested.pop(pid, None)
+    code, notes = _finish_nested(store, run, message)
+    return {"ok": True, "exit": code, "notices": notes}
+
+
+class _LogSummary:
+    def __init__(self, size: int, digest: str | None):
+        self.size = size
+        self._digest = digest
+
+    def digest(self) -> str | None:
+        return self._digest
+
+
+def _finish_nested(store, run: Nested, message: dict) -> tuple[int, list[str]]:
+    from agentsess.core.runs.supervise import finish
+
+    notes: list[str] = []
+    run.watch.store, run.watch.say = store, notes.append
+    run.watch.stopped = run.watch.stopped or bool(message.get("stopped"))
+    size = message.get("output_bytes")
+    digest = message.get("output_sha256")
+    log = _LogSummary(size if isinstance(size, int) else 0, digest if isinstance(digest, str) else None)
+    code = message.get("exit_code")
+    sig = message.get("signal")
+    error = message.get("error")
+    code = finish(store, run.plan, run.watch, log, code if isinstance(code, int) else None,
+                  sig if isinstance(sig, int) else None, error if isinstance(error, str) else None)
+    return code, notes

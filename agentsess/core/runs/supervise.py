@@ -1,0 +1,244 @@
+"""Supervising a run: the child under the supervisor (contained or not), the periodic watch
+(revocation, expiry, the receipt stream), the control socket's authority, and the exit record.
+"""
+
+import os
+import signal
+import time
+
+from agentsess.core.receipts import recording
+from agentsess.core.runs.plan import Plan, Request
+from agentsess.core.runs.start import Launch, notice
+from agentsess.edges import host, paths
+from agentsess.edges.store import Store
+from agentsess.edges.streams import ReceiptError
+from agentsess.errors import RUN_FAILED, RUN_STOPPED
+from agentsess.timefmt import rfc3339
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentsess.core.guard.agents import SpoolReader
+
+
+def _contained_argv(launch: Launch, request: Request, plan: Plan, sandbox_info_fd: int) -> list[str]:
+    """bubblewrap's command line for this run: what to hide, what to bind back."""
+    from agentsess.edges import containment, homes
+
+    env = launch.env
+    human_home = request.env.get("HOME") or os.path.expanduser("~")
+    hidden = containment.hidden_paths(
+        data_root=paths.data_root(), config_file=paths.config_file(), human_home=human_home, env=request.env,
+        credential_files=homes.readable_credential_files(human_home),
+        hide=tuple(plan.profile.hide or ()), unhide=tuple(plan.profile.unhide or ()),
+    )
+    visible = [paths.run_dir(launch.run_id)]
+    writable = [p for p in (launch.spool,) if p]
+    if env.get("GEMINI_CLI_HOME", "").startswith(paths.run_dir(launch.run_id) + os.sep):
+        writable.append(env["GEMINI_CLI_HOME"])  # Gemini writes its state beside the run's settings
+    if env.get("HOME") and env["HOME"] != human_home:
+        writable.append(env["HOME"])  # the agent's own HOME lives under the (hidden) data root
+    bwrap = launch.containment.bwrap
+    assert bwrap is not None
+    return containment.command(
+        bwrap, launch.argv, hidden=hidden, visible=visible, writable=writable,
+        control_dir=os.path.dirname(launch.containment.socket), control_socket=launch.containment.socket,
+        info_fd=sandbox_info_fd,
+    )
+
+
+class Watch:
+    """The supervisor's periodic check: revocation, expiry, and the receipt stream's presence."""
+
+    def __init__(self, store: Store, run_id: str, plan: Plan, say=notice):
+        self.store = store
+        self.say = say  # where the user's notices go: stderr, or back to a nested run's supervisor
+        self.run_id = run_id
+        self.plan = plan
+        self.profile = plan.profile
+        self.receipts_path = paths.receipts_file(run_id)
+        self.revoked = False
+        self.stopped = False
+        self.warned = False
+        self.expired = False
+        self.spool: SpoolReader | None = None
+        self.leftovers = 0
+
+    def ingest_spool(self) -> None:
+        if self.spool is not None:
+            for data in self.spool.read():
+                recording.record(self.store, self.run_id, "action.exec", data)
+
+    def __call__(self, sup) -> None:
+        if not os.path.exists(self.receipts_path):
+            raise ReceiptError(
+                f"the receipt stream {self.receipts_path} was deleted; stopping the run (fail closed)"
+            )
+        self.ingest_spool()
+        if not self.revoked:
+            revoked_at, cause = self.store.revocation(self.run_id)
+            if revoked_at is not None:
+                self.revoked = True
+                if self.profile.on_revoke == "stop":
+                    self.say(f"run {self.run_id} was revoked ({cause or 'direct'}); stopping it")
+                    self.stopped = True
+                    sup.stop(self.profile.revoke_grace)
+                else:
+                    self.say(f"run {self.run_id} was revoked; its credentials are dead (on_revoke = keep)")
+        now = time.time()
+        left = self.plan.expires_at - now
+        if not self.warned and not self.expired and left <= self.profile.expiry_warning and left > 0:
+            self.warned = True
+            self.say(f"the credential of run {self.run_id} expires in {int(left)}s")
+        if not self.expired and left <= 0:
+            self.expired = True
+            recording.record(
+                self.store,
+                self.run_id,
+                "credential.expired",
+                {"expired_at": rfc3339(self.plan.expires_at), "on_expiry": self.profile.on_expiry},
+            )
+            if self.profile.on_expiry == "stop" and not self.stopped:
+                self.say(f"the credential of run {self.run_id} expired; stopping it (on_expiry = stop)")
+                self.stopped = True
+                sup.stop(self.profile.revoke_grace)
+            else:
+                self.say(f"the credential of run {self.run_id} expired; the process goes on without it")
+
+
+def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:
+    """Run the child under the supervisor until it ends; then record how it ended."""
+    from agentsess.core.guard.masking import Masker
+    from agentsess.edges.outputlog import OutputLog
+    from agentsess.edges.supervisor import ExecFailed, Supervisor, kill_descendants
+
+    run_id = launch.run_id
+    profile = plan.profile
+    mask_terminal = profile.mask_terminal if request.mask_terminal is None else request.mask_terminal
+    log = OutputLog(run_id)
+    watch = Watch(store, run_id, plan)
+    if launch.spool is not None:
+        from agentsess.core.guard.agents import SpoolReader
+
+        watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
+    from agentsess.core.runs.authority import Authority
+    from agentsess.edges.control import ControlServer
+
+    contained = launch.containment
+    argv, info_r, info_w = launch.argv, None, None
+    if contained.contained:
+        info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        argv = _contained_argv(launch, request, plan, info_w)
+    sup = Supervisor(
+        argv,
+        launch.env,
+        use_pty=launch.use_pty,
+        log=log,
+        maskers={1: Masker(launch.masked), 2: Masker(launch.masked)},
+        mask_terminal=mask_terminal,
+        tick=watch,
+        grace=profile.revoke_grace,
+        keep_fds=(info_w,) if info_w is not None else (),
+        die_with_supervisor=contained.contained,
+        wrapper=contained.contained,
+    )
+
+    def started(s) -> None:
+        sandbox = _sandbox_pid(info_r, info_w) if info_r is not None and info_w is not None else None
+        s.sandbox_pid = sandbox
+        store.update_run(run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid),
+                         sandbox_pid=sandbox)
+
+    sup.on_start = started
+    authority = Authority(run_id, contained.mode)
+    server = ControlServer(run_id, authority.handle)
+    failure = None
+    code = sig = None
+    try:
+        server.start()
+        code, sig = sup.run()
+        if contained.contained:
+            from agentsess.edges.containment import exit_status
+
+            code, sig = exit_status(code, sig)
+        # the child is gone: a late signal must not cost the run its exit receipt and seal
+        for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(late, signal.SIG_IGN)
+    except ExecFailed as exc:
+        code = exc.code
+        failure = f"cannot execute {request.argv[0]}: {exc}"
+    except ReceiptError as exc:
+        failure = exc.message
+    finally:
+        server.close()
+        authority.end_nested(store)
+        for fd in (info_r, info_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if watch.stopped or profile.on_exit == "stop":
+            watch.leftovers = kill_descendants()
+        log.close()
+    try:
+        watch.ingest_spool()
+    except ReceiptError:
+        pass
+    return finish(store, plan, watch, log, code, sig, failure)
+
+
+def _sandbox_pid(info_r: int, info_w: int) -> int | None:
+    """The pid (as we see it) of the namespace's first process, from bubblewrap's info fd."""
+    import json
+
+    os.close(info_w)
+    data = b""
+    while True:
+        try:
+            part = os.read(info_r, 4096)
+        except InterruptedError:
+            continue
+        if not part:
+            break
+        data += part
+    try:
+        return int(json.loads(data)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -> int:
+    """Record the exit (row, ``run.exited``, seal) and choose `run`'s exit code."""
+    run_id = watch.run_id
+    ended = time.time()
+    store.update_run(
+        run_id, ended_at=ended, exit_code=code, signal=sig, output_bytes=log.size,
+        output_sha256=log.digest(), error=failure,
+    )
+    store.set_status_if(run_id, "running", status="exited")
+    if failure and code is None:
+        code = RUN_FAILED
+    try:
+        recording.record(
+            store,
+            run_id,
+            "run.exited",
+            {
+                "exit_code": code, "signal": sig, "duration": round(ended - plan.issued_at, 6),
+                "output_bytes": log.size, "output_sha256": log.digest(), "revoked": watch.revoked,
+                "stopped_by_agentsess": watch.stopped, "error": failure,
+                "leftover_processes_killed": watch.leftovers,
+            },
+        )
+        recording.seal(store, run_id)
+    except ReceiptError as exc:
+        watch.say(failure or exc.message)
+        return RUN_FAILED
+    if failure:
+        watch.say(failure)
+        return code if code in (126, 127) else RUN_FAILED
+    if watch.stopped:
+        return RUN_STOPPED
+    if sig is not None:
+        return 128 + sig
+    return code

@@ -1,0 +1,133 @@
+"""Containment: the child of a run in its own PID and mount namespace, under bubblewrap.
+
+A contained run's child sees the filesystem as the human does, except what holds agentsess's
+authority and the human's credentials: the data root, the config file, the key and secret
+stores, the session bus, the credential files under HOME and a profile's ``hide`` list are
+hidden (an empty tmpfs over a folder, ``/dev/null`` over a file). Its ``/proc`` is its own, so
+the supervisor (outside the namespace) is not there to read. Every process of the run lives
+in the namespace, and the kernel kills them all when the namespace's first process ends, so
+``setsid``, double forks and daemons die with the run.
+
+The run's control socket is the one path the child reaches agentsess by: its folder is hidden
+too and the run's own socket is bound back at :func:`inside_socket`.
+
+When bubblewrap or user namespaces are missing, :func:`probe` says why and the run is
+*advisory*: same user, same files.
+"""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+BWRAP = "bwrap"
+# bubblewrap's first process ignores what the supervisor forwards (so that a Ctrl-C or a TERM
+# does not tear the namespace down under the command); the command gets them back by default.
+RESET_SIGNALS = ["env", "--default-signal=INT,TERM,HUP,QUIT"]
+# Folders under the human's HOME that hold key and secret stores agentsess or keyring may use.
+KEY_STORES = (
+    ".local/share/python_keyring",  # keyrings.alt file backends
+    ".local/share/keyrings",  # gnome-keyring
+    ".local/share/kwalletd",
+    ".local/share/agentsess",  # the default data root, when AGENTSESS_HOME points elsewhere
+    ".config/agentsess",  # the default config folder
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """Whether runs can be contained here, and if not, why (one line)."""
+
+    available: bool
+    reason: str
+    bwrap: str | None = None
+
+
+def probe() -> Availability:
+    """Try bubblewrap once with the namespaces a run needs (about 3 ms)."""
+    bwrap = shutil.which(BWRAP)
+    if bwrap is None:
+        return Availability(False, "bubblewrap (bwrap) is not installed; install the bubblewrap package")
+    try:
+        proc = subprocess.run(
+            [bwrap, "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc", "--unshare-pid",
+             "--die-with-parent", "--", *RESET_SIGNALS, "true"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Availability(False, f"bubblewrap failed to start: {exc}")
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        detail = why[-1] if why else f"exit {proc.returncode}"
+        return Availability(False, f"bubblewrap cannot create namespaces here ({detail})")
+    return Availability(True, "bubblewrap with PID and mount namespaces", bwrap)
+
+
+def bus_socket(env: dict) -> str | None:
+    """The filesystem path of the session bus in ``env``, if it is a path socket."""
+    for item in (env.get("DBUS_SESSION_BUS_ADDRESS") or "").replace(";", ",").split(","):
+        if "path=" in item:
+            return item.split("path=", 1)[1]
+    uid_bus = f"/run/user/{os.getuid()}/bus"
+    return uid_bus if os.path.exists(uid_bus) else None
+
+
+def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict,
+                 credential_files: list[str], hide: tuple = (), unhide: tuple = ()) -> list[str]:
+    """Every existing path a contained child must not see, in mount order (parents first)."""
+    wanted = [data_root, config_file]
+    wanted += [os.path.join(human_home, rel) for rel in KEY_STORES]
+    bus = bus_socket(env)
+    if bus:
+        wanted.append(bus)
+    wanted += credential_files
+    wanted += [os.path.expanduser(p) if p.startswith("~") else p for p in hide]
+    spared = {os.path.realpath(os.path.expanduser(p)) for p in unhide}
+    seen, out = set(), []
+    for path in wanted:
+        real = os.path.realpath(path)
+        if real in seen or real in spared or real == "/" or not os.path.lexists(real):
+            continue
+        seen.add(real)
+        out.append(real)
+    # a folder hidden later would cover what an earlier bind put inside it: parents first
+    return sorted(out, key=lambda p: (p.count("/"), p))
+
+
+def inside_socket(control_dir: str) -> str:
+    """Where a contained child finds its run's control socket: fixed, whatever the run."""
+    from agentsess.edges.paths import inside_control_socket
+
+    return inside_control_socket(control_dir)
+
+
+def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str], writable: list[str],
+            control_dir: str, control_socket: str, info_fd: int) -> list[str]:
+    """The bubblewrap command line that runs ``argv`` contained.
+
+    ``hidden`` paths are covered (a folder by an empty tmpfs, anything else by /dev/null);
+    ``visible`` paths under a hidden folder are bound back read-only, ``writable`` ones
+    read-write; the control folder is covered and the run's socket bound at
+    :func:`inside_socket`. bubblewrap writes its namespace's first pid to ``info_fd``.
+    """
+    out = [bwrap, "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc", "--unshare-pid",
+           "--die-with-parent", "--info-fd", str(info_fd)]
+    for path in hidden:
+        if os.path.isdir(path) and not os.path.islink(path):
+            out += ["--tmpfs", path]
+        else:
+            out += ["--ro-bind", "/dev/null", path]
+    for path in visible:
+        out += ["--ro-bind", path, path]
+    for path in writable:
+        out += ["--bind", path, path]
+    out += ["--perms", "0700", "--tmpfs", control_dir, "--bind", control_socket, inside_socket(control_dir)]
+    out += ["--", *RESET_SIGNALS, *argv]
+    return out
+
+
+def exit_status(code: int | None, sig: int | None) -> tuple[int | None, int | None]:
+    """bubblewrap reports a command killed by signal N as exit code 128+N: give back the signal."""
+    if sig is None and code is not None and 128 < code <= 128 + 64:
+        return None, code - 128
+    return code, sig
