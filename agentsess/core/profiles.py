@@ -51,7 +51,7 @@ BUILTIN: dict[str, Any] = {
     "integration": "auto",
     "git_name": None,
     "git_email": None,
-    "default_decision": "allow",
+    "default_decision": "observe",
     "env": {},
     "rules": [],
     "services": {},
@@ -68,8 +68,8 @@ _ENUMS = {
     "env_mode": ("scrub", "allow"),
     "on_expiry": ("keep", "stop"),
     "on_exit": ("stop", "keep"),
-    "integration": ("auto", "none", "claude-code"),
-    "default_decision": ("allow", "deny", "ask"),
+    "integration": ("auto", "none", "claude-code", "codex", "gemini"),
+    "default_decision": ("observe", "allow", "deny", "ask"),
 }
 DECISIONS = ("allow", "deny", "ask")
 LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files", "hide", "unhide"))
@@ -498,8 +498,12 @@ def _check_rule(path: str, kp: str, rule, index: int) -> dict:
             path, f"{kp}.decision", f"expected one of allow, deny, ask, got {show_value(decision)}"
         )
     args = rule.get("args")
-    if args is not None and not isinstance(args, str):
-        raise config_error(path, f"{kp}.args", f'expected a glob like "git push*", got {show_value(args)}')
+    if isinstance(args, list) and args and all(isinstance(a, str) for a in args):
+        args = list(args)
+    elif args is not None and not isinstance(args, str):
+        raise config_error(
+            path, f"{kp}.args", f'expected a glob like "git push*" or a list of globs, got {show_value(args)}'
+        )
     scope = rule.get("scope")
     if scope is not None:
         try:

@@ -126,15 +126,15 @@ def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict
 
 @op("hook")
 def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
-    from agentsess.core.guard.calls import claude_code_hook
+    from agentsess.core.guard.calls import agent_hook
 
     agent = message.get("agent")
-    if agent != "claude-code":
-        return refused(f"hook: unknown agent '{agent}': expected claude-code")
+    if agent not in ("claude-code", "codex", "gemini"):
+        return refused(f"hook: unknown agent '{agent}': expected claude-code, codex or gemini")
     event = message.get("event")
     if not isinstance(event, dict):
         return refused("hook input is not a JSON object")
-    return {"ok": True, "answer": claude_code_hook(store, run_id, event)}
+    return {"ok": True, "answer": agent_hook(store, run_id, agent, event)}
 
 
 @op("exec")

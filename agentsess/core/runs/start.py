@@ -169,14 +169,16 @@ def _human_files_notice(files: list[str]) -> list[str]:
 
 
 def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
-    """Claude Code hooks and shell capture: (argv to exec, receipt facts, spool path or None)."""
+    """Agent hooks (Claude Code, Codex, Gemini) and shell capture: (argv to exec, receipt facts,
+    spool path or None)."""
     from agentsess.core.guard import agents
 
     argv, spool = request.argv, None
     facts: dict[str, object] = {}
     kind = request.integration or plan.profile.integration
-    if agents.wants_claude_code(request.argv, kind):
-        argv, extra, facts["claude_code"] = agents.setup_claude_code(run_id, request.argv)
+    agent = agents.detect(request.argv, kind)
+    if agent is not None:
+        argv, extra, facts[agent.replace("-", "_")] = agents.setup(agent, run_id, request.argv, env)
         env.update(extra)
     capture = plan.profile.capture_shell if request.capture_shell is None else request.capture_shell
     if capture:
@@ -267,6 +269,10 @@ def start_run(request: Request) -> int:
         except ExecFailed as exc:
             what = "command not found" if exc.code == 127 else "command not executable"
             raise AgentsessError(f"{what}: {request.argv[0]}", exc.code) from None
+        from agentsess.core.guard import agents
+
+        # an agent set up so that its hooks could not run is refused before the run exists
+        agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
         launch = _launch(store, request, plan, injected, secrets)
         for line in launch.notices:
             notice(line)
@@ -409,7 +415,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
 def agents_wanted(request: Request, plan: Plan) -> bool:
     from agentsess.core.guard import agents
 
-    return agents.wants_claude_code(request.argv, request.integration or plan.profile.integration)
+    return agents.detect(request.argv, request.integration or plan.profile.integration) is not None
 
 
 def _secret_names(policy: dict) -> set[str]:

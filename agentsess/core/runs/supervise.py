@@ -33,6 +33,8 @@ def _contained_argv(launch: Launch, request: Request, plan: Plan, sandbox_info_f
     )
     visible = [paths.run_dir(launch.run_id)]
     writable = [p for p in (launch.spool,) if p]
+    if env.get("GEMINI_CLI_HOME", "").startswith(paths.run_dir(launch.run_id) + os.sep):
+        writable.append(env["GEMINI_CLI_HOME"])  # Gemini writes its state beside the run's settings
     if env.get("HOME") and env["HOME"] != human_home:
         writable.append(env["HOME"])  # the agent's own HOME lives under the (hidden) data root
     bwrap = launch.containment.bwrap
