@@ -4,13 +4,15 @@ Parsed by :class:`agentsess.cli.parsing.Parser` (argparse; no typer or rich), so
 near the interpreter's own start-up.
 """
 
-import json
 import os
 import sys
 import time
 
-from agentsess.cli.parsing import Parser
 from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
+
+TYPE_CHECKING = False  # not typing's (5 ms of every hook)
+if TYPE_CHECKING:
+    from agentsess.cli.parsing import Parser
 
 CHECK = """Checks that the run is live (not revoked, not expired) and holds SCOPE, writes an
 action.checked receipt, and exits 0 (allowed) or 1 with the reason on stderr. With -- CMD,
@@ -29,7 +31,9 @@ CMD on) is the command's own. Used as Claude Code's CLAUDE_CODE_SHELL_PREFIX. Ex
 the command's exit code."""
 
 
-def check_parser() -> Parser:
+def check_parser() -> "Parser":
+    from agentsess.cli.parsing import Parser
+
     p = Parser("check", CHECK, usage="agentsess check SCOPE [--tool NAME] [--json] [-- CMD [ARGS...]]")
     p.add_argument("scope", metavar="SCOPE", help="the scope to check, e.g. github:pr:create")
     p.add_argument("--tool", metavar="NAME", help="the tool asking, recorded in the receipt (default: check)")
@@ -37,14 +41,18 @@ def check_parser() -> Parser:
     return p
 
 
-def hook_parser() -> Parser:
+def hook_parser() -> "Parser":
+    from agentsess.cli.parsing import Parser
+
     p = Parser("hook", HOOK, usage="agentsess hook claude-code|codex|gemini [--run RUN]")
     p.add_argument("agent", metavar="AGENT", help="the agent whose hook this is: claude-code, codex or gemini")
     p.add_argument("--run", metavar="RUN", help="the run's id (default: $AGENTSESS_RUN_ID)")
     return p
 
 
-def exec_parser() -> Parser:
+def exec_parser() -> "Parser":
+    from agentsess.cli.parsing import Parser
+
     p = Parser("exec", EXEC, usage="agentsess exec [--source NAME] [-c COMMAND | -- CMD [ARGS...]]", with_command=True)
     p.add_argument("-c", dest="shell_command", metavar="COMMAND", help="run COMMAND with bash -c (sh where there is no bash)")
     p.add_argument("--source", default="exec", metavar="NAME", help="who ran it, recorded in the receipt (default: exec)")
@@ -57,7 +65,7 @@ def _shown(words: list[str]) -> list[str]:
     return [os.fsencode(w).decode("utf-8", "backslashreplace") for w in words]
 
 
-def _help_if_bare(argv: list[str], parser: Parser) -> bool:
+def _help_if_bare(argv: list[str], parser: "Parser") -> bool:
     """Bare `check`, `hook` or `exec` prints the help, but exits 2: it did nothing it was asked."""
     if argv:
         return False
@@ -95,7 +103,35 @@ def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
     return (128 - code if code < 0 else code), time.monotonic() - started
 
 
+def _fast(words: list[str], body: bytes, blocked: int) -> int:
+    """One frame to the run's supervisor, which decides, records and renders the answer;
+    ``blocked`` is the exit code when the supervisor cannot be reached."""
+    from agentsess.cli.inside import NOT_INSIDE
+    from agentsess.edges.control import find_socket, request_fast
+
+    path = find_socket()
+    if path is None:
+        raise AgentsessError(NOT_INSIDE, blocked)
+    try:
+        code, out, err = request_fast(path, words, body)
+    except OSError as exc:
+        raise AgentsessError(f"cannot reach the run's supervisor at {path}: {exc.strerror or exc}", blocked) from None
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    if err:
+        sys.stderr.buffer.write(err)
+    return code
+
+
+def _plain_word(word: str) -> bool:
+    """A scope or run id as agentsess writes them: safe in a fast frame as it is."""
+    return 0 < len(word) <= 256 and word.isascii() and word.isprintable() and " " not in word and not word.startswith("-")
+
+
 def check_main(argv: list[str]) -> int:
+    if len(argv) == 1 and _plain_word(argv[0]):  # `check SCOPE`, the common call: no parser
+        return _fast(["check", argv[0]], b"", USAGE)
     parser = check_parser()
     if _help_if_bare(argv, parser):
         return USAGE
@@ -107,6 +143,8 @@ def check_main(argv: list[str]) -> int:
     shown = None if command is None else _shown(command)
     answer = ask("check", scope=args.scope, tool=args.tool, command=shown)
     if args.as_json:
+        import json
+
         sys.stdout.write(json.dumps({"run": answer["run"], "decision": answer["decision"], "reason": answer["reason"], "scope": answer["scope"]}) + "\n")
     if not answer["allowed"]:
         sys.stderr.write(f"agentsess: denied: {answer['reason']}\n")
@@ -117,20 +155,37 @@ def check_main(argv: list[str]) -> int:
     return 0
 
 
+AGENTS = ("claude-code", "codex", "gemini")
+
+
+def _plain_hook_call(argv: list[str]) -> tuple[str, str] | None:
+    """(agent, run) when ``argv`` is exactly what agentsess writes into an agent's settings,
+    ``AGENT --run RUN``: that call takes the fast path, without the argument parser; any other
+    spelling goes through :func:`hook_parser` (help, errors)."""
+    if len(argv) == 3 and argv[0] in AGENTS and argv[1] == "--run" and _plain_word(argv[2]):
+        return argv[0], argv[2]
+    return None
+
+
 def hook_main(argv: list[str]) -> int:
     """Fails closed: every failure exits 2 (Claude Code blocks the call and shows stderr)."""
     try:
+        plain = _plain_hook_call(argv)
+        if plain is not None:
+            return _fast(["hook", *plain], sys.stdin.buffer.read(), 2)
         parser = hook_parser()
         if _help_if_bare(argv, parser):
             return 2
         args, rest = parser.parse(argv)
         if rest is not None:
             parser.fail("takes no command after --")
-        if args.agent not in ("claude-code", "codex", "gemini"):
+        if args.agent not in AGENTS:
             raise AgentsessError(f"hook: unknown agent '{args.agent}': expected claude-code, codex or gemini", 2)
         run_id = args.run or os.environ.get("AGENTSESS_RUN_ID")
         if not run_id:
             raise AgentsessError("hook: no --run RUN and no AGENTSESS_RUN_ID", 2)
+        import json
+
         raw = sys.stdin.buffer.read()
         try:
             event = json.loads(raw)

@@ -9,18 +9,22 @@ from anything the caller says about itself.
 A client finds its run's socket, in order: ``AGENTSESS_CONTROL``; the fixed path a
 contained child sees (:func:`agentsess.edges.containment.inside_socket`); the socket of the
 nearest ancestor process that is a supervisor (advisory runs, when the agent dropped the
-variable). The client half imports nothing beyond the standard library's socket and json:
-it runs on every tool call.
+variable). The client half runs on every tool call, so it imports almost nothing: a hook or a
+plain check (:func:`request_fast`) sends one frame, ``FAST1 OP WORDS…`` and the raw input
+(the agent's event), over ``_socket`` and gets the exit code and the bytes to print back,
+rendered by the supervisor; no ``json``, ``socket`` or argument parser is loaded for it.
 """
 
-import json
 import os
-import socket
 
 from agentsess.edges.host import ancestors
 from agentsess.edges.paths import control_dir, control_link, control_socket, inside_control_socket
 
 CONTROL_ENV = "AGENTSESS_CONTROL"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_MESSAGE = 64 << 20  # a hook event carries the tool's whole result
 MAX_FDS = 4
 
@@ -58,9 +62,41 @@ def find_socket(env=None) -> str | None:
     return None
 
 
+FAST_FRAME = b"FAST1 "
+
+
+def request_fast(path: str, words: list[str], body: bytes = b"") -> tuple[int, bytes, bytes]:
+    """A hot command's whole exchange (``words``: the op and its arguments, none holding a space
+    or a line break): (exit code, stdout, stderr) as the supervisor rendered them."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        sock.sendall(FAST_FRAME + " ".join(words).encode() + b"\n" + body)
+        sock.shutdown(_socket.SHUT_WR)
+        parts = []
+        while True:
+            part = sock.recv(1 << 16)
+            if not part:
+                break
+            parts.append(part)
+    finally:
+        sock.close()
+    data = b"".join(parts)[1:]  # the leading byte says whether descriptors came along: none here
+    head, _, rest = data.partition(b"\n")
+    code, _, size = head.partition(b" ")
+    if not code.isdigit() or not size.isdigit():
+        raise OSError("the run's supervisor sent an unreadable answer")
+    return int(code), rest[: int(size)], rest[int(size) :]
+
+
 def request(path: str, message: dict, timeout: float | None = None) -> dict:
     """Send ``message`` to the supervisor at ``path``; return its answer. File descriptors the
     supervisor passed along (SCM_RIGHTS) are in the answer's ``fds``."""
+    import json
+    import socket
+
     data = json.dumps(message, separators=(",", ":")).encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -85,7 +121,7 @@ def request(path: str, message: dict, timeout: float | None = None) -> dict:
     return reply
 
 
-def _read_all(sock: socket.socket) -> bytes:
+def _read_all(sock) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
@@ -98,8 +134,9 @@ def _read_all(sock: socket.socket) -> bytes:
         parts.append(part)
 
 
-def peer_pid(sock: socket.socket) -> tuple[int, int]:
+def peer_pid(sock) -> tuple[int, int]:
     """(pid, uid) of the process at the other end of a connected Unix socket."""
+    import socket
     import struct
 
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -111,19 +148,22 @@ class ControlServer:
     """The supervisor's end: accepts connections on a thread, one thread per request.
 
     ``handler(message, pid)`` returns the answer; it runs on the connection's thread and
-    must not raise (an exception becomes ``{"ok": false, "error": ...}``). Connections from
-    another Unix user are closed unanswered.
+    must not raise (an exception becomes ``{"ok": false, "error": ...}``). A fast frame goes
+    to ``fast_handler(words, body, pid)``, which returns ``(code, stdout, stderr)``.
+    Connections from another Unix user are closed unanswered.
     """
 
-    def __init__(self, run_id: str, handler, folder: str | None = None):
+    def __init__(self, run_id: str, handler, folder: str | None = None, fast_handler=None):
         self.folder = folder or control_dir()
         self.path = control_socket(run_id, self.folder)
         self.link = control_link(os.getpid(), self.folder)
         self.handler = handler
-        self._sock: socket.socket | None = None
+        self.fast_handler = fast_handler
+        self._sock: Any = None  # the listening socket.socket, once started
         self._thread: object | None = None
 
     def start(self) -> str:
+        import socket
         import threading
 
         _ensure_private(self.folder)
@@ -157,7 +197,10 @@ class ControlServer:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn) -> None:
+        import json
+        import socket
+
         with conn:
             try:
                 pid, uid = peer_pid(conn)
@@ -165,6 +208,9 @@ class ControlServer:
                     return
                 conn.settimeout(30)
                 raw = _read_all(conn)
+                if raw.startswith(FAST_FRAME) and self.fast_handler is not None:
+                    conn.sendall(b"N" + self._fast(raw, pid))
+                    return
                 try:
                     message = json.loads(raw)
                 except ValueError:
@@ -187,7 +233,18 @@ class ControlServer:
             except OSError:
                 pass
 
+    def _fast(self, raw: bytes, pid: int) -> bytes:
+        head, _, body = raw[len(FAST_FRAME) :].partition(b"\n")
+        words = head.decode("utf-8", "replace").split(" ")
+        try:
+            code, out, err = self.fast_handler(words, body, pid)
+        except Exception as exc:  # fail closed, in the hook's own convention
+            code, out, err = 2, b"", f"agentsess: denied: internal error: {type(exc).__name__}: {exc}\n".encode()
+        return f"{code} {len(out)}\n".encode() + out + err
+
     def close(self) -> None:
+        import socket
+
         sock, self._sock = self._sock, None
         if sock is not None:
             try:

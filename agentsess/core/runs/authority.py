@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from agentsess.errors import USAGE, AgentsessError
+from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
 # Ops a run may ask for; each is ``fn(authority, store, run_id, message, pid) -> answer``.
 OPS: dict = {}
@@ -72,6 +72,31 @@ class Authority:
             if anc == self.pid:
                 return self.run_id
         return None
+
+    def fast(self, words: list[str], body: bytes, pid: int) -> tuple[int, bytes, bytes]:
+        """A fast frame (`hook AGENT --run RUN`, a plain `check SCOPE`): the exit code and the
+        bytes the command prints, rendered here so that the client loads nothing to do it."""
+        import json
+
+        if words[:1] == ["hook"] and len(words) == 3:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return 2, b"", b"agentsess: denied: hook: the input on stdin is not JSON\n"
+            answer = self.handle({"op": "hook", "agent": words[1], "run": words[2], "event": parsed}, pid)
+            if not answer.get("ok"):  # every agent's convention: exit 2 with the reason blocks
+                return 2, b"", f"agentsess: denied: {answer.get('error') or 'refused'}\n".encode()
+            if answer.get("answer") is None:
+                return 0, b"", b""
+            return 0, (json.dumps(answer["answer"]) + "\n").encode(), b""
+        if words[:1] == ["check"] and len(words) == 2:
+            answer = self.handle({"op": "check", "scope": words[1]}, pid)
+            if not answer.get("ok"):
+                return int(answer.get("code") or USAGE), b"", f"agentsess: error: {answer.get('error')}\n".encode()
+            if not answer["allowed"]:
+                return CHECK_FAILED, b"", f"agentsess: denied: {answer['reason']}\n".encode()
+            return 0, b"", b""
+        return USAGE, b"", b"agentsess: error: malformed request\n"
 
     def nested_supervisor(self, pid: int) -> Nested | None:
         with self.lock:

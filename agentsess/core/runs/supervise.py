@@ -154,7 +154,7 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
 
     sup.on_start = started
     authority = Authority(run_id, contained.mode)
-    server = ControlServer(run_id, authority.handle)
+    server = ControlServer(run_id, authority.handle, fast_handler=authority.fast)
     failure = None
     code = sig = None
     try:

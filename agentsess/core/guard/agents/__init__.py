@@ -22,13 +22,15 @@ MAX_DEPTH = 4
 MAX_COMMANDS = 10000
 
 
+# The entry point called directly: pip's console script imports `re` (4 ms of every hook)
+# and `-m` costs runpy's imports; `-c` costs neither.
+ENTRY = "from agentsess.cli.entry import main; raise SystemExit(main())"
+
+
 def agentsess_command() -> str:
-    """How a hook or script inside the run calls this agentsess: the console script installed
-    beside this interpreter (no `-m` start-up cost), else this interpreter with `-m`."""
-    script = os.path.join(os.path.dirname(sys.executable), "agentsess")
-    if os.access(script, os.X_OK):
-        return shlex.quote(script)
-    return f"{shlex.quote(sys.executable)} -m agentsess"
+    """How a hook or script inside the run calls this agentsess: this interpreter, straight
+    into the entry point."""
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(ENTRY)}"
 
 
 def guarded(hook: str) -> str:
