@@ -1,0 +1,296 @@
+"""A run's provider credentials, held by its supervisor: minted at start, served through the
+broker, answered to git's credential helper, re-minted before they end, revoked with the run.
+
+The real credential lives only here and in the broker's memory; the child holds placeholders.
+:class:`Providers` is built by :func:`agentsess.core.credentials.brokering.open_broker`.
+"""
+
+import hmac
+import threading
+import time
+
+from agentsess.core.credentials import services as svc
+from agentsess.core.credentials.providers import github
+from agentsess.digest import sha256_text
+from agentsess.errors import RUN_FAILED, AgentsessError
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def helper_command() -> str:
+    """The ``credential.helper`` value that runs agentsess's git credential helper."""
+    import sys
+
+    return f"!{_shell_quote(sys.executable)} -m agentsess.edges.gitcredential"
+
+
+class _GitHub:
+    """One run's GitHub App installation token."""
+
+    def __init__(self, profile_name: str, cfg: dict, request: github.TokenRequest, run_id: str):
+        self.profile_name = profile_name
+        self.cfg = cfg
+        self.request = request
+        self.run_id = run_id
+        self.token: str | None = None
+        self.expires_at = 0.0  # epoch seconds, GitHub's
+        self.expires_text = ""
+        self.granted: dict = {}
+        self.api = svc.Service(
+            name=github.API_SERVICE, secret="provider:github", upstream=svc.parse_upstream(cfg["api_url"]),
+            env_base_url="GITHUB_API_URL", env_key=("GH_TOKEN", "GITHUB_TOKEN"), ca_file=cfg["ca_file"], hosts=(),
+            placeholder=svc.make_placeholder(github.API_SERVICE, "ghs_"),
+        )
+        self.git = svc.Service(
+            name=github.GIT_SERVICE, secret="provider:github", upstream=svc.parse_upstream(cfg["git_url"]),
+            env_base_url=None, env_key=(), ca_file=cfg["ca_file"], hosts=(),
+            placeholder=svc.make_placeholder(github.GIT_SERVICE, "ghs_"),
+        )
+
+    def _private_key(self) -> str:
+        from agentsess.edges import keychain
+
+        name = self.cfg["private_key_secret"]
+        value = keychain.get_secret(name)
+        if value is None:
+            raise AgentsessError(
+                f"profile '{self.profile_name}': providers.github needs secret '{name}' (the App's private key, "
+                f"PEM), which is not set; set it with `agentsess secret set {name} < app.pem`", RUN_FAILED)
+        return value
+
+    def mint(self) -> str:
+        """Mint a token; returns it (also kept here). AgentsessError naming what went wrong."""
+        from agentsess.edges import github as api
+
+        try:
+            jwt = github.app_jwt(self.cfg["app_id"], self._private_key())
+        except (ValueError, TypeError) as exc:
+            raise AgentsessError(
+                f"profile '{self.profile_name}': the secret '{self.cfg['private_key_secret']}' is not a usable RSA "
+                f"private key (PEM): {exc}", RUN_FAILED) from None
+        try:
+            answer = api.mint(self.cfg["api_url"], self.cfg["ca_file"], jwt, self.cfg["installation_id"],
+                              self.request.body())
+        except api.GitHubError as exc:
+            if exc.status == 422:
+                inst = api.installation(self.cfg["api_url"], self.cfg["ca_file"], jwt, self.cfg["installation_id"])
+                raise AgentsessError(github.explain_refusal(self.request, inst, self.cfg["installation_id"]),
+                                     RUN_FAILED) from None
+            raise AgentsessError(exc.message, RUN_FAILED) from None
+        token = answer["token"]
+        self.token = token
+        granted = answer.get("permissions")
+        self.granted = granted if isinstance(granted, dict) else {}
+        self.expires_text = str(answer.get("expires_at") or "")
+        self.expires_at = _parse_time(self.expires_text) or time.time() + github.TOKEN_LIFETIME
+        return token
+
+    def minted_receipt(self, rotated: bool = False) -> dict:
+        assert self.token is not None
+        return github.minted_receipt(self.cfg["installation_id"], self.request, self.granted, self.expires_text,
+                                     sha256_text(self.token), rotated)
+
+    def delete(self, token: str) -> dict:
+        from agentsess.edges import github as api
+
+        entry: dict[str, object] = {"provider": "github", "credential": "installation_token",
+                                    "token_sha256": sha256_text(token)}
+        try:
+            result, took = api.delete(self.cfg["api_url"], self.cfg["ca_file"], token)
+            entry.update(result=result, latency=round(took, 6))
+        except api.GitHubError as exc:
+            entry.update(result="failed", error=exc.message, expires_at=self.expires_text,
+                         note="the token lives until it expires")
+        return entry
+
+
+def _parse_time(text: str) -> float | None:
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except (TypeError, ValueError):
+        return None
+
+
+class Providers:
+    """The provider credentials of one run (GitHub for now)."""
+
+    def __init__(self, run_id: str, profile, scopes, expires_at: float, run_token: str):
+        self.run_id = run_id
+        self.expires_at = expires_at
+        self._run_token = run_token
+        self._lock = threading.Lock()
+        self._revoked: str | None = None
+        self._done = threading.Event()
+        self._record = None
+        self._broker = None
+        self._pending: list[dict] = []
+        self.github: _GitHub | None = None
+        cfg = (getattr(profile, "providers", None) or {}).get("github")
+        if cfg:
+            try:
+                request = github.token_request(scopes, tuple(cfg["repositories"]))
+            except github.ScopeError as exc:
+                raise AgentsessError(f"profile '{profile.name}': {exc}", RUN_FAILED) from None
+            if request is not None:
+                if github.API_SERVICE in (profile.services or {}):
+                    raise AgentsessError(
+                        f"profile '{profile.name}': services.github and providers.github both serve GitHub; "
+                        "keep one (providers.github mints a token per run)", RUN_FAILED)
+                self.github = _GitHub(profile.name, cfg, request, run_id)
+
+    def __bool__(self) -> bool:
+        return self.github is not None
+
+    # -- start --------------------------------------------------------------------------
+
+    def mint(self) -> None:
+        if self.github is not None:
+            self.github.mint()
+            self._pending.append(self.github.minted_receipt())
+
+    def services(self) -> list[svc.Service]:
+        return [self.github.api, self.github.git] if self.github else []
+
+    def values(self) -> dict[str, str]:
+        if self.github is None or self.github.token is None:
+            return {}
+        return {self.github.api.name: self.github.token, self.github.git.name: self.github.token}
+
+    def env(self, broker_url: str, existing: int) -> dict:
+        """git through the broker: the human's helpers emptied, agentsess's helper, no prompts."""
+        if self.github is None:
+            return {}
+        git_url = self.github.cfg["git_url"]
+        helper = f"{helper_command()} {broker_url}"
+        entries = [
+            (f"credential.{git_url}.helper", ""),  # the human's helpers never answer for the real host
+            (f"credential.{broker_url}.helper", ""),
+            (f"credential.{broker_url}.helper", helper),
+            (f"credential.{broker_url}.useHttpPath", "true"),
+            (f"url.{broker_url}/{github.GIT_SERVICE}/.insteadOf", f"{git_url}/"),
+        ]
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+        for i, (key, value) in enumerate(entries, start=existing):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        env["GIT_CONFIG_COUNT"] = str(existing + len(entries))
+        return env
+
+    def attach(self, broker, record) -> None:
+        """Called once the broker listens: ``record(type, data)`` writes a receipt of the run."""
+        self._broker = broker
+        self._record = record
+        if self.github is not None and self.expires_at > self.github.expires_at - github.REMINT_MARGIN:
+            threading.Thread(target=self._remint_loop, name="agentsess-provider-remint", daemon=True).start()
+
+    def started(self) -> None:
+        """The run's stream exists: write the credential.minted receipts of the providers."""
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._write("credential.minted", data)
+
+    def _write(self, rtype: str, data: dict) -> None:
+        if self._record is not None:
+            try:
+                self._record(rtype, data)
+            except Exception:  # noqa: BLE001 - a finished stream: the result is still returned
+                pass
+
+    # -- while the run lives ------------------------------------------------------------
+
+    def _remint_loop(self) -> None:
+        gh = self.github
+        assert gh is not None
+        while True:
+            wait = gh.expires_at - github.REMINT_MARGIN - time.time()
+            if self._done.wait(max(wait, 1.0)):
+                return
+            with self._lock:
+                if self._revoked is not None or time.time() >= self.expires_at:
+                    return
+                old = gh.token
+                try:
+                    token = gh.mint()
+                except AgentsessError as exc:
+                    self._write("credential.failed", {"provider": "github", "error": exc.message})
+                    if self._done.wait(30):
+                        return
+                    continue
+                if self._broker is not None:
+                    for name in (gh.api.name, gh.git.name):
+                        self._broker.set_secret(name, token)
+                self._write("credential.minted", gh.minted_receipt(rotated=True))
+            if old and old != token:
+                self._write("credential.revoked", {"cause": "rotated", "providers": [gh.delete(old)]})
+
+    def authorize(self, service: str, method: str, target: str) -> str | None:
+        """The broker asks before forwarding: a reason to refuse, or None. git pushes and fetches
+        of a repository the scopes do not cover are refused here, naming the missing scope."""
+        gh = self.github
+        if gh is None or service != github.GIT_SERVICE:
+            return None
+        need = github.git_need(target)
+        if need is None:
+            return "not a git repository path (expected /<owner>/<repo>.git/...)"
+        repo, permission, level = need
+        if gh.request.allows(repo, permission, level):
+            return None
+        scope = gh.request.needed_scope(repo, permission, level, tuple(gh.cfg["repositories"]))
+        what = "push to" if level == "write" else "fetch from"
+        return f"git {what} {repo} needs scope {scope}, which run {self.run_id} does not have"
+
+    def control(self, authorization: bytes, message: dict, dead: str | None) -> tuple[int, dict]:
+        """A request of the run's own git credential helper (see :mod:`agentsess.edges.gitcredential`)."""
+        expected = f"Bearer {self._run_token}".encode()
+        if not hmac.compare_digest(authorization, expected):
+            return 401, {"ok": False, "error": "not a process of this run"}
+        if message.get("op") != "git_credential":
+            return 400, {"ok": False, "error": "unknown request"}
+        return 200, self.git_credential(message, dead)
+
+    def git_credential(self, message: dict, dead: str | None) -> dict:
+        """git's ``get``: the placeholder for a repository in scope; ``quit`` otherwise."""
+        gh = self.github
+        if dead is not None or self._revoked is not None:
+            return {"ok": True, "quit": True,
+                    "error": f"run {self.run_id} is {dead or self._revoked}: git gets no credential"}
+        if gh is None:
+            return {"ok": True}
+        repo = github.repo_of_path(str(message.get("path") or "").removeprefix(github.GIT_SERVICE + "/"))
+        if not str(message.get("path") or "").startswith(github.GIT_SERVICE + "/") or repo is None:
+            return {"ok": True}  # not a repository this run's broker serves: no answer
+        if not gh.request.allows(repo, "contents", "read"):
+            scope = gh.request.needed_scope(repo, "contents", "read", tuple(gh.cfg["repositories"]))
+            return {"ok": True, "quit": True,
+                    "error": f"{repo} is outside the scopes of run {self.run_id} (it needs {scope})"}
+        return {"ok": True, "username": github.GIT_USER, "password": gh.git.placeholder,
+                "password_expiry_utc": int(min(self.expires_at, gh.expires_at))}
+
+    # -- the end --------------------------------------------------------------------------
+
+    def revoke(self, cause: str, revoked_at: float | None = None) -> dict | None:
+        """Revoke every provider credential once; writes and returns the ``credential.revoked`` data."""
+        with self._lock:
+            if self._revoked is not None:
+                return None
+            self._revoked = cause
+            self._done.set()
+            started = time.time()
+            entries = []
+            if self.github is not None and self.github.token is not None:
+                entry = self.github.delete(self.github.token)
+                if revoked_at is not None:
+                    entry["since_revocation"] = round(time.time() - revoked_at, 6)
+                entries.append(entry)
+            if not entries:
+                return None
+            data = {"cause": cause, "providers": entries, "duration": round(time.time() - started, 6)}
+        self._write("credential.revoked", data)
+        return data
+
+    def close(self, cause: str = "finished") -> None:
+        self.revoke(cause)
