@@ -260,24 +260,39 @@ def minted_receipt(installation_id: int, request: TokenRequest, granted: dict, e
 
 
 def repo_of_path(path: str) -> str | None:
-    """``owner/repo`` from a git remote's path (``acme/app.git``, ``acme/app``); None if it is not one."""
-    if not isinstance(path, str) or "\0" in path or "\\" in path:
+    """``owner/repo`` from a git remote's path (``acme/app.git``, ``acme/app``); None if it is not one.
+
+    Percent-encoding is refused, not decoded: the repository is judged as the upstream reads it.
+    """
+    if not isinstance(path, str) or "\0" in path or "\\" in path or "%" in path:
         return None
-    text = unquote(path).strip("/")
+    text = path.strip("/")
     if text.endswith(".git"):
         text = text[:-4]
-    return text.lower() if is_repo(text) and "%" not in text else None
+    return text.lower() if is_repo(text) else None
 
 
-def git_need(target: str) -> tuple[str, str, str] | None:
-    """(repo, permission, level) a git smart-HTTP request needs, or None for a path that is no repository."""
+def git_need(target: str, method: str = "GET") -> tuple[str, str, str] | None:
+    """(repo, permission, level) a git smart-HTTP request needs, or None for a path that is no repository.
+
+    Only what is plainly a fetch (``git-upload-pack``, its ref advertisement, a dumb-HTTP GET)
+    needs ``contents:read``; anything else, however spelled, needs ``contents:write``.
+    """
+    from urllib.parse import parse_qsl
+
     path, _, query = target.partition("?")
-    parts = unquote(path).split("/")
+    parts = path.split("/")
     if len(parts) < 4 or parts[0] != "":
         return None
     repo = repo_of_path("/".join(parts[1:3]))
     if repo is None:
         return None
-    rest = "/".join(parts[3:])
-    push = rest == "git-receive-pack" or (rest == "info/refs" and "service=git-receive-pack" in query)
-    return repo, "contents", "write" if push else "read"
+    rest = unquote("/".join(parts[3:]))
+    services = {v.lower() for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() == "service"}
+    if rest == "git-upload-pack" and method == "POST":
+        fetch = True
+    elif rest == "info/refs" and method in ("GET", "HEAD"):
+        fetch = services <= {"git-upload-pack"}
+    else:
+        fetch = method in ("GET", "HEAD") and rest not in ("git-receive-pack", "info/refs")
+    return repo, "contents", "read" if fetch else "write"

@@ -233,7 +233,7 @@ class Providers:
         gh = self.github
         if gh is None or service != github.GIT_SERVICE:
             return None
-        need = github.git_need(target)
+        need = github.git_need(target, method)
         if need is None:
             return "not a git repository path (expected /<owner>/<repo>.git/...)"
         repo, permission, level = need
