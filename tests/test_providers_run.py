@@ -391,3 +391,12 @@ def test_a_long_run_gets_its_token_re_minted_before_it_ends(tmp_path, ca, app_ke
     finally:
         stand.api.close()
         stand.git.close()
+
+
+def test_show_run_describes_the_provider_credentials(stand, ca, app_key):
+    configure(stand, ca, app_key, ["github:contents:read"])
+    agentsess("run", "-p", "coder", "--", "true", check=0)
+    out = agentsess("show-run", "last", check=0).stdout.decode()
+    assert "github token for acme/app (contents:read)" in out
+    assert "github revoked in" in out and "(finished)" in out
+    assert stand.gh.minted[0]["token"] not in out
