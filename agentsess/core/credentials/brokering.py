@@ -105,7 +105,7 @@ def open_broker(
     if getattr(profile, "providers", None):
         from agentsess.core.credentials.providers.runtime import Providers
 
-        minted = Providers(run_id, profile, scopes or [], expires_at, child_env.get("AGENTSESS_TOKEN", ""))
+        minted = Providers(run_id, profile, scopes or [], expires_at, child_env)
         if not minted:
             minted = None
     if not declared and not network.proxy and minted is None:
@@ -174,5 +174,6 @@ def open_broker(
     }
     masked = {f"service:{name}": value for name, value in values.items()}
     if minted is not None:
-        facts["providers"] = ["github"] if minted.github is not None else []
+        facts["providers"] = minted.names()
+        masked.update(minted.masked())
     return RunBroker(broker, env, facts, masked, minted)

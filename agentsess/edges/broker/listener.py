@@ -469,8 +469,8 @@ class Broker:
             if not self._allowed(host, port, scheme):
                 return self._refuse(client, started, mode, None, method, host, port, upstream_target.decode("latin-1"),
                                     403, f"{host}:{port} is not in this run's allow_hosts")
-        elif text_target == "/.agentsess/control" and self._control is not None:
-            return self._answer_control(client, req)
+        elif text_target.startswith("/.agentsess/") and self._control is not None:
+            return self._answer_control(client, req, text_target[len("/.agentsess/"):])
         else:
             mode = "base-url"
             name = text_target[1:].split("/", 1)[0].split("?", 1)[0]
@@ -507,8 +507,9 @@ class Broker:
         ctx = self._context(service) if scheme == "https" else None
         return self._forward(client, req, decision, started, mode, service, scheme, host, port, shown, ctx)
 
-    def _answer_control(self, client: _Client, req: h11.Request) -> bool:
-        """A request of the run's own helper (git's credential helper): JSON in, JSON out."""
+    def _answer_control(self, client: _Client, req: h11.Request, name: str) -> bool:
+        """A request of the run's own helpers (git's credential helper, the AWS SDKs' container
+        credentials): ``POST /.agentsess/control`` with a JSON object, or ``GET /.agentsess/<op>``."""
         import json
 
         assert self._control is not None
@@ -526,7 +527,10 @@ class Broker:
                 return False
         auth = next((v for n, v in req.headers if n == b"authorization"), b"")
         try:
-            message = json.loads(body) if req.method == b"POST" else None
+            if req.method == b"POST" and name == "control":
+                message = json.loads(body)
+            else:
+                message = {"op": name} if req.method == b"GET" and name != "control" else None
         except ValueError:
             message = None
         if not isinstance(message, dict):

@@ -115,13 +115,77 @@ def _parse_time(text: str) -> float | None:
         return None
 
 
-class Providers:
-    """The provider credentials of one run (GitHub for now)."""
+class _Aws:
+    """One run's STS session, served through the broker's container-credentials endpoint."""
 
-    def __init__(self, run_id: str, profile, scopes, expires_at: float, run_token: str):
+    def __init__(self, profile_name: str, cfg: dict, policy: str | None, run_id: str, agent: str, human: str,
+                 expires_at: float):
+        import secrets
+
+        self.profile_name = profile_name
+        self.cfg = cfg
+        self.policy = policy
+        self.run_id = run_id
+        self.agent = agent
+        self.human = human
+        self.expires_at = expires_at
+        self.endpoint_token = secrets.token_urlsafe(32)  # the child's AWS_CONTAINER_AUTHORIZATION_TOKEN
+        self.credentials: dict | None = None
+        self.params: dict = {}
+        self._lock = threading.Lock()
+
+    def mint(self) -> dict:
+        from agentsess.core.credentials.providers import aws
+        from agentsess.edges import aws as sts
+
+        self.params = aws.assume_role_params(self.cfg, self.run_id, self.agent, self.human,
+                                             int(self.expires_at - time.time()), self.policy)
+        try:
+            self.credentials = sts.assume_role(self.cfg, self.params)
+        except sts.AwsError as exc:
+            raise AgentsessError(f"profile '{self.profile_name}': {exc.message}", RUN_FAILED) from None
+        return self.minted_receipt()
+
+    def minted_receipt(self) -> dict:
+        from agentsess.core.credentials.providers import aws
+
+        assert self.credentials is not None
+        return aws.minted_receipt(self.params, self.credentials, sha256_text(self.credentials["secret_access_key"]))
+
+    def answer(self, authorization: bytes, dead: str | None, write) -> tuple[int, dict]:
+        from agentsess.core.credentials.providers import aws
+
+        if not hmac.compare_digest(authorization, self.endpoint_token.encode()):
+            return 401, {"ok": False, "error": "not a process of this run"}
+        if dead is not None:
+            return 403, {"ok": False, "error": f"run {self.run_id} is {dead}: no AWS credentials"}
+        with self._lock:
+            assert self.credentials is not None
+            if self.credentials["expiration"] - time.time() < github.REMINT_MARGIN < self.expires_at - time.time():
+                try:
+                    write("credential.minted", {**self.mint(), "rotated": True})
+                except AgentsessError as exc:
+                    return 503, {"ok": False, "error": exc.message}
+            return 200, aws.served(self.credentials)
+
+    def revoke_entry(self) -> dict:
+        from agentsess.timefmt import rfc3339
+
+        assert self.credentials is not None
+        return {
+            "provider": "aws", "credential": "sts_session", "access_key_id": self.credentials["access_key_id"],
+            "result": "endpoint closed", "latency": 0.0, "expires_at": rfc3339(self.credentials["expiration"]),
+            "note": "STS credentials already handed out stay valid until expires_at; the endpoint answers 403",
+        }
+
+
+class Providers:
+    """The provider credentials of one run: GitHub App tokens, AWS STS sessions."""
+
+    def __init__(self, run_id: str, profile, scopes, expires_at: float, child_env: dict):
         self.run_id = run_id
         self.expires_at = expires_at
-        self._run_token = run_token
+        self._run_token = child_env.get("AGENTSESS_TOKEN", "")
         self._lock = threading.Lock()
         self._revoked: str | None = None
         self._done = threading.Event()
@@ -129,6 +193,20 @@ class Providers:
         self._broker = None
         self._pending: list[dict] = []
         self.github: _GitHub | None = None
+        self.aws: _Aws | None = None
+        acfg = (getattr(profile, "providers", None) or {}).get("aws")
+        if acfg:
+            from agentsess.core.credentials.providers import aws
+
+            try:
+                policy = aws.session_policy(scopes) if aws.actions(scopes) else None
+            except aws.ScopeError as exc:
+                raise AgentsessError(f"profile '{profile.name}': {exc}", RUN_FAILED) from None
+            if aws.actions(scopes):
+                from agentsess.edges import host
+
+                self.aws = _Aws(profile.name, acfg, policy, run_id, child_env.get("AGENTSESS_AGENT") or profile.name,
+                                f"{host.user()}@{host.hostname()}", expires_at)
         cfg = (getattr(profile, "providers", None) or {}).get("github")
         if cfg:
             try:
@@ -143,7 +221,18 @@ class Providers:
                 self.github = _GitHub(profile.name, cfg, request, run_id)
 
     def __bool__(self) -> bool:
-        return self.github is not None
+        return self.github is not None or self.aws is not None
+
+    def names(self) -> list[str]:
+        return [name for name, p in (("github", self.github), ("aws", self.aws)) if p is not None]
+
+    def masked(self) -> dict[str, str]:
+        """Values the child holds or could echo, for the output masker (a net, not the boundary)."""
+        out = {}
+        if self.aws is not None and self.aws.credentials is not None:
+            out["provider:aws"] = self.aws.credentials["secret_access_key"]
+            out["provider:aws-token"] = self.aws.credentials["session_token"]
+        return out
 
     # -- start --------------------------------------------------------------------------
 
@@ -151,6 +240,12 @@ class Providers:
         if self.github is not None:
             self.github.mint()
             self._pending.append(self.github.minted_receipt())
+        if self.aws is not None:
+            try:
+                self._pending.append(self.aws.mint())
+            except BaseException:
+                self.close("failed")  # the run does not start: its GitHub token dies now
+                raise
 
     def services(self) -> list[svc.Service]:
         return [self.github.api, self.github.git] if self.github else []
@@ -162,8 +257,13 @@ class Providers:
 
     def env(self, broker_url: str, existing: int) -> dict:
         """git through the broker: the human's helpers emptied, agentsess's helper, no prompts."""
+        env = {}
+        if self.aws is not None:
+            env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = f"{broker_url}/.agentsess/aws-credentials"
+            env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = self.aws.endpoint_token
+            env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = self.aws.cfg["region"]
         if self.github is None:
-            return {}
+            return env
         git_url = self.github.cfg["git_url"]
         helper = f"{helper_command()} {broker_url}"
         entries = [
@@ -173,7 +273,7 @@ class Providers:
             (f"credential.{broker_url}.useHttpPath", "true"),
             (f"url.{broker_url}/{github.GIT_SERVICE}/.insteadOf", f"{git_url}/"),
         ]
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+        env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""})
         for i, (key, value) in enumerate(entries, start=existing):
             env[f"GIT_CONFIG_KEY_{i}"] = key
             env[f"GIT_CONFIG_VALUE_{i}"] = value
@@ -244,7 +344,10 @@ class Providers:
         return f"git {what} {repo} needs scope {scope}, which run {self.run_id} does not have"
 
     def control(self, authorization: bytes, message: dict, dead: str | None) -> tuple[int, dict]:
-        """A request of the run's own git credential helper (see :mod:`agentsess.edges.gitcredential`)."""
+        """A request of the run's own helpers: git's credential helper (see
+        :mod:`agentsess.edges.gitcredential`), or an AWS SDK at the container-credentials endpoint."""
+        if message.get("op") == "aws-credentials" and self.aws is not None:
+            return self.aws.answer(authorization, dead or self._revoked, self._write)
         expected = f"Bearer {self._run_token}".encode()
         if not hmac.compare_digest(authorization, expected):
             return 401, {"ok": False, "error": "not a process of this run"}
@@ -286,6 +389,8 @@ class Providers:
                 if revoked_at is not None:
                     entry["since_revocation"] = round(time.time() - revoked_at, 6)
                 entries.append(entry)
+            if self.aws is not None and self.aws.credentials is not None:
+                entries.append(self.aws.revoke_entry())
             if not entries:
                 return None
             data = {"cause": cause, "providers": entries, "duration": round(time.time() - started, 6)}
