@@ -248,3 +248,41 @@ def test_policy_generator():
     served = aws.served({"access_key_id": "A", "secret_access_key": "S", "session_token": "T",
                          "expiration": 2_000_000_000}, now=1_000_000_000)
     assert served["Expiration"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_000_000_600))
+
+
+def test_deny_on_revoke_puts_a_deny_for_the_run_s_session_tag(moto_url, hop, tmp_path):
+    import boto3
+
+    configure(hop, ["aws:s3:listallmybuckets"], extra='on_revoke = "keep"')
+    path = os.environ["AGENTSESS_CONFIG"]
+    with open(path, "a") as fh:
+        fh.write("deny_on_revoke = true\n")
+    go = tmp_path / "go"
+    script = ("import os, time, boto3\n"
+              "c = boto3.client('s3', endpoint_url=os.environ['MOTO'])\n"
+              "print('before', len(c.list_buckets()['Buckets']), flush=True)\n"
+              f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n")
+    proc = spawn("run", "-p", "ops", "--", PY, "-c", script, env=run_env(moto_url), stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
+    try:
+        run_id = running_run_id()
+        assert proc.stdout.readline().startswith(b"before")
+        ag("revoke", run_id, check=0)
+        run = wait_for(lambda: (lambda r: r if any(x["type"] == "credential.revoked" for x in r["receipts"])
+                                else None)(show(run_id)), what="the revocation receipt")
+        go.write_text("")
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (revoked,) = [r["data"] for r in run["receipts"] if r["type"] == "credential.revoked"]
+    (entry,) = revoked["providers"]
+    assert entry["result"] == "denied", entry
+    assert entry["deny_policy"] == f"agentsess-revoked-{run_id}" and entry["latency"] >= 0
+    key = moto_url[3]
+    iam = boto3.client("iam", endpoint_url=moto_url[0], region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                       aws_secret_access_key=key["SecretAccessKey"])
+    doc = iam.get_role_policy(RoleName="agent", PolicyName=entry["deny_policy"])["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    assert doc["Statement"][0]["Effect"] == "Deny"
+    assert doc["Statement"][0]["Condition"] == {"StringEquals": {"aws:PrincipalTag/agentsess-run": run_id}}

@@ -12,7 +12,7 @@ import time
 
 from agentsess.core.credentials.services import SpecError, parse_upstream
 
-KEYS = ("role_arn", "region", "endpoint_url", "source_credentials", "ca_file")
+KEYS = ("role_arn", "region", "endpoint_url", "source_credentials", "ca_file", "deny_on_revoke")
 POLICY_LIMIT = 2048  # STS: an inline session policy of at most 2,048 characters
 MIN_DURATION = 900
 MAX_DURATION = 43200
@@ -29,7 +29,9 @@ def check_table(table: dict) -> dict:
     for key in table:
         if key not in KEYS:
             raise SpecError(f".{key}", f"unknown key (valid keys: {', '.join(KEYS)})")
-    out = {"endpoint_url": None, "source_credentials": "default", "ca_file": None, **table}
+    out = {"endpoint_url": None, "source_credentials": "default", "ca_file": None, "deny_on_revoke": False, **table}
+    if type(out["deny_on_revoke"]) is not bool:
+        raise SpecError(".deny_on_revoke", "expected true or false")
     arn = out.get("role_arn")
     if not isinstance(arn, str) or not arn.startswith("arn:") or arn.count(":") < 5 or ":role/" not in arn:
         raise SpecError(".role_arn", 'expected a role ARN like "arn:aws:iam::123456789012:role/agent"')

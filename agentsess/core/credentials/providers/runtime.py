@@ -168,15 +168,27 @@ class _Aws:
                     return 503, {"ok": False, "error": exc.message}
             return 200, aws.served(self.credentials)
 
-    def revoke_entry(self) -> dict:
+    def revoke_entry(self, cause: str) -> dict:
         from agentsess.timefmt import rfc3339
 
         assert self.credentials is not None
-        return {
+        entry: dict[str, object] = {
             "provider": "aws", "credential": "sts_session", "access_key_id": self.credentials["access_key_id"],
             "result": "endpoint closed", "latency": 0.0, "expires_at": rfc3339(self.credentials["expiration"]),
             "note": "STS credentials already handed out stay valid until expires_at; the endpoint answers 403",
         }
+        if cause == "revoked" and self.cfg.get("deny_on_revoke"):
+            from agentsess.edges import aws as sts
+
+            started = time.monotonic()
+            try:
+                entry["deny_policy"] = sts.deny_session(self.cfg, self.run_id)
+                entry["result"] = "denied"
+                entry["note"] = "an inline deny on the role matches this run's session tag"
+            except sts.AwsError as exc:
+                entry["deny_error"] = exc.message
+            entry["latency"] = round(time.monotonic() - started, 6)
+        return entry
 
 
 class Providers:
@@ -390,7 +402,10 @@ class Providers:
                     entry["since_revocation"] = round(time.time() - revoked_at, 6)
                 entries.append(entry)
             if self.aws is not None and self.aws.credentials is not None:
-                entries.append(self.aws.revoke_entry())
+                entry = self.aws.revoke_entry(cause)
+                if revoked_at is not None:
+                    entry["since_revocation"] = round(time.time() - revoked_at, 6)
+                entries.append(entry)
             if not entries:
                 return None
             data = {"cause": cause, "providers": entries, "duration": round(time.time() - started, 6)}
