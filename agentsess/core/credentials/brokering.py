@@ -116,6 +116,8 @@ def open_broker(
         from agentsess.edges import keychain
 
         for spec in specs:
+            if minted is not None and spec.name in minted.bound_services():
+                continue  # issue 14: a credential command supplies it
             value = keychain.get_secret(spec.secret)
             if value is None:
                 raise AgentsessError(

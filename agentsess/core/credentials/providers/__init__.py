@@ -9,7 +9,7 @@ run's minted credentials in the supervisor, serves them through the broker and r
 
 from agentsess.core.credentials.services import SpecError
 
-PROVIDERS = ("github", "aws")
+PROVIDERS = ("github", "aws", "command")
 
 
 def check_providers(value) -> dict:
@@ -22,10 +22,10 @@ def check_providers(value) -> dict:
             raise SpecError(f".{name}", f"unknown provider (providers: {', '.join(PROVIDERS)})")
         if not isinstance(table, dict):
             raise SpecError(f".{name}", "expected a table")
-        from agentsess.core.credentials.providers import aws, github
+        from agentsess.core.credentials.providers import aws, command, github
 
         try:
-            out[name] = (github if name == "github" else aws).check_table(table)
+            out[name] = {"github": github, "aws": aws, "command": command}[name].check_table(table)
         except SpecError as e:
             raise SpecError(f".{name}{e.where}", e.message) from None
     return out

@@ -191,8 +191,51 @@ class _Aws:
         return entry
 
 
+class _Command:
+    """A service's secret from a command of the human's, re-run when the value expires."""
+
+    REFRESH_AHEAD = 30  # re-run this long before the value's expires_at
+
+    def __init__(self, profile_name: str, service: str, cfg: dict):
+        self.profile_name = profile_name
+        self.service = service
+        self.cfg = cfg
+        self.value: str | None = None
+        self.expires_at: float | None = None
+
+    def mint(self, rotated: bool = False) -> dict:
+        import os
+        import subprocess
+
+        from agentsess.core.credentials.providers import command
+
+        argv = self.cfg["run"]
+        where = f"profile '{self.profile_name}': providers.command.{self.service}"
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.cfg["timeout"],
+                                  env=dict(os.environ), check=False)
+        except FileNotFoundError:
+            raise AgentsessError(f"{where}: command not found: {argv[0]}", RUN_FAILED) from None
+        except PermissionError:
+            raise AgentsessError(f"{where}: command not executable: {argv[0]}", RUN_FAILED) from None
+        except subprocess.TimeoutExpired:
+            raise AgentsessError(f"{where}: {argv[0]} did not finish within {self.cfg['timeout']}s", RUN_FAILED) \
+                from None
+        if proc.returncode != 0:  # its output is never shown: it may hold the value
+            raise AgentsessError(f"{where}: {argv[0]} exited with {proc.returncode}", RUN_FAILED)
+        try:
+            self.value, self.expires_at = command.parse_output(proc.stdout)
+        except command.OutputError as exc:
+            raise AgentsessError(f"{where}: {argv[0]}: {exc}", RUN_FAILED) from None
+        from agentsess.timefmt import rfc3339
+
+        return {"provider": "command", "service": self.service, "command": argv[0],
+                "expires_at": rfc3339(self.expires_at) if self.expires_at else None,
+                "value_sha256": sha256_text(self.value), "rotated": rotated}
+
+
 class Providers:
-    """The provider credentials of one run: GitHub App tokens, AWS STS sessions."""
+    """The provider credentials of one run: GitHub App tokens, AWS STS sessions, credential commands."""
 
     def __init__(self, run_id: str, profile, scopes, expires_at: float, child_env: dict):
         self.run_id = run_id
@@ -206,6 +249,13 @@ class Providers:
         self._pending: list[dict] = []
         self.github: _GitHub | None = None
         self.aws: _Aws | None = None
+        self.commands: dict[str, _Command] = {}
+        for service, ccfg in ((getattr(profile, "providers", None) or {}).get("command") or {}).items():
+            if service not in (profile.services or {}):
+                raise AgentsessError(
+                    f"profile '{profile.name}': providers.command.{service}: the profile has no service {service} "
+                    f"(declare [profiles.{profile.name}.services.{service}])", RUN_FAILED)
+            self.commands[service] = _Command(profile.name, service, ccfg)
         acfg = (getattr(profile, "providers", None) or {}).get("aws")
         if acfg:
             from agentsess.core.credentials.providers import aws
@@ -233,14 +283,18 @@ class Providers:
                 self.github = _GitHub(profile.name, cfg, request, run_id)
 
     def __bool__(self) -> bool:
-        return self.github is not None or self.aws is not None
+        return self.github is not None or self.aws is not None or bool(self.commands)
 
     def names(self) -> list[str]:
-        return [name for name, p in (("github", self.github), ("aws", self.aws)) if p is not None]
+        return [name for name, p in (("github", self.github), ("aws", self.aws), ("command", self.commands)) if p]
+
+    def bound_services(self) -> set[str]:
+        """The profile's services whose secret comes from a command, not the keychain."""
+        return set(self.commands)
 
     def masked(self) -> dict[str, str]:
         """Values the child holds or could echo, for the output masker (a net, not the boundary)."""
-        out = {}
+        out = {f"provider:command:{name}": c.value for name, c in self.commands.items() if c.value}
         if self.aws is not None and self.aws.credentials is not None:
             out["provider:aws"] = self.aws.credentials["secret_access_key"]
             out["provider:aws-token"] = self.aws.credentials["session_token"]
@@ -252,6 +306,12 @@ class Providers:
         if self.github is not None:
             self.github.mint()
             self._pending.append(self.github.minted_receipt())
+        for cmd in self.commands.values():
+            try:
+                self._pending.append(cmd.mint())
+            except BaseException:
+                self.close("failed")
+                raise
         if self.aws is not None:
             try:
                 self._pending.append(self.aws.mint())
@@ -263,9 +323,10 @@ class Providers:
         return [self.github.api, self.github.git] if self.github else []
 
     def values(self) -> dict[str, str]:
-        if self.github is None or self.github.token is None:
-            return {}
-        return {self.github.api.name: self.github.token, self.github.git.name: self.github.token}
+        out = {name: c.value for name, c in self.commands.items() if c.value is not None}
+        if self.github is not None and self.github.token is not None:
+            out.update({self.github.api.name: self.github.token, self.github.git.name: self.github.token})
+        return out
 
     def env(self, broker_url: str, existing: int) -> dict:
         """git through the broker: the human's helpers emptied, agentsess's helper, no prompts."""
@@ -298,6 +359,30 @@ class Providers:
         self._record = record
         if self.github is not None and self.expires_at > self.github.expires_at - github.REMINT_MARGIN:
             threading.Thread(target=self._remint_loop, name="agentsess-provider-remint", daemon=True).start()
+        for cmd in self.commands.values():
+            if cmd.expires_at is not None:
+                threading.Thread(target=self._rerun_loop, args=(cmd,), name="agentsess-provider-command",
+                                 daemon=True).start()
+
+    def _rerun_loop(self, cmd: _Command) -> None:
+        """Run the command again before its value expires, until the run ends or is revoked."""
+        while cmd.expires_at is not None:
+            if self._done.wait(max(cmd.expires_at - cmd.REFRESH_AHEAD - time.time(), 1.0)):
+                return
+            with self._lock:
+                if self._revoked is not None or time.time() >= self.expires_at:
+                    return
+                try:
+                    data = cmd.mint(rotated=True)
+                except AgentsessError as exc:
+                    self._write("credential.failed", {"provider": "command", "service": cmd.service,
+                                                      "error": exc.message})
+                    if self._done.wait(10):
+                        return
+                    continue
+                if self._broker is not None and cmd.value is not None:
+                    self._broker.set_secret(cmd.service, cmd.value)
+                self._write("credential.minted", data)
 
     def started(self) -> None:
         """The run's stream exists: write the credential.minted receipts of the providers."""
@@ -401,6 +486,9 @@ class Providers:
                 if revoked_at is not None:
                     entry["since_revocation"] = round(time.time() - revoked_at, 6)
                 entries.append(entry)
+            for cmd in self.commands.values():
+                entries.append({"provider": "command", "service": cmd.service, "result": "dropped", "latency": 0.0,
+                                "note": "the broker attaches it no more and the command is not run again"})
             if self.aws is not None and self.aws.credentials is not None:
                 entry = self.aws.revoke_entry(cause)
                 if revoked_at is not None:
