@@ -400,3 +400,30 @@ def test_show_run_describes_the_provider_credentials(stand, ca, app_key):
     assert "github token for acme/app (contents:read)" in out
     assert "github revoked in" in out and "(finished)" in out
     assert stand.gh.minted[0]["token"] not in out
+
+
+def test_expiry_deletes_the_token(stand, ca, app_key, tmp_path):
+    configure(stand, ca, app_key, ["github:contents:read"], extra='ttl = "2s"\non_expiry = "keep"\nexpiry_warning = "1s"')
+    go = tmp_path / "go"
+    script = (f'while [ ! -e {go} ]; do sleep 0.05; done; '
+              'curl -sS -o /dev/null -w "%{http_code}\\n" -H "Authorization: token $GH_TOKEN" '
+              '"$GITHUB_API_URL/repos/acme/app"')
+    proc = spawn("run", "-p", "coder", "--", "sh", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: stand.gh.deleted, what="the DELETE at expiry")
+        go.write_text("")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.decode().strip() == "403"
+    (revoked,) = receipts(show(), "credential.revoked")
+    assert revoked["cause"] == "expired" and revoked["providers"][0]["result"] == "revoked"
+
+
+def test_the_child_s_own_git_config_entries_stay_first(stand, ca, app_key, tmp_path):
+    configure(stand, ca, app_key, ["github:contents:read"])
+    env = {**git_env(tmp_path), "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "alias.hi", "GIT_CONFIG_VALUE_0": "!echo hi"}
+    script = f'git hi && git clone -q {stand.git.url}/acme/app.git {tmp_path}/c && echo cloned'
+    out = agentsess("run", "-p", "coder", "--", "sh", "-c", script, env=env, check=0).stdout.decode()
+    assert out.split() == ["hi", "cloned"]
