@@ -107,10 +107,11 @@ def served(credentials: dict, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     real = credentials["expiration"]
     shown = min(real, now + SERVED_FOR)
+    from agentsess.timefmt import rfc3339
+
     return {
         "AccessKeyId": credentials["access_key_id"], "SecretAccessKey": credentials["secret_access_key"],
-        "Token": credentials["session_token"],
-        "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(shown)),
+        "Token": credentials["session_token"], "Expiration": rfc3339(shown),
     }
 
 
