@@ -222,6 +222,14 @@ def _detail(rec: dict) -> str:
     t = rec.get("type")
     if t == "run.started":
         return f"{' '.join(d.get('argv', []))}  ({d.get('mode')}, pid {d.get('pid')})"
+    if t == "credential.minted" and d.get("provider"):  # a provider's credential (issue 14)
+        repos = d.get("repositories")
+        repos = " ".join(repos) if isinstance(repos, list) else str(repos)
+        perms = " ".join(f"{k}:{v}" for k, v in sorted((d.get("permissions") or {}).items()))
+        return f"{d.get('provider')} token for {repos} ({perms or 'all'}); expires {d.get('expires_at')}"
+    if t == "credential.revoked":
+        return "; ".join(f"{p.get('provider')} {p.get('result')}" + (f" in {p['latency']}s" if "latency" in p else "")
+                         for p in d.get("providers") or []) + f" ({d.get('cause')})"
     if t == "credential.minted":
         return f"scopes {' '.join(d.get('scopes') or []) or '(none)'}; expires {d.get('exp')}"
     if t == "run.exited":

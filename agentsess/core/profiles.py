@@ -3,7 +3,7 @@
 Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`; the
 schema is described once, in the comments of ``agentsess/data/starter.toml``. Precedence is
 key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env``,
-``rules``, ``services`` and ``network`` are each one key, so a profile that sets them
+``rules``, ``services``, ``network`` and ``providers`` are each one key, so a profile that sets them
 replaces the defaults'. Durations are held as seconds.
 
 Every problem is an ``AgentsessError(USAGE)`` with a one-line message naming the file, the key
@@ -56,6 +56,7 @@ BUILTIN: dict[str, Any] = {
     "rules": [],
     "services": {},
     "network": {},
+    "providers": {},
 }
 PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
@@ -151,6 +152,7 @@ class Profile:
     default_decision: str
     env: dict[str, Any]
     rules: list[dict[str, Any]]
+    providers: dict[str, Any]
 
     def __init__(self, name: str, values: dict | None = None):
         self.name = name
@@ -433,6 +435,14 @@ def _check_value(path: str, kp: str, key: str, value):
         try:
             return services.check_services(value) if key == "services" else services.check_network(value)
         except services.SpecError as e:
+            raise config_error(path, kp + e.where, e.message) from None
+    if key == "providers":
+        from agentsess.core.credentials import providers
+        from agentsess.core.credentials.services import SpecError
+
+        try:
+            return providers.check_providers(value)
+        except SpecError as e:
             raise config_error(path, kp + e.where, e.message) from None
     if key == "rules":
         items = _list(path, kp, value, "a list of rules ([[...rules]] tables)")

@@ -21,9 +21,17 @@ class RunBroker:
     env: dict  # variables to add to the child's environment
     facts: dict  # what the run.started receipt says about it (names only, never values)
     masked: dict  # {label: secret value} for the output masker, as a net under the boundary
+    providers: object = None  # providers.runtime.Providers, when the profile mints provider credentials
+
+    def started(self) -> None:
+        """The run's stream exists: record what the providers minted (issue 14)."""
+        if self.providers is not None:
+            self.providers.started()  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         self.broker.stop()  # type: ignore[attr-defined]
+        if self.providers is not None:
+            self.providers.close()  # type: ignore[attr-defined]  # DELETE at run end
 
 
 class _PerThreadStore:
@@ -62,8 +70,29 @@ def _liveness(stores: _PerThreadStore, run_id: str, expires_at: float):
     return check
 
 
+def _revoking(check, stores: _PerThreadStore, run_id: str, providers):
+    """``check`` that also revokes the run's provider credentials (once, off the caller's thread)
+    the moment the run is found revoked or expired."""
+    fired = threading.Event()
+
+    def wrapped() -> str | None:
+        reason = check()
+        if reason in ("revoked", "expired") and not fired.is_set():
+            fired.set()
+            revoked_at = None
+            if reason == "revoked":
+                row = stores.get().get_run(run_id)
+                revoked_at = row.get("revoked_at") if row else None
+            threading.Thread(target=providers.revoke, args=(reason, revoked_at),
+                             name="agentsess-provider-revoke", daemon=True).start()
+        return reason
+
+    return wrapped
+
+
 def open_broker(
-    run_id: str, profile, expires_at: float, child_env: dict, bundle_dir: str | None = None
+    run_id: str, profile, expires_at: float, child_env: dict, bundle_dir: str | None = None,
+    scopes: list | None = None,
 ) -> RunBroker | None:
     """Start the run's broker if its profile declares services or proxy mode; else None.
 
@@ -72,7 +101,14 @@ def open_broker(
     """
     declared = profile.services or {}
     network = services.resolve_network(profile.network or {})
-    if not declared and not network.proxy:
+    minted = None
+    if getattr(profile, "providers", None):
+        from agentsess.core.credentials.providers.runtime import Providers
+
+        minted = Providers(run_id, profile, scopes or [], expires_at, child_env)
+        if not minted:
+            minted = None
+    if not declared and not network.proxy and minted is None:
         return None
     specs = services.resolve_services(declared)
     values = {}
@@ -80,6 +116,8 @@ def open_broker(
         from agentsess.edges import keychain
 
         for spec in specs:
+            if minted is not None and spec.name in minted.bound_services():
+                continue  # issue 14: a credential command supplies it
             value = keychain.get_secret(spec.secret)
             if value is None:
                 raise AgentsessError(
@@ -96,11 +134,31 @@ def open_broker(
     def record(rtype: str, data: dict) -> None:
         recording.record(stores.get(), run_id, rtype, data)
 
+    liveness = _liveness(stores, run_id, expires_at)
+    if minted is not None:  # issue 14: the providers' credentials, minted now (a refusal stops the run here)
+        minted.mint()
+        specs = specs + minted.services()
+        values.update(minted.values())
+        liveness = _revoking(liveness, stores, run_id, minted)
     broker = Broker(
         run_id, specs, values, network,
-        record=record, liveness=_liveness(stores, run_id, expires_at), expires_at=expires_at,
+        record=record, liveness=liveness, expires_at=expires_at,
+        authorize=minted.authorize if minted is not None else None,
+        control=minted.control if minted is not None else None,
     )
-    env = broker.start(child_env, bundle_dir)
+    try:
+        env = broker.start(child_env, bundle_dir)
+    except BaseException:
+        if minted is not None:
+            minted.close("failed")  # the run does not start: its token dies now, not in an hour
+        raise
+    if minted is not None:
+        try:
+            existing = int(env.get("GIT_CONFIG_COUNT") or child_env.get("GIT_CONFIG_COUNT") or 0)
+        except ValueError:
+            existing = 0
+        env.update(minted.env(f"http://127.0.0.1:{broker.port}", existing))
+        minted.attach(broker, record)
     facts = {
         "url": f"http://127.0.0.1:{broker.port}",
         "services": [
@@ -117,4 +175,7 @@ def open_broker(
                               | {h for s in specs for h in s.hosts}) if broker.authority else [],
     }
     masked = {f"service:{name}": value for name, value in values.items()}
-    return RunBroker(broker, env, facts, masked)
+    if minted is not None:
+        facts["providers"] = minted.names()
+        masked.update(minted.masked())
+    return RunBroker(broker, env, facts, masked, minted)

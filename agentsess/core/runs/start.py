@@ -329,10 +329,10 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     env, env_facts = _child_env(request, plan, run_id, token, injected, contained)
     # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
     broker = None
-    if profile.services or (profile.network or {}).get("proxy"):  # else nothing is imported
+    if profile.services or (profile.network or {}).get("proxy") or profile.providers:  # else nothing is imported
         from agentsess.core.credentials.brokering import open_broker
 
-        broker = open_broker(run_id, profile, plan.expires_at, env)
+        broker = open_broker(run_id, profile, plan.expires_at, env, scopes=plan.scopes)
     if broker is not None:
         env.update(broker.env)
         env_facts["broker"] = broker.facts
@@ -383,6 +383,8 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             "ttl_capped_by_parent": plan.capped, "chain": plan.chain,
         },
     )
+    if broker is not None:
+        broker.started()  # issue 14: a credential.minted receipt per provider credential
     if secrets["vars"]:
         recording.record(
             store, run_id, "secret.injected",

@@ -141,6 +141,8 @@ class Broker:
         record: Callable[[str, dict], object],
         liveness: Callable[[], str | None],
         expires_at: float,
+        authorize: Callable[[str, str, str], str | None] | None = None,
+        control: Callable[[bytes, dict, str | None], tuple[int, dict]] | None = None,
     ):
         self.run_id = run_id
         self.services = list(services)
@@ -150,6 +152,8 @@ class Broker:
         self._record = record
         self._liveness = liveness
         self.expires_at = expires_at
+        self._authorize = authorize  # (service, method, target) -> a reason to refuse, or None
+        self._control = control  # the run's own helpers: POST /.agentsess/control (issue 14)
         self.port: int | None = None
         self.dead: str | None = None
         self._listener: socket.socket | None = None
@@ -224,6 +228,10 @@ class Broker:
                 for var in BUNDLE_VARS:
                     env[var] = self.bundle
         return env
+
+    def set_secret(self, service: str, value: str) -> None:
+        """Attach ``value`` from now on for ``service`` (a provider credential re-minted mid-run)."""
+        self._secrets[service] = value
 
     def stop(self, reason: str = "finished") -> None:
         """Refuse from now on, cut open connections, write the outstanding receipts."""
@@ -461,6 +469,8 @@ class Broker:
             if not self._allowed(host, port, scheme):
                 return self._refuse(client, started, mode, None, method, host, port, upstream_target.decode("latin-1"),
                                     403, f"{host}:{port} is not in this run's allow_hosts")
+        elif text_target.startswith("/.agentsess/") and self._control is not None:
+            return self._answer_control(client, req, text_target[len("/.agentsess/"):])
         else:
             mode = "base-url"
             name = text_target[1:].split("/", 1)[0].split("?", 1)[0]
@@ -483,6 +493,10 @@ class Broker:
         if dead is not None:
             return self._refuse(client, started, mode, service and service.name, method, host, port, shown, 403,
                                 f"run {self.run_id} is {dead}: its credentials are dead")
+        if self._authorize is not None and service is not None:
+            why = self._authorize(service.name, method, shown)
+            if why is not None:
+                return self._refuse(client, started, mode, service.name, method, host, port, shown, 403, why)
         decision = svc.guard(self.services, self._secrets, [(n, v) for n, v in req.headers
                                                              if n != b"host"], upstream_target, host, port, scheme)
         if not decision.allow:
@@ -492,6 +506,44 @@ class Broker:
             service = next((s for s in self.services if s.serves(host, port, scheme)), None)
         ctx = self._context(service) if scheme == "https" else None
         return self._forward(client, req, decision, started, mode, service, scheme, host, port, shown, ctx)
+
+    def _answer_control(self, client: _Client, req: h11.Request, name: str) -> bool:
+        """A request of the run's own helpers (git's credential helper, the AWS SDKs' container
+        credentials): ``POST /.agentsess/control`` with a JSON object, or ``GET /.agentsess/<op>``."""
+        import json
+
+        assert self._control is not None
+        body = b""
+        while True:
+            event = client.next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > 1 << 16:
+                    self._send_refusal(client, 413, "request too large")
+                    return False
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                return False
+        auth = next((v for n, v in req.headers if n == b"authorization"), b"")
+        try:
+            if req.method == b"POST" and name == "control":
+                message = json.loads(body)
+            else:
+                message = {"op": name} if req.method == b"GET" and name != "control" else None
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            status, answer = 400, {"ok": False, "error": "expected a JSON object"}
+        else:
+            status, answer = self._control(auth, message, self._check())
+        data = json.dumps(answer).encode()
+        client.send(h11.Response(status_code=status, headers=[
+            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+            (b"cache-control", b"no-store")]))
+        client.send(h11.Data(data=data))
+        client.send(h11.EndOfMessage())
+        return True
 
     def _allowed(self, host: str, port: int, scheme: str) -> bool:
         if any(s.serves(host, port, scheme) for s in self.services):
