@@ -29,7 +29,7 @@ def tool(tmp_path, body: str) -> list[str]:
         "import os, sys, time\n"
         f"n_file = {str(tmp_path / 'runs')!r}\n"
         "n = int(open(n_file).read()) + 1 if os.path.exists(n_file) else 1\n"
-        "open(n_file, 'w').write(str(n))\n"
+        "open(n_file + '.tmp', 'w').write(str(n)); os.replace(n_file + '.tmp', n_file)\n"  # never read half-written
         f"sys.stdout.write({body!r}.format(n=n, now=time.time()))\n"
     )
     return [PY, str(script)]
