@@ -104,6 +104,9 @@ class Store:
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc) from exc
 
+    def _rows(self, cursor) -> list[dict]:
+        return [row for row in map(self._decode, cursor) if row is not None]
+
     @staticmethod
     def _decode(row: sqlite3.Row | None) -> dict | None:
         if row is None:
@@ -179,7 +182,8 @@ class Store:
         limit: int | None = None,
         columns: str = "*",
     ) -> list[dict]:
-        where, args = [], []
+        where: list[str] = []
+        args: list = []
         if status:
             where.append("status = ?")
             args.append(status)
@@ -198,7 +202,7 @@ class Store:
         sql += " ORDER BY started_at DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [self._decode(r) for r in self._exec(sql, args)]
+        return self._rows(self._exec(sql, args))
 
     def descendants(self, run_id: str) -> list[dict]:
         """Every run below ``run_id``, parents before children."""
@@ -213,7 +217,7 @@ class Store:
             """,
             (run_id,),
         )
-        return [self._decode(r) for r in rows]
+        return self._rows(rows)
 
     def revoked_among(self, run_ids: list[str]) -> dict | None:
         """The first of ``run_ids`` (in the given order) that is revoked or abandoned, as a row."""
@@ -267,7 +271,7 @@ class Store:
         return newly
 
     def running(self) -> list[dict]:
-        return [self._decode(r) for r in self._exec("SELECT * FROM runs WHERE status = 'running'")]
+        return self._rows(self._exec("SELECT * FROM runs WHERE status = 'running'"))
 
     def count(self) -> int:
         return self._exec("SELECT count(*) FROM runs").fetchone()[0]

@@ -30,11 +30,13 @@ class Integrity:
         self.ok = True
         self.sealed = False
         self.count = 0
-        self.first_seq = self.last_seq = None
-        self.first_ts = self.last_ts = None
-        self.failure = None
-        self.failure_seq = None
-        self.kid = None
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.first_ts: str | None = None
+        self.last_ts: str | None = None
+        self.failure: str | None = None
+        self.failure_seq: int | None = None
+        self.kid: str | None = None
 
     def fail(self, message: str, seq=None) -> "Integrity":
         if self.ok:
