@@ -8,7 +8,7 @@ def record(store, run_id: str, rtype: str, data) -> dict | None:
     """Append one receipt to the run's stream and move the store's chain head to it."""
     rec = streams.append(run_id, rtype, data)
     if rec is not None:
-        store.set_head(run_id, rec["hash"], rec["seq"] + 1)
+        store.record_receipt(run_id, rec)  # the chain head, and the fleet mirror
     return rec
 
 
