@@ -68,10 +68,12 @@ def revoke(
     nodes = {}
     root = None
     for r in results:
+        confirmed = {True: "; confirmed by its supervisor", False: "; not confirmed by its supervisor yet"}
         label = render.text(
-            f"{r['id']}  {r['name']}  "
+            f"{r['id']}  {r['name']}  on {r['host']}  "
             + ("revoked" if r["newly_revoked"] else "already revoked")
             + f"; process: {r['process']}"
+            + confirmed.get(r["confirmed"], "")
         )
         parent = nodes.get(r["parent_id"])
         node = parent.add(label) if parent is not None else Tree(label)

@@ -105,7 +105,7 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     profile = plan.profile
     base = {k: v for k, v in request.env.items() if not k.startswith("AGENTSESS_")}
     # agentsess's own settings pass through; the parent's run variables never do
-    for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING", "AGENTSESS_DEBUG"):
+    for key in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "AGENTSESS_KEYRING", "AGENTSESS_DEBUG", "AGENTSESS_STORE"):
         if key in request.env:
             base[key] = request.env[key]
     keep = request.keep_env or profile.keep_env
@@ -191,6 +191,7 @@ class Watch:
         self.warned = False
         self.expired = False
         self.spool = None
+        self.fleet = None  # fleet (issue 17): the shared store's watch, see _supervise
 
     def ingest_spool(self) -> None:
         if self.spool is not None:
@@ -203,6 +204,8 @@ class Watch:
                 f"the receipt stream {self.receipts_path} was deleted; stopping the run (fail closed)"
             )
         self.ingest_spool()
+        if self.fleet is not None:  # fleet (issue 17): confirm a revocation, apply on_store_unreachable
+            self.fleet.tick(self, sup)
         if not self.revoked:
             revoked_at, cause = self.store.revocation(self.run_id)
             if revoked_at is not None:
@@ -379,6 +382,11 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
     sup.on_start = lambda s: store.update_run(
         run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid)
     )
+    # fleet (issue 17): with a shared store, a watcher thread (edges/store/watcher.py) sees
+    # revocations made on any machine and wakes this loop with SIGUSR1; None with SQLite
+    watch.fleet = store.watch_run(run_id, profile, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+    if watch.fleet is not None:
+        watch.fleet.start()
     failure = None
     code = sig = None
     try:
@@ -393,6 +401,8 @@ def _supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> in
         failure = exc.message
     finally:
         log.close()
+        if watch.fleet is not None:  # fleet (issue 17)
+            watch.fleet.stop()
     try:
         watch.ingest_spool()
     except ReceiptError:

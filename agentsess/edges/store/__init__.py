@@ -13,8 +13,9 @@ each backend runs it through its own ``_exec``.
 
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from agentsess import ids
 from agentsess.errors import USAGE, AgentsessError
@@ -24,7 +25,7 @@ FINISHED = ("exited", "revoked", "abandoned", "denied")
 SCHEMES = ("postgresql://", "postgres://")
 NOTIFY_CHANNEL = "agentsess_revoke"
 
-__all__ = ["FINISHED", "JSON_COLUMNS", "Store", "open_store", "store_url", "is_shared"]
+__all__ = ["FINISHED", "JSON_COLUMNS", "Store", "is_shared", "open_store", "store_url"]
 
 
 def _config_store_url() -> str | None:
@@ -96,18 +97,17 @@ class Store:
     location = ""
 
     def __new__(cls, path: str | None = None, *, url: str | None = None):
-        if cls is Store:
-            if url is None and path is None:
-                url = store_url()
-            if url is not None and url.startswith(SCHEMES):
-                from agentsess.edges.store.postgres import PostgresStore
+        if cls is not Store:
+            return object.__new__(cls)
+        if url is None and path is None:
+            url = store_url()
+        if url is not None and url.startswith(SCHEMES):
+            from agentsess.edges.store.postgres import PostgresStore
 
-                cls = PostgresStore
-            else:
-                from agentsess.edges.store.sqlite import SqliteStore
+            return object.__new__(PostgresStore)
+        from agentsess.edges.store.sqlite import SqliteStore
 
-                cls = SqliteStore
-        return object.__new__(cls)
+        return object.__new__(SqliteStore)
 
     def __init__(self, path: str | None = None, *, url: str | None = None):  # pragma: no cover
         raise NotImplementedError
@@ -235,7 +235,8 @@ class Store:
         columns: str = "*",
         host: str | None = None,
     ) -> list[dict]:
-        where, args = [], []
+        where: list[str] = []
+        args: list = []
         if status:
             where.append("status = ?")
             args.append(status)

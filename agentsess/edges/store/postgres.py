@@ -17,8 +17,9 @@ unreachable) is caught up from the local stream at the next receipt or by :meth:
 
 import json
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from agentsess.edges.store import NOTIFY_CHANNEL, Store
 from agentsess.edges.store.migrations import POSTGRES
@@ -37,8 +38,8 @@ CONNECT_DEFAULTS = {
     "tcp_user_timeout": "10000",
     "application_name": "agentsess",
 }
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
-_URL_USERINFO = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.I)
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
 
 
 def import_psycopg():
@@ -156,6 +157,7 @@ class PostgresStore(Store):
         self.db = self.target.connect()
         self._in_transaction = False
         self._mirror_lag: set[str] = set()
+        self.watched: dict = {}  # run id -> FleetWatch: the live runs this process supervises
         try:
             row = self.db.execute("SELECT count(*) AS n FROM migrations").fetchone()
             current = row is not None and row["n"] == len(POSTGRES)
@@ -169,7 +171,7 @@ class PostgresStore(Store):
     def close(self) -> None:
         try:
             self.db.close()
-        except Exception:
+        except self.psycopg.Error:
             pass
 
     # -- schema -------------------------------------------------------------------------
@@ -222,6 +224,13 @@ class PostgresStore(Store):
                     self._in_transaction = False
         except self.psycopg.Error as exc:
             raise self.target.error("a transaction failed on", exc) from None
+
+    def revocation(self, run_id: str) -> tuple[float | None, str | None]:
+        """A supervised run's revocation from its watcher (no query, never blocks); else the row's."""
+        watch = self.watched.get(run_id)
+        if watch is not None:
+            return watch.revocation()
+        return super().revocation(run_id)
 
     def _notify_revoked(self, run_ids: list[str]) -> None:
         # payloads stay under PostgreSQL's 8000 bytes; a supervisor re-reads the list anyway

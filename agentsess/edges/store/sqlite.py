@@ -2,8 +2,8 @@
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from agentsess.edges import paths
 from agentsess.edges.store import Store
