@@ -1,0 +1,275 @@
+"""The store's interface, once per backend (SQLite and PostgreSQL), and the backend choice."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from agentsess.edges import streams
+from agentsess.edges.store import Store, store_url
+from agentsess.edges.store.migrations import MIGRATIONS, POSTGRES
+from agentsess.errors import AgentsessError
+from helpers import write_config
+from pg import Database, admin, backend, dsn, password, pg, schema_url  # noqa: F401 - fixtures
+
+A = "run_01aaaaaaaaaaaaaaaaaaaaaaaa"
+B = "run_01bbbbbbbbbbbbbbbbbbbbbbbb"
+C = "run_01cccccccccccccccccccccccc"
+
+
+def _row(rid, parent=None, started=1.0, status="running", host="h1"):
+    return {"id": rid, "parent_id": parent, "name": "x", "status": status, "command": ["echo", "hi"],
+            "cwd": "/", "host": host, "user": "u", "started_at": started, "scopes": ["fs:read"],
+            "policy": {"on_revoke": "stop"}}
+
+
+def test_the_backend_is_the_one_configured(backend):
+    with Store() as store:
+        assert store.backend == ("sqlite" if backend is None else "postgresql")
+        assert store.applied_migrations() == [name for name, _ in MIGRATIONS]
+    with Store() as store:  # opening again applies nothing twice
+        assert len(store.applied_migrations()) == len(MIGRATIONS)
+
+
+def test_rows_round_trip_with_json_columns_and_the_user_column(backend):
+    with Store() as store:
+        store.insert_run(_row(A))
+        store.update_run(A, child_pid=42, scopes=["git:push"])
+        row = store.get_run(A)
+        assert row["command"] == ["echo", "hi"] and row["scopes"] == ["git:push"]
+        assert row["user"] == "u" and row["child_pid"] == 42 and row["policy"] == {"on_revoke": "stop"}
+        assert store.set_status_if(A, "running", status="exited", ended_at=2.5)
+        assert not store.set_status_if(A, "running", status="exited")
+        assert store.get_run(A)["status"] == "exited" and store.get_run(A)["ended_at"] == 2.5
+        assert store.get_run(B) is None
+
+
+def test_resolve_listing_tree_and_hosts(backend):
+    with Store() as store:
+        store.insert_run(_row(A, started=1, host="laptop"))
+        store.insert_run(_row(B, parent=A, started=2, host="runner-7"))
+        store.insert_run(_row(C, parent=B, started=3, host="runner-7"))
+        assert store.resolve("01b") == B and store.resolve("RUN_01C") == C and store.resolve("last") == C
+        with pytest.raises(AgentsessError):
+            store.resolve("01d")
+        assert [r["id"] for r in store.list_runs()] == [C, B, A]
+        assert [r["id"] for r in store.list_runs(host="runner-7")] == [C, B]
+        assert [r["id"] for r in store.list_runs(limit=1, columns="id, user, host")] == [C]
+        assert [r["id"] for r in store.descendants(A)] == [B, C]
+        assert store.ancestors(C) == [B, A]
+        assert store.count() == 3
+
+
+def test_revocation_is_one_transaction_with_a_list_row_per_run(backend):
+    with Store() as store:
+        store.insert_run(_row(A))
+        store.insert_run(_row(B, parent=A, status="exited"))
+        newly = store.mark_revoked({A: "direct", B: f"ancestor {A}"}, 10.0, "me@here", "leak")
+        assert newly == {A: True, B: True}
+        assert store.mark_revoked({A: "direct"}, 11.0, "me@here", None) == {A: False}
+        assert store.get_run(A)["status"] == "revoked" and store.get_run(B)["status"] == "exited"
+        assert store.revocation(A) == (10.0, "direct")
+        listed = store.revocations_of([A, B, C])
+        assert set(listed) == {A, B} and listed[B]["cause"] == f"ancestor {A}"
+        assert listed[A]["revoked_by"] == "me@here" and listed[A]["reason"] == "leak"
+        assert store.revoked_among([C, B])["id"] == B
+        store.delete_runs([B])
+        assert store.revocations_of([B]) == {} and store.get_run(B) is None
+
+
+def test_postgres_migrations_run_once_under_the_advisory_lock_from_many_processes(pg):
+    code = "from agentsess.edges.store import Store; s = Store(); print(len(s.applied_migrations()))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(6)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    assert {o[0].strip() for o in outs} == {str(len(POSTGRES)).encode()}
+    rows = pg.query("SELECT name FROM migrations ORDER BY name")
+    assert [r[0] for r in rows] == [name for name, _ in POSTGRES]
+
+
+def test_postgres_upgrades_a_store_from_the_first_schema_keeping_its_runs(pg):
+    with admin(pg.base) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg.schema}"')
+        conn.execute(f'SET search_path = "{pg.schema}"')
+        conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        name, sql = POSTGRES[0]
+        for statement in sql.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO migrations VALUES (%s, 0)", (name,))
+        conn.execute("INSERT INTO runs (id, name, status, command, cwd, host, \"user\", started_at) "
+                     "VALUES (%s, 'old', 'exited', '[\"true\"]', '/', 'h', 'u', 1)", (A,))
+    with Store() as store:
+        assert store.applied_migrations() == [n for n, _ in POSTGRES]
+        row = store.get_run(A)
+    assert row["name"] == "old" and row["command"] == ["true"] and row["revoked_at"] is None
+
+
+def _append(store, run_id, rtype, data=None):
+    from agentsess.core.receipts import recording
+
+    return recording.record(store, run_id, rtype, data or {})
+
+
+def test_postgres_mirrors_every_receipt_and_refuses_a_forked_chain(pg):
+    with Store() as store:
+        store.insert_run(_row(A))
+        streams.create_stream(A)
+        for i in range(3):
+            _append(store, A, "note", {"i": i})
+        lines = store.mirrored(A)
+        with open(streams.paths.receipts_file(A), "rb") as fh:
+            assert fh.read() == b"".join(lines)
+        assert store.get_run(A)["chain_count"] == 3
+        # another machine claims seq 3 first: the database holds one record per (run, seq)
+        forged = dict(json.loads(lines[-1]), seq=3, prev=json.loads(lines[-1])["hash"], data={"forged": 1})
+        forged["hash"] = streams.record_hash(forged)
+        pg.query("INSERT INTO receipts (run_id, seq, type, ts, hash, line, host) VALUES (%s, 3, 'note', %s, %s, %s, 'evil')",
+                 (A, forged["ts"], forged["hash"], streams.canonical(forged).decode()))
+        with pytest.raises(streams.ReceiptError) as err:
+            _append(store, A, "note", {"i": 3})
+        assert "forked" in err.value.message
+        with pytest.raises(Exception) as dup:
+            pg.query("INSERT INTO receipts (run_id, seq, type, ts, hash, line, host) VALUES (%s, 0, 'x', 'x', 'x', 'x', 'x')", (A,))
+        assert "duplicate key" in str(dup.value)
+
+
+def test_postgres_catches_a_lagging_mirror_up_from_the_local_stream(pg):
+    with Store() as store:
+        store.insert_run(_row(A))
+        streams.create_stream(A)
+        _append(store, A, "note", {"i": 0})
+        streams.append(A, "note", {"i": 1})  # written while the store was out of reach
+        streams.append(A, "note", {"i": 2})
+        assert store.mirrored_count(A) == 1
+        _append(store, A, "note", {"i": 3})
+        assert store.mirrored_count(A) == 4 and store.get_run(A)["chain_count"] == 4
+        with open(streams.paths.receipts_file(A), "rb") as fh:
+            assert fh.read() == b"".join(store.mirrored(A))
+
+
+def test_the_choice_of_store(monkeypatch, tmp_path):
+    monkeypatch.delenv("AGENTSESS_STORE", raising=False)
+    assert store_url() is None
+    write_config('store = "postgresql://fleet@db.example/agentsess"\n')
+    assert store_url() == "postgresql://fleet@db.example/agentsess"
+    monkeypatch.setenv("AGENTSESS_STORE", "")  # the variable wins: empty means this machine's file
+    assert store_url() is None
+    monkeypatch.setenv("AGENTSESS_STORE", "sqlite")
+    assert store_url() is None
+    monkeypatch.setenv("AGENTSESS_STORE", "mysql://x")
+    with pytest.raises(AgentsessError) as err:
+        store_url()
+    assert err.value.exit_code == 2 and "postgresql://" in err.value.message
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://fleet:hunter2-secret@127.0.0.1:9/agentsess",
+    "postgres://fleet:hunter2-secret@127.0.0.1:9/agentsess",
+    "postgresql://fleet@127.0.0.1:9/agentsess?password=hunter2-secret",
+    "host=127.0.0.1 port=9 password=hunter2-secret",
+])
+def test_a_password_in_the_url_is_refused_and_never_shown(cli, url, monkeypatch):
+    monkeypatch.setenv("AGENTSESS_STORE", url if url.startswith("postgres") else "postgresql://x@127.0.0.1:9/db")
+    if not url.startswith("postgres"):
+        from agentsess.edges.store.postgres import Target
+
+        with pytest.raises(AgentsessError) as err:
+            Target("postgresql://x@127.0.0.1:9/db?" + url.replace(" ", "&"))
+        assert "hunter2" not in err.value.message
+        return
+    out = cli("runs", env={"AGENTSESS_STORE": url})
+    assert out.returncode == 2, out.stderr
+    assert b"password in clear" in out.stderr and b"hunter2" not in out.stderr + out.stdout
+    assert out.stderr.count(b"\n") == 1 and out.stderr.startswith(b"agentsess: error: ")
+
+
+def test_a_password_in_the_config_is_refused_and_never_shown(cli, monkeypatch):
+    monkeypatch.delenv("AGENTSESS_STORE", raising=False)
+    write_config('store = "postgresql://fleet:hunter2-secret@127.0.0.1:9/agentsess"\n')
+    out = cli("runs")
+    assert out.returncode == 2 and b"password in clear" in out.stderr and b"hunter2" not in out.stderr
+    write_config('store = 42\n')
+    out = cli("config", "show")
+    assert out.returncode == 2 and b"store" in out.stderr
+
+
+def test_the_password_from_the_keyring_works_and_a_wrong_one_is_masked(cli, tmp_path):
+    base = dsn()
+    db = Database(tmp_path)
+    env = {"AGENTSESS_STORE": db.url, "PGPASSFILE": str(tmp_path / "none")}
+    try:
+        out = cli("runs", env=env)
+        assert out.returncode == 4 and b"cannot connect" in out.stderr, out.stderr
+        wrong = "Wr0ng-" + "p4ss" * 4
+        assert cli("secret", "set", "store-password", input=wrong.encode(), env=env).returncode == 0
+        out = cli("runs", env=env)
+        assert out.returncode == 4 and wrong.encode() not in out.stderr and b"password" in out.stderr
+        assert out.stderr.count(b"\n") == 1
+        assert cli("secret", "set", "store-password", input=password().encode(), env=env).returncode == 0
+        out = cli("runs", env=env)
+        assert out.returncode == 0, out.stderr
+        assert base  # the server is the shared one
+    finally:
+        db.drop()
+
+
+def test_an_unreachable_store_is_a_one_line_state_error(cli):
+    out = cli("runs", env={"AGENTSESS_STORE": "postgresql://fleet@127.0.0.1:1/agentsess"})
+    assert out.returncode == 4 and out.stderr.startswith(b"agentsess: error: cannot connect to the store")
+    assert out.stderr.count(b"\n") == 1
+
+
+def test_masking_of_passwords_in_messages():
+    from agentsess.edges.store.postgres import mask
+
+    assert mask("x password=abc y", ()) == "x password=*** y"
+    assert mask("postgresql://u:abc@h/db", ()) == "postgresql://u:***@h/db"
+    assert mask("it was s3cr3t!", ("s3cr3t!",)) == "it was ***"
+    assert mask("PASSWORD = 'a b' z", ()) == "PASSWORD = *** z"
+
+
+def test_sqlite_paths_never_import_psycopg(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "AGENTSESS_STORE"}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentsess", "run", "--no-pty", "--", "true"],
+                         env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert b"psycopg" not in out.stderr and b"agentsess.edges.store.sqlite" in out.stderr
+    assert b"agentsess.edges.store.watcher" not in out.stderr
+
+
+def test_a_watcher_sees_a_revocation_from_another_connection(pg):
+    from agentsess.edges.store.watcher import RevocationWatcher
+
+    with Store() as store:
+        store.insert_run(_row(A))
+        woke = threading.Event()
+        watcher = RevocationWatcher(store.target, [A], on_change=woke.set).start()
+        try:
+            assert not woke.wait(1.0) and watcher.revoked is None and watcher.reads >= 1
+            with Store() as other:
+                other.mark_revoked({A: "direct"}, 5.0, "them@there", "why")
+            assert woke.wait(5.0)
+            assert watcher.revoked["cause"] == "direct" and watcher.revoked["revoked_by"] == "them@there"
+            import select
+
+            assert select.select([watcher.fileno()], [], [], 0)[0]
+        finally:
+            watcher.stop()
+
+
+def test_schema_urls_keep_stores_apart(tmp_path, monkeypatch):
+    one, two = Database(tmp_path), Database(tmp_path)
+    monkeypatch.setenv("PGPASSFILE", one.passfile)
+    try:
+        with Store(url=one.url) as a, Store(url=two.url) as b:
+            a.insert_run(_row(A))
+            assert b.get_run(A) is None and a.get_run(A)["id"] == A
+    finally:
+        one.drop()
+        two.drop()
+    assert schema_url("postgresql://h/db", "s").endswith("options=-csearch_path%3Ds")
