@@ -13,7 +13,7 @@ def verify(
 ) -> None:
     """Recompute receipt chains, seals and output digests; exit 1 if any run fails."""
     from agentsess.core.runs.abandonment import reap_abandoned
-    from agentsess.core.receipts.verify import verify_run
+    from agentsess.core.receipts.mirror import verify as verify_run
     from agentsess.edges.store import Store
 
     if bool(run) == all_runs:
@@ -21,7 +21,7 @@ def verify(
     with Store() as store:
         reap_abandoned(store)
         rows = store.list_runs() if all_runs else [store.get_run(store.resolve(run))]
-        results = [verify_run(row).as_dict() for row in rows]
+        results = [verify_run(store, row) for row in rows]
     if as_json:
         render.print_json(results)
     else:
@@ -37,6 +37,8 @@ def verify(
             if r["time_range"]:
                 line.append(f", {render.short_time(r['time_range'][0])} → {render.short_time(r['time_range'][1])}")
             line.append(", sealed" if r["sealed"] else ", unsealed")
+            if r.get("mirror") == "agrees":
+                line.append(", from the store's mirror" if r["source"] == "mirror" else ", mirror agrees")
             if r["failure"]:
                 line.append(f"\n      {r['failure']}", style="red")
             out.print(line)

@@ -31,7 +31,7 @@ def export(
         def write(fh):
             if fmt == "asciicast":
                 return exporter.asciicast(run_id, fh, store=store)
-            return exporter.jsonl(run_id, fh)
+            return exporter.jsonl(run_id, fh, store=store)
 
         if output is None or output == "-":
             out = sys.stdout.buffer

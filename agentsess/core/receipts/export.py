@@ -119,6 +119,15 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
     row = _row(run_id, store)
     folder = paths.run_dir(run_id)
     output_path = os.path.join(folder, "output.log")
+    if not os.path.exists(output_path) and getattr(store, "shared", False) and row.get("host"):
+        from agentsess.edges import host
+
+        if row["host"] != host.hostname():
+            raise AgentsessError(
+                f"run {run_id}'s output log is on {row['host']}, where it ran; the store holds only its "
+                f"receipts: `agentsess export {run_id} --format jsonl` works from here",
+                USAGE,
+            )
     timing_path = os.path.join(folder, "timing.log")
     header = asciicast_header(row, _first_size(timing_path), term)
     out.write(_line(header))
@@ -130,6 +139,16 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
     return counts
 
 
-def jsonl(run_id: str, out) -> int:
-    """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size."""
+def jsonl(run_id: str, out, store=None) -> int:
+    """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size.
+
+    A run whose stream is on another machine is exported from a shared store's mirror (the
+    same bytes: the mirror keeps each record's canonical line).
+    """
+    if store is not None and getattr(store, "shared", False) and not os.path.exists(paths.receipts_file(run_id)):
+        lines = store.mirrored(run_id)
+        if lines:
+            for line in lines:
+                out.write(line)
+            return sum(map(len, lines))
     return streams.copy_stream(run_id, out)

@@ -99,15 +99,20 @@ def _check_output(result: Integrity, row: dict, seal: dict | None) -> None:
         result.fail(f"the output log does not match its recorded digest ({size} bytes on disk)")
 
 
-def verify_run(row: dict, check_output: bool = True) -> Integrity:
+def verify_run(row: dict, check_output: bool = True, lines=None) -> Integrity:
+    """``lines``: the stream's raw lines from elsewhere (a shared store's mirror) instead of the file."""
     result = Integrity(row["id"])
-    path = paths.receipts_file(row["id"])
-    if not os.path.exists(path):
-        return result.fail("the receipt stream is missing")
+    if lines is None:
+        path = paths.receipts_file(row["id"])
+        if not os.path.exists(path):
+            return result.fail("the receipt stream is missing")
+        numbered = streams.read(row["id"])
+    else:
+        numbered = enumerate(lines, 1)
     prev = None
     seal = None
     expected_seq = 0
-    for number, line in streams.read(row["id"]):
+    for number, line in numbered:
         try:
             rec = json.loads(line)
             seq = rec["seq"]

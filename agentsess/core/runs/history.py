@@ -60,11 +60,11 @@ LIST_COLUMNS = (
 )
 
 
-def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=None) -> list[dict]:
+def list_runs(store, status=None, name=None, since=None, parent_id=None, limit=None, host=None) -> list[dict]:
     from agentsess.core.runs.abandonment import reap_abandoned
 
     reap_abandoned(store)
-    rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
+    rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS, host=host)
     return [run_object(r) for r in rows]
 
 
@@ -87,14 +87,15 @@ def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool 
     """
     from agentsess.core.runs.abandonment import reap_abandoned
     from agentsess.edges import paths
-    from agentsess.edges import streams
     from agentsess.edges.outputlog import tail_lines
 
     reap_abandoned(store)
     run_id = store.resolve(ref)
     row = store.get_run(run_id)
     out = run_object(row)
-    records = streams.load(run_id)
+    from agentsess.core.receipts import mirror
+
+    records, _ = mirror.records(store, run_id)  # a shared store's mirror when not on this machine
     out["credential"] = {
         "state": credential_state(row),
         "scopes": row.get("scopes") or [],
@@ -120,14 +121,14 @@ def show_run(store, ref: str, with_output_lines: int = 20, with_integrity: bool 
     out["output_sha256"] = row.get("output_sha256")
     out["children"] = tree(store, run_id)
     out["receipts"] = records
-    out["integrity"] = integrity(row) if with_integrity else None
+    out["integrity"] = integrity(row, store) if with_integrity else None
     out["output_tail"] = tail_lines(paths.output_log(run_id), with_output_lines).decode("utf-8", "replace")
     return out
 
 
 def integrity(row_or_id, store=None) -> dict:
     """The run's verification summary (see `agentsess verify`), from its row or its id."""
-    from agentsess.core.receipts.verify import verify_run
+    from agentsess.core.receipts import mirror
 
     row = store.get_run(row_or_id) if isinstance(row_or_id, str) else row_or_id
-    return verify_run(row).as_dict()
+    return mirror.verify(store, row)
