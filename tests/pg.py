@@ -40,7 +40,7 @@ def schema_url(base: str, schema: str) -> str:
 def write_passfile(path, base: str) -> str:
     """A 0600 PGPASSFILE for the server behind ``base``; returns its path."""
     parts = urllib.parse.urlsplit(base)
-    line = f"{parts.hostname}:{parts.port or 5432}:*:{parts.username}:{password()}\n"
+    line = f"{parts.hostname}:*:*:{parts.username}:{password()}\n"  # any port: relays too
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(line)

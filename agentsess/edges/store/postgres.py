@@ -16,6 +16,7 @@ unreachable) is caught up from the local stream at the next receipt or by :meth:
 """
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,10 @@ CONNECT_DEFAULTS = {
 }
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
+
+
+class StoreUnreachable(AgentsessError):
+    """The shared store could not be reached (connection refused, cut, timed out)."""
 
 
 def import_psycopg():
@@ -105,8 +110,10 @@ class Target:
             raise self.error("cannot connect to", exc) from None
 
     def error(self, what: str, exc: BaseException) -> AgentsessError:
+        psycopg = import_psycopg()
         text = " ".join(str(exc).split()) or type(exc).__name__
-        return AgentsessError(f"{what} the store {self.label}: {mask(text, self.secrets)}", STATE)
+        kind = StoreUnreachable if isinstance(exc, psycopg.OperationalError) else AgentsessError
+        return kind(f"{what} the store {self.label}: {mask(text, self.secrets)}", STATE)
 
 
 def _keyring_password() -> str | None:
@@ -158,6 +165,9 @@ class PostgresStore(Store):
         self._in_transaction = False
         self._mirror_lag: set[str] = set()
         self.watched: dict = {}  # run id -> FleetWatch: the live runs this process supervises
+        self.supervised: set[str] = set()  # runs whose writes are held back while unreachable
+        self._cache: dict[str, dict] = {}  # those runs' rows as this process last knew them
+        self._held: dict[str, list] = {}  # their writes made while the store was unreachable
         try:
             row = self.db.execute("SELECT count(*) AS n FROM migrations").fetchone()
             current = row is not None and row["n"] == len(POSTGRES)
@@ -167,8 +177,12 @@ class PostgresStore(Store):
             raise self.target.error("cannot read", exc) from None
         if not current:
             self._migrate()
+        if os.path.isdir(_pending_dir()):
+            self._replay_pending()
 
     def close(self) -> None:
+        if self._held or self._mirror_lag:
+            self._flush_or_keep()
         try:
             self.db.close()
         except self.psycopg.Error:
@@ -209,8 +223,152 @@ class PostgresStore(Store):
         self._reconnect_if_broken()
         try:
             return self.db.execute(_sql(sql), tuple(args))  # type: ignore[call-overload]
+        except self.psycopg.OperationalError as exc:
+            if self._in_transaction or not self.db.closed:
+                raise self.target.error("a query failed on", exc) from None
         except self.psycopg.Error as exc:
             raise self.target.error("a query failed on", exc) from None
+        # the connection broke (a server restart, a cut): once more on a new one
+        self.db = self.target.connect()
+        try:
+            return self.db.execute(_sql(sql), tuple(args))  # type: ignore[call-overload]
+        except self.psycopg.Error as exc:
+            raise self.target.error("a query failed on", exc) from None
+
+    # -- a supervisor's writes while the store is unreachable --------------------------------
+    #
+    # A supervised run goes on when the shared store is out of reach (on_store_unreachable =
+    # keep, or until stop takes effect): the writes to its own row are held and applied to
+    # this process's copy of the row, so the run can still end, write run.exited and seal.
+    # They reach the store at close(), or, if it is still unreachable, are kept in
+    # <data root>/store-pending/ and applied by the next agentsess command that opens it.
+
+    def supervise(self, run_id: str) -> None:
+        self.supervised.add(run_id)
+        if run_id not in self._cache:
+            row = super().get_run(run_id)
+            if row is not None:
+                self._cache[run_id] = row
+
+    def _offline(self, run_id: str) -> bool:
+        """Writes for this run are held: some already are, or its watcher misses the store."""
+        if self._held.get(run_id):
+            return True
+        watch = self.watched.get(run_id)
+        return watch is not None and watch.watcher.unreachable_for() > 0
+
+    def _hold(self, run_id: str, op: list) -> bool:
+        self._held.setdefault(run_id, []).append(op)
+        return _apply(self._cache.setdefault(run_id, {"id": run_id}), op)
+
+    def insert_run(self, row: dict) -> None:
+        super().insert_run(row)
+        self._cache[row["id"]] = json.loads(json.dumps(row))
+
+    def update_run(self, run_id: str, **fields) -> None:
+        op = ["update", fields]
+        if run_id in self.supervised:
+            if self._offline(run_id):
+                self._hold(run_id, op)
+                return
+            try:
+                super().update_run(run_id, **fields)
+            except StoreUnreachable:
+                self._hold(run_id, op)
+                return
+        else:
+            super().update_run(run_id, **fields)
+        if run_id in self._cache:
+            _apply(self._cache[run_id], op)
+
+    def set_status_if(self, run_id: str, expected: str, **fields) -> bool:
+        op = ["status_if", expected, fields]
+        if run_id in self.supervised:
+            if self._offline(run_id):
+                return self._hold(run_id, op)
+            try:
+                done = super().set_status_if(run_id, expected, **fields)
+            except StoreUnreachable:
+                return self._hold(run_id, op)
+        else:
+            done = super().set_status_if(run_id, expected, **fields)
+        if done and run_id in self._cache:
+            _apply(self._cache[run_id], op)
+        return done
+
+    def get_run(self, run_id: str) -> dict | None:
+        if run_id in self.supervised:
+            if self._offline(run_id) and run_id in self._cache:
+                return dict(self._cache[run_id])
+            try:
+                row = super().get_run(run_id)
+            except StoreUnreachable:
+                if run_id in self._cache:
+                    return dict(self._cache[run_id])
+                raise
+            if row is not None:
+                self._cache[run_id] = dict(row)
+            return row
+        return super().get_run(run_id)
+
+    def _flush(self) -> None:
+        """Apply the held writes and catch the mirrors up; raises StoreUnreachable if it cannot."""
+        from agentsess.edges.streams import ReceiptError
+
+        for run_id in list(self._held):
+            for op in self._held[run_id]:
+                _replay(self, op, run_id)
+            del self._held[run_id]
+        for run_id in list(self._mirror_lag):
+            try:
+                self.sync_mirror(run_id)
+            except (ReceiptError, FileNotFoundError):
+                self._mirror_lag.discard(run_id)
+
+    def _flush_or_keep(self) -> None:
+        from agentsess.edges import paths
+
+        try:
+            self._flush()
+            return
+        except StoreUnreachable:
+            pass
+        folder = paths.ensure_dir(_pending_dir())
+        for run_id in set(self._held) | self._mirror_lag:
+            ops = self._held.get(run_id, [])
+            path = os.path.join(folder, f"{run_id}.json")
+            try:
+                with open(path, "rb") as fh:
+                    ops = json.load(fh)["ops"] + ops
+            except (OSError, ValueError, KeyError):
+                pass
+            paths.write_private(path, json.dumps({"run": run_id, "ops": ops}).encode())
+            _notice(f"the shared store {self.location} is unreachable: what run {run_id} wrote meanwhile "
+                    "is kept on this machine and reaches the store with the next agentsess command here")
+        self._held.clear()
+        self._mirror_lag.clear()
+
+    def _replay_pending(self) -> None:
+        from agentsess.edges.streams import ReceiptError
+
+        folder = _pending_dir()
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            try:
+                with open(path, "rb") as fh:
+                    doc = json.load(fh)
+                run_id = doc["run"]
+                for op in doc["ops"]:
+                    _replay(self, op, run_id)
+                try:
+                    self.sync_mirror(run_id)
+                except (ReceiptError, FileNotFoundError):
+                    pass
+                os.unlink(path)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            except StoreUnreachable:
+                return
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -250,6 +408,9 @@ class PostgresStore(Store):
         """
         from agentsess.edges import host
 
+        if run_id in self.supervised and self._offline(run_id):
+            self._mirror_lag.add(run_id)
+            return
         line = _line(rec)
         seq = rec["seq"]
         sql = (
@@ -328,6 +489,39 @@ class PostgresStore(Store):
         from agentsess.edges.store.watcher import FleetWatch
 
         return FleetWatch(self, run_id, profile, wake)
+
+
+def _pending_dir() -> str:
+    from agentsess.edges import paths
+
+    return os.path.join(paths.data_root(), "store-pending")
+
+
+def _apply(row: dict, op: list) -> bool:
+    """Apply a held write to a cached row; for status_if, whether it applied."""
+    if op[0] == "update":
+        row.update(op[1])
+        return True
+    if op[0] == "status_if":
+        if row.get("status") != op[1]:
+            return False
+        row.update(op[2])
+        return True
+    return False
+
+
+def _replay(store: "PostgresStore", op: list, run_id: str) -> None:
+    if op[0] == "update":
+        Store.update_run(store, run_id, **op[1])
+    elif op[0] == "status_if":
+        Store.set_status_if(store, run_id, op[1], **op[2])
+
+
+def _notice(text: str) -> None:
+    try:
+        os.write(2, f"agentsess: {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
 
 
 def _line(rec: dict) -> str:

@@ -159,6 +159,7 @@ class FleetWatch:
         self.warned = False
         self.acted = False
         self.recorded_outages = 0
+        store.supervise(run_id)
         ids = [run_id] + store.ancestors(run_id)
         self.watcher = RevocationWatcher(store.target, ids, on_change=wake)
         store.watched[run_id] = self
