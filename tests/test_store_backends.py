@@ -273,3 +273,45 @@ def test_schema_urls_keep_stores_apart(tmp_path, monkeypatch):
         one.drop()
         two.drop()
     assert schema_url("postgresql://h/db", "s").endswith("options=-csearch_path%3Ds")
+
+
+def test_the_postgresql_store_never_imports_psycopg_either(pg):
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentsess", "run", "--no-pty", "--", "true"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert b"agentsess.edges.store.libpq" in out.stderr and b"psycopg " not in out.stderr
+    assert b"| psycopg\n" not in out.stderr and b"asyncio" not in out.stderr
+
+
+def test_libpq_is_found_in_psycopg_binary_when_the_system_has_none():
+    import ctypes
+
+    from agentsess.edges.store import libpq
+
+    bundled = [c for c in libpq._candidates() if "psycopg_binary.libs" in c]
+    if not bundled:
+        pytest.skip("psycopg[binary] is not installed: no bundled libpq to find")
+    so = ctypes.CDLL(bundled[0])
+    assert so.PQlibVersion() >= 100000
+
+
+def test_libpq_parameters_and_results_round_trip(pg):
+    from agentsess.edges.store import libpq
+    from agentsess.edges.store.postgres import Target
+
+    with Target(pg.url).connect() as conn:
+        row = conn.execute(
+            "SELECT $1::bigint + 1 AS i, $2 AS t, $3::float8 AS f, $4::bool AS b, $5::text AS n, "
+            "$6 = ANY($7) AS member",
+            (2**40, "quote ' \" \\ é \u2028", 0.1, True, None, 'a"b', ["x", 'a"b', "c\\d"]),
+        ).fetchone()
+        assert row == {"i": 2**40 + 1, "t": "quote ' \" \\ é \u2028", "f": 0.1, "b": True, "n": None,
+                       "member": True}
+        with pytest.raises(libpq.Error) as err:
+            conn.execute("SELECT * FROM no_such_table")
+        assert err.value.sqlstate == libpq.UNDEFINED_TABLE and not conn.closed
+        with pytest.raises(libpq.Error):
+            with conn.transaction():
+                conn.execute("CREATE TEMP TABLE t (x int)")
+                conn.execute("SELECT 1/0")
+        assert conn.execute("SELECT to_regclass('pg_temp.t') AS r").fetchone()["r"] is None  # rolled back

@@ -1,7 +1,9 @@
 """The PostgreSQL backend: one store shared by a fleet of machines.
 
-Selected by ``AGENTSESS_STORE=postgresql://…`` (or the config's ``store``); psycopg 3 is
-imported only here (``pip install 'agentsess[postgres]'``). The tables live in the schema
+Selected by ``AGENTSESS_STORE=postgresql://…`` (or the config's ``store``). It speaks to
+the server through libpq (:mod:`.libpq`: the system's, or the one ``pip install
+'agentsess[postgres]'`` brings with psycopg[binary]); nothing here is imported for SQLite.
+The tables live in the schema
 ``agentsess`` unless the URL's ``options`` sets a ``search_path``.
 
 The password never comes from the URL: it is the keyring secret ``store-password``
@@ -18,6 +20,7 @@ unreachable) is caught up from the local stream at the next receipt or by :meth:
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,28 +50,29 @@ class StoreUnreachable(AgentsessError):
     """The shared store could not be reached (connection refused, cut, timed out)."""
 
 
-def import_psycopg():
+def driver():
+    """libpq through ctypes (see :mod:`.libpq`); a one-line error when none is installed."""
+    from agentsess.edges.store import libpq
+
     try:
-        import psycopg
-    except ImportError:
+        libpq.lib()
+    except libpq.Unavailable:
         raise AgentsessError(
-            "the store is a postgresql:// URL but psycopg is not installed; "
-            "install it with `pip install 'agentsess[postgres]'`",
+            "the store is a postgresql:// URL but libpq is not installed; install it with "
+            "`pip install 'agentsess[postgres]'` (psycopg[binary] ships one) or `apt-get install libpq5`",
             STATE,
         ) from None
-    return psycopg
+    return libpq
 
 
 class Target:
     """Where the shared store is: the connection parameters, the schema, and what to mask."""
 
-    def __init__(self, url: str):
-        psycopg = import_psycopg()
-        from psycopg.conninfo import conninfo_to_dict
-
+    def __init__(self, url: str, password: str | None = None):
+        pq = driver()
         try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
+            params = pq.parse_conninfo(url)
+        except pq.Error as exc:
             raise AgentsessError(f"the store URL is not a valid postgresql:// URL: {mask(str(exc), ())}", USAGE) from None
         if params.get("password"):
             raise AgentsessError(
@@ -78,7 +82,6 @@ class Target:
             )
         params.pop("password", None)
         secrets: list[str] = []
-        password = _keyring_password()
         if password:
             params["password"] = password
             secrets.append(password)
@@ -99,20 +102,18 @@ class Target:
             port=shown.get("port", "5432"), dbname=shown.get("dbname", ""),
         )
 
-    def connect(self, autocommit: bool = True, **overrides):
-        psycopg = import_psycopg()
-        from psycopg.rows import dict_row
-
-        params = {**self.params, **overrides}
+    def connect(self, **overrides):
+        """A new connection (libpq's: every statement commits unless inside BEGIN … COMMIT)."""
+        pq = driver()
         try:
-            return psycopg.connect(autocommit=autocommit, row_factory=dict_row, **params)
-        except psycopg.Error as exc:
+            return pq.Connection({**self.params, **overrides})
+        except pq.Error as exc:
             raise self.error("cannot connect to", exc) from None
 
     def error(self, what: str, exc: BaseException) -> AgentsessError:
-        psycopg = import_psycopg()
+        pq = driver()
         text = " ".join(str(exc).split()) or type(exc).__name__
-        kind = StoreUnreachable if isinstance(exc, psycopg.OperationalError) else AgentsessError
+        kind = StoreUnreachable if isinstance(exc, pq.OperationalError) else AgentsessError
         return kind(f"{what} the store {self.label}: {mask(text, self.secrets)}", STATE)
 
 
@@ -138,10 +139,12 @@ _MARKS: dict[str, str] = {}
 
 
 def _sql(sql: str) -> str:
-    """``?`` placeholders (the shared SQL's) as psycopg's ``%s``."""
+    """``?`` placeholders (the shared SQL's) as PostgreSQL's ``$1``, ``$2``, …"""
     out = _MARKS.get(sql)
     if out is None:
-        out = _MARKS[sql] = sql.replace("%", "%%").replace("?", "%s")
+        parts = sql.split("?")
+        out = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+        _MARKS[sql] = out
     return out
 
 
@@ -158,35 +161,82 @@ class PostgresStore(Store):
         if url is None:
             raise AgentsessError("no postgresql:// store is configured (AGENTSESS_STORE)", USAGE)
         self.url = url
-        self.target = Target(url)
-        self.location = self.target.label
-        self.psycopg = import_psycopg()
-        self.db = self.target.connect()
+        self.pq = driver()
         self._in_transaction = False
         self._mirror_lag: set[str] = set()
         self.watched: dict = {}  # run id -> FleetWatch: the live runs this process supervises
         self.supervised: set[str] = set()  # runs whose writes are held back while unreachable
         self._cache: dict[str, dict] = {}  # those runs' rows as this process last knew them
         self._held: dict[str, list] = {}  # their writes made while the store was unreachable
+        # libpq's dlopen, the TCP connection and its authentication (SCRAM) take ~20 ms: they
+        # happen in a thread while the caller goes on (a run plans and mints meanwhile); the
+        # first query waits for them. The keyring is read here, in the caller's thread.
+        self._target: Target | None = None
+        self._db: Any = None
+        self._current = False
+        self._open_error: BaseException | None = None
+        self._opener: threading.Thread | None = threading.Thread(
+            target=self._open, args=(url, _keyring_password()), name="agentsess-store-open", daemon=True
+        )
+        self._opener.start()
+
+    def _open(self, url: str, password: str | None) -> None:
         try:
-            row = self.db.execute("SELECT count(*) AS n FROM migrations").fetchone()
-            current = row is not None and row["n"] == len(POSTGRES)
-        except self.psycopg.errors.UndefinedTable:
-            current = False
-        except self.psycopg.Error as exc:
-            raise self.target.error("cannot read", exc) from None
-        if not current:
+            target = Target(url, password)
+            db = target.connect()
+            try:
+                row = db.execute("SELECT count(*) AS n FROM migrations").fetchone()
+                self._current = row is not None and row["n"] == len(POSTGRES)
+            except self.pq.Error as exc:
+                if exc.sqlstate != self.pq.UNDEFINED_TABLE:
+                    db.close()
+                    raise target.error("cannot read", exc) from None
+            self._target, self._db = target, db
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by _ready
+            self._open_error = exc
+
+    def _ready(self) -> None:
+        opener = self._opener
+        if opener is None:
+            return
+        opener.join()
+        self._opener = None
+        if self._open_error is not None:
+            raise self._open_error
+        if not self._current:
             self._migrate()
         if os.path.isdir(_pending_dir()):
             self._replay_pending()
 
+    @property
+    def db(self) -> Any:
+        self._ready()
+        return self._db
+
+    @db.setter
+    def db(self, value: Any) -> None:
+        self._db = value
+
+    @property
+    def target(self) -> "Target":
+        self._ready()
+        assert self._target is not None
+        return self._target
+
+    @property
+    def location(self) -> str:  # type: ignore[override]
+        if self._target is not None:
+            return self._target.label
+        return mask(self.url, ())
+
     def close(self) -> None:
+        if self._opener is not None:
+            self._opener.join()
+            self._opener = None
         if self._held or self._mirror_lag:
             self._flush_or_keep()
-        try:
-            self.db.close()
-        except self.psycopg.Error:
-            pass
+        if self._db is not None:
+            self._db.close()
 
     # -- schema -------------------------------------------------------------------------
 
@@ -195,22 +245,22 @@ class PostgresStore(Store):
         try:
             for name, sql in POSTGRES:
                 with self.db.transaction():
-                    self.db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                    self.db.execute("SELECT pg_advisory_xact_lock($1)", (MIGRATION_LOCK,))
                     self.db.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                     self.db.execute(
                         "CREATE TABLE IF NOT EXISTS migrations "
                         "(name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
                     )
-                    if self.db.execute("SELECT 1 FROM migrations WHERE name = %s", (name,)).fetchone():
+                    if self.db.execute("SELECT 1 FROM migrations WHERE name = $1", (name,)).fetchone():
                         continue
                     for statement in sql.split(";"):
                         if statement.strip():
-                            self.db.execute(statement)  # type: ignore[call-overload]
+                            self.db.execute(statement)
                     self.db.execute(
-                        "INSERT INTO migrations (name, applied_at) VALUES (%s, extract(epoch FROM now()))",
+                        "INSERT INTO migrations (name, applied_at) VALUES ($1, extract(epoch FROM now()))",
                         (name,),
                     )
-        except self.psycopg.Error as exc:
+        except self.pq.Error as exc:
             raise self.target.error("cannot migrate", exc) from None
 
     # -- statements ---------------------------------------------------------------------
@@ -222,17 +272,17 @@ class PostgresStore(Store):
     def _exec(self, sql: str, args: Any = ()) -> Any:
         self._reconnect_if_broken()
         try:
-            return self.db.execute(_sql(sql), tuple(args))  # type: ignore[call-overload]
-        except self.psycopg.OperationalError as exc:
+            return self.db.execute(_sql(sql), tuple(args))
+        except self.pq.OperationalError as exc:
             if self._in_transaction or not self.db.closed:
                 raise self.target.error("a query failed on", exc) from None
-        except self.psycopg.Error as exc:
+        except self.pq.Error as exc:
             raise self.target.error("a query failed on", exc) from None
         # the connection broke (a server restart, a cut): once more on a new one
         self.db = self.target.connect()
         try:
-            return self.db.execute(_sql(sql), tuple(args))  # type: ignore[call-overload]
-        except self.psycopg.Error as exc:
+            return self.db.execute(_sql(sql), tuple(args))
+        except self.pq.Error as exc:
             raise self.target.error("a query failed on", exc) from None
 
     # -- a supervisor's writes while the store is unreachable --------------------------------
@@ -380,7 +430,7 @@ class PostgresStore(Store):
                     yield
                 finally:
                     self._in_transaction = False
-        except self.psycopg.Error as exc:
+        except self.pq.Error as exc:
             raise self.target.error("a transaction failed on", exc) from None
 
     def revocation(self, run_id: str) -> tuple[float | None, str | None]:
@@ -416,11 +466,11 @@ class PostgresStore(Store):
         sql = (
             "WITH ins AS ("
             " INSERT INTO receipts (run_id, seq, type, ts, hash, line, host)"
-            " SELECT %s, %s, %s, %s, %s, %s, %s"
-            " WHERE %s = 0 OR EXISTS (SELECT 1 FROM receipts WHERE run_id = %s AND seq = %s)"
+            " SELECT $1, $2, $3, $4, $5, $6, $7"
+            " WHERE $8 = 0 OR EXISTS (SELECT 1 FROM receipts WHERE run_id = $9 AND seq = $10)"
             " ON CONFLICT (run_id, seq) DO NOTHING RETURNING seq),"
-            " upd AS (UPDATE runs SET chain_head = %s, chain_count = %s"
-            " WHERE id = %s AND chain_count < %s AND EXISTS (SELECT 1 FROM ins) RETURNING id)"
+            " upd AS (UPDATE runs SET chain_head = $11, chain_count = $12"
+            " WHERE id = $13 AND chain_count < $14 AND EXISTS (SELECT 1 FROM ins) RETURNING id)"
             " SELECT (SELECT count(*) FROM ins) AS inserted"
         )
         args = (run_id, seq, rec["type"], rec["ts"], rec["hash"], line, host.hostname(),
@@ -428,10 +478,10 @@ class PostgresStore(Store):
         try:
             self._reconnect_if_broken()
             inserted = self.db.execute(sql, args).fetchone()["inserted"]
-        except (self.psycopg.OperationalError, AgentsessError):
+        except (self.pq.OperationalError, AgentsessError):
             self._mirror_lag.add(run_id)
             return
-        except self.psycopg.Error as exc:
+        except self.pq.Error as exc:
             raise self.target.error("cannot mirror a receipt to", exc) from None
         if inserted:
             return

@@ -17,6 +17,7 @@ run from the watcher's state, without a query, so the supervisor never blocks on
 """
 
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class RevocationWatcher:
         self.reads = 0
         self._stop = threading.Event()
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._main, name="agentsess-fleet-watch", daemon=True)
         self._conn = None
 
@@ -65,11 +67,20 @@ class RevocationWatcher:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """End the thread; ``wait=False`` does not wait for it (a supervisor about to exit: a
+        connect or a read stuck on a dead peer then dies with the process) and keeps the pipes
+        open, so that no number the thread still holds is reused."""
         self._stop.set()
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
         if self._thread.is_alive():
-            self._thread.join(3.0)
-        for fd in (self._r, self._w):
+            self._thread.join(1.0 if wait else 0.0)
+        if self._thread.is_alive():
+            return
+        for fd in (self._r, self._w, self._stop_r, self._stop_w):
             try:
                 os.close(fd)
             except OSError:
@@ -95,7 +106,7 @@ class RevocationWatcher:
 
     def _read(self, conn) -> None:
         rows = conn.execute(
-            "SELECT run_id, revoked_at, revoked_by, reason, cause FROM revocations WHERE run_id = ANY(%s)",
+            "SELECT run_id, revoked_at, revoked_by, reason, cause FROM revocations WHERE run_id = ANY($1)",
             (self.run_ids,),
         ).fetchall()
         self.reads += 1
@@ -120,14 +131,18 @@ class RevocationWatcher:
         while not self._stop.is_set():
             conn = None
             try:
-                conn = self._conn = self.target.connect(autocommit=True)
+                conn = self._conn = self.target.connect()
                 conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 self._read(conn)
                 self.connected = True
                 backoff = BACKOFF_FIRST
                 while not self._stop.is_set():
-                    for _ in conn.notifies(timeout=self.poll, stop_after=1):
-                        pass
+                    # a notification, the poll interval, or stop(): whichever comes first
+                    ready, _, _ = select.select([conn.fileno(), self._stop_r], [], [], self.poll)
+                    if self._stop_r in ready:
+                        break
+                    if ready:
+                        conn.notifies()  # any notification means: read the list now
                     self._read(conn)
             except Exception:  # noqa: BLE001 - any failure is an outage; the loop must live on
                 if self._stop.is_set():
@@ -143,7 +158,9 @@ class RevocationWatcher:
                         conn.close()
                     except Exception:  # noqa: BLE001, S110 - closing a broken connection
                         pass
-            self._stop.wait(backoff)
+            if self._stop.is_set():
+                break
+            select.select([self._stop_r], [], [], backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
 
@@ -160,7 +177,8 @@ class FleetWatch:
         self.acted = False
         self.recorded_outages = 0
         store.supervise(run_id)
-        ids = [run_id] + store.ancestors(run_id)
+        row = store.get_run(run_id) or {}
+        ids = [run_id] + (store.ancestors(run_id) if row.get("parent_id") else [])
         self.watcher = RevocationWatcher(store.target, ids, on_change=wake)
         store.watched[run_id] = self
 
@@ -170,7 +188,7 @@ class FleetWatch:
 
     def stop(self) -> None:
         self.store.watched.pop(self.run_id, None)
-        self.watcher.stop()
+        self.watcher.stop(wait=False)
 
     def fileno(self) -> int:
         return self.watcher.fileno()
