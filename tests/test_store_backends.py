@@ -315,3 +315,24 @@ def test_libpq_parameters_and_results_round_trip(pg):
                 conn.execute("CREATE TEMP TABLE t (x int)")
                 conn.execute("SELECT 1/0")
         assert conn.execute("SELECT to_regclass('pg_temp.t') AS r").fetchone()["r"] is None  # rolled back
+
+
+def test_without_libpq_the_error_says_what_to_install(pg, monkeypatch):
+    from agentsess.edges.store import libpq
+
+    monkeypatch.setattr(libpq, "_lib", None)
+    monkeypatch.setattr(libpq, "_candidates", lambda: ["/nonexistent/libpq.so.5"])
+    with pytest.raises(AgentsessError) as err:
+        with Store() as store:
+            store.count()
+    assert err.value.exit_code == 4 and "agentsess[postgres]" in err.value.message
+
+
+def test_doctor_names_the_shared_store_without_its_password(pg, cli):
+    assert cli("secret", "set", "store-password", input=password().encode()).returncode == 0
+    out = cli("doctor", "--json")
+    report = json.loads(out.stdout)
+    [store] = [c for c in report["checks"] if c["name"] == "store"]
+    assert store["level"] == "ok" and store["detail"].startswith("postgresql://agentsess@127.0.0.1:")
+    assert "0004_fleet" in store["detail"]
+    assert password().encode() not in out.stdout + out.stderr

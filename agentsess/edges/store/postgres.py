@@ -160,15 +160,17 @@ class PostgresStore(Store):
         url = url or store_url()
         if url is None:
             raise AgentsessError("no postgresql:// store is configured (AGENTSESS_STORE)", USAGE)
+        from agentsess.edges.store import libpq
+
         self.url = url
-        self.pq = driver()
+        self.pq = libpq  # loaded (dlopen) by the opening thread
         self._in_transaction = False
         self._mirror_lag: set[str] = set()
         self.watched: dict = {}  # run id -> FleetWatch: the live runs this process supervises
         self.supervised: set[str] = set()  # runs whose writes are held back while unreachable
         self._cache: dict[str, dict] = {}  # those runs' rows as this process last knew them
         self._held: dict[str, list] = {}  # their writes made while the store was unreachable
-        # libpq's dlopen, the TCP connection and its authentication (SCRAM) take ~20 ms: they
+        # libpq's dlopen, the TCP connection and its authentication (SCRAM) take ~15 ms: they
         # happen in a thread while the caller goes on (a run plans and mints meanwhile); the
         # first query waits for them. The keyring is read here, in the caller's thread.
         self._target: Target | None = None
@@ -299,6 +301,11 @@ class PostgresStore(Store):
             row = super().get_run(run_id)
             if row is not None:
                 self._cache[run_id] = row
+
+    def known_row(self, run_id: str) -> dict | None:
+        """The run's row as this process last wrote or read it (no query; may be stale)."""
+        row = self._cache.get(run_id)
+        return None if row is None else dict(row)
 
     def _offline(self, run_id: str) -> bool:
         """Writes for this run are held: some already are, or its watcher misses the store."""

@@ -177,7 +177,7 @@ class FleetWatch:
         self.acted = False
         self.recorded_outages = 0
         store.supervise(run_id)
-        row = store.get_run(run_id) or {}
+        row = store.known_row(run_id) or {}
         ids = [run_id] + (store.ancestors(run_id) if row.get("parent_id") else [])
         self.watcher = RevocationWatcher(store.target, ids, on_change=wake)
         store.watched[run_id] = self
