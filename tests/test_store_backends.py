@@ -171,6 +171,8 @@ def test_the_choice_of_store(monkeypatch, tmp_path):
     "postgresql://fleet:hunter2-secret@127.0.0.1:9/agentsess",
     "postgres://fleet:hunter2-secret@127.0.0.1:9/agentsess",
     "postgresql://fleet@127.0.0.1:9/agentsess?password=hunter2-secret",
+    "postgresql://fleet:%68unter2-secret@127.0.0.1:9/agentsess",
+    "postgresql://fleet@127.0.0.1:9/agentsess?sslmode=disable&PassWord=hunter2-secret",
     "host=127.0.0.1 port=9 password=hunter2-secret",
 ])
 def test_a_password_in_the_url_is_refused_and_never_shown(cli, url, monkeypatch):
@@ -184,7 +186,8 @@ def test_a_password_in_the_url_is_refused_and_never_shown(cli, url, monkeypatch)
         return
     out = cli("runs", env={"AGENTSESS_STORE": url})
     assert out.returncode == 2, out.stderr
-    assert b"password in clear" in out.stderr and b"hunter2" not in out.stderr + out.stdout
+    assert b"password in clear" in out.stderr or b"not a valid" in out.stderr
+    assert b"hunter2" not in out.stderr + out.stdout and b"unter2" not in out.stderr
     assert out.stderr.count(b"\n") == 1 and out.stderr.startswith(b"agentsess: error: ")
 
 
@@ -336,3 +339,32 @@ def test_doctor_names_the_shared_store_without_its_password(pg, cli):
     assert store["level"] == "ok" and store["detail"].startswith("postgresql://agentsess@127.0.0.1:")
     assert "0004_fleet" in store["detail"]
     assert password().encode() not in out.stdout + out.stderr
+
+
+def test_a_notification_alone_revokes_nothing(pg):
+    """Anyone who can reach the database can NOTIFY: a watcher only trusts the revocation list."""
+    from agentsess.edges.store.watcher import RevocationWatcher
+
+    with Store() as store:
+        store.insert_run(_row(A))
+        woke = threading.Event()
+        watcher = RevocationWatcher(store.target, [A], on_change=woke.set).start()
+        try:
+            wait = __import__("helpers").wait_for
+            wait(lambda: watcher.reads >= 1, 10, what="the first read")
+            before = watcher.reads
+            pg.query("SELECT pg_notify('agentsess_revoke', %s)", (A,))
+            wait(lambda: watcher.reads > before, 10, what="a re-read after the notification")
+            assert watcher.revoked is None and not woke.is_set()
+        finally:
+            watcher.stop()
+
+
+def test_the_child_never_sees_the_store_password(pg, cli):
+    secret = password()
+    assert cli("secret", "set", "store-password", input=secret.encode()).returncode == 0
+    out = cli("run", "--no-pty", "--", "env", env={"PGPASSWORD": secret, "PGPASSFILE": "/nonexistent"})
+    assert out.returncode == 0, out.stderr
+    assert secret.encode() not in out.stdout + out.stderr
+    env = dict(line.split("=", 1) for line in out.stdout.decode().splitlines() if "=" in line)
+    assert "PGPASSWORD" not in env and env["AGENTSESS_STORE"] == pg.url  # nested runs find the store

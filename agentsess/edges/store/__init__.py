@@ -14,9 +14,6 @@ each backend runs it through its own ``_exec``.
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from agentsess import ids
 from agentsess.errors import USAGE, AgentsessError
@@ -124,14 +121,13 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
-    def _exec(self, sql: str, args: Any = ()) -> Any:
+    def _exec(self, sql: str, args=()):
         """Run one statement; returns a cursor whose rows support ``row["column"]``."""
         raise NotImplementedError
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self):
+        """A context manager: one transaction (typing and contextlib stay off the run path)."""
         raise NotImplementedError
-        yield
 
     def applied_migrations(self) -> list[str]:
         return [r["name"] for r in self._exec("SELECT name FROM migrations ORDER BY name")]
@@ -388,6 +384,5 @@ class Store:
         )
         return [json.loads(r["line"]) for r in rows]
 
-    def watch_run(self, run_id: str, profile, wake) -> Any:
+    def watch_run(self, run_id: str, profile, wake):
         """A watcher of the shared store for a live run's supervisor (None for SQLite)."""
-        return None

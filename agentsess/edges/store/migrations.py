@@ -7,16 +7,13 @@ Statements are separated by ``;``. :data:`MIGRATIONS` is the SQLite list as ``(n
 pairs, :data:`POSTGRES` the PostgreSQL one; both name the same steps in the same order.
 """
 
-from typing import NamedTuple
+
+def Migration(name: str, sqlite: str, postgres: str) -> tuple[str, str, str]:
+    """One step: its name, its SQLite SQL, its PostgreSQL SQL (a plain tuple: no typing import)."""
+    return (name, sqlite, postgres)
 
 
-class Migration(NamedTuple):
-    name: str
-    sqlite: str
-    postgres: str
-
-
-MIGRATIONS_BY_BACKEND: list[Migration] = [
+MIGRATIONS_BY_BACKEND: list[tuple[str, str, str]] = [
     Migration(
         '0001_runs',
         """
@@ -181,5 +178,5 @@ MIGRATIONS_BY_BACKEND: list[Migration] = [
 ]
 
 # the SQLite list as (name, sql) pairs, as it has always been read
-MIGRATIONS: list[tuple[str, str]] = [(m.name, m.sqlite) for m in MIGRATIONS_BY_BACKEND]
-POSTGRES: list[tuple[str, str]] = [(m.name, m.postgres) for m in MIGRATIONS_BY_BACKEND]
+MIGRATIONS: list[tuple[str, str]] = [(name, lite) for name, lite, _ in MIGRATIONS_BY_BACKEND]
+POSTGRES: list[tuple[str, str]] = [(name, pg) for name, _, pg in MIGRATIONS_BY_BACKEND]

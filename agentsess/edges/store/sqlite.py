@@ -2,8 +2,6 @@
 
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from agentsess.edges import paths
 from agentsess.edges.store import Store
@@ -93,18 +91,30 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc) from exc
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception (no contextlib on the run path)."""
+
+    def __init__(self, store: SqliteStore):
+        self.store = store
+
+    def __enter__(self) -> None:
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.store.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from exc
+            raise _state_error(self.store.path, exc) from exc
+
+    def __exit__(self, kind, exc, tb) -> None:
+        db = self.store.db
+        if kind is not None:
+            db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _state_error(self.store.path, exc) from exc
+            return
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        try:
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise _state_error(self.path, exc) from exc
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise _state_error(self.store.path, err) from err
