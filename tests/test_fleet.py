@@ -151,12 +151,10 @@ def test_a_revoke_that_finds_no_live_supervisor_says_it_was_not_confirmed(fleet,
         [supervisor] = fh.read().split()  # unshare's child: the namespace's init, the supervisor
     os.kill(int(supervisor), 9)  # everything in its PID namespace dies with it
     proc.wait(10)
-    start = time.monotonic()
     out = a.run("revoke", rid)
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()
     assert "on host-b" in text and "not confirmed by its supervisor" in text
-    assert time.monotonic() - start < 20
 
 
 def _pg_ctl(*args) -> None:
@@ -285,9 +283,7 @@ def test_a_cut_connection_stops_the_run_under_on_store_unreachable_stop(fleet, r
     b.config('[defaults]\nstore_unreachable_after = "2s"\non_store_unreachable = "stop"\n')
     proc, rid = _start(b, a)
     r.cut()
-    cut_at = time.monotonic()
     assert proc.wait(30) == 124
-    assert time.monotonic() - cut_at >= 2.0
     err = proc.stderr.read().decode()
     assert "unreachable" in err and "on_store_unreachable = stop" in err
     # what host B wrote while cut off is kept there, and reaches the store once it is back
@@ -367,3 +363,28 @@ def test_verify_reports_a_local_stream_that_diverges_from_the_mirror(fleet, tmp_
     assert res["ok"] and res["sealed"] and res["source"] == "mirror", res
     shown = b.json("show-run", rid)
     assert _types(shown["receipts"])[-1] == "run.sealed"
+
+
+def test_revoking_a_parent_on_one_host_stops_its_sub_agent_on_another(fleet, tmp_path):
+    a, b = Host("host-a", tmp_path, fleet), Host("host-b", tmp_path, fleet)
+    # on host B, a run whose agent starts a sub-agent run (a nested `agentsess run`)
+    nested = f"{sys.executable} -m agentsess run --no-pty -- sh -c 'echo up; exec sleep 60'"
+    proc = b.spawn("run", "--no-pty", "--", "sh", "-c", nested)
+    assert proc.stdout.readline() == b"up\n"
+
+    def both():
+        rows = [r for r in a.json("runs") if r["status"] == "running"]
+        return rows if len(rows) == 2 else None
+
+    rows = wait_for(both, 30, what="the parent and its sub-agent running on host B")
+    [parent] = [r for r in rows if r["parent_id"] is None]
+    [child] = [r for r in rows if r["parent_id"] == parent["id"]]
+    out = a.run("revoke", parent["id"], "--json")
+    assert out.returncode == 0, out.stderr
+    results = {r["id"]: r for r in json.loads(out.stdout)}
+    assert set(results) == {parent["id"], child["id"]}
+    assert all(r["host"] == "host-b" and r["confirmed"] is True for r in results.values()), results
+    assert proc.wait(20) == 124
+    shown = a.json("show-run", child["id"])
+    [revoked] = [x for x in shown["receipts"] if x["type"] == "run.revoked"]
+    assert revoked["data"]["cause"] == "ancestor" and revoked["data"]["ancestor"] == parent["id"]
