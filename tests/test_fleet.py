@@ -198,6 +198,7 @@ class Relay:
         self.listener = self._listen(0)
         self.port = self.listener.getsockname()[1]
         self.open = True
+        self.frozen = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _listen(self, port: int) -> socket.socket:
@@ -214,6 +215,10 @@ class Relay:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.frozen:
+                with self.lock:
+                    self.conns.append(client)  # held open, never answered
+                continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
@@ -226,7 +231,9 @@ class Relay:
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         try:
             while True:
-                ready, _, _ = select.select([a, b], [], [], 1.0)
+                ready, _, _ = select.select([a, b], [], [], 0.2)
+                if self.frozen:
+                    continue  # bytes stay in the kernel's buffers: the peer hears nothing
                 for s in ready:
                     data = s.recv(65536)
                     if not data:
@@ -239,8 +246,13 @@ class Relay:
                 except OSError:
                     pass
 
+    def freeze(self) -> None:
+        """A silent partition: connections stay open, nothing passes, new ones hang."""
+        self.frozen = True
+
     def cut(self) -> None:
         self.open = False
+        self.frozen = False
         try:
             self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: close alone would not
         except OSError:
@@ -256,6 +268,9 @@ class Relay:
                 pass
 
     def restore(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            return
         self.listener = self._listen(self.port)
         self.open = True
         threading.Thread(target=self._accept, daemon=True).start()
@@ -388,3 +403,21 @@ def test_revoking_a_parent_on_one_host_stops_its_sub_agent_on_another(fleet, tmp
     shown = a.json("show-run", child["id"])
     [revoked] = [x for x in shown["receipts"] if x["type"] == "run.revoked"]
     assert revoked["data"]["cause"] == "ancestor" and revoked["data"]["ancestor"] == parent["id"]
+
+
+def test_a_silent_partition_stops_the_run_and_nothing_hangs(fleet, relay, tmp_path):
+    r, via_relay = relay
+    a = Host("host-a", tmp_path, fleet)
+    b = Host("host-b", tmp_path, fleet, store_url=via_relay)
+    b.config('[defaults]\nstore_unreachable_after = "2s"\non_store_unreachable = "stop"\n')
+    proc, rid = _start(b, a)
+    r.freeze()  # no reset, no refusal: queries and connections just get no answer
+    assert proc.wait(40) == 124
+    assert "on_store_unreachable = stop" in proc.stderr.read().decode()
+    assert os.listdir(b.home / "store-pending") == [f"{rid}.json"]
+    r.cut()  # the frozen connections go; the relay opens afresh
+    r.restore()
+    [on_b] = b.json("verify", rid)
+    assert on_b["ok"] and on_b["mirror"] == "agrees", on_b
+    shown = a.json("show-run", rid)
+    assert shown["status"] == "exited" and _types(shown["receipts"])[-2:] == ["run.exited", "run.sealed"]

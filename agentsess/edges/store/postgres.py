@@ -170,6 +170,7 @@ class PostgresStore(Store):
         self.supervised: set[str] = set()  # runs whose writes are held back while unreachable
         self._cache: dict[str, dict] = {}  # those runs' rows as this process last knew them
         self._held: dict[str, list] = {}  # their writes made while the store was unreachable
+        self.offline: set[str] = set()  # runs whose watcher last saw the store unreachable
         # libpq's dlopen, the TCP connection and its authentication (SCRAM) take ~15 ms: they
         # happen in a thread while the caller goes on (a run plans and mints meanwhile); the
         # first query waits for them. The keyring is read here, in the caller's thread.
@@ -308,8 +309,9 @@ class PostgresStore(Store):
         return None if row is None else dict(row)
 
     def _offline(self, run_id: str) -> bool:
-        """Writes for this run are held: some already are, or its watcher misses the store."""
-        if self._held.get(run_id):
+        """Writes for this run are held: some already are, or its watcher misses the store
+        (or missed it when it stopped: a silent partition would hang every query)."""
+        if self._held.get(run_id) or run_id in self.offline:
             return True
         watch = self.watched.get(run_id)
         return watch is not None and watch.watcher.unreachable_for() > 0
@@ -385,11 +387,12 @@ class PostgresStore(Store):
     def _flush_or_keep(self) -> None:
         from agentsess.edges import paths
 
-        try:
-            self._flush()
-            return
-        except StoreUnreachable:
-            pass
+        if not (self.offline & (set(self._held) | self._mirror_lag)):  # else a try could hang
+            try:
+                self._flush()
+                return
+            except StoreUnreachable:
+                pass
         folder = paths.ensure_dir(_pending_dir())
         for run_id in set(self._held) | self._mirror_lag:
             ops = self._held.get(run_id, [])

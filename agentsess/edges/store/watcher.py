@@ -188,6 +188,8 @@ class FleetWatch:
 
     def stop(self) -> None:
         self.store.watched.pop(self.run_id, None)
+        if self.watcher.unreachable_for() > 0:
+            self.store.offline.add(self.run_id)  # the run's last writes wait on this machine
         self.watcher.stop(wait=False)
 
     def fileno(self) -> int:
