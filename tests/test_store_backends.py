@@ -291,7 +291,7 @@ def test_libpq_is_found_in_psycopg_binary_when_the_system_has_none():
 
     from agentsess.edges.store import libpq
 
-    bundled = [c for c in libpq._candidates() if "psycopg_binary.libs" in c]
+    bundled = [c for c in list(libpq._candidates()) if "psycopg_binary.libs" in c]
     if not bundled:
         pytest.skip("psycopg[binary] is not installed: no bundled libpq to find")
     so = ctypes.CDLL(bundled[0])

@@ -63,8 +63,10 @@ class _Notify(ctypes.Structure):
 _lib: Any = None
 
 
-def _candidates() -> list[str]:
-    out = ["libpq.so.5", "libpq.so"]
+def _candidates():
+    """The system's libpq first; psycopg[binary]'s copy is looked for only if that fails."""
+    yield from ("libpq.so.5", "libpq.so")
+    out: list[str] = []
     try:
         import importlib.util
 
@@ -77,7 +79,7 @@ def _candidates() -> list[str]:
             out += sorted(os.path.join(libs, n) for n in os.listdir(libs) if n.startswith("libpq"))
         except OSError:
             pass
-    return out
+    yield from out
 
 
 def lib():
