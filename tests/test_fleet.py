@@ -421,3 +421,25 @@ def test_a_silent_partition_stops_the_run_and_nothing_hangs(fleet, relay, tmp_pa
     assert on_b["ok"] and on_b["mirror"] == "agrees", on_b
     shown = a.json("show-run", rid)
     assert shown["status"] == "exited" and _types(shown["receipts"])[-2:] == ["run.exited", "run.sealed"]
+
+
+def test_a_watcher_stops_at_once_even_on_a_silent_peer(fleet, relay, monkeypatch):
+    """No watcher thread may outlive stop() inside libpq: at exit it would crash the supervisor."""
+    from agentsess.edges.store import Store
+    from agentsess.edges.store.watcher import RevocationWatcher
+
+    r, via_relay = relay
+    monkeypatch.setenv("PGPASSFILE", fleet.passfile)
+    with Store(url=via_relay) as store:
+        watcher = RevocationWatcher(store.target, ["run_01aaaaaaaaaaaaaaaaaaaaaaaa"]).start()
+        wait_for(lambda: watcher.reads >= 1, 10, what="a first read")
+        r.freeze()
+        wait_for(lambda: watcher.unreachable_for() > 0, 20, what="a read stuck on the silent peer")
+        watcher.stop()
+        assert not watcher._thread.is_alive()
+        # and one that is still connecting (the peer accepts, then never answers)
+        held = len(r.conns)
+        connecting = RevocationWatcher(store.target, ["run_01aaaaaaaaaaaaaaaaaaaaaaaa"]).start()
+        wait_for(lambda: len(r.conns) > held, 10, what="the connect to reach the relay")
+        connecting.stop()
+        assert not connecting._thread.is_alive() and connecting.reads == 0

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 CONNECTION_OK = 0
+CONNECTION_BAD = 1
+PGRES_POLLING_FAILED, PGRES_POLLING_READING, PGRES_POLLING_WRITING, PGRES_POLLING_OK = 0, 1, 2, 3
 PGRES_COMMAND_OK = 1
 PGRES_TUPLES_OK = 2
 PG_DIAG_SQLSTATE = ord("C")
@@ -99,6 +101,8 @@ def lib():
     p, c, i, u = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint
     sigs = {
         "PQconnectdbParams": (p, [ctypes.POINTER(c), ctypes.POINTER(c), i]),
+        "PQconnectStartParams": (p, [ctypes.POINTER(c), ctypes.POINTER(c), i]),
+        "PQconnectPoll": (i, [p]),
         "PQconninfoParse": (ctypes.POINTER(_ConninfoOption), [c, ctypes.POINTER(ctypes.c_void_p)]),
         "PQconninfoFree": (None, [p]),
         "PQstatus": (i, [p]),
@@ -202,20 +206,46 @@ class Result:
 class Connection:
     """One libpq connection (autocommit, as libpq is); ``$1`` placeholders."""
 
-    def __init__(self, params: dict[str, str]):
+    def __init__(self, params: dict[str, str], cancel_fd: int | None = None):
+        """Connect; with ``cancel_fd``, asynchronously, giving up as soon as that fd is readable
+        (a watcher's stop) or ``connect_timeout`` passes."""
         self.pq = lib()
         keys = [k.encode() for k in params] + [None]
         values = [str(v).encode() for v in params.values()] + [None]
         kw = (ctypes.c_char_p * len(keys))(*keys)
         vals = (ctypes.c_char_p * len(values))(*values)
-        self.pgconn = self.pq.PQconnectdbParams(kw, vals, 0)
+        if cancel_fd is None:
+            self.pgconn = self.pq.PQconnectdbParams(kw, vals, 0)
+        else:
+            self.pgconn = self.pq.PQconnectStartParams(kw, vals, 0)
         if not self.pgconn:
             raise OperationalError("out of memory")
+        if cancel_fd is not None and self.pq.PQstatus(self.pgconn) != CONNECTION_BAD:
+            self._poll_connect(cancel_fd, float(params.get("connect_timeout") or 10))
         if self.pq.PQstatus(self.pgconn) != CONNECTION_OK:
-            message = _text(self.pq.PQerrorMessage(self.pgconn))
+            message = _text(self.pq.PQerrorMessage(self.pgconn)) or "cancelled"
             self.pq.PQfinish(self.pgconn)
             self.pgconn = None
             raise OperationalError(message)
+
+    def _poll_connect(self, cancel_fd: int, timeout: float) -> None:
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        state = PGRES_POLLING_WRITING
+        while state not in (PGRES_POLLING_OK, PGRES_POLLING_FAILED):
+            left = deadline - time.monotonic()
+            sock = self.pq.PQsocket(self.pgconn)
+            if left <= 0 or sock < 0:
+                return
+            want_read = [sock, cancel_fd] if state == PGRES_POLLING_READING else [cancel_fd]
+            want_write = [sock] if state == PGRES_POLLING_WRITING else []
+            ready_r, ready_w, _ = select.select(want_read, want_write, [], left)
+            if cancel_fd in ready_r:
+                return
+            if ready_r or ready_w:
+                state = self.pq.PQconnectPoll(self.pgconn)
 
     @property
     def closed(self) -> bool:
@@ -228,6 +258,25 @@ class Connection:
         if self.pgconn:
             self.pq.PQfinish(self.pgconn)
             self.pgconn = None
+
+    def interrupt(self) -> None:
+        """From another thread: make a call blocked on this connection return at once (its
+        socket is shut down; the connection is then broken). The caller must keep the
+        connection from being closed meanwhile."""
+        sock = self.fileno()
+        if sock >= 0:
+            import socket
+
+            try:
+                dup = socket.socket(fileno=os.dup(sock))
+            except OSError:
+                return
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                dup.close()
 
     def __enter__(self):
         return self

@@ -102,11 +102,12 @@ class Target:
             port=shown.get("port", "5432"), dbname=shown.get("dbname", ""),
         )
 
-    def connect(self, **overrides):
-        """A new connection (libpq's: every statement commits unless inside BEGIN … COMMIT)."""
+    def connect(self, cancel_fd: int | None = None, **overrides):
+        """A new connection (libpq's: every statement commits unless inside BEGIN … COMMIT);
+        ``cancel_fd``: give up when it becomes readable (see libpq.Connection)."""
         pq = driver()
         try:
-            return pq.Connection({**self.params, **overrides})
+            return pq.Connection({**self.params, **overrides}, cancel_fd)
         except pq.Error as exc:
             raise self.error("cannot connect to", exc) from None
 

@@ -49,6 +49,7 @@ class RevocationWatcher:
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._main, name="agentsess-fleet-watch", daemon=True)
         self._conn = None
+        self._conn_lock = threading.Lock()  # _conn is closed only under it (see stop)
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -67,19 +68,23 @@ class RevocationWatcher:
         self._thread.start()
         return self
 
-    def stop(self, wait: bool = True) -> None:
-        """End the thread; ``wait=False`` does not wait for it (a supervisor about to exit: a
-        connect or a read stuck on a dead peer then dies with the process) and keeps the pipes
-        open, so that no number the thread still holds is reused."""
+    def stop(self) -> None:
+        """End the thread, at once wherever it is: waiting (the stop pipe wakes it), connecting
+        (the connect watches the pipe too) or blocked in a query on a silent peer (its socket is
+        shut down). No thread may be left inside libpq when the process exits: OpenSSL's exit
+        handlers would pull its state from under it (a crash, and `run` losing its exit code)."""
         self._stop.set()
         try:
             os.write(self._stop_w, b"x")
         except OSError:
             pass
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.interrupt()
         if self._thread.is_alive():
-            self._thread.join(1.0 if wait else 0.0)
+            self._thread.join(5.0)
         if self._thread.is_alive():
-            return
+            return  # keep the pipes: the thread still holds their numbers
         for fd in (self._r, self._w, self._stop_r, self._stop_w):
             try:
                 os.close(fd)
@@ -131,7 +136,11 @@ class RevocationWatcher:
         while not self._stop.is_set():
             conn = None
             try:
-                conn = self._conn = self.target.connect()
+                conn = self.target.connect(cancel_fd=self._stop_r)
+                with self._conn_lock:
+                    self._conn = conn
+                if self._stop.is_set():
+                    break
                 conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 self._read(conn)
                 self.connected = True
@@ -152,12 +161,13 @@ class RevocationWatcher:
                     self.down_since = time.time()
                     self._changed()
             finally:
-                self._conn = None
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:  # noqa: BLE001, S110 - closing a broken connection
-                        pass
+                with self._conn_lock:
+                    self._conn = None
+                    if conn is not None:
+                        try:
+                            conn.close()
+                        except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                            pass
             if self._stop.is_set():
                 break
             select.select([self._stop_r], [], [], backoff)
@@ -190,7 +200,7 @@ class FleetWatch:
         self.store.watched.pop(self.run_id, None)
         if self.watcher.unreachable_for() > 0:
             self.store.offline.add(self.run_id)  # the run's last writes wait on this machine
-        self.watcher.stop(wait=False)
+        self.watcher.stop()
 
     def fileno(self) -> int:
         return self.watcher.fileno()
