@@ -368,3 +368,19 @@ def test_the_child_never_sees_the_store_password(pg, cli):
     assert secret.encode() not in out.stdout + out.stderr
     env = dict(line.split("=", 1) for line in out.stdout.decode().splitlines() if "=" in line)
     assert "PGPASSWORD" not in env and env["AGENTSESS_STORE"] == pg.url  # nested runs find the store
+
+
+def test_a_run_that_ends_before_its_watcher_saw_the_revocation_still_confirms_it(pg):
+    import types
+
+    with Store() as store:
+        store.insert_run(_row(B))
+        store.insert_run(_row(A, parent=B))
+        streams.create_stream(A)
+        fleet = store.watch_run(A, types.SimpleNamespace(), wake=None)  # its thread never ran
+        with Store() as other:
+            other.mark_revoked({B: "direct", A: f"ancestor {B}"}, 7.0, "them@there", "cascade")
+        fleet.stop()
+        [rec] = store.mirrored_types(A, "run.revoked")
+    assert rec["data"]["cause"] == "ancestor" and rec["data"]["confirmed_by"].startswith("supervisor ")
+    assert rec["data"]["by"] == "them@there"

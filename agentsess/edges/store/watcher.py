@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from agentsess.edges.store import NOTIFY_CHANNEL
+from agentsess.errors import AgentsessError
 
 POLL = 0.5
 BACKOFF_FIRST = 0.1
@@ -197,10 +198,49 @@ class FleetWatch:
         return self
 
     def stop(self) -> None:
+        """When the child is gone: a revocation the watcher has not seen yet (the run ended
+        first, e.g. stopped by its revoked parent's supervisor) is still confirmed."""
         self.store.watched.pop(self.run_id, None)
-        if self.watcher.unreachable_for() > 0:
-            self.store.offline.add(self.run_id)  # the run's last writes wait on this machine
+        unreachable = self.watcher.unreachable_for() > 0
         self.watcher.stop()
+        if unreachable:
+            self.store.offline.add(self.run_id)  # the run's last writes wait on this machine
+        elif not self.confirmed and self.watcher.revoked is None:
+            try:
+                found = self.store.revocations_of(self.watcher.run_ids)
+            except AgentsessError:
+                found = {}
+            for rid in self.watcher.run_ids:
+                if rid in found:
+                    row = dict(found[rid])
+                    if rid != self.run_id:
+                        row["cause"] = f"ancestor {rid}"
+                    self.watcher.revoked = row
+                    break
+        self._confirm()
+
+    def _confirm(self) -> None:
+        """The run.revoked receipt, written by this supervisor: the revoking machine's confirmation."""
+        from agentsess.core.receipts import recording
+        from agentsess.edges import host
+        from agentsess.edges.streams import ReceiptError
+        from agentsess.timefmt import rfc3339
+
+        row = self.watcher.revoked
+        if row is None or self.confirmed:
+            return
+        self.confirmed = True
+        cause = row["cause"] or "direct"
+        ancestor = cause.split(" ", 1)[1] if cause.startswith("ancestor ") else None
+        try:
+            recording.record(
+                self.store, self.run_id, "run.revoked",
+                {"cause": "ancestor" if ancestor else "direct", "ancestor": ancestor,
+                 "by": row["revoked_by"], "reason": row["reason"], "at": rfc3339(row["revoked_at"]),
+                 "confirmed_by": f"supervisor {os.getpid()}@{host.hostname()}"},
+            )
+        except ReceiptError:
+            pass
 
     def fileno(self) -> int:
         return self.watcher.fileno()
@@ -212,25 +252,11 @@ class FleetWatch:
     def tick(self, watch, sup) -> None:
         """From the supervisor's periodic check (main thread): confirm, warn, apply the policy."""
         from agentsess.core.receipts import recording
-        from agentsess.edges import host
         from agentsess.edges.streams import ReceiptError
         from agentsess.timefmt import rfc3339
 
         self.watcher.drain()
-        row = self.watcher.revoked
-        if row is not None and not self.confirmed:
-            self.confirmed = True
-            cause = row["cause"] or "direct"
-            ancestor = cause.split(" ", 1)[1] if cause.startswith("ancestor ") else None
-            try:
-                recording.record(
-                    self.store, self.run_id, "run.revoked",
-                    {"cause": "ancestor" if ancestor else "direct", "ancestor": ancestor,
-                     "by": row["revoked_by"], "reason": row["reason"], "at": rfc3339(row["revoked_at"]),
-                     "confirmed_by": f"supervisor {os.getpid()}@{host.hostname()}"},
-                )
-            except ReceiptError:
-                pass
+        self._confirm()
         down = self.watcher.unreachable_for()
         if down and not self.warned:
             self.warned = True
