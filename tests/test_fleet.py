@@ -126,6 +126,12 @@ def test_revoke_on_one_host_stops_the_run_on_another(fleet, tmp_path):
     assert revoked["data"]["confirmed_by"].endswith("@host-b") and revoked["data"]["reason"] == "incident 7"
     assert revoked["data"]["by"].endswith("@host-a")
 
+    text = a.run("show-run", rid)
+    assert text.returncode == 0, text.stderr
+    assert b"host-b" in text.stdout and b"run.revoked" in text.stdout and b"confirmed" not in text.stderr
+    listed = a.run("runs")
+    assert listed.returncode == 0 and b"host-b" in listed.stdout
+
     exported = a.run("export", rid, "--format", "jsonl")
     assert exported.returncode == 0, exported.stderr
     with open(b.receipts_file(rid), "rb") as fh:
