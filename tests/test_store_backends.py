@@ -384,3 +384,22 @@ def test_a_run_that_ends_before_its_watcher_saw_the_revocation_still_confirms_it
         [rec] = store.mirrored_types(A, "run.revoked")
     assert rec["data"]["cause"] == "ancestor" and rec["data"]["confirmed_by"].startswith("supervisor ")
     assert rec["data"]["by"] == "them@there"
+
+
+def test_a_forged_pending_file_cannot_clear_a_revocation(pg):
+    from agentsess.edges import paths
+
+    with Store() as store:
+        store.insert_run(_row(A))
+        store.mark_revoked({A: "direct"}, 3.0, "me@here", None)
+    folder = os.path.join(paths.data_root(), "store-pending")
+    os.makedirs(folder)
+    forged = {"run": A, "ops": [["update", {"revoked_at": None, "status": "running"}],
+                                ["status_if", "revoked", {"status": "exited", "revoked_at": None}],
+                                ["update", {"exit_code": 0}]]}
+    with open(os.path.join(folder, f"{A}.json"), "w") as fh:
+        json.dump(forged, fh)
+    with Store() as store:
+        row = store.get_run(A)
+    assert row["revoked_at"] == 3.0 and row["status"] == "revoked" and row["exit_code"] == 0
+    assert not os.listdir(folder)

@@ -67,7 +67,7 @@ _lib: Any = None
 
 def _candidates():
     """The system's libpq first; psycopg[binary]'s copy is looked for only if that fails."""
-    yield from ("libpq.so.5", "libpq.so")
+    yield from ("libpq.so.5", "libpq.so", "libpq.5.dylib")
     out: list[str] = []
     try:
         import importlib.util

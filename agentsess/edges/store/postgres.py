@@ -419,8 +419,10 @@ class PostgresStore(Store):
                 with open(path, "rb") as fh:
                     doc = json.load(fh)
                 run_id = doc["run"]
+                if name != f"{run_id}.json":
+                    raise ValueError(name)
                 for op in doc["ops"]:
-                    _replay(self, op, run_id)
+                    _replay(self, op, run_id, from_file=True)
                 try:
                     self.sync_mirror(run_id)
                 except (ReceiptError, FileNotFoundError):
@@ -571,10 +573,21 @@ def _apply(row: dict, op: list) -> bool:
     return False
 
 
-def _replay(store: "PostgresStore", op: list, run_id: str) -> None:
+# what a supervisor writes to its own row while the store is out of reach: a pending file
+# (in the data root, which a contained run cannot see) may hold nothing else, so that even a
+# forged one could never, say, clear a revocation
+REPLAYABLE = frozenset(("child_pid", "child_pgid", "child_started", "ended_at", "exit_code", "signal",
+                        "output_bytes", "output_sha256", "error", "status"))
+
+
+def _replay(store: "PostgresStore", op: list, run_id: str, from_file: bool = False) -> None:
+    """A held write, now; one read back from a pending file only within REPLAYABLE."""
     if op[0] == "update":
-        Store.update_run(store, run_id, **op[1])
-    elif op[0] == "status_if":
+        if not from_file or set(op[1]) <= REPLAYABLE - {"status"}:
+            Store.update_run(store, run_id, **op[1])
+    elif op[0] == "status_if" and (
+        not from_file or (op[1] == "running" and set(op[2]) <= REPLAYABLE and op[2].get("status") in ("exited", None))
+    ):
         Store.set_status_if(store, run_id, op[1], **op[2])
 
 
