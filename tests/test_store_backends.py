@@ -278,57 +278,84 @@ def test_schema_urls_keep_stores_apart(tmp_path, monkeypatch):
     assert schema_url("postgresql://h/db", "s").endswith("options=-csearch_path%3Ds")
 
 
-def test_the_postgresql_store_never_imports_psycopg_either(pg):
+def test_the_postgresql_store_loads_psycopg_and_no_hand_written_libpq(pg):
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentsess", "run", "--no-pty", "--", "true"],
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert b"agentsess.edges.store.libpq" in out.stderr and b"psycopg " not in out.stderr
-    assert b"| psycopg\n" not in out.stderr and b"asyncio" not in out.stderr
+    assert b"| psycopg\n" in out.stderr and b"agentsess.edges.store.postgres" in out.stderr
+    assert b"agentsess.edges.store.libpq" not in out.stderr and b"agentsess.edges.store.sqlite" not in out.stderr
 
 
-def test_libpq_is_found_in_psycopg_binary_when_the_system_has_none():
-    import ctypes
+def test_parameters_and_results_round_trip(pg):
+    import psycopg
 
-    from agentsess.edges.store import libpq
-
-    bundled = [c for c in list(libpq._candidates()) if "psycopg_binary.libs" in c]
-    if not bundled:
-        pytest.skip("psycopg[binary] is not installed: no bundled libpq to find")
-    so = ctypes.CDLL(bundled[0])
-    assert so.PQlibVersion() >= 100000
-
-
-def test_libpq_parameters_and_results_round_trip(pg):
-    from agentsess.edges.store import libpq
     from agentsess.edges.store.postgres import Target
 
     with Target(pg.url).connect() as conn:
         row = conn.execute(
             "SELECT $1::bigint + 1 AS i, $2 AS t, $3::float8 AS f, $4::bool AS b, $5::text AS n, "
-            "$6 = ANY($7) AS member",
-            (2**40, "quote ' \" \\ é \u2028", 0.1, True, None, 'a"b', ["x", 'a"b', "c\\d"]),
+            "$6 = ANY($7) AS member, $8 AS percent, count(*) AS c FROM (SELECT 1) x",
+            (2**40, "quote ' \" \\ é \u2028 %s %(x)s ?", 0.1, True, None, 'a"b', ["x", 'a"b', "c\\d"], "100%"),
         ).fetchone()
-        assert row == {"i": 2**40 + 1, "t": "quote ' \" \\ é \u2028", "f": 0.1, "b": True, "n": None,
-                       "member": True}
-        with pytest.raises(libpq.Error) as err:
+        assert row == {"i": 2**40 + 1, "t": "quote ' \" \\ é \u2028 %s %(x)s ?", "f": 0.1, "b": True, "n": None,
+                       "member": True, "percent": "100%", "c": 1}
+        with pytest.raises(psycopg.Error) as err:
             conn.execute("SELECT * FROM no_such_table")
-        assert err.value.sqlstate == libpq.UNDEFINED_TABLE and not conn.closed
-        with pytest.raises(libpq.Error):
+        assert err.value.sqlstate == "42P01" and not conn.closed
+        with pytest.raises(psycopg.Error):
             with conn.transaction():
                 conn.execute("CREATE TEMP TABLE t (x int)")
                 conn.execute("SELECT 1/0")
         assert conn.execute("SELECT to_regclass('pg_temp.t') AS r").fetchone()["r"] is None  # rolled back
+        assert conn.autocommit and conn.prepare_threshold is None
+        # every connection fails fast and notices a dead peer (keepalives, tcp_user_timeout)
+        assert conn.info.get_parameters()["application_name"] == "agentsess"
+        for param in ("keepalives=1", "keepalives_idle=5", "tcp_user_timeout=10000", "connect_timeout=5"):
+            assert param in conn.info.dsn.split()
 
 
-def test_without_libpq_the_error_says_what_to_install(pg, monkeypatch):
-    from agentsess.edges.store import libpq
+def test_a_watchers_connection_is_made_with_the_same_parameters_and_can_be_cancelled(pg):
+    import socket
 
-    monkeypatch.setattr(libpq, "_lib", None)
-    monkeypatch.setattr(libpq, "_candidates", lambda: ["/nonexistent/libpq.so.5"])
+    from agentsess.edges.store.postgres import Target
+
+    target = Target(pg.url)
+    r, w = os.pipe()
+    try:
+        with target.connect(cancel_fd=r) as conn:
+            assert conn.autocommit and conn.execute("SHOW search_path").fetchone() == {"search_path": pg.schema}
+            assert "tcp_user_timeout=10000" in conn.info.dsn and "keepalives_idle=5" in conn.info.dsn
+        # a peer that accepts and never answers: the connect goes on until the pipe is written
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        accepted = threading.Thread(target=lambda: (silent.accept(), os.write(w, b"x")), daemon=True)
+        accepted.start()
+        with pytest.raises(AgentsessError) as err:
+            target.connect(cancel_fd=r, port=str(port), connect_timeout="60")
+        assert "connection cancelled" in err.value.message and err.value.exit_code == 4
+        assert password() not in err.value.message
+        silent.close()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_without_psycopg_the_error_says_what_to_install(pg, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` raises ImportError
     with pytest.raises(AgentsessError) as err:
         with Store() as store:
             store.count()
     assert err.value.exit_code == 4 and "agentsess[postgres]" in err.value.message
+
+
+def test_a_psycopg_without_its_libpq_is_a_one_line_error(pg, cli):
+    # the real psycopg, told to use an implementation that is not installed: it cannot load
+    out = cli("runs", env={"PSYCOPG_IMPL": "c"})
+    assert out.returncode == 4, out.stderr
+    assert out.stderr.startswith(b"agentsess: error: ") and out.stderr.count(b"\n") == 1
+    assert b"agentsess[postgres]" in out.stderr and password().encode() not in out.stderr
 
 
 def test_doctor_names_the_shared_store_without_its_password(pg, cli):

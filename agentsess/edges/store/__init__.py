@@ -4,7 +4,7 @@ Nothing else opens the database. Two backends hold the same schema (:mod:`.migra
 plain SQL: SQLite in WAL mode (:mod:`.sqlite`, the default, one machine) and PostgreSQL
 (:mod:`.postgres`, a fleet of machines sharing one store). ``Store()`` opens the one chosen
 by ``AGENTSESS_STORE`` or the config's top-level ``store = "postgresql://…"``; anything else
-is the SQLite file under the data root. The PostgreSQL code (and libpq) loads only for a
+is the SQLite file under the data root. The PostgreSQL code (and psycopg) loads only for a
 ``postgresql://`` URL.
 
 Rows come back as plain dicts; JSON columns (command, scopes, chain, policy) are decoded.

@@ -1,10 +1,11 @@
 """The PostgreSQL backend: one store shared by a fleet of machines.
 
 Selected by ``AGENTSESS_STORE=postgresql://…`` (or the config's ``store``). It speaks to
-the server through libpq (:mod:`.libpq`: the system's, or the one ``pip install
-'agentsess[postgres]'`` brings with psycopg[binary]); nothing here is imported for SQLite.
-The tables live in the schema
-``agentsess`` unless the URL's ``options`` sets a ``search_path``.
+the server through psycopg 3 (``pip install 'agentsess[postgres]'``), imported only here, so
+only for a ``postgresql://`` store: SQLite runs never load it. Statements go through
+psycopg's ``RawCursor`` (server-side ``$1`` parameters), on autocommit connections, with
+prepared statements off (a pooler in transaction mode would break them). The tables live in
+the schema ``agentsess`` unless the URL's ``options`` sets a ``search_path``.
 
 The password never comes from the URL: it is the keyring secret ``store-password``
 (``agentsess secret set store-password``), else whatever libpq finds itself (``PGPASSFILE``,
@@ -30,6 +31,7 @@ from agentsess.edges.store.migrations import POSTGRES
 from agentsess.errors import STATE, USAGE, AgentsessError
 
 PASSWORD_SECRET = "store-password"
+UNDEFINED_TABLE = "42P01"
 MIGRATION_LOCK = 0x6167656E7473  # "agents": pg_advisory_xact_lock key of the schema's migrations
 DEFAULT_SCHEMA = "agentsess"
 # every connection: fail fast, notice a dead peer (keepalives, tcp_user_timeout in ms)
@@ -51,18 +53,16 @@ class StoreUnreachable(AgentsessError):
 
 
 def driver():
-    """libpq through ctypes (see :mod:`.libpq`); a one-line error when none is installed."""
-    from agentsess.edges.store import libpq
-
+    """psycopg, imported on first use; a one-line error when it is not installed or has no libpq."""
     try:
-        libpq.lib()
-    except libpq.Unavailable:
+        import psycopg
+    except ImportError as exc:
         raise AgentsessError(
-            "the store is a postgresql:// URL but libpq is not installed; install it with "
-            "`pip install 'agentsess[postgres]'` (psycopg[binary] ships one) or `apt-get install libpq5`",
+            "the store is a postgresql:// URL but psycopg cannot be loaded "
+            f"({' '.join(str(exc).split())[:200]}); install it with `pip install 'agentsess[postgres]'`",
             STATE,
         ) from None
-    return libpq
+    return psycopg
 
 
 class Target:
@@ -70,8 +70,10 @@ class Target:
 
     def __init__(self, url: str, password: str | None = None):
         pq = driver()
+        from psycopg.conninfo import conninfo_to_dict
+
         try:
-            params = pq.parse_conninfo(url)
+            params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
         except pq.Error as exc:
             raise AgentsessError(f"the store URL is not a valid postgresql:// URL: {mask(str(exc), ())}", USAGE) from None
         if params.get("password"):
@@ -102,12 +104,19 @@ class Target:
             port=shown.get("port", "5432"), dbname=shown.get("dbname", ""),
         )
 
-    def connect(self, cancel_fd: int | None = None, **overrides):
-        """A new connection (libpq's: every statement commits unless inside BEGIN … COMMIT);
-        ``cancel_fd``: give up when it becomes readable (see libpq.Connection)."""
+    def connect(self, cancel_fd: int | None = None, **overrides) -> Any:
+        """A new autocommit connection (statements commit unless inside ``conn.transaction()``),
+        rows as dicts, ``$1`` parameters; with ``cancel_fd``, given up as soon as that fd is
+        readable (a watcher's stop) or ``connect_timeout`` passes."""
         pq = driver()
+        params = {**self.params, **overrides}
         try:
-            return pq.Connection({**self.params, **overrides}, cancel_fd)
+            if cancel_fd is None:
+                from psycopg.rows import dict_row
+
+                return pq.connect(**params, autocommit=True, prepare_threshold=None, row_factory=dict_row,
+                                  cursor_factory=pq.RawCursor)
+            return _connect_cancellable(params, cancel_fd)
         except pq.Error as exc:
             raise self.error("cannot connect to", exc) from None
 
@@ -116,6 +125,49 @@ class Target:
         text = " ".join(str(exc).split()) or type(exc).__name__
         kind = StoreUnreachable if isinstance(exc, pq.OperationalError) else AgentsessError
         return kind(f"{what} the store {self.label}: {mask(text, self.secrets)}", STATE)
+
+
+def _connect_cancellable(params: dict[str, str], cancel_fd: int) -> Any:
+    """psycopg's connection, made with libpq's non-blocking connect (``psycopg.pq``) under a
+    select that also watches ``cancel_fd``: psycopg's own ``connect()`` cannot be interrupted
+    from another thread, and a watcher's stop must not wait out a silent peer."""
+    import select
+    import time
+
+    import psycopg
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+    from psycopg.rows import dict_row
+
+    deadline = time.monotonic() + float(params.get("connect_timeout") or 10)
+    pgconn = pq.PGconn.connect_start(make_conninfo("", **params).encode())
+    try:
+        state: int = pq.PollingStatus.WRITING  # libpq: wait as if the last poll had said WRITING
+        while True:
+            if pgconn.status == pq.ConnStatus.BAD or state == pq.PollingStatus.FAILED:
+                raise psycopg.OperationalError(f"connection failed: {pgconn.get_error_message()}")
+            if state == pq.PollingStatus.OK:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise psycopg.errors.ConnectionTimeout("connection timeout expired")
+            sock = pgconn.socket
+            reading = state == pq.PollingStatus.READING
+            ready_r, ready_w, _ = select.select([sock, cancel_fd] if reading else [cancel_fd],
+                                                [] if reading else [sock], [], left)
+            if cancel_fd in ready_r:
+                raise psycopg.OperationalError("connection cancelled")
+            if ready_r or ready_w:
+                state = pgconn.connect_poll()
+        pgconn.nonblocking = 1  # as psycopg's own connect leaves it
+        conn = psycopg.Connection(pgconn, row_factory=dict_row)
+    except BaseException:
+        pgconn.finish()
+        raise
+    conn.autocommit = True
+    conn.prepare_threshold = None
+    conn.cursor_factory = psycopg.RawCursor
+    return conn
 
 
 def _keyring_password() -> str | None:
@@ -161,10 +213,7 @@ class PostgresStore(Store):
         url = url or store_url()
         if url is None:
             raise AgentsessError("no postgresql:// store is configured (AGENTSESS_STORE)", USAGE)
-        from agentsess.edges.store import libpq
-
         self.url = url
-        self.pq = libpq  # loaded (dlopen) by the opening thread
         self._in_transaction = False
         self._mirror_lag: set[str] = set()
         self.watched: dict = {}  # run id -> FleetWatch: the live runs this process supervises
@@ -172,17 +221,25 @@ class PostgresStore(Store):
         self._cache: dict[str, dict] = {}  # those runs' rows as this process last knew them
         self._held: dict[str, list] = {}  # their writes made while the store was unreachable
         self.offline: set[str] = set()  # runs whose watcher last saw the store unreachable
-        # libpq's dlopen, the TCP connection and its authentication (SCRAM) take ~15 ms: they
-        # happen in a thread while the caller goes on (a run plans and mints meanwhile); the
-        # first query waits for them. The keyring is read here, in the caller's thread.
+        # The TCP connection and its authentication (SCRAM) take ~15 ms: they happen in a
+        # thread while the caller goes on (a run plans and mints meanwhile); the first query
+        # waits for them. psycopg is imported here, in the caller's thread (two threads
+        # importing the same modules at once can deadlock on the import locks), and so is the
+        # keyring read.
         self._target: Target | None = None
         self._db: Any = None
         self._current = False
         self._open_error: BaseException | None = None
+        driver()
         self._opener: threading.Thread | None = threading.Thread(
             target=self._open, args=(url, _keyring_password()), name="agentsess-store-open", daemon=True
         )
         self._opener.start()
+
+    @property
+    def pq(self) -> Any:
+        """The psycopg module (its ``Error`` and ``OperationalError``)."""
+        return driver()
 
     def _open(self, url: str, password: str | None) -> None:
         try:
@@ -192,7 +249,7 @@ class PostgresStore(Store):
                 row = db.execute("SELECT count(*) AS n FROM migrations").fetchone()
                 self._current = row is not None and row["n"] == len(POSTGRES)
             except self.pq.Error as exc:
-                if exc.sqlstate != self.pq.UNDEFINED_TABLE:
+                if exc.sqlstate != UNDEFINED_TABLE:
                     db.close()
                     raise target.error("cannot read", exc) from None
             self._target, self._db = target, db

@@ -6,6 +6,9 @@ while it was disconnected is lost, the list is not), and re-reads it on every no
 or every 0.5 s. A broken connection is retried with backoff (0.1 s doubling to 2 s). Each
 change (revoked, unreachable, reachable again) writes a byte to a pipe, so a caller can
 ``select`` on :meth:`RevocationWatcher.fileno`, and calls ``on_change`` from the thread.
+The connection is psycopg's; the thread waits in a ``select`` on its socket (``conn.fileno()``)
+and its stop pipe, and a notification is taken in by psycopg during the re-read that follows
+(a notify handler counts it), so none piles up in the connection.
 
 :class:`FleetWatch` is what a supervisor holds (``store.watch_run(...)``): its
 :meth:`FleetWatch.tick`, called from the supervisor's own periodic check in the main thread,
@@ -45,6 +48,7 @@ class RevocationWatcher:
         self.down_since: float | None = None  # wall time the store was first missed
         self.outages: list[tuple[float, float]] = []  # (from, to) wall times, once back
         self.reads = 0
+        self.notified = 0  # notifications received (each only prompts a re-read)
         self._stop = threading.Event()
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -72,8 +76,9 @@ class RevocationWatcher:
     def stop(self) -> None:
         """End the thread, at once wherever it is: waiting (the stop pipe wakes it), connecting
         (the connect watches the pipe too) or blocked in a query on a silent peer (its socket is
-        shut down). No thread may be left inside libpq when the process exits: OpenSSL's exit
-        handlers would pull its state from under it (a crash, and `run` losing its exit code)."""
+        shut down, so psycopg's wait returns and the query fails). No thread may be left inside
+        psycopg or libpq when the process exits: OpenSSL's exit handlers would pull its state
+        from under it (a crash, and `run` losing its exit code)."""
         self._stop.set()
         try:
             os.write(self._stop_w, b"x")
@@ -81,7 +86,7 @@ class RevocationWatcher:
             pass
         with self._conn_lock:
             if self._conn is not None:
-                self._conn.interrupt()
+                _interrupt(self._conn)
         if self._thread.is_alive():
             self._thread.join(5.0)
         if self._thread.is_alive():
@@ -113,7 +118,7 @@ class RevocationWatcher:
     def _read(self, conn) -> None:
         rows = conn.execute(
             "SELECT run_id, revoked_at, revoked_by, reason, cause FROM revocations WHERE run_id = ANY($1)",
-            (self.run_ids,),
+            (list(self.run_ids),),
         ).fetchall()
         self.reads += 1
         self.last_ok = time.monotonic()
@@ -132,6 +137,9 @@ class RevocationWatcher:
                     break
             self._changed()
 
+    def _notified(self, _notify) -> None:
+        self.notified += 1
+
     def _main(self) -> None:
         backoff = BACKOFF_FIRST
         while not self._stop.is_set():
@@ -142,6 +150,7 @@ class RevocationWatcher:
                     self._conn = conn
                 if self._stop.is_set():
                     break
+                conn.add_notify_handler(self._notified)
                 conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 self._read(conn)
                 self.connected = True
@@ -151,8 +160,7 @@ class RevocationWatcher:
                     ready, _, _ = select.select([conn.fileno(), self._stop_r], [], [], self.poll)
                     if self._stop_r in ready:
                         break
-                    if ready:
-                        conn.notifies()  # any notification means: read the list now
+                    # a notification (taken in by this query) or the poll: read the list now
                     self._read(conn)
             except Exception:  # noqa: BLE001 - any failure is an outage; the loop must live on
                 if self._stop.is_set():
@@ -173,6 +181,24 @@ class RevocationWatcher:
                 break
             select.select([self._stop_r], [], [], backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+def _interrupt(conn) -> None:
+    """From another thread: make a call blocked on ``conn`` return at once (its socket is shut
+    down; the connection is then broken). The caller keeps ``conn`` from being closed meanwhile."""
+    import socket
+
+    try:
+        sock = conn.fileno()
+        dup = socket.socket(fileno=os.dup(sock))
+    except Exception:  # noqa: BLE001 - already closed or lost: nothing is blocked on it
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
 
 
 class FleetWatch:
