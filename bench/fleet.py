@@ -12,7 +12,8 @@ Figures:
 - revoke on host A -> the child gone on host B: wall time from spawning `agentsess revoke`
   on A until B's child process no longer exists; A and B each run in their own PID and UTS
   namespace (unshare) with their own data roots, and reach the server over TCP on 127.0.0.1.
-- `run --no-pty -- true` with the PostgreSQL store, against `python -c pass` (and with SQLite).
+- `run --no-pty -- true` with the PostgreSQL store, against `python -c pass` (and with SQLite, and
+  `python -c "import psycopg"`: the floor psycopg's import alone puts under the PostgreSQL run).
 - `runs --json` (newest 50) over a shared store holding 100k runs.
 - import time: what psycopg adds to `run` with PostgreSQL, and that SQLite never imports it.
 """
@@ -207,6 +208,7 @@ class Bench:
                 "pg": lambda: timed([*self.ag(), "run", "--no-pty", "--", "true"], pg_env),
                 "sqlite": lambda: timed([*self.ag(), "run", "--no-pty", "--", "true"], sq_env),
                 "python": lambda: timed([PY, "-c", "pass"], sq_env),
+                "psycopg": lambda: timed([PY, "-c", "import psycopg"], sq_env),
             },
             7 if self.quick else 21,
         )
@@ -219,6 +221,9 @@ class Bench:
         self.add("fleet_run_startup_sqlite", "`run --no-pty -- true`, SQLite store (ms), same rounds", "ms",
                  res["sqlite"], "`python -c pass`", res["python"], None, None)
         self.rows[-1]["ratio"] = res["sqlite"]["median"] / res["python"]["median"]
+        self.add("fleet_psycopg_import_alone", "`python -c \"import psycopg\"` (ms), same rounds", "ms",
+                 res["psycopg"], "`python -c pass`", res["python"], None, None)
+        self.rows[-1]["ratio"] = res["psycopg"]["median"] / res["python"]["median"]
 
     def import_times(self) -> None:
         def imports(env) -> dict:

@@ -430,3 +430,34 @@ def test_a_forged_pending_file_cannot_clear_a_revocation(pg):
         row = store.get_run(A)
     assert row["revoked_at"] == 3.0 and row["status"] == "revoked" and row["exit_code"] == 0
     assert not os.listdir(folder)
+
+
+def test_a_flood_of_notifications_neither_piles_up_nor_hides_a_revocation(pg):
+    """Anyone on the database can NOTIFY the channel, as often as they like: the watcher takes
+    each in (psycopg hands it to the watcher's handler, none waits in the connection), re-reads
+    the list, and still sees the one real revocation."""
+    from agentsess.edges.store.watcher import RevocationWatcher
+
+    wait = __import__("helpers").wait_for
+    with Store() as store:
+        store.insert_run(_row(A))
+        woke = threading.Event()
+        watcher = RevocationWatcher(store.target, [A], on_change=woke.set).start()
+        try:
+            wait(lambda: watcher.reads >= 1, 10, what="the first read")
+            with admin(pg.base) as conn:
+                for i in range(300):
+                    payload = [A, "", "x" * 7000, "\u00e9\u2028\x7f", f"{A},{B}", f"'; DROP TABLE runs; --{i}"][i % 6]
+                    conn.execute("SELECT pg_notify('agentsess_revoke', %s)", (payload,))
+            wait(lambda: watcher.notified >= 300, 20, what="every notification taken in")
+            assert watcher.revoked is None and not woke.is_set()
+            with watcher._conn_lock:
+                conn = watcher._conn
+                assert conn is not None and not conn._notifies_backlog  # nothing piles up
+            with Store() as other:
+                other.mark_revoked({A: "direct"}, 9.0, "them@there", None)
+            assert woke.wait(10)
+            assert watcher.revoked["run_id"] == A and watcher.notified >= 301
+        finally:
+            watcher.stop()
+        assert store.get_run(A)["status"] == "revoked"

@@ -62,7 +62,21 @@ def driver():
             f"({' '.join(str(exc).split())[:200]}); install it with `pip install 'agentsess[postgres]'`",
             STATE,
         ) from None
+    global _QUIET
+    if not _QUIET:
+        _QUIET = True
+        if os.environ.get("AGENTSESS_DEBUG") != "1":
+            # psycopg logs a few warnings (a failed rollback or cancel on a lost connection);
+            # without a handler Python prints them raw to stderr, beside agentsess's one-line
+            # error. They show under AGENTSESS_DEBUG=1.
+            import logging
+
+            logging.getLogger("psycopg").addHandler(logging.NullHandler())
+            logging.getLogger("psycopg").propagate = False
     return psycopg
+
+
+_QUIET = False
 
 
 class Target:
