@@ -461,3 +461,13 @@ def test_a_flood_of_notifications_neither_piles_up_nor_hides_a_revocation(pg):
         finally:
             watcher.stop()
         assert store.get_run(A)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_psycopgs_own_warnings_show_only_under_agentsess_debug(pg, debug):
+    code = ("from agentsess.edges.store import Store; import logging; s = Store(); s.count(); "
+            "logging.getLogger('psycopg').warning('error ignored in rollback on <conn>'); s.close()")
+    env = {**os.environ, "AGENTSESS_DEBUG": debug}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (b"error ignored in rollback" in out.stderr) == bool(debug)
