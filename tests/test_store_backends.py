@@ -321,6 +321,7 @@ def test_a_watchers_connection_is_made_with_the_same_parameters_and_can_be_cance
 
     target = Target(pg.url)
     r, w = os.pipe()
+    r_idle, w_idle = os.pipe()
     try:
         with target.connect(cancel_fd=r) as conn:
             assert conn.autocommit and conn.execute("SHOW search_path").fetchone() == {"search_path": pg.schema}
@@ -336,10 +337,14 @@ def test_a_watchers_connection_is_made_with_the_same_parameters_and_can_be_cance
             target.connect(cancel_fd=r, port=str(port), connect_timeout="60")
         assert "connection cancelled" in err.value.message and err.value.exit_code == 4
         assert password() not in err.value.message
+        # and, with nobody to cancel it, a silent peer is given up after connect_timeout
+        with pytest.raises(AgentsessError) as err:
+            target.connect(cancel_fd=r_idle, port=str(port), connect_timeout="1")
+        assert "timeout expired" in err.value.message and "cannot connect to the store" in err.value.message
         silent.close()
     finally:
-        os.close(r)
-        os.close(w)
+        for fd in (r, w, r_idle, w_idle):
+            os.close(fd)
 
 
 def test_without_psycopg_the_error_says_what_to_install(pg, monkeypatch):

@@ -164,7 +164,7 @@ def _connect_cancellable(params: dict[str, str], cancel_fd: int) -> Any:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
-                raise psycopg.errors.ConnectionTimeout("connection timeout expired")
+                raise psycopg.OperationalError("connection timeout expired")
             sock = pgconn.socket
             reading = state == pq.PollingStatus.READING
             ready_r, ready_w, _ = select.select([sock, cancel_fd] if reading else [cancel_fd],
