@@ -315,7 +315,7 @@ def test_advisory_runs_say_so_and_record_it():
 
 def test_the_child_is_never_told_where_agentsess_keeps_its_state():
     proc = inside("env | grep -E '^AGENTSESS_(HOME|CONFIG|KEYRING|STORE)=' || echo none", args=("--no-contain",),
-                  env={"AGENTSESS_STORE": "/tmp/whatever"})
+                  env={"AGENTSESS_STORE": "sqlite"})  # a valid value: this machine's SQLite store
     assert proc.stdout.strip() == b"none"
 
 

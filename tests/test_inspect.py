@@ -24,7 +24,7 @@ def test_json_keys_are_the_documented_ones():
     shown = show()
     assert set(shown) == SHOW_KEYS
     assert set(shown["integrity"]) == {"run", "result", "ok", "sealed", "records", "seq_range", "time_range",
-                                        "failure", "failure_seq", "seal_kid"}
+                                        "failure", "failure_seq", "seal_kid", "source", "mirror"}
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     for key in SHOW_KEYS:
         assert f"`{key}`" in readme, key

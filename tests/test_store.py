@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from agentsess import ids
 from agentsess.edges import paths
-from agentsess.edges.migrations import MIGRATIONS
+from agentsess.edges.store.migrations import MIGRATIONS
 from agentsess.edges.store import Store
 from agentsess.errors import AgentsessError
 

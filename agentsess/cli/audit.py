@@ -33,6 +33,8 @@ def verify(
             if r["time_range"]:
                 line.append(f", {render.short_time(r['time_range'][0])} → {render.short_time(r['time_range'][1])}")
             line.append(", sealed" if r["sealed"] else ", unsealed")
+            if r.get("mirror") == "agrees":
+                line.append(", from the store's mirror" if r["source"] == "mirror" else ", mirror agrees")
             if r["failure"]:
                 line.append(f"\n      {r['failure']}", style="red")
             out.print(line)
@@ -64,10 +66,12 @@ def revoke(
     nodes: dict = {}
     root = None
     for r in results:
+        confirmed = {True: "; confirmed by its supervisor", False: "; not confirmed by its supervisor yet"}
         label = render.text(
-            f"{r['id']}  {r['name']}  "
+            f"{r['id']}  {r['name']}  on {r['host']}  "
             + ("revoked" if r["newly_revoked"] else "already revoked")
             + f"; process: {r['process']}"
+            + confirmed.get(r["confirmed"], "")
         )
         parent = nodes.get(r["parent_id"])
         node = parent.add(label) if parent is not None else Tree(label)

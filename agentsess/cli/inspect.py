@@ -11,6 +11,7 @@ def runs(
     since: str = typer.Option(None, "--since", help="only runs started since: a duration (2h) or a date (2026-11-29)"),
     parent: str = typer.Option(None, "--parent", help="only the children of this run"),
     limit: int = typer.Option(50, "--limit", "-n", min=0, help="at most this many (0: all)"),
+    host: str = typer.Option(None, "--host", help="only runs supervised on this host (a shared store holds every machine's)"),
     tree: bool = typer.Option(False, "--tree", help="show sub-agent runs under their parents"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list of run objects"),
 ) -> None:
@@ -26,7 +27,7 @@ def runs(
     import time
 
     since_ts = parse_since(since, time.time()) if since else None
-    items = list_runs(status, name, since_ts, parent, limit or None)
+    items = list_runs(status, name, since_ts, parent, limit or None, host=host)
     if as_json:
         render.print_json(items)
         return
@@ -58,7 +59,7 @@ def _runs_table(items: list[dict], tree: bool) -> None:
         walk(None, 0)
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("id", no_wrap=True)
-    for col in ("status", "name", "started", "duration", "exit"):
+    for col in ("status", "name", "host", "started", "duration", "exit"):
         table.add_column(col)
     for r in rows:
         exit_text = "-" if r["exit_code"] is None else str(r["exit_code"])
@@ -68,6 +69,7 @@ def _runs_table(items: list[dict], tree: bool) -> None:
             render.text(("  " * indent[r["id"]]) + ("└ " if indent[r["id"]] else "") + r["id"]),
             render.status_text(r["status"], r["exit_code"]),
             render.text(r["name"]),
+            render.text(r["host"]),
             render.short_time(r["started_at"]),
             render.duration_text(r["duration"]),
             exit_text,

@@ -18,7 +18,8 @@ def diagnose() -> dict:
     add("data root", "ok" if os.access(root, os.W_OK) or not os.path.exists(root) else "fail", root)
     try:
         with Store() as store:
-            add("store", "ok", f"{store.path} ({store.count()} runs, migrations {', '.join(store.applied_migrations())})")
+            runs = store.count()  # a shared store's location is known once it answered
+            add("store", "ok", f"{store.location} ({runs} runs, migrations {', '.join(store.applied_migrations())})")
     except AgentsessError as exc:
         add("store", "fail", exc.message)
     try:

@@ -35,6 +35,8 @@ BUILTIN: dict[str, Any] = {
     "on_revoke": "stop",
     "on_expiry": "keep",
     "expiry_warning": 120,
+    "store_unreachable_after": 30,  # fleet: a shared store unreachable this long ...
+    "on_store_unreachable": "keep",  # ... keeps the run going (warn, record when back) or stops it
     "scrub_env": [],
     "pass_env": [],
     "keep_env": False,
@@ -60,15 +62,16 @@ BUILTIN: dict[str, Any] = {
 }
 PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
-TOP_KEYS = ("defaults", "profiles")
+TOP_KEYS = ("defaults", "profiles", "store")
 
-_DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning"))
+_DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning", "store_unreachable_after"))
 _BOOLS = frozenset(("keep_env", "env_notice", "isolate_home", "mask_terminal", "capture_shell", "contain"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
     "env_mode": ("scrub", "allow"),
     "on_expiry": ("keep", "stop"),
     "on_exit": ("stop", "keep"),
+    "on_store_unreachable": ("keep", "stop"),
     "integration": ("auto", "none", "claude-code", "codex", "gemini"),
     "default_decision": ("observe", "allow", "deny", "ask"),
 }
@@ -277,6 +280,12 @@ def check_document(path: str, data: dict) -> dict:
     for key in data:
         if key not in TOP_KEYS:
             raise _unknown_key(path, key_text(key), key, TOP_KEYS)
+    store = data.get("store")
+    if store is not None and not (
+        isinstance(store, str) and (store in ("", "sqlite") or store.startswith(("postgresql://", "postgres://")))
+    ):
+        # the value is not echoed: it may hold a password
+        raise config_error(path, "store", 'expected a postgresql:// URL, or "sqlite" for this machine\'s file')
     defaults_raw = data.get("defaults", {})
     if not isinstance(defaults_raw, dict):
         raise config_error(

@@ -4,6 +4,7 @@
 Folders are created 0700 and files 0600. The data root holds::
 
     store.db                the run registry (SQLite)
+    store-pending/RUN.json  a shared store's writes held while it was unreachable
     runs/RUN/               one folder per run:
         receipts.jsonl          its receipt stream
         output.log, timing.log  its masked output and when it was written
@@ -49,6 +50,15 @@ def starter_config() -> str:
 
 def store_file() -> str:
     return os.path.join(data_root(), "store.db")
+
+
+def store_pending_dir() -> str:
+    """A shared (PostgreSQL) store's writes held on this machine while it was unreachable."""
+    return os.path.join(data_root(), "store-pending")
+
+
+def store_pending_file(run_id: str, folder: str | None = None) -> str:
+    return os.path.join(folder or store_pending_dir(), run_id + ".json")
 
 
 def config_cache() -> str:

@@ -80,6 +80,15 @@ def _events(output_path: str, timing_path: str):
         yield [t, "o", rest]
 
 
+def _shared(store) -> bool:
+    """Whether ``store`` (or, for None, the configured store) is a shared (PostgreSQL) one."""
+    if store is not None:
+        return bool(getattr(store, "shared", False))
+    from agentsess.edges.store import is_shared
+
+    return is_shared()
+
+
 def _row(run_id: str, store) -> dict:
     if store is None:
         from agentsess.edges.store import Store
@@ -118,6 +127,15 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
     row = _row(run_id, store)
     output_path = paths.output_log(run_id)
     timing_path = paths.timing_log(run_id)
+    if not os.path.exists(output_path) and _shared(store) and row.get("host"):
+        from agentsess.edges import host
+
+        if row["host"] != host.hostname():
+            raise AgentsessError(
+                f"run {run_id}'s output log is on {row['host']}, where it ran; the store holds only its "
+                f"receipts: `agentsess export {run_id} --format jsonl` works from here",
+                USAGE,
+            )
     header = asciicast_header(row, _first_size(timing_path), term)
     out.write(_line(header))
     counts = {"events": 0, "output_events": 0, "resizes": 0}
@@ -128,6 +146,22 @@ def asciicast(run_id: str, out, store=None, term: str | None = None) -> dict:
     return counts
 
 
-def jsonl(run_id: str, out) -> int:
-    """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size."""
+def jsonl(run_id: str, out, store=None) -> int:
+    """Copy run ``run_id``'s receipt stream to binary file ``out`` byte for byte; returns its size.
+
+    A run whose stream is on another machine is exported from a shared store's mirror (the
+    same bytes: the mirror keeps each record's canonical line).
+    """
+    if not os.path.exists(paths.receipts_file(run_id)) and _shared(store):
+        if store is None:
+            from agentsess.edges.store import Store
+
+            with Store() as own:
+                lines = own.mirrored(run_id)
+        else:
+            lines = store.mirrored(run_id)
+        if lines:
+            for line in lines:
+                out.write(line)
+            return sum(map(len, lines))
     return streams.copy_stream(run_id, out)

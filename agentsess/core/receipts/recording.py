@@ -43,7 +43,7 @@ def record(store, run_id: str, rtype: str, data) -> dict | None:
 
     rec = streams.append(run_id, rtype, guarded)
     if rec is not None:
-        store.set_head(run_id, rec["hash"], rec["seq"] + 1)
+        store.record_receipt(run_id, rec)  # the chain head, and the fleet mirror
     return rec
 
 

@@ -105,16 +105,21 @@ def _check_output(result: Integrity, row: dict, seal: dict | None) -> None:
         result.fail(f"the output log does not match its recorded digest ({size} bytes on disk)")
 
 
-def verify_run(row: dict, check_output: bool = True) -> Integrity:
+def verify_run(row: dict, check_output: bool = True, lines=None) -> Integrity:
+    """``lines``: the stream's raw lines from elsewhere (a shared store's mirror) instead of the file."""
     result = Integrity(row["id"])
-    path = paths.receipts_file(row["id"])
-    if not os.path.exists(path):
-        return result.fail("the receipt stream is missing")
+    if lines is None:
+        path = paths.receipts_file(row["id"])
+        if not os.path.exists(path):
+            return result.fail("the receipt stream is missing")
+        numbered = streams.read(row["id"])
+    else:
+        numbered = enumerate(lines, 1)
     prev = None
     seal = None
     late = None  # the first record after a seal that is not a revocation (reported last)
     expected_seq = 0
-    for number, line in streams.read(row["id"]):
+    for number, line in numbered:
         try:
             rec = json.loads(line)
             seq = rec["seq"]
@@ -203,7 +208,12 @@ def verify_all(store, check_output: bool = True) -> list[Integrity]:
     folders = _run_folders()
     rows = store.list_runs()
     results = [verify_run(row, check_output) for row in rows]
-    known = {row["id"] for row in rows}
+    return results + unknown_folders(folders, {row["id"] for row in rows})
+
+
+def unknown_folders(folders: list[str], known: set[str]) -> list[Integrity]:
+    """A failure for each run folder (listed before the store's rows were read) without a row."""
+    results = []
     for name in folders:
         if name in known or not os.path.lexists(os.path.join(paths.runs_dir(), name)):
             continue  # pruned meanwhile (prune deletes the row, then the folder)

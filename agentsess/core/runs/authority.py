@@ -363,6 +363,7 @@ def _finish_nested(store, run: Nested, message: dict) -> tuple[int, list[str]]:
     notes: list[str] = []
     run.watch.store, run.watch.say = store, notes.append
     run.watch.stopped = run.watch.stopped or bool(message.get("stopped"))
+    run.watch.confirm_at_end()  # fleet (issue 17): a revocation seen only now is still confirmed
     size = message.get("output_bytes")
     digest = message.get("output_sha256")
     log = _LogSummary(size if isinstance(size, int) else 0, digest if isinstance(digest, str) else None)

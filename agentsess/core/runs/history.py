@@ -87,14 +87,15 @@ def status(run_id: str, store=None) -> str | None:
     return None if row is None else row["status"]
 
 
-def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None) -> list[dict]:
-    """Run objects, newest first; ``parent`` is a run reference (id, prefix or ``last``)."""
+def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None, host=None) -> list[dict]:
+    """Run objects, newest first; ``parent`` is a run reference (id, prefix or ``last``);
+    ``host``: only the runs supervised on that machine (a shared store holds every machine's)."""
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
         parent_id = store.resolve(parent) if parent else None
         reap_abandoned(store)
-        rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
+        rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS, host=host)
     return [run_object(r) for r in rows]
 
 
@@ -115,8 +116,9 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     ``with_integrity=False`` leaves out the verification (which reads the whole output log)
     so a caller can show the rest first; :func:`integrity` computes it.
     """
+    from agentsess.core.receipts import mirror
     from agentsess.core.runs.abandonment import reap_abandoned
-    from agentsess.edges import paths, streams
+    from agentsess.edges import paths
     from agentsess.edges.outputlog import tail_lines
 
     with _store(store) as store:
@@ -124,8 +126,9 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
         run_id = store.resolve(ref)
         row = store.get_run(run_id)
         children = tree(store, run_id)
+        records, _ = mirror.records(store, run_id)  # a shared store's mirror when not on this machine
+        checked = integrity(row, store) if with_integrity else None
     out = run_object(row)
-    records = streams.load(run_id)
     out["credential"] = {
         "state": credential_state(row),
         "scopes": row.get("scopes") or [],
@@ -151,30 +154,35 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     out["output_sha256"] = row.get("output_sha256")
     out["children"] = children
     out["receipts"] = records
-    out["integrity"] = integrity(row) if with_integrity else None
+    out["integrity"] = checked
     out["output_tail"] = tail_lines(paths.output_log(run_id), with_output_lines).decode("utf-8", "replace")
     return out
 
 
 def integrity(row_or_id, store=None) -> dict:
     """The run's verification summary (see `agentsess verify`), from its row or its id."""
-    from agentsess.core.receipts.verify import verify_run
+    from agentsess.core.receipts import mirror
 
-    if isinstance(row_or_id, str):
-        with _store(store) as store:
-            row = store.get_run(row_or_id)
-    else:
-        row = row_or_id
-    return verify_run(row).as_dict()
+    with _store(store) as store:
+        row = store.get_run(row_or_id) if isinstance(row_or_id, str) else row_or_id
+        return mirror.verify(store, row)
 
 
 def verify_runs(ref: str | None = None, store=None) -> list[dict]:
     """`agentsess verify`: the verification summary of run ``ref``, or of every run (None),
-    and of every run folder the store has no row for."""
-    from agentsess.core.receipts.verify import verify_all, verify_run
+    and of every run folder the store has no row for. With a shared store each run is also
+    checked against the store's mirror of its receipts (or from the mirror alone when its
+    stream is on another machine)."""
+    from agentsess.core.receipts import mirror, verify
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
         reap_abandoned(store)
-        checked = verify_all(store) if ref is None else [verify_run(store.get_run(store.resolve(ref)))]
-        return [result.as_dict() for result in checked]
+        if ref is not None:
+            return [mirror.verify(store, store.get_run(store.resolve(ref)))]
+        # the folders first: a run's row is written before its folder (see verify.verify_all)
+        folders = verify._run_folders()
+        rows = store.list_runs()
+        results = [mirror.verify(store, row) for row in rows]
+        results += [r.as_dict() for r in verify.unknown_folders(folders, {row["id"] for row in rows})]
+        return results

@@ -5,6 +5,11 @@ or ancestor has ``revoked_at`` set (or is abandoned). Each revoked run's stream 
 ``run.revoked`` receipt; a finished run's stream is sealed again after it. Live supervisors
 on this machine are told at once with SIGUSR1 (they also poll the store); they stop the
 child's process group per the profile's ``on_revoke``.
+
+With a shared (PostgreSQL) store the same transaction notifies every machine. A running
+run's ``run.revoked`` receipt is then written by its own supervisor, wherever it runs,
+when it sees the revocation: that receipt, mirrored in the store, is its confirmation, and
+``revoke`` waits a few seconds for it (``confirmed`` in each result).
 """
 
 import os
@@ -40,6 +45,8 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
     now = time.time()
     # mark the whole tree first, in one transaction, so no run in it can exit unrevoked meanwhile
     newly = store.mark_revoked({row["id"]: _cause(row, run_id) for row in targets}, now, by, reason)
+    shared = getattr(store, "shared", False)
+    here = host.hostname()
     results = []
     for row in targets:
         result = {
@@ -50,8 +57,14 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
             "newly_revoked": newly[row["id"]],
             "cause": _cause(row, run_id) if newly[row["id"]] else row.get("revoke_cause"),
             "process": "not running",
+            "host": row.get("host"),
+            "confirmed": None,
         }
-        if newly[row["id"]]:
+        # a shared store: a running run's own supervisor writes (and so confirms) run.revoked
+        by_supervisor = shared and row["status"] == "running"
+        if newly[row["id"]] and shared and not by_supervisor and row.get("host") != here:
+            result["receipt_error"] = f"its receipt stream is on {row.get('host')}; the store holds the revocation"
+        elif newly[row["id"]] and not by_supervisor:
             try:
                 direct = row["id"] == run_id
                 recording.record(
@@ -68,6 +81,8 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
         if row["status"] == "running" and supervisor_alive(row):
             keep = (row.get("policy") or {}).get("on_revoke") == "keep"
             result["process"] = "kept running (on_revoke = keep)" if keep else "stopping"
+            if by_supervisor and newly[row["id"]]:
+                result["confirmed"] = False
         results.append(result)
     # tell live supervisors on this machine at once, the deepest first
     for result, row in reversed(list(zip(results, targets, strict=True))):
@@ -78,16 +93,20 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
             except (ProcessLookupError, PermissionError):
                 pass
     stopping = [r for r in results if r["process"] == "stopping"]
-    if stopping:
-        grace = max((store.get_run(r["id"]).get("policy") or {}).get("revoke_grace", 5) for r in stopping)
+    unconfirmed = {r["id"]: r for r in results if r["confirmed"] is False}
+    if stopping or unconfirmed:
+        grace = max([(store.get_run(r["id"]).get("policy") or {}).get("revoke_grace", 5) for r in stopping] or [0])
         deadline = time.monotonic() + (grace + 2 if wait is None else wait)
         pending = {r["id"]: r for r in stopping}
-        while pending and time.monotonic() < deadline:
+        while (pending or unconfirmed) and time.monotonic() < deadline:
             for rid in list(pending):
                 row = store.get_run(rid)
                 if row.get("ended_at") is not None or not supervisor_alive(row):
                     pending.pop(rid)["process"] = "stopped"
-            if pending:
+            for rid in list(unconfirmed):
+                if any(rec["data"].get("confirmed_by") for rec in store.mirrored_types(rid, "run.revoked")):
+                    unconfirmed.pop(rid)["confirmed"] = True
+            if pending or unconfirmed:
                 time.sleep(0.05)
         # a supervisor that did not act in time (stopped, wedged): kill the run's processes ourselves
         for rid, r in list(pending.items()):

@@ -62,11 +62,42 @@ class Watch:
         self.expired = False
         self.spool: SpoolReader | None = None
         self.leftovers = 0
+        self.fleet = None  # fleet (issue 17): the shared store's watch of this run, see supervise
+        self.confirmed = False  # a nested run on a shared store: run.revoked written by us
 
     def ingest_spool(self) -> None:
         if self.spool is not None:
             for data in self.spool.read():
                 recording.record(self.store, self.run_id, "action.exec", data)
+
+    def _confirm_revoked(self, cause: str | None) -> None:
+        """A nested run on a shared store: its parent's supervisor (this authority) writes the
+        ``run.revoked`` receipt that confirms the stop to the machine that revoked."""
+        if self.confirmed:
+            return
+        self.confirmed = True
+        row = (self.store.revocations_of([self.run_id]) or {}).get(self.run_id) or {}
+        cause = cause or "direct"
+        ancestor = cause.split(" ", 1)[1] if cause.startswith("ancestor ") else None
+        try:
+            recording.record(
+                self.store, self.run_id, "run.revoked",
+                {"cause": "ancestor" if ancestor else "direct", "ancestor": ancestor,
+                 "by": row.get("revoked_by"), "reason": row.get("reason"),
+                 "at": rfc3339(row["revoked_at"]) if row.get("revoked_at") else None,
+                 "confirmed_by": f"supervisor {os.getpid()}@{host.hostname()}"},
+            )
+        except ReceiptError:
+            pass
+
+    def confirm_at_end(self) -> None:
+        """A nested run ending on a shared store (stopped, say, by its revoked parent) before
+        its watch saw the revocation: the stop is still confirmed."""
+        if self.fleet is None and not self.confirmed and getattr(self.store, "shared", False):
+            revoked_at, cause = self.store.revocation(self.run_id)
+            if revoked_at is not None:
+                self.revoked = True
+                self._confirm_revoked(cause)
 
     def __call__(self, sup) -> None:
         if not os.path.exists(self.receipts_path):
@@ -74,10 +105,14 @@ class Watch:
                 f"the receipt stream {self.receipts_path} was deleted; stopping the run (fail closed)"
             )
         self.ingest_spool()
+        if self.fleet is not None:  # fleet (issue 17): confirm a revocation, apply on_store_unreachable
+            self.fleet.tick(self, sup)
         if not self.revoked:
             revoked_at, cause = self.store.revocation(self.run_id)
             if revoked_at is not None:
                 self.revoked = True
+                if self.fleet is None and getattr(self.store, "shared", False):
+                    self._confirm_revoked(cause)
                 if self.profile.on_revoke == "stop":
                     self.say(f"run {self.run_id} was revoked ({cause or 'direct'}); stopping it")
                     self.stopped = True
@@ -155,6 +190,11 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     sup.on_start = started
     authority = Authority(run_id, contained.mode)
     server = ControlServer(run_id, authority.handle, fast_handler=authority.fast)
+    # fleet (issue 17): with a shared store, a watcher thread (edges/store/watcher.py) sees
+    # revocations made on any machine and wakes this loop with SIGUSR1; None with SQLite
+    watch.fleet = store.watch_run(run_id, profile, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+    if watch.fleet is not None:
+        watch.fleet.start()
     failure = None
     code = sig = None
     try:
@@ -184,6 +224,8 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         if watch.stopped or profile.on_exit == "stop":
             watch.leftovers = kill_descendants()
         log.close()
+        if watch.fleet is not None:  # fleet (issue 17)
+            watch.fleet.stop()
         if launch.broker is not None:
             launch.broker.stop()  # issue 13: refuse from now on; its receipts land before run.exited
     try:

@@ -1,0 +1,193 @@
+"""The store's schema as a named, append-only list of migrations, with the SQL for each backend.
+
+Never edit or reorder an entry that has shipped: add a new one at the end. Each is applied
+with its record in one transaction when the store opens (on PostgreSQL under
+``pg_advisory_xact_lock``, so that two machines opening a new store at once apply it once).
+Statements are separated by ``;``. :data:`MIGRATIONS` is the SQLite list as ``(name, sql)``
+pairs, :data:`POSTGRES` the PostgreSQL one; both name the same steps in the same order.
+"""
+
+
+def Migration(name: str, sqlite: str, postgres: str) -> tuple[str, str, str]:
+    """One step: its name, its SQLite SQL, its PostgreSQL SQL (a plain tuple: no typing import)."""
+    return (name, sqlite, postgres)
+
+
+MIGRATIONS_BY_BACKEND: list[tuple[str, str, str]] = [
+    Migration(
+        '0001_runs',
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            parent_id TEXT,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            command TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            host TEXT NOT NULL,
+            user TEXT NOT NULL,
+            mode TEXT,
+            supervisor_pid INTEGER,
+            supervisor_started REAL,
+            child_pid INTEGER,
+            child_pgid INTEGER,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            exit_code INTEGER,
+            signal INTEGER,
+            chain_head TEXT,
+            chain_count INTEGER NOT NULL DEFAULT 0,
+            output_bytes INTEGER,
+            output_sha256 TEXT,
+            error TEXT
+        );
+        CREATE INDEX runs_started ON runs (started_at);
+        CREATE INDEX runs_status ON runs (status, started_at);
+        CREATE INDEX runs_parent ON runs (parent_id);
+        CREATE INDEX runs_name ON runs (name, started_at);
+        """,
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            parent_id TEXT,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            command TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            host TEXT NOT NULL,
+            "user" TEXT NOT NULL,
+            mode TEXT,
+            supervisor_pid BIGINT,
+            supervisor_started DOUBLE PRECISION,
+            child_pid BIGINT,
+            child_pgid BIGINT,
+            started_at DOUBLE PRECISION NOT NULL,
+            ended_at DOUBLE PRECISION,
+            exit_code BIGINT,
+            signal BIGINT,
+            chain_head TEXT,
+            chain_count BIGINT NOT NULL DEFAULT 0,
+            output_bytes BIGINT,
+            output_sha256 TEXT,
+            error TEXT
+        );
+        CREATE INDEX runs_started ON runs (started_at);
+        CREATE INDEX runs_status ON runs (status, started_at);
+        CREATE INDEX runs_parent ON runs (parent_id);
+        CREATE INDEX runs_name ON runs (name, started_at);
+        CREATE INDEX runs_id_pattern ON runs (id text_pattern_ops);
+        """,
+    ),
+    Migration(
+        '0002_credentials',
+        """
+        ALTER TABLE runs ADD COLUMN profile TEXT;
+        ALTER TABLE runs ADD COLUMN agent TEXT;
+        ALTER TABLE runs ADD COLUMN obo TEXT;
+        ALTER TABLE runs ADD COLUMN scopes TEXT;
+        ALTER TABLE runs ADD COLUMN chain TEXT;
+        ALTER TABLE runs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN jti TEXT;
+        ALTER TABLE runs ADD COLUMN token_sha256 TEXT;
+        ALTER TABLE runs ADD COLUMN kid TEXT;
+        ALTER TABLE runs ADD COLUMN issued_at REAL;
+        ALTER TABLE runs ADD COLUMN expires_at REAL;
+        ALTER TABLE runs ADD COLUMN policy TEXT;
+        CREATE INDEX runs_jti ON runs (jti);
+        CREATE INDEX runs_token ON runs (token_sha256);
+        """,
+        """
+        ALTER TABLE runs ADD COLUMN profile TEXT;
+        ALTER TABLE runs ADD COLUMN agent TEXT;
+        ALTER TABLE runs ADD COLUMN obo TEXT;
+        ALTER TABLE runs ADD COLUMN scopes TEXT;
+        ALTER TABLE runs ADD COLUMN chain TEXT;
+        ALTER TABLE runs ADD COLUMN depth BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN jti TEXT;
+        ALTER TABLE runs ADD COLUMN token_sha256 TEXT;
+        ALTER TABLE runs ADD COLUMN kid TEXT;
+        ALTER TABLE runs ADD COLUMN issued_at DOUBLE PRECISION;
+        ALTER TABLE runs ADD COLUMN expires_at DOUBLE PRECISION;
+        ALTER TABLE runs ADD COLUMN policy TEXT;
+        CREATE INDEX runs_jti ON runs (jti);
+        CREATE INDEX runs_token ON runs (token_sha256);
+        """,
+    ),
+    Migration(
+        '0003_revocation',
+        """
+        ALTER TABLE runs ADD COLUMN revoked_at REAL;
+        ALTER TABLE runs ADD COLUMN revoked_by TEXT;
+        ALTER TABLE runs ADD COLUMN revoke_reason TEXT;
+        ALTER TABLE runs ADD COLUMN revoke_cause TEXT;
+        ALTER TABLE runs ADD COLUMN session_id TEXT;
+        ALTER TABLE runs ADD COLUMN child_started REAL;
+        """,
+        """
+        ALTER TABLE runs ADD COLUMN revoked_at DOUBLE PRECISION;
+        ALTER TABLE runs ADD COLUMN revoked_by TEXT;
+        ALTER TABLE runs ADD COLUMN revoke_reason TEXT;
+        ALTER TABLE runs ADD COLUMN revoke_cause TEXT;
+        ALTER TABLE runs ADD COLUMN session_id TEXT;
+        ALTER TABLE runs ADD COLUMN child_started DOUBLE PRECISION;
+        """,
+    ),
+    Migration(
+        "0004_containment",
+        """
+        ALTER TABLE runs ADD COLUMN containment TEXT;
+        ALTER TABLE runs ADD COLUMN sandbox_pid INTEGER;
+        """,
+        """
+        ALTER TABLE runs ADD COLUMN containment TEXT;
+        ALTER TABLE runs ADD COLUMN sandbox_pid BIGINT;
+        """,
+    ),
+    Migration(
+        "0005_fleet",
+        """
+        CREATE TABLE revocations (
+            run_id TEXT PRIMARY KEY,
+            revoked_at REAL NOT NULL,
+            revoked_by TEXT NOT NULL,
+            reason TEXT,
+            cause TEXT NOT NULL
+        );
+        CREATE TABLE receipts (
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            line TEXT NOT NULL,
+            host TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE INDEX runs_host ON runs (host, started_at);
+        """,
+        """
+        CREATE TABLE revocations (
+            run_id TEXT PRIMARY KEY,
+            revoked_at DOUBLE PRECISION NOT NULL,
+            revoked_by TEXT NOT NULL,
+            reason TEXT,
+            cause TEXT NOT NULL
+        );
+        CREATE TABLE receipts (
+            run_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            type TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            line TEXT NOT NULL,
+            host TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE INDEX runs_host ON runs (host, started_at);
+        """,
+    ),
+]
+
+# the SQLite list as (name, sql) pairs, as it has always been read
+MIGRATIONS: list[tuple[str, str]] = [(name, lite) for name, lite, _ in MIGRATIONS_BY_BACKEND]
+POSTGRES: list[tuple[str, str]] = [(name, pg) for name, _, pg in MIGRATIONS_BY_BACKEND]
