@@ -66,7 +66,7 @@ def prune(
     out = render.console()
     verb = "would prune" if dry_run else "pruned"
     noun = "run" if result.count == 1 else "runs"
-    out.print(render.text(f"{verb} {result.count} {noun} that ended before {render.short_time(result.before)} UTC"))
+    out.print(render.text(f"{verb} {result.count} {noun} that ended before {render.short_time(result.before)}"))
     if dry_run:
         for run_id in result.pruned:
             out.print(render.text(f"  {run_id}"))

@@ -243,8 +243,8 @@ class Store:
     def mark_revoked(self, causes: dict, now: float, by: str, reason: str | None) -> dict:
         """Revoke every run in ``causes`` (id -> cause) in one transaction; {id: newly revoked?}.
 
-        A running run's status becomes ``revoked``; a finished one keeps its status and gets
-        the revocation fields (its credentials are dead from now on).
+        Its status becomes ``revoked`` (a finished run keeps its exit code; a denied run, which
+        never had a credential, stays ``denied``) and it gets the revocation fields.
         """
         newly = {}
         try:
@@ -253,7 +253,7 @@ class Store:
                 for run_id, cause in causes.items():
                     cur = self.db.execute(
                         "UPDATE runs SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, revoke_cause = ?, "
-                        "status = CASE WHEN status = 'running' THEN 'revoked' ELSE status END "
+                        "status = CASE WHEN status IN ('running', 'exited', 'abandoned') THEN 'revoked' ELSE status END "
                         "WHERE id = ? AND revoked_at IS NULL",
                         (now, by, reason, cause, run_id),
                     )
