@@ -94,7 +94,8 @@ def list_runs(status=None, name=None, since=None, parent=None, limit=None, store
 
     with _store(store) as store:
         parent_id = store.resolve(parent) if parent else None
-        reap_abandoned(store)
+        if not store.readonly:  # evidence on read-only media is read as it is
+            reap_abandoned(store)
         rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
     return [run_object(r) for r in rows]
 
@@ -120,7 +121,8 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     from agentsess.edges import paths, streams
 
     with _store(store) as store:
-        reap_abandoned(store)
+        if not store.readonly:  # evidence on read-only media is read as it is
+            reap_abandoned(store)
         run_id = store.resolve(ref)
         row = store.get_run(run_id)
         children = tree(store, run_id)
@@ -195,6 +197,7 @@ def verify_runs(ref: str | None = None, store=None) -> list[dict]:
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
-        reap_abandoned(store)
+        if not store.readonly:  # evidence on read-only media is read as it is
+            reap_abandoned(store)
         checked = verify_all(store) if ref is None else [verify_run(store.get_run(store.resolve(ref)))]
         return [result.as_dict() for result in checked]
