@@ -154,7 +154,10 @@ def _stream_output(run_id: str, offset: int, follow: bool) -> None:
     path = paths.output_log(run_id)
     out = sys.stdout.buffer
     sys.stdout.flush()
-    tty = os.isatty(out.fileno()) if hasattr(out, "fileno") else False
+    try:
+        tty = os.isatty(out.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file (a test's captured stdout)
+        tty = False
     shown = _TerminalFilter() if tty else None
 
     def write(block: bytes, final: bool = False) -> None:

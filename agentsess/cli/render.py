@@ -46,8 +46,8 @@ def safe(value, keep: str = "") -> str:
 def print_json(obj) -> None:
     # json.dumps escapes every control character (ensure_ascii=False keeps only printable text raw)
     text = json.dumps(obj, indent=2, ensure_ascii=False)
-    if "\u2028" in text or "\u2029" in text or "\x85" in text or "\x9b" in text:
-        text = json.dumps(obj, indent=2, ensure_ascii=True)  # C1 controls and separators, escaped
+    if not text.isascii() and safe(text, "\n") != text:
+        text = json.dumps(obj, indent=2, ensure_ascii=True)  # C1 controls, bidi overrides: escaped
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 

@@ -251,8 +251,8 @@ class Store:
     def mark_revoked(self, causes: dict, now: float, by: str, reason: str | None) -> dict:
         """Revoke every run in ``causes`` (id -> cause) in one transaction; {id: newly revoked?}.
 
-        Its status becomes ``revoked`` (a finished run keeps its exit code; a denied run, which
-        never had a credential, stays ``denied``) and it gets the revocation fields.
+        A running or exited run's status becomes ``revoked`` (an exited one keeps its exit
+        code); an abandoned or denied run keeps its status. Each gets the revocation fields.
         """
         newly = {}
         try:
@@ -261,7 +261,7 @@ class Store:
                 for run_id, cause in causes.items():
                     cur = self.db.execute(
                         "UPDATE runs SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, revoke_cause = ?, "
-                        "status = CASE WHEN status IN ('running', 'exited', 'abandoned') THEN 'revoked' ELSE status END "
+                        "status = CASE WHEN status IN ('running', 'exited') THEN 'revoked' ELSE status END "
                         "WHERE id = ? AND revoked_at IS NULL",
                         (now, by, reason, cause, run_id),
                     )
