@@ -1,0 +1,1 @@
+"""Tests written against surviving mutants of verification, tokens and scopes."""
