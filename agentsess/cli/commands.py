@@ -66,6 +66,7 @@ COMMANDS = (
     Command("whoami", _CLI + "whoami", "main", "Inside a run: which run this is, its scopes, expiry and containment.", hot=True),
     Command("mcp-proxy", _CLI + "mcp", "mcp_proxy", "Put a stdio MCP server behind the current run's tool-call rules.", passthrough=True),
     Command("doctor", _CLI + "settings", "doctor", "Check the set-up: data root, store, keyring backend, signing key, config."),
+    Command("help", _CLI + "topics", "main", "Read about a topic: scopes, rules, exit-codes, environment, receipts, completion.", hot=True),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}
@@ -88,8 +89,10 @@ def top_help() -> str:
         "options:",
         "  -h, --help     show this help and exit",
         "  -V, --version  print the version and exit",
+        "  --show-completion SHELL     print the completion script for bash, zsh or fish",
+        "  --install-completion SHELL  install it where SHELL looks for it",
         "  --debug        show tracebacks of unexpected errors (also AGENTSESS_DEBUG=1)",
         "",
-        "Run `agentsess COMMAND --help` for a command's own options.",
+        "Run `agentsess COMMAND --help` for a command's own options, `agentsess help` for topics.",
     ]
     return "\n".join(lines) + "\n"
