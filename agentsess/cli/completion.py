@@ -122,7 +122,7 @@ def _options(words: list[str]) -> list[str]:
     from agentsess.cli.app import build
 
     group = typer.main.get_command(build([command.name]))
-    cmd = group.commands.get(command.name) if hasattr(group, "commands") else None  # type: ignore[attr-defined]
+    cmd = group.commands.get(command.name) if hasattr(group, "commands") else None
     if cmd is not None and len(words) > 1 and hasattr(cmd, "commands"):
         cmd = cmd.commands.get(words[1])
     if cmd is None:
