@@ -120,3 +120,21 @@ def test_every_shell_has_a_script_and_installs(tmp_path):
         assert (tmp_path / where).read_bytes() == script
     bad = agentsess("--show-completion", "tcsh", env={"SHELL": "/bin/tcsh"})
     assert bad.returncode == 2 and bad.stderr.startswith(b"agentsess: error: --show-completion: give a shell")
+
+
+def test_the_readme_rule_for_claudes_mcp_tools_matches_claudes_names():
+    """Claude Code calls its MCP tools mcp__SERVER__TOOL: the example's rules must match those."""
+    import json
+    import shutil
+
+    from inrun import InRun
+
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    shutil.copy(os.path.join(examples, "claude-code.toml"), os.environ["AGENTSESS_CONFIG"])
+    agentsess("secret", "set", "github-agent", input=b"ghp_" + b"Z" * 36, check=0)
+    with InRun("--profile", "claude", "--agent", "none") as run:
+        event = {"hook_event_name": "PreToolUse", "session_id": "s", "tool_name": "mcp__github__delete_repository",
+                 "tool_input": {"repo": "x"}, "tool_use_id": "t", "cwd": "/tmp", "transcript_path": "/dev/null"}
+        proc = run.call("hook", "claude-code", "--run", run["AGENTSESS_RUN_ID"], input=json.dumps(event).encode())
+    out = json.loads(proc.stdout)["hookSpecificOutput"]
+    assert out["permissionDecision"] == "deny", out
