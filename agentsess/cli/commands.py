@@ -49,8 +49,8 @@ _CLI = "agentsess.cli."
 
 COMMANDS = (
     Command("run", _CLI + "run", "main", "Run a command as a supervised agent run, with its own scoped token.", hot=True),
-    Command("runs", _CLI + "inspect", "runs", "List runs, newest first."),
-    Command("show-run", _CLI + "inspect", "show_run", "Show what the agent did in one run."),
+    Command("runs", _CLI + "inspect", "runs_main", "List runs, newest first.", hot=True),
+    Command("show-run", _CLI + "inspect", "show_run_main", "Show what the agent did in one run.", hot=True),
     Command("revoke", _CLI + "audit", "revoke", "Kill a run's credentials, stop its process tree, and cascade to its sub-agent runs."),
     Command("verify", _CLI + "audit", "verify", "Recompute receipt chains, seals and output digests; exit 1 if any run fails."),
     Command("export", _CLI + "exporting", "export", "Export a run's output as an asciicast v2 recording, or its receipts as JSON Lines."),

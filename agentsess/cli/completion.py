@@ -112,7 +112,7 @@ def _options(words: list[str]) -> list[str]:
         import importlib
 
         module = importlib.import_module(command.module)
-        make = getattr(module, f"{command.name}_parser", None) or getattr(module, "parser", None)
+        make = getattr(module, f"{command.name.replace('-', '_')}_parser", None) or getattr(module, "parser", None)
         if make is None:
             return ["--help"]
         parser: argparse.ArgumentParser = make()

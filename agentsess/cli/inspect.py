@@ -1,28 +1,87 @@
-"""`agentsess runs` and `agentsess show-run`: what agents did, at a glance or as JSON."""
+"""`agentsess runs` and `agentsess show-run`: what agents did, at a glance or as JSON.
 
-import typer
+Both parse with :mod:`agentsess.cli.parsing` (argparse), not typer: typer's import (pydantic
+with it) cost more than the rest of `runs` together. Rich is imported only to render.
+"""
 
 from agentsess.cli import render
+from agentsess.cli.parsing import Parser
+from agentsess.errors import USAGE, AgentsessError
 
 RECEIPTS_SHOWN = 40  # a long run's first 10 and last 30 receipts
 _HEAD = 10
+STATUSES = ("running", "exited", "revoked", "abandoned", "denied")
 
 
-def runs(
-    status: str = typer.Option(None, "--status", help="only runs with this status: running, exited, revoked, abandoned, denied"),
-    name: str = typer.Option(None, "--name", help="only runs of this agent name"),
-    since: str = typer.Option(None, "--since", help="only runs started since: a duration (2h) or a date (2026-11-29)"),
-    parent: str = typer.Option(None, "--parent", help="only the children of this run"),
-    limit: int = typer.Option(50, "--limit", "-n", min=0, help="at most this many (0: all)"),
-    tree: bool = typer.Option(False, "--tree", help="show sub-agent runs under their parents"),
-    as_json: bool = typer.Option(False, "--json", help="a JSON list of run objects"),
-) -> None:
-    """Abandoned runs (whose supervisor died) are marked as such first."""
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
+def runs_parser() -> Parser:
+    p = Parser("runs", "Abandoned runs (whose supervisor died) are marked as such first.",
+               usage="agentsess runs [--status S] [--name N] [--since 2h|DATE] [--parent RUN] [--limit N] [--tree] [--json]")
+    p.add_argument("--status", help="only runs with this status: " + ", ".join(STATUSES))
+    p.add_argument("--name", help="only runs of this agent name")
+    p.add_argument("--since", help="only runs started since: a duration (2h) or a date (2026-11-29)")
+    p.add_argument("--parent", help="only the children of this run")
+    p.add_argument("--limit", "-n", type=_count, default=50, help="at most this many (0: all) [50]")
+    p.add_argument("--tree", action="store_true", help="show sub-agent runs under their parents")
+    p.add_argument("--json", dest="as_json", action="store_true", help="a JSON list of run objects")
+    return p
+
+
+def runs_main(argv: list[str]) -> int:
+    args, rest = runs_parser().parse(argv)
+    if rest is not None:
+        raise AgentsessError("runs: takes no command (see `agentsess runs --help`)", USAGE)
+    runs(args.status, args.name, args.since, args.parent, args.limit, args.tree, args.as_json)
+    return 0
+
+
+def show_run_parser() -> Parser:
+    p = Parser(
+        "show-run",
+        "Identity, credential and integrity first, then sub-agent runs, the receipts as a\n"
+        "timeline (a long run's first and last, with a count of those left out), and the last\n"
+        "lines of output (masked). Times are UTC. Text the agent chose (names, commands, output)\n"
+        "is shown with its control characters escaped.",
+        usage="agentsess show-run RUN [--json] [--output] [--follow] [--lines N] [--receipts N] [--all]",
+    )
+    p.add_argument("run", metavar="RUN", help="run id, any unique prefix, or 'last'")
+    p.add_argument("--json", dest="as_json", action="store_true",
+                   help="one JSON object with the run, its receipts, children and integrity")
+    p.add_argument("--output", action="store_true", help="print only the whole output log (masked), no header")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="after the summary, stream a live run's new output until it ends")
+    p.add_argument("--lines", type=_count, default=20, help="how many last lines of output to show (0: none) [20]")
+    p.add_argument("--receipts", type=_count, default=RECEIPTS_SHOWN,
+                   help=f"show at most this many receipts, the first and the last [{RECEIPTS_SHOWN}]")
+    p.add_argument("--all", dest="all_receipts", action="store_true", help="show every receipt")
+    return p
+
+
+def show_run_main(argv: list[str]) -> int:
+    args, rest = show_run_parser().parse(argv)
+    if rest is not None:
+        raise AgentsessError("show-run: takes no command (see `agentsess show-run --help`)", USAGE)
+    show_run(args.run, args.as_json, args.output, args.follow, args.lines, args.receipts, args.all_receipts)
+    return 0
+
+
+
+def runs(status, name, since, parent, limit: int, tree: bool, as_json: bool) -> None:
     from agentsess.core.durations import parse_since
     from agentsess.core.runs.history import list_runs
-    from agentsess.errors import USAGE, AgentsessError
 
-    if status and status not in ("running", "exited", "revoked", "abandoned", "denied"):
+    if status and status not in STATUSES:
         raise AgentsessError(
             f"unknown status '{status}': expected running, exited, revoked, abandoned or denied", USAGE
         )
@@ -37,11 +96,10 @@ def runs(
 
 
 def _runs_table(items: list[dict], tree: bool) -> None:
-    from rich.table import Table
+    import sys
 
-    out = render.console()
     if not items:
-        out.print("no runs yet: start one with `agentsess run -- CMD`", markup=False)
+        sys.stdout.write("no runs yet: start one with `agentsess run -- CMD`\n")
         return
     rows = items
     indent = {r["id"]: 0 for r in items}
@@ -59,38 +117,25 @@ def _runs_table(items: list[dict], tree: bool) -> None:
                 walk(r["id"], depth + 1)
 
         walk(None, 0)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("id", no_wrap=True)
-    for col in ("status", "name", "started (UTC)", "duration", "exit"):
-        table.add_column(col)
+    table = []
     for r in rows:
         exit_text = "-" if r["exit_code"] is None else str(r["exit_code"])
         if r["signal"]:
             exit_text = f"signal {r['signal']}"
-        table.add_row(
-            render.text(("  " * indent[r["id"]]) + ("└ " if indent[r["id"]] else "") + r["id"]),
-            render.status_text(r["status"], r["exit_code"]),
-            render.text(r["name"]),
+        table.append([
+            ("  " * indent[r["id"]]) + ("└ " if indent[r["id"]] else "") + r["id"],
+            (r["status"], render.status_style(r["status"], r["exit_code"])),
+            r["name"],
             render.short_time(r["started_at"], zone=False),
             render.duration_text(r["duration"]),
-            render.text(exit_text),
-        )
-    out.print(table)
+            exit_text,
+        ])
+    header = ["id", "status", "name", "started (UTC)", "duration", "exit"]
+    sys.stdout.write(render.columns(table, header, render.colour_on()))
+    sys.stdout.flush()
 
 
-def show_run(
-    run: str = typer.Argument(..., help="run id, any unique prefix, or 'last'"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object with the run, its receipts, children and integrity"),
-    output: bool = typer.Option(False, "--output", help="print only the whole output log (masked), no header"),
-    follow: bool = typer.Option(False, "--follow", "-f", help="after the summary, stream a live run's new output until it ends"),
-    lines: int = typer.Option(20, "--lines", min=0, help="how many last lines of output to show (0: none)"),
-    receipts: int = typer.Option(RECEIPTS_SHOWN, "--receipts", min=0, help="show at most this many receipts (the first and the last)"),
-    all_receipts: bool = typer.Option(False, "--all", help="show every receipt"),
-) -> None:
-    """Identity, credential and integrity first, then sub-agent runs, the receipts as a
-    timeline (a long run's first and last, with a count of those left out), and the last
-    lines of output (masked). Times are UTC. Text the agent chose (names, commands, output)
-    is shown with its control characters escaped."""
+def show_run(run: str, as_json: bool, output: bool, follow: bool, lines: int, receipts: int, all_receipts: bool) -> None:
     from agentsess.core.runs.history import integrity
     from agentsess.core.runs.history import show_run as load
 
@@ -197,82 +242,76 @@ def _stream_output(run_id: str, offset: int, follow: bool) -> None:
 
 def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) -> None:
     """Identity and credential first (at once), then integrity (reads the whole output log), then the rest."""
-    from rich.table import Table
-    from rich.tree import Tree
+    import shlex
+    import sys
 
-    out = render.console()
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
+    colour = render.colour_on()
+    write = sys.stdout.write
     cred = data["credential"]
     exit_text = "-" if data["exit_code"] is None else str(data["exit_code"])
     if data["signal"]:
         exit_text = f"killed by signal {data['signal']}"
-    import shlex
-
+    t = render.short_time
     rows = [
-        ("run", render.text(data["id"])),
-        ("agent", render.text(f"{data['agent'] or data['name']}  (name {data['name']}, profile {data['profile']})")),
-        ("on behalf of", render.text(data["on_behalf_of"] or f"{data['user']}@{data['host']}")),
-        ("parent", render.text(data["parent_id"] or "-")),
-        ("host / cwd", render.text(f"{data['host']}  {data['cwd']}")),
-        ("command", render.text(shlex.join(str(a) for a in data["command"]))),
-        ("status", render.status_text(data["status"], data["exit_code"])),
-        ("started / ended", render.text(f"{render.short_time(data['started_at'])}  →  {render.short_time(data['ended_at'])}  ({render.duration_text(data['duration'])})")),
-        ("exit", render.text(exit_text)),
-        ("scopes", render.text(" ".join(cred["scopes"]) or "(none)")),
-        ("ceiling", render.text("(none: the human's own request)" if cred["ceiling"] is None else " ".join(cred["ceiling"]) or "(empty)")),
-        ("credential", render.text(f"{cred['state']}  issued {render.short_time(cred['issued_at'])}, expires {render.short_time(cred['expires_at'])}")),
+        ("run", data["id"]),
+        ("agent", f"{data['agent'] or data['name']}  (name {data['name']}, profile {data['profile']})"),
+        ("on behalf of", data["on_behalf_of"] or f"{data['user']}@{data['host']}"),
+        ("parent", data["parent_id"] or "-"),
+        ("host / cwd", f"{data['host']}  {data['cwd']}"),
+        ("command", shlex.join(str(a) for a in data["command"])),
+        ("status", (data["status"], render.status_style(data["status"], data["exit_code"]))),
+        ("started / ended", f"{t(data['started_at'])}  →  {t(data['ended_at'])}  ({render.duration_text(data['duration'])})"),
+        ("exit", exit_text),
+        ("scopes", " ".join(cred["scopes"]) or "(none)"),
+        ("ceiling", "(none: the human's own request)" if cred["ceiling"] is None else " ".join(cred["ceiling"]) or "(empty)"),
+        ("credential", f"{cred['state']}  issued {t(cred['issued_at'])}, expires {t(cred['expires_at'])}"),
     ]
     if data.get("revocation"):
         rv = data["revocation"]
-        rows.append(("revoked", render.text(f"{render.short_time(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})")))
+        rows.append(("revoked", f"{t(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})"))
     if data.get("error"):
-        rows.append(("error", render.text(data["error"])))
-    for label, value in rows:
-        head.add_row(label, value)
-    out.print(head)
-    out.file.flush()
+        rows.append(("error", data["error"]))
+    integ_at = len(rows)
+    rows.append(("integrity", "…"))
+    width = max(len(label) for label, _ in rows)
+    head = render.columns([[label.ljust(width), value] for label, value in rows[:integ_at]], colour=colour, first_style="bold")
+    write(head)
+    sys.stdout.flush()
     integ = integrity()
-    tail = Table.grid(padding=(0, 2))
-    tail.add_column(style="bold", min_width=15)
-    tail.add_column()
     records = integ["records"]
     if integ["ok"]:
         verdict = "verified, sealed" if integ["sealed"] else "intact, unsealed"
-        tail.add_row("integrity", render.text(f"{verdict} ({records} receipts{', seq 0..' + str(records - 1) if records else ''})"))
+        value = (f"{verdict} ({records} receipts{', seq 0..' + str(records - 1) if records else ''})", None)
     else:
-        from rich.text import Text
-
-        tail.add_row("integrity", Text(f"FAIL: {render.safe(integ['failure'])}", style="bold red"))
-    out.print(tail)
+        value = (f"FAIL: {integ['failure']}", "bold red")
+    write(render.columns([["integrity".ljust(width), value]], colour=colour, first_style="bold"))
     if data["children"]:
-        tree = Tree("children", guide_style="dim")
+        write(render.paint("children", "bold", colour) + "\n")
 
-        def add(node, items):
-            for c in items:
-                add(node.add(render.text(f"{c['id']}  {c['status']}  {c['name']}")), c["children"])
+        def add(items, depth):
+            for i, c in enumerate(items):
+                branch = "└── " if i == len(items) - 1 else "├── "
+                write("    " * depth + branch + render.safe(f"{c['id']}  {c['status']}  {c['name']}") + "\n")
+                add(c["children"], depth + 1)
 
-        add(tree, data["children"])
-        out.print(tree)
-    out.print()
+        add(data["children"], 0)
+    write("\n")
     all_records = data["receipts"]
     shown, left_out = _cap(all_records, receipts_shown)
     title = "receipts" if not left_out else f"receipts ({len(all_records)} in all; {left_out} not shown: --all shows every one)"
-    timeline = Table(box=None, pad_edge=False, header_style="bold", title=title, title_justify="left")
-    for col in ("seq", "time (UTC)", "type", "detail"):
-        timeline.add_column(col)
+    write(title + "\n")
+    timeline = []
     for rec in shown:
         if rec is None:
-            timeline.add_row("…", "", "", render.text(f"{left_out} receipts not shown"))
+            timeline.append(["…", "", "", f"{left_out} receipts not shown"])
             continue
-        timeline.add_row(render.text(rec.get("seq")), render.clock(rec.get("ts")), render.text(rec.get("type", "?")), render.text(_detail(rec)))
-    out.print(timeline)
+        timeline.append([str(rec.get("seq")), render.clock(rec.get("ts")), str(rec.get("type", "?")), _detail(rec)])
+    write(render.columns(timeline, ["seq", "time (UTC)", "type", "detail"], colour))
     if data.get("output_tail"):
         size = data["output_bytes"] if data["output_bytes"] is not None else data.get("output_end") or 0
-        out.print()
-        out.print(render.text(f"last output ({size} bytes in all):"))
-        out.print(render.text(data["output_tail"].rstrip("\n"), keep="\n\t"))
+        write(f"\nlast output ({size} bytes in all):\n")
+        write(render.safe(data["output_tail"].rstrip("\n"), keep="\n\t") + "\n")
+    sys.stdout.flush()
 
 
 def _cap(records: list, limit: int | None) -> tuple[list, int]:

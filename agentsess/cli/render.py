@@ -111,3 +111,59 @@ def duration_text(seconds) -> str:
     from agentsess.core.durations import format_duration
 
     return format_duration(int(seconds))
+
+
+# -- plain tables, without rich (`runs` and `show-run` start in less than rich's import) ------
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
+
+
+def colour_on(stream=None) -> bool:
+    """Colours only onto a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    import os
+
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return os.isatty(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def paint(value: str, style: str | None, colour: bool) -> str:
+    """``value`` in ``style`` ("bold red", "green", ...) when ``colour``; as it is otherwise."""
+    if not colour or not style:
+        return value
+    codes = ";".join(_SGR[w] for w in style.split() if w in _SGR)
+    return f"\x1b[{codes}m{value}\x1b[0m" if codes else value
+
+
+def status_style(status: str, exit_code=None) -> str:
+    if status == "exited" and exit_code not in (None, 0):
+        return "yellow"
+    return STATUS_STYLE.get(status, "")
+
+
+def columns(rows: list, header: list | None = None, colour: bool = False, header_style: str = "bold",
+            first_style: str | None = None) -> str:
+    """Rows of cells aligned in columns two spaces apart. A cell is a string (made safe) or a
+    ``(string, style)`` pair; the last column is not padded."""
+    cells = [[c if isinstance(c, tuple) else (c, None) for c in row] for row in rows]
+    cells = [[(safe(text), style) for text, style in row] for row in cells]
+    if header:
+        cells.insert(0, [(h, header_style) for h in header])
+    if not cells:
+        return ""
+    count = max(len(r) for r in cells)
+    widths = [max((len(r[i][0]) for r in cells if i < len(r)), default=0) for i in range(count)]
+    lines = []
+    for row in cells:
+        parts = []
+        for i, (text, style) in enumerate(row):
+            if i == 0 and first_style and style is None:
+                style = first_style
+            pad = "" if i == len(row) - 1 else " " * (widths[i] - len(text))
+            parts.append(paint(text, style, colour) + pad)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines) + "\n"
