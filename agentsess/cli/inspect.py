@@ -279,6 +279,7 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
     sys.stdout.flush()
     integ = integrity()
     records = integ["records"]
+    value: tuple[str, str | None]
     if integ["ok"]:
         verdict = "verified, sealed" if integ["sealed"] else "intact, unsealed"
         value = (f"{verdict} ({records} receipts{', seq 0..' + str(records - 1) if records else ''})", None)
