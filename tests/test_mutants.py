@@ -1,1 +1,135 @@
-"""Tests written against surviving mutants of verification, tokens and scopes."""
+"""Tests written against the mutants mutmut left alive in scopes (see docs/mutation-testing.md):
+each pins a message, an exit code or a boundary that a mutant changed without any test
+noticing. A user reads these messages; a script reads these codes."""
+
+import pytest
+
+from agentsess.core.credentials import scopes
+from agentsess.errors import DENIED, USAGE, AgentsessError
+
+EXPECTED = "segments are lowercase letters, digits and ._-/@, separated by ':'; a final '*' covers everything below"
+
+
+def _error(text) -> AgentsessError:
+    with pytest.raises(AgentsessError) as info:
+        scopes.parse_scope(text)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "a scope cannot be empty; "),
+        ("a" * 201, "longer than 200 characters; "),
+        ("a::b", "empty segment; "),
+        ("a:", "empty segment; "),
+        ("*:a", "'*' is allowed only as the last segment; "),
+        ("a:*:b", "'*' is allowed only as the last segment; "),
+        ("a:b*", "'*' must be a whole segment of its own, at the end; "),
+        ("a:B", "'B' is not allowed; "),
+        ("a:b:c:*:d", "'*' is allowed only as the last segment; "),
+        ("A" * 200, "'A' is not allowed; "),  # exactly the limit: not "longer than"
+    ],
+)
+def test_each_bad_scope_says_exactly_why(text, reason):
+    err = _error(text)
+    assert err.exit_code == USAGE
+    assert err.message == f"bad scope {scopes._shown(text)}: {reason}{EXPECTED}"
+
+
+def test_a_later_bad_segment_is_found_after_a_good_star_check():
+    # a '*' segment that is last is fine; the loop must go on to the other segments' checks
+    assert "'B' is not allowed" in _error("a:B:*").message
+
+
+def test_the_longest_scope_is_accepted_and_one_more_is_not():
+    longest = "a" * 200
+    assert scopes.parse_scope(longest) == longest
+    assert _error("a" * 201).message.startswith("bad scope 'aaaaaaaaa")
+
+
+def test_long_scopes_are_shown_cut_at_57_characters():
+    assert scopes._shown("a" * 60) == repr("a" * 60)
+    assert scopes._shown("a" * 61) == repr("a" * 57 + "...")
+    assert _error("a" * 300).message.startswith(f"bad scope {'a' * 57!r}"[:-1] + "...'")
+
+
+def test_a_scope_that_is_not_a_string_is_a_usage_error():
+    err = _error(42)
+    assert err.exit_code == USAGE and err.message == "bad scope: expected a string, got int"
+
+
+def test_attenuate_names_the_excess_and_the_ceiling():
+    with pytest.raises(AgentsessError) as info:
+        scopes.attenuate(["fs:read", "git:*"], ["fs:write", "git:push"])
+    assert info.value.exit_code == DENIED
+    assert info.value.message == "scope beyond the ceiling: fs:write (allowed: fs:read git:*)"
+    with pytest.raises(AgentsessError) as info:
+        scopes.attenuate([], ["fs:read"])
+    assert info.value.message == "scope beyond the ceiling: fs:read (allowed: (none))"
+    assert scopes.attenuate(["*"], ["x:y"]) == ["x:y"]
+    assert scopes.attenuate(None, ["x:y"]) == ["x:y"]
+
+
+def test_excess_with_a_star_ceiling_is_empty_and_a_literal_star_scope_counts():
+    assert scopes.excess(["*"], ["a", "b:c"]) == []
+    assert scopes.excess(["a:*"], ["a", "a:b", "a"]) == ["a"]
+
+
+# -- verify --all: run folders without a store row (in-process, where mutmut sees it) -------
+
+
+def test_verify_all_names_every_folder_without_a_row(tmp_path):
+    import os
+
+    from helpers import agentsess
+
+    from agentsess.core.receipts.verify import verify_all
+    from agentsess.edges import paths
+    from agentsess.edges.store import Store
+
+    agentsess("run", "--no-pty", "--", "sh", "-c", "echo out", check=0)
+    runs = paths.runs_dir()
+    (real,) = os.listdir(runs)
+    lines = open(paths.receipts_file(real), "rb").read().splitlines(keepends=True)
+    long_name = "r" * 81
+    for name, content in (("run_orphan1", lines[:2]), ("run_orphan2", lines[:3]), (long_name, lines[:1]),
+                          ("run_\x07bell", None)):
+        os.makedirs(os.path.join(runs, name))
+        if content is not None:
+            with open(os.path.join(runs, name, "receipts.jsonl"), "wb") as fh:
+                fh.write(b"".join(content))
+    with Store() as store:
+        results = [r.as_dict() for r in verify_all(store)]
+    by_run = {r["run"]: r for r in results}
+    assert by_run[real]["ok"] is True
+    suffix = ": its row was deleted outside agentsess"
+    assert by_run["run_orphan1"]["failure"] == f"the run folder run_orphan1 has no row in the store (2 receipt lines on disk){suffix}"
+    assert by_run["run_orphan2"]["failure"] == f"the run folder run_orphan2 has no row in the store (3 receipt lines on disk){suffix}"
+    cut = repr(long_name[:80])
+    assert by_run[cut]["failure"] == f"the run folder {cut} has no row in the store (1 receipt lines on disk){suffix}"
+    bell = repr("run_\x07bell")
+    assert by_run[bell]["failure"] == f"the run folder {bell} has no row in the store (no readable receipt stream){suffix}"
+    assert len(results) == 5
+    eighty = "s" * 80
+    os.makedirs(os.path.join(runs, eighty))
+    with Store() as store:
+        assert eighty in {r.run_id for r in verify_all(store)}  # 80 characters are shown as they are
+
+
+def test_verify_all_checks_output_only_when_asked():
+    import os
+
+    from helpers import agentsess
+
+    from agentsess.core.receipts.verify import verify_all
+    from agentsess.edges import paths
+    from agentsess.edges.store import Store
+
+    agentsess("run", "--no-pty", "--", "sh", "-c", "echo out", check=0)
+    (real,) = os.listdir(paths.runs_dir())
+    with open(paths.output_log(real), "ab") as fh:
+        fh.write(b"added later\n")
+    with Store() as store:
+        assert [r.ok for r in verify_all(store)] == [False]
+        assert [r.ok for r in verify_all(store, check_output=False)] == [True]
