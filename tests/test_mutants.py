@@ -133,3 +133,85 @@ def test_verify_all_checks_output_only_when_asked():
     with Store() as store:
         assert [r.ok for r in verify_all(store)] == [False]
         assert [r.ok for r in verify_all(store, check_output=False)] == [True]
+
+
+# -- tokens: every refusal says exactly what and names the key when it knows it -------------
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _token_parts():
+    import json
+    import time
+
+    from agentsess.core.credentials import tokens
+
+    token = tokens.mint(agent="a", obo="h@x", sid="run_1", scope="fs:read", ttl=60, now=time.time())
+    token = token[0] if isinstance(token, tuple) else token
+    head, body, sig = token.split(".")
+    header = json.loads(__import__("base64").urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    return token, head, body, sig, header
+
+
+def test_each_malformed_token_is_named_precisely():
+    import json
+
+    from agentsess.core.credentials import tokens
+
+    token, head, body, sig, header = _token_parts()
+    kid = header["kid"]
+    other_header = _b64(json.dumps({**header, "kid": "A" * len(kid)}).encode())
+    cases = [
+        (b"\xff", "malformed", "token is not ASCII", None),
+        (5, "malformed", "token is not a string", None),
+        ("", "malformed", "token is empty", None),
+        ("a" * 16385, "malformed", "token is 16385 characters long (at most 16384)", None),
+        ("a" * 16384, "malformed", "token has 1 dot-separated parts, not 3", None),
+        ("a.b", "malformed", "token has 2 dot-separated parts, not 3", None),
+        (f".{body}.{sig}", "malformed", "token header is empty", None),
+        (f"a+b.{body}.{sig}", "malformed", "token header is not canonical unpadded base64url", None),
+        (f"{_b64(b'[]')}.{body}.{sig}", "malformed", "token header is not a JSON object", None),
+        (f"{head}..{sig}", "malformed", "token payload is empty", None),
+        (f"{head}.{body}.", "malformed", "token signature is empty", None),
+        (f"{head}.{body}.a+b", "malformed", "token signature is not canonical unpadded base64url", None),
+        (f"{head}.{body}.{_b64(b'x' * 10)}", "bad signature", "token signature is not 64 bytes", kid),
+        (f"{head}.{body}.{_b64(b'x' * 64)}", "bad signature", f"token signature does not match key {kid}", kid),
+        (f"{other_header}.{body}.{sig}", "unknown key",
+         f"token is signed with key {'A' * len(kid)}, which this agentsess does not know", None),
+        (token.encode(), None, "valid token of run run_1 (agent a)", kid),
+    ]
+    for value, reason, detail, want_kid in cases:
+        verdict = tokens.verify(value)
+        assert (verdict.reason, verdict.detail, verdict.kid) == (reason, detail, want_kid), (value if not isinstance(value, str) else value[:40], verdict)
+        assert bool(verdict) is (reason is None)
+
+
+def test_token_refusals_after_the_signature_name_the_run():
+    import time
+
+    from agentsess.core.credentials import tokens
+
+    now = time.time()
+    token = tokens.mint(agent="a", obo="h@x", sid="run_1", scope="fs:read", chain=["run_0"], ttl=60, now=now)
+    token = token[0] if isinstance(token, tuple) else token
+    late = tokens.verify(token, now=now + 100)
+    assert (late.reason, late.detail) == ("expired", f"token of run run_1 expired {int(now + 100) - int(now) - 60} s ago")
+    assert late.claims["sid"] == "run_1" and late.kid
+    assert tokens.verify(token, now=now + 100, leeway=60).valid
+    early = tokens.verify(token, now=now - 30)
+    assert early.reason == "not yet valid" and early.detail.startswith("token of run run_1 ")
+    revoked = tokens.verify(token, is_revoked=lambda ids: ("run_1", "leak") if "run_1" in ids else None)
+    assert (revoked.reason, revoked.detail) == ("revoked run", "run run_1 was revoked: leak")
+    seen = []
+    ancestor = tokens.verify(token, is_revoked=lambda ids: seen.append(list(ids)) or ("run_0", ""))
+    assert seen == [["run_1", "run_0"]]
+    assert (ancestor.reason, ancestor.detail) == ("revoked ancestor", "ancestor run run_0 of run run_1 was revoked")
+    missing = tokens.verify(token, required_scopes="fs:read git:push")
+    assert (missing.reason, missing.detail) == ("missing scope", "run run_1 lacks scope git:push (has: fs:read)")
+    assert tokens.verify(token, required_scopes=["fs:read"]).valid
+    refused = tokens.verify(token, registry=lambda claims, tok: ("not minted here", "never seen"))
+    assert (refused.reason, refused.detail) == ("not minted here", "never seen") and refused.claims["sid"] == "run_1"
