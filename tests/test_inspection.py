@@ -348,3 +348,32 @@ def test_an_unexpected_error_in_the_hook_boundary_exits_2():
         raise RuntimeError("bug")
 
     assert guarded(boom, ["hook"], False, UNEXPECTED["hook"]) == 2
+
+
+def test_revoke_says_it_is_waiting_out_a_child_that_ignores_term(tmp_path):
+    import sys
+
+    from helpers import write_config
+
+    write_config('[profiles.stubborn]\nrevoke_grace = "2s"\n')
+    ready = tmp_path / "ready"
+    stubborn = (f"import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)")
+    p = spawn("run", "--no-pty", "--profile", "stubborn", "--", sys.executable, "-c", stubborn,
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(ready.exists)
+        proc = agentsess("revoke", "last", check=0)
+        assert b"still running after TERM: waiting up to 2s before KILL" in proc.stderr, proc.stderr
+        assert proc.stderr.count(b"\n") == 1
+    finally:
+        p.wait(30)
+    quick = tmp_path / "quick"
+    p = spawn("run", "--no-pty", "--", "sh", "-c", f"touch {quick}; sleep 60",
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(quick.exists)
+        proc = agentsess("revoke", "last", check=0)
+        assert b"waiting" not in proc.stderr  # a child that stops on TERM: nothing to say
+    finally:
+        p.wait(30)

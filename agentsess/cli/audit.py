@@ -93,9 +93,20 @@ def revoke(
     """Marks the run and its descendants revoked in one transaction (their tokens stop
     verifying at once), writes a run.revoked receipt for each, and stops their processes per
     the profile's on_revoke, waiting up to the grace period."""
+    import sys
+
     from agentsess.core.runs.revocation import revoke_run
 
-    results = revoke_run(run, reason, only)
+    def waiting(run_ids: list[str], grace) -> None:
+        from agentsess.core.durations import format_duration
+
+        which = ", ".join(run_ids[:3]) + (f" and {len(run_ids) - 3} more" if len(run_ids) > 3 else "")
+        sys.stderr.write(
+            f"agentsess: {which} still running after TERM: waiting up to {format_duration(grace)} before KILL\n"
+        )
+        sys.stderr.flush()
+
+    results = revoke_run(run, reason, only, on_wait=waiting)
     if as_json:
         render.print_json(results)
         return
