@@ -365,8 +365,8 @@ def test_agentsess_own_writer_refuses_a_non_revocation_record_after_a_seal():
 
 def _append_like_an_old_agentsess(rid: str, rtype: str, data: dict, reseal: bool) -> None:
     """What `hook --run` did to a finished run before: append, move the store's head, re-seal."""
-    from agentsess.edges import keys, streams
     from agentsess.core.receipts.recording import seal_payload
+    from agentsess.edges import keys, streams
     from agentsess.encoding import b64url_encode as b64url
 
     rec = streams.append(rid, rtype, data)

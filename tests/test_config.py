@@ -62,7 +62,7 @@ def test_missing_file_gives_builtin_default(config_path):
     assert profile.mask_terminal is True
     assert profile.keep_env is False
     assert profile.integration == "auto"
-    assert profile.default_decision == "allow"
+    assert profile.default_decision == "observe"
     assert profile.env == {} and profile.rules == []
     assert not config_path.exists()
 
@@ -108,7 +108,8 @@ def test_init_writes_a_valid_private_starter(config_path):
     assert claude.default_scopes and len(claude.default_scopes) < 10
     decisions = [(r["tool"], r["args"], r["scope"], r["decision"], r["index"]) for r in claude.rules]
     assert decisions == [
-        ("Bash", "rm -rf /*", None, "deny", 0),
+        ("Bash", ["rm * /", "rm * / *", "rm * /[*.]*", "rm * //*", "rm * ~", "rm * ~ *", "rm * ~/", "rm * ~/ *",
+                  "rm * ~/[*]*"], None, "deny", 0),
         ("Bash", "git push*", "git:push", "ask", 1),
     ]
     assert config.profile("codex").pass_env == ["OPENAI_API_KEY"]
@@ -161,7 +162,7 @@ BAD = [
     ("[profiles.claude]\non_revoke = 'kill'\n", "profiles.claude.on_revoke", "expected one of stop, keep, got 'kill'"),
     ("[profiles.claude]\non_expiry = 1\n", "profiles.claude.on_expiry", "expected one of keep, stop"),
     ("[profiles.claude]\nintegration = 'cursor'\n", "profiles.claude.integration", "auto, none, claude-code"),
-    ("[profiles.claude]\ndefault_decision = 'maybe'\n", "profiles.claude.default_decision", "allow, deny, ask"),
+    ("[profiles.claude]\ndefault_decision = 'maybe'\n", "profiles.claude.default_decision", "observe, allow, deny, ask"),
     ("[profiles.claude]\nscopes = ['fs:*', 'GitHub:x']\n", "profiles.claude.scopes[1]", "bad scope 'GitHub:x'"),
     ("[profiles.claude]\nscopes = 'github:*'\n", "profiles.claude.scopes", "expected a list of scopes"),
     ("[profiles.claude]\ndefault_scopes = [1]\n", "profiles.claude.default_scopes[0]", "expected a string"),

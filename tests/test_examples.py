@@ -19,7 +19,7 @@ def test_claude_code_profile_loads_and_shows_its_ceiling():
     shutil.copy(os.path.join(EXAMPLES, "claude-code.toml"), os.environ["AGENTSESS_CONFIG"])
     shown = json.loads(agentsess("config", "show", "--profile", "claude", check=0).stdout)
     assert shown["scopes"] == ["fs:*", "git:*", "github:*", "shell:*", "mcp:*"]
-    assert len(shown["rules"]) == 6  # mcp:github:* (through mcp-proxy) and mcp__github__* (Claude's own)
+    assert len(shown["rules"]) == 4
 
 
 def test_mcp_config_names_the_proxy():

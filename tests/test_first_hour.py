@@ -123,7 +123,8 @@ def test_every_shell_has_a_script_and_installs(tmp_path):
 
 
 def test_the_readme_rule_for_claudes_mcp_tools_matches_claudes_names():
-    """Claude Code calls its MCP tools mcp__SERVER__TOOL: the example's rules must match those."""
+    """Claude Code calls its MCP tools mcp__SERVER__TOOL: the example's mcp:github:* rules must
+    decide those (they are checked as mcp:SERVER:TOOL)."""
     import json
     import shutil
 

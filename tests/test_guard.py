@@ -195,7 +195,8 @@ FAKE_CLAUDE = textwrap.dedent('''\
     """A stand-in for Claude Code: reads --settings, calls its PreToolUse hook, runs a shell command via the prefix."""
     import json, os, subprocess, sys
     args = sys.argv[1:]
-    settings = json.load(open(args[args.index("--settings") + 1]))
+    given = args[args.index("--settings") + 1]
+    settings = json.loads(given) if given.startswith("{{") else json.load(open(given))
     hook = settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
     for command in ("ls", "rm -rf /tmp/x"):
         event = {{"hook_event_name": "PreToolUse", "session_id": "s", "tool_name": "Bash", "tool_input": {{"command": command}}}}

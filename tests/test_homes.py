@@ -112,6 +112,13 @@ def test_isolated_home_layout_and_modes(human, data_root):
         "XDG_DATA_HOME": str(home / ".local" / "share"),
         "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+        "GH_CONFIG_DIR": str(home / ".config" / "gh"),
+        "CARGO_HOME": str(home / ".cargo"),
+        "REGISTRY_AUTH_FILE": str(home / ".config" / "containers" / "auth.json"),
+        "NPM_CONFIG_USERCONFIG": str(home / ".npmrc"),
+        "GNUPGHOME": str(home / ".gnupg"),
+        "PGPASSFILE": str(home / ".pgpass"),
     }
     assert env["HOME"] == paths.agent_home("claude")
     for folder in (

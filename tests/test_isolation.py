@@ -70,7 +70,7 @@ def test_a_secret_is_injected_used_and_masked_in_log_and_terminal_pipe_mode(tmp_
     with open(log, "rb") as fh:
         assert CANARY.encode() not in fh.read()
     injected = [r for r in run["receipts"] if r["type"] == "secret.injected"][0]["data"]
-    assert injected == {"vars": ["GH_TOKEN"], "secrets": ["github-agent"]}
+    assert injected == {"vars": ["GH_TOKEN"], "secrets": ["github-agent"], "mode": "raw"}
 
 
 def test_encodings_of_a_secret_are_masked(tmp_path):

@@ -4,9 +4,11 @@ End to end with the real MCP SDK (its stdio client, an MCPServer server) inside 
 `agentsess run`; the relay's edge cases against a fake server that logs every byte it gets.
 """
 
+import hashlib
 import json
 import os
 import queue
+import subprocess
 import sys
 import threading
 
@@ -18,6 +20,7 @@ from inrun import InRun
 
 from agentsess.core.guard import actions, mcp
 from agentsess.digest import sha256_text
+from agentsess.edges import mcp_relay
 from agentsess.encoding import canonical_text
 
 PY = sys.executable
@@ -370,18 +373,17 @@ def test_escaped_method_name_is_still_checked(session):
     assert b"delete_x" not in session.server_got()
 
 
-def test_other_traffic_passes_byte_for_byte(session):
+def test_other_traffic_reaches_the_server_as_decoded_and_the_server_is_relayed_unchanged(session):
     odd = b'{ "method" : "initialize",  "id":"\\u00e9", "jsonrpc":"2.0", "params":{"x":[1, 2.50, "\xc3\xa9"]}}\r\n'
     session.send(odd)
     assert session.answer()["id"] == "\u00e9"
     raw = '{"id" : 5,   "jsonrpc":"2.0","result":{"k":"v"}}\n'
     session.request({"jsonrpc": "2.0", "id": 9, "method": "raw", "params": {"raw": raw}})
-    assert session.line() == raw.encode()
-    session.send(b"this is not json\n")
-    session.send(b"\n")
-    wait_for(lambda: session.server_got().endswith(b"this is not json\n\n"), what="the invalid lines at the server")
-    assert session.server_got().startswith(odd)
+    assert session.line() == raw.encode()  # the server's bytes reach the client as they are
     assert session.close() == 0
+    first = session.server_got().splitlines(keepends=True)[0]
+    # re-encoded: compact, UTF-8, never the client's own bytes
+    assert first == '{"method":"initialize","id":"\u00e9","jsonrpc":"2.0","params":{"x":[1,2.5,"\u00e9"]}}\n'.encode()
 
 
 def test_notifications_both_ways(session):
@@ -411,7 +413,8 @@ def test_partial_lines_both_ways(session):
     session.send(b'{"jsonrpc":"2.0","method":"notifications/go_on"}\n')
     assert session.answer() == {"jsonrpc": "2.0", "id": 11, "result": {"content": [{"type": "text", "text": '{"split": true}'}], "isError": False}}
     assert session.close() == 0
-    assert session.server_got() == request + b'{"jsonrpc":"2.0","method":"notifications/go_on"}\n'
+    got = [json.loads(x) for x in session.server_got().splitlines()]
+    assert got == [json.loads(request), {"jsonrpc": "2.0", "method": "notifications/go_on"}]
     checked, result = _mcp_receipts(session.run_id)
     assert result["type"] == "action.result" and result["data"]["request_id"] == 11
     assert json.loads(result["data"]["result"])["content"][0]["text"] == '{"split": true}'
@@ -428,7 +431,7 @@ def test_five_megabyte_messages(session):
     session.send(raw)
     assert json.loads(session.line())["id"] == 2
     session.close()
-    assert session.server_got() == request + raw
+    assert [json.loads(x) for x in session.server_got().splitlines()] == [json.loads(request), json.loads(raw)]
     receipts = _mcp_receipts(session.run_id)
     assert [r["type"] for r in receipts] == ["action.checked", "action.result"] * 2
     for r in receipts:
@@ -451,7 +454,7 @@ def test_out_of_order_responses_match_their_calls(session):
     assert results["2"]["is_error"] is True and "boom" in results["2"]["result"]
 
 
-def test_batches_split_denied_elements_from_allowed_ones(session):
+def test_a_batch_with_a_denied_element_gets_one_batch_response(session):
     batch = [
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1}}},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_repo", "arguments": {"r": 1}}},
@@ -459,20 +462,36 @@ def test_batches_split_denied_elements_from_allowed_ones(session):
         {"jsonrpc": "2.0", "id": 3, "method": "ping"},
     ]
     session.request(batch)
-    first, second = session.answer(), session.answer()
-    errors, replies = (first, second) if first[0]["id"] == 2 else (second, first)
-    assert errors == [{"jsonrpc": "2.0", "id": 2, "error": {"code": -32001, "message": "agentsess denied tools/call delete_repo: deleting is not for agents"}}]
-    assert [r["id"] for r in replies] == [1, 3]
-    allowed_batch = json.dumps([batch[0], batch[3]]).encode() + b"\n"
-    session.send(allowed_batch)
+    replies = session.answer()
+    assert isinstance(replies, list) and sorted(r["id"] for r in replies) == [1, 2, 3]
+    (error,) = [r for r in replies if r["id"] == 2]
+    assert error == {"jsonrpc": "2.0", "id": 2, "error": {"code": -32001, "message": "agentsess denied tools/call delete_repo: deleting is not for agents"}}
+    # the next message is the answer to the next request: no second array for the first batch
+    session.request({"jsonrpc": "2.0", "id": 4, "method": "ping"})
+    assert session.answer() == {"jsonrpc": "2.0", "id": 4, "result": {"method": "ping"}}
+    allowed_batch = [batch[0], batch[3]]
+    session.request(allowed_batch)
     assert [r["id"] for r in session.answer()] == [1, 3]
     session.close()
-    sent = session.server_got().splitlines(keepends=True)
-    assert json.loads(sent[0]) == [batch[0], batch[2], batch[3]]
-    assert sent[1] == allowed_batch  # a batch with nothing denied passes unchanged
+    sent = [json.loads(x) for x in session.server_got().splitlines()]
+    assert sent[0] == [batch[0], batch[2], batch[3]]
+    assert sent[2] == allowed_batch
     kinds = [(r["type"], r["data"]["request_id"]) for r in _mcp_receipts(session.run_id)]
     assert kinds.count(("action.checked", 1)) == 2 and kinds.count(("action.result", 1)) == 2
     assert kinds.count(("action.checked", 2)) == 1 and ("action.result", 2) not in kinds
+
+
+def test_a_batch_whose_forwarded_part_needs_no_answer_is_answered_at_once(session):
+    batch = [
+        {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "delete_repo"}},
+        {"jsonrpc": "2.0", "method": "notifications/progress"},
+    ]
+    session.request(batch)
+    assert [r["id"] for r in session.answer()] == [7]
+    session.request([batch[0]])  # all denied: one array of errors, nothing forwarded
+    assert [r["id"] for r in session.answer()] == [7]
+    session.close()
+    assert b"delete_repo" not in session.server_got()
 
 
 @pytest.mark.parametrize("code", [0, 3, 42])
@@ -490,7 +509,7 @@ def test_server_killed_by_a_signal_gives_128_plus_n(session):
 
 def test_eof_on_stdin_ends_the_server_and_records_unanswered_calls(session):
     session.call(5, "add", hold=True)
-    wait_for(lambda: b'"hold": true' in session.server_got(), what="the held call at the server")
+    wait_for(lambda: b'"hold":true' in session.server_got(), what="the held call at the server")
     assert session.close() == 0
     checked, result = _mcp_receipts(session.run_id)
     assert result["type"] == "action.result" and result["data"]["request_id"] == 5
@@ -507,6 +526,126 @@ def test_revocation_bites_on_the_next_call(session):
     session.close()
 
 
+# -- the client as an attacker: raw bytes the proxy must refuse ---------------------------------
+
+SMUGGLED = [
+    # one invalid UTF-8 byte: main relayed the line unchanged and unrecorded
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","x":"\xff"}}\n', -32700),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}}\xc3\n', -32700),
+    # keys that differ only in case: Go's encoding/json matches them to the same field
+    (b'{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"delete_repo"}}\n', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","Name":"delete_repo"}}\n', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"},"PARAMS":{"name":"delete_repo"}}\n', -32600),
+    # Unicode case folding: U+017F LATIN SMALL LETTER LONG S folds to "s"
+    ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"},"param\u017f":{"name":"delete_repo"}}\n'.encode(), -32600),
+    # duplicate keys: parsers disagree on which one wins
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","name":"add"}}\n', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"delete_repo"}}\n', -32600),
+    # deep inside the arguments too
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"p":{"q":1,"Q":2}}}}\n', -32600),
+    # what JSON cannot carry, or what is no JSON-RPC message
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","n":NaN}}\n', -32700),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","n":1e999}}\n', -32700),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete\\ud800_repo"}}\n', -32700),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}} trailing\n', -32700),
+    (b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}}\n', -32700),
+    (b"this is not json delete_repo\n", -32700),
+    (b'"tools/call delete_repo"\n', -32600),
+    (b"[]\n", -32600),
+    (b'[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}, "delete_repo"]\n', -32600),
+]
+
+
+@pytest.mark.parametrize(("line", "code"), SMUGGLED)
+def test_lines_that_cannot_be_parsed_safely_are_refused_and_recorded(session, line, code):
+    session.send(line)
+    answer = session.answer()
+    assert answer["id"] is None and answer["error"]["code"] == code
+    assert answer["error"]["message"].startswith("agentsess refused a message it cannot parse safely: ")
+    session.request({"jsonrpc": "2.0", "id": 8, "method": "ping"})
+    assert session.answer()["id"] == 8  # the server has read past where the line would be
+    assert session.close() == 0
+    assert b"delete" not in session.server_got() and b"tools/call" not in session.server_got()
+    (checked,) = _mcp_receipts(session.run_id)
+    assert checked["data"]["decision"] == "deny" and checked["data"]["tool"] == "mcp:fake:?"
+    assert checked["data"]["line_bytes"] == len(line) and "delete" not in json.dumps(checked)
+    assert checked["data"]["line_sha256"] == hashlib.sha256(line).hexdigest()
+
+
+def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):
+    """The real MCP SDK server behind the proxy, a raw client in front sending the attacks."""
+    server = tmp_path / "demo_server.py"
+    server.write_text(SDK_SERVER)
+    # the proxy runs inside the run, as the agent would start it
+    devnull = open(os.devnull, "wb")
+    proc = live_run.spawn([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", PY, str(server)], stderr=devnull)
+
+    def send(raw: bytes):
+        proc.stdin.write(raw)
+        proc.stdin.flush()
+
+    def answer():
+        line = proc.stdout.readline()
+        assert line, "the proxy's output ended"
+        return json.loads(line)
+
+    send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).encode() + b"\n")
+    assert answer()["id"] == 0
+    send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+    attacks = [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"a\xff"}}}\n',
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","Name":"delete_repo","arguments":{"repo":"b"}}}\n',
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","name":"delete_repo","arguments":{"repo":"c"}}}\n',
+    ]
+    for raw in attacks:
+        send(raw)
+        assert answer()["error"]["code"] in (-32700, -32600)
+    send(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40}}}\n')
+    reply = answer()
+    assert reply["id"] == 4 and reply["result"]["content"][0]["text"] == "42"
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert not os.path.exists(str(server) + ".deleted"), "a smuggled call reached the server"
+    refused = [r for r in _mcp_receipts(live_run["AGENTSESS_RUN_ID"]) if r["data"].get("refused")]
+    assert len(refused) == 3
+
+
+def test_blank_lines_are_dropped_quietly(session):
+    session.send(b"\n \r\n\t\n")
+    session.request({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert session.answer()["id"] == 1
+    session.close()
+    assert session.server_got() == b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+    assert _mcp_receipts(session.run_id) == []
+
+
+def test_the_server_gets_the_message_that_was_decided_not_the_clients_bytes(session):
+    # escapes, spacing and key order as a client might send them; the server gets one spelling
+    line = b'{ "jsonrpc" : "2.0" , "id" : 1 , "method" : "\\u0074ools/call" , "params" : { "name" : "\\u0061dd" , "arguments" : { "a" : 1.0e0 } } }\n'
+    session.send(line)
+    assert "result" in session.answer()
+    session.close()
+    assert session.server_got() == b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1.0}}}\n'
+
+
+def test_a_batch_with_a_smuggled_element_is_refused_whole(session):
+    line = b'[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add","Name":"delete_repo"}}]\n'
+    session.send(line)
+    assert session.answer()["error"]["code"] == -32600
+    session.close()
+    assert session.server_got() == b""
+
+
+def test_strict_parser_unit():
+    msg, encoded = mcp.parse_message(b'{"a":[1,{"b":"\xc3\xa9"}],"c":null}\r\n')
+    assert msg == {"a": [1, {"b": "\u00e9"}], "c": None}
+    assert encoded == '{"a":[1,{"b":"\u00e9"}],"c":null}\n'.encode()
+    for bad in (b'{"K":1,"\xe2\x84\xaa":2}', b'{"a":1,"a":1}', b"[1]", b"{", b'{"x":Infinity}'):
+        with pytest.raises(mcp.Unparseable):
+            mcp.parse_message(bad)
+
+
 # -- pure parts --------------------------------------------------------------------------------
 
 
@@ -515,7 +654,7 @@ def test_line_buffer_splits_any_chunking_into_the_same_lines(pieces, data):
     stream = b"".join(pieces)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
-    buffer = mcp.LineBuffer()
+    buffer = mcp_relay.LineBuffer()
     got = [line for chunk in chunks for line in buffer.feed(chunk)]
     tail = buffer.rest()
     assert b"".join(got) + tail == stream

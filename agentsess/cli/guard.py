@@ -1,4 +1,4 @@
-"""The guard's commands, paid on every tool call: `check`, `hook claude-code`, `exec`.
+"""The guard's commands, paid on every tool call: `check`, `hook AGENT`, `exec`.
 
 Parsed by :class:`agentsess.cli.parsing.Parser` (argparse; no typer or rich), so each stays
 near the interpreter's own start-up.
@@ -16,10 +16,12 @@ CHECK = """Checks that the run is live (not revoked, not expired) and holds SCOP
 action.checked receipt, and exits 0 (allowed) or 1 with the reason on stderr. With -- CMD,
 runs CMD only when allowed and exits with its code."""
 
-HOOK = """A Claude Code hook (PreToolUse, PostToolUse, SessionStart, SessionEnd): reads the hook's
-JSON on stdin, applies the run's rules, writes receipts, and answers in Claude Code's format.
-Fails closed: on any error it exits 2 with the reason on stderr, which blocks the tool call.
-agentsess run writes the settings that call it; you do not normally run it yourself."""
+HOOK = """An agent's hook: reads the hook's JSON on stdin, applies the run's rules, writes receipts,
+and answers in that agent's format. Claude Code and Codex: PreToolUse, PostToolUse,
+PostToolUseFailure (Claude), PermissionRequest, SessionStart, SessionEnd. Gemini CLI:
+BeforeTool, AfterTool, SessionStart, SessionEnd. Fails closed: on any error it exits 2 with
+the reason on stderr, which blocks the tool call in all three. agentsess run writes the
+settings that call it; you do not normally run it yourself."""
 
 EXEC = """Runs CMD (or, with -c, COMMAND in bash) unchanged and records it as an action.exec
 receipt of the current run: command, cwd, exit code, duration. Everything after -- (or from
@@ -36,8 +38,8 @@ def check_parser() -> Parser:
 
 
 def hook_parser() -> Parser:
-    p = Parser("hook", HOOK, usage="agentsess hook claude-code [--run RUN]")
-    p.add_argument("agent", metavar="AGENT", help="the agent whose hook this is: claude-code")
+    p = Parser("hook", HOOK, usage="agentsess hook claude-code|codex|gemini [--run RUN]")
+    p.add_argument("agent", metavar="AGENT", help="the agent whose hook this is: claude-code, codex or gemini")
     p.add_argument("--run", metavar="RUN", help="the run's id (default: $AGENTSESS_RUN_ID)")
     return p
 
@@ -124,8 +126,8 @@ def hook_main(argv: list[str]) -> int:
         args, rest = parser.parse(argv)
         if rest is not None:
             parser.fail("takes no command after --")
-        if args.agent != "claude-code":
-            raise AgentsessError(f"hook: unknown agent '{args.agent}': expected claude-code", 2)
+        if args.agent not in ("claude-code", "codex", "gemini"):
+            raise AgentsessError(f"hook: unknown agent '{args.agent}': expected claude-code, codex or gemini", 2)
         run_id = args.run or os.environ.get("AGENTSESS_RUN_ID")
         if not run_id:
             raise AgentsessError("hook: no --run RUN and no AGENTSESS_RUN_ID", 2)

@@ -271,6 +271,7 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
         rows.append(("revoked", f"{t(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})"))
     if data.get("error"):
         rows.append(("error", data["error"]))
+    rows.extend(_secret_rows(data["receipts"]))
     integ_at = len(rows)
     rows.append(("integrity", "…"))
     width = max(len(label) for label, _ in rows)
@@ -324,6 +325,21 @@ def _cap(records: list, limit: int | None) -> tuple[list, int]:
     return records[:head] + [None] + records[len(records) - tail:] if tail else records[:head] + [None], len(records) - limit
 
 
+def _secret_rows(receipts: list) -> list[tuple[str, str]]:
+    """How the run held its secrets: brokered services (placeholders) and raw injection."""
+    rows = []
+    for rec in receipts:
+        d = rec.get("data") or {}
+        if rec.get("type") == "run.started" and isinstance(d.get("env"), dict) and d["env"].get("broker"):
+            broker = d["env"]["broker"]
+            names = [s["name"] for s in broker.get("services") or []]
+            proxy = "; proxy mode" if broker.get("proxy") else ""
+            rows.append(("services", f"{', '.join(names) or '(none)'} through the broker, as placeholders{proxy}"))
+        if rec.get("type") == "secret.injected" and d.get("mode", "raw") == "raw":
+            rows.append(("raw secrets", f"{' '.join(d.get('vars') or [])}: real values in the agent's environment"))
+    return rows
+
+
 def _detail(rec: dict) -> str:
     d = rec.get("data") or {}
     t = rec.get("type")
@@ -349,4 +365,10 @@ def _detail(rec: dict) -> str:
         return f"signs the {count} receipts before it ({covered}) with key {d.get('kid')}"
     if t == "run.denied":
         return d.get("reason", "")
+    if t == "net.request":
+        where = f"{d.get('host')}:{d.get('port')}{d.get('path') or ''}"
+        extra = f" ({d.get('reason') or d.get('error')})" if d.get("reason") or d.get("error") else ""
+        return f"{d.get('method')} {where} -> {d.get('status')} {d.get('decision')}{extra}"
+    if t == "secret.injected":
+        return f"{' '.join(d.get('vars') or [])} injected {d.get('mode', 'raw')}"
     return ", ".join(f"{k}={v}" for k, v in list(d.items())[:4])

@@ -12,7 +12,9 @@ def mcp_proxy(
     Use it as the command of an MCP server in the agent's config, inside `agentsess run`.
     Each tools/call is decided by the run's rules as tool mcp:SERVER:TOOL and recorded
     (action.checked, action.result); a denied call is answered with a JSON-RPC error
-    (-32001) and never reaches the server. Everything else passes through unchanged.
+    (-32001) and never reaches the server. A line that cannot be parsed safely (not UTF-8,
+    not JSON, duplicate or case-colliding keys) is refused; the server gets each message
+    re-encoded as it was decided.
     Exits with the server's exit code.
     """
     from agentsess.cli.inside import ask

@@ -49,7 +49,7 @@ def parser() -> Parser:
                          help="contain the run (bubblewrap namespaces; the default where available): fail if it cannot be")
     contain.add_argument("--no-contain", dest="contain", action="store_false",
                          help="an advisory run: no namespaces (the agent can reach what you can)")
-    p.add_argument("--agent", dest="integration", choices=["auto", "none", "claude-code"],
+    p.add_argument("--agent", dest="integration", choices=["auto", "none", "claude-code", "codex", "gemini"],
                    help="agent integration (default: detected from the command name)")
     return p
 

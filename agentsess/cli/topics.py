@@ -29,9 +29,9 @@ each excess scope, and recorded as a denied run (exit 125).
         "How tool calls (hooks, MCP, check) are decided.",
         """\
 Each profile's [[profiles.NAME.rules]] are checked in order; the first whose `tool` and
-`args` match decides. `tool` is exact or a glob: Bash, Edit, mcp:SERVER:TOOL (for calls
-through `agentsess mcp-proxy --name SERVER`; Claude Code's own MCP tools are named
-mcp__SERVER__TOOL). `args` is a glob over the call's main argument: `command` for Bash,
+`args` match decides. `tool` is exact or a glob: Bash, Edit, mcp:SERVER:TOOL (calls
+through `agentsess mcp-proxy --name SERVER`, and the agents' own MCP tools: Claude Code's
+mcp__SERVER__TOOL is checked as mcp:SERVER:TOOL). `args` is a glob over the call's main argument: `command` for Bash,
 else file_path, path, url, pattern or query, else the JSON of the input.
 
   [[profiles.claude.rules]]

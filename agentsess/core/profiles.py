@@ -2,9 +2,9 @@
 
 Pure: the file itself (reading, caching, writing) is :mod:`agentsess.edges.config`; the
 schema is described once, in the comments of ``agentsess/data/starter.toml``. Precedence is
-key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env`` and
-``rules`` are each one key, so a profile that sets them replaces the defaults'. Durations
-are held as seconds.
+key by key: the profile's own value, else ``[defaults]``, else the built-in; ``env``,
+``rules``, ``services`` and ``network`` are each one key, so a profile that sets them
+replaces the defaults'. Durations are held as seconds.
 
 Every problem is an ``AgentsessError(USAGE)`` with a one-line message naming the file, the key
 path and what was expected: ``config.toml: profiles.claude.ttl: expected a duration like 90s,
@@ -38,6 +38,8 @@ BUILTIN: dict[str, Any] = {
     "scrub_env": [],
     "pass_env": [],
     "keep_env": False,
+    "env_mode": "scrub",
+    "env_notice": True,
     "isolate_home": False,
     "home_files": [".gitconfig"],
     "mask_terminal": True,
@@ -49,22 +51,25 @@ BUILTIN: dict[str, Any] = {
     "integration": "auto",
     "git_name": None,
     "git_email": None,
-    "default_decision": "allow",
+    "default_decision": "observe",
     "env": {},
     "rules": [],
+    "services": {},
+    "network": {},
 }
 PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
 TOP_KEYS = ("defaults", "profiles")
 
 _DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning"))
-_BOOLS = frozenset(("keep_env", "isolate_home", "mask_terminal", "capture_shell", "contain"))
+_BOOLS = frozenset(("keep_env", "env_notice", "isolate_home", "mask_terminal", "capture_shell", "contain"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
+    "env_mode": ("scrub", "allow"),
     "on_expiry": ("keep", "stop"),
     "on_exit": ("stop", "keep"),
-    "integration": ("auto", "none", "claude-code"),
-    "default_decision": ("allow", "deny", "ask"),
+    "integration": ("auto", "none", "claude-code", "codex", "gemini"),
+    "default_decision": ("observe", "allow", "deny", "ask"),
 }
 DECISIONS = ("allow", "deny", "ask")
 LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files", "hide", "unhide"))
@@ -128,6 +133,10 @@ class Profile:
     scrub_env: list[str]
     pass_env: list[str]
     keep_env: bool
+    env_mode: str
+    env_notice: bool
+    services: dict[str, Any]
+    network: dict[str, Any]
     isolate_home: bool
     home_files: list[str]
     mask_terminal: bool
@@ -418,6 +427,13 @@ def _check_value(path: str, kp: str, key: str, value):
         return items
     if key == "env":
         return _check_env(path, kp, value)
+    if key in ("services", "network"):
+        from agentsess.core.credentials import services
+
+        try:
+            return services.check_services(value) if key == "services" else services.check_network(value)
+        except services.SpecError as e:
+            raise config_error(path, kp + e.where, e.message) from None
     if key == "rules":
         items = _list(path, kp, value, "a list of rules ([[...rules]] tables)")
         return [_check_rule(path, f"{kp}[{i}]", rule, i) for i, rule in enumerate(items)]
@@ -482,8 +498,12 @@ def _check_rule(path: str, kp: str, rule, index: int) -> dict:
             path, f"{kp}.decision", f"expected one of allow, deny, ask, got {show_value(decision)}"
         )
     args = rule.get("args")
-    if args is not None and not isinstance(args, str):
-        raise config_error(path, f"{kp}.args", f'expected a glob like "git push*", got {show_value(args)}')
+    if isinstance(args, list) and args and all(isinstance(a, str) for a in args):
+        args = list(args)
+    elif args is not None and not isinstance(args, str):
+        raise config_error(
+            path, f"{kp}.args", f'expected a glob like "git push*" or a list of globs, got {show_value(args)}'
+        )
     scope = rule.get("scope")
     if scope is not None:
         try:

@@ -52,6 +52,19 @@ XDG_DIRS = (
     ("XDG_STATE_HOME", ".local/state"),
 )
 
+# Variables that lead tools to the human's own configuration and credentials even when
+# HOME is the agent's: under an isolated home each is re-pointed to the same place inside it
+# (its default there; REGISTRY_AUTH_FILE's default is outside HOME, in XDG_RUNTIME_DIR).
+HOME_POINTERS = (
+    ("GIT_CONFIG_GLOBAL", ".gitconfig"),
+    ("GH_CONFIG_DIR", ".config/gh"),
+    ("CARGO_HOME", ".cargo"),
+    ("REGISTRY_AUTH_FILE", ".config/containers/auth.json"),
+    ("NPM_CONFIG_USERCONFIG", ".npmrc"),
+    ("GNUPGHOME", ".gnupg"),
+    ("PGPASSFILE", ".pgpass"),
+)
+
 # Git config files whose [credential] sections and http.extraHeader are left behind when
 # carried: they would hand the agent the human's git credentials through a helper.
 _GIT_CONFIGS = (".gitconfig", ".config/git/config")
@@ -101,7 +114,11 @@ def isolated_home(agent: str, human_home: str, carry=(".gitconfig",)) -> dict:
     :class:`AgentsessError` naming it, before anything is copied.
 
     Returns ``{"HOME": ..., "XDG_CONFIG_HOME": ..., "XDG_DATA_HOME": ...,
-    "XDG_CACHE_HOME": ..., "XDG_STATE_HOME": ...}``.
+    "XDG_CACHE_HOME": ..., "XDG_STATE_HOME": ...}`` and each variable of
+    :data:`HOME_POINTERS` (``GIT_CONFIG_GLOBAL``, ``GH_CONFIG_DIR``, ``CARGO_HOME``,
+    ``REGISTRY_AUTH_FILE``, ``NPM_CONFIG_USERCONFIG``, ``GNUPGHOME``, ``PGPASSFILE``…)
+    pointing at its place inside the agent's home, whatever the human's value was: left
+    as it was, it would lead the agent's tools back to the human's files.
     """
     if not agent or agent in (".", "..") or "/" in agent or "\0" in agent:
         raise AgentsessError(f"invalid agent name {agent!r}: it must be one path segment", USAGE)
@@ -114,6 +131,8 @@ def isolated_home(agent: str, human_home: str, carry=(".gitconfig",)) -> dict:
     env = {"HOME": home}
     for var, rel in XDG_DIRS:
         env[var] = _ensure_tree(home, rel)
+    for var, rel in HOME_POINTERS:
+        env[var] = os.path.join(home, rel)
 
     for rel, src in sources:
         if not os.path.lexists(src):

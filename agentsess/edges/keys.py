@@ -30,7 +30,7 @@ import sys
 import time
 
 from agentsess.edges import keychain, paths
-from agentsess.encoding import b64url_decode, b64url_encode
+from agentsess.encoding import b64url_decode, b64url_encode, canonical_text
 from agentsess.errors import STATE, AgentsessError
 from agentsess.timefmt import rfc3339
 
@@ -139,7 +139,7 @@ def _save(doc: dict) -> None:
     listed = {"current": doc["current"], "keys": [
         {"kid": k["kid"], "created_at": k.get("created_at")} for k in doc["keys"]
     ]}
-    keychain.set(key_list_entry(), json.dumps(listed, sort_keys=True, separators=(",", ":")))
+    keychain.set(key_list_entry(), canonical_text(listed))
     doc["stored"] = True
     _export(doc)
 

@@ -5,11 +5,17 @@
 (stderr), and ``<seconds> r <cols>x<rows>`` for a window resize: enough to replay the run
 (`agentsess export --format asciicast`). The log keeps a running SHA-256 and byte count,
 which the run's final receipt records.
+
+Once the output runs to big chunks (64 KiB or more), writing ``output.log`` and hashing it
+move to a writer thread (both release the GIL), so that the supervisor's own thread only
+reads, masks and shows; the queue between them is bounded (8 chunks). A write error there
+surfaces on the next :meth:`OutputLog.write` or at :meth:`OutputLog.close`.
 """
 
 import hashlib
 import os
 import time
+from typing import Any
 
 from agentsess.edges import paths
 from agentsess.edges.streams import ReceiptError
@@ -36,15 +42,55 @@ class OutputLog:
         self.size = 0
         self.start = time.monotonic()
         self.size_hint: tuple[int, int] | None = None
+        self._queue: Any = None  # the writer thread's queue.Queue, once output comes in big chunks
+        self._thread: Any = None
+        self._failed: OSError | None = None
+
+    def _store(self, data: bytes) -> None:
+        self._data.write(data)
+        self.sha.update(data)
+
+    def _writer(self) -> None:
+        queue = self._queue
+        while True:
+            data = queue.get()
+            if data is None:
+                return
+            if self._failed is None:
+                try:
+                    self._store(data)
+                except OSError as exc:
+                    self._failed = exc
+
+    def _error(self, exc: OSError) -> ReceiptError:
+        return ReceiptError(f"cannot write the output log {self.path}: {exc.strerror or exc}")
 
     def write(self, stream: int, data: bytes) -> None:
+        if self._failed is not None:
+            raise self._error(self._failed)
         try:
-            self._data.write(data)
             self._timing.write(f"{time.monotonic() - self.start:.6f} {stream} {len(data)}\n")
+            if self._queue is None and len(data) >= 1 << 16:
+                import queue
+                import threading
+
+                self._queue = queue.Queue(8)
+                self._thread = threading.Thread(target=self._writer, name="output-log", daemon=True)
+                self._thread.start()
+            if self._queue is not None:
+                self._queue.put(bytes(data))
+            else:
+                self._store(data)
         except OSError as exc:
-            raise ReceiptError(f"cannot write the output log {self.path}: {exc.strerror or exc}") from None
-        self.sha.update(data)
+            raise self._error(exc) from None
         self.size += len(data)
+
+    def _drain(self) -> None:
+        """Wait until the writer thread has written and hashed everything handed to it."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def resize(self, cols: int, rows: int) -> None:
         if self.size_hint is None:
@@ -55,6 +101,7 @@ class OutputLog:
             raise ReceiptError(f"cannot write the output log {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
+        self._drain()
         for fh in (self._timing, self._data):
             try:
                 fh.close()
@@ -62,6 +109,7 @@ class OutputLog:
                 pass
 
     def digest(self) -> str:
+        self._drain()
         return self.sha.hexdigest()
 
 

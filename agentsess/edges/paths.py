@@ -95,12 +95,33 @@ def shell_prefix(run_id: str) -> str:
     return os.path.join(run_bin_dir(run_id), "agentsess-exec")
 
 
+def gemini_home(run_id: str) -> str:
+    """The folder a Gemini CLI run gets as GEMINI_CLI_HOME (its ``.gemini`` links the user's)."""
+    return os.path.join(run_dir(run_id), "gemini-home")
+
+
+# Gemini CLI's own files in a ``.gemini`` folder: its settings, and those a run links to the
+# user's even before they exist (credentials, accounts, state), so they land where they belong
+GEMINI_SETTINGS = "settings.json"
+GEMINI_KNOWN_FILES = ("oauth_creds.json", "google_accounts.json", "installation_id", "user_id",
+                      "trustedFolders.json", "projects.json", "state.json", "mcp-oauth-tokens.json", "GEMINI.md")
+
+
+def gemini_settings(dot_gemini: str) -> str:
+    return os.path.join(dot_gemini, GEMINI_SETTINGS)
+
+
 def shell_spool(run_id: str) -> str:
     return os.path.join(run_dir(run_id), "shell.spool")
 
 
 def capture_script(run_id: str) -> str:
     return os.path.join(run_dir(run_id), "capture.bash")
+
+
+def ca_bundle(folder: str) -> str:
+    """The CA bundle a proxy-mode run's child trusts, in a folder the child can read."""
+    return os.path.join(folder, "ca-bundle.pem")
 
 
 def keys_dir() -> str:

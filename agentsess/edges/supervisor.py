@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
 PTY_BURST = 1 << 13  # from a pty: small, so the child's pty drains while we write to ours
-FLUSH_AFTER = 0.03  # held-back bytes of a possible secret are flushed after this idle time
+FLUSH_AFTER = 0.03  # after this idle time, held bytes that cannot start a secret are let out
 DRAIN_IDLE = 0.2  # after the child is reaped, stop reading output after this long idle
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 ESCALATING = (signal.SIGTERM, signal.SIGHUP)
@@ -231,6 +231,21 @@ def kill_descendants(rounds: int = 50) -> int:
     return killed
 
 
+def _keep_heap() -> None:
+    """Keep freed buffers in the heap for reuse: without this, glibc maps every MB-sized read
+    afresh and returns it at once, and the page faults cost as much system time as the copies
+    themselves (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: blocks up to 64 MiB come from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: do not give the heap back at once
+        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD: grow it in 16 MiB steps
+    except (OSError, AttributeError):
+        pass
+
+
 class Supervisor:
     """Runs one child transparently. ``run()`` returns ``(exit_code, signal)``.
 
@@ -287,6 +302,7 @@ class Supervisor:
         self._idle_since: float | None = None
         self._next_tick = 0.0
         self._subreaper = False
+        self._heap_kept = False
 
     # -- spawning ---------------------------------------------------------------------
 
@@ -479,12 +495,15 @@ class Supervisor:
 
     # -- output -----------------------------------------------------------------------
 
-    def _emit(self, stream: int, data: bytes, flush: bool = False) -> None:
+    def _emit(self, stream: int, data: bytes, flush: bool | str = False) -> None:
         """The one choke point for the child's output: mask, log, show."""
         masker = self.maskers.get(stream)
         if masker is not None:
-            masked = masker.flush() if flush else masker.feed(data)
-            if masker.pending:
+            if flush == "idle":
+                masked = masker.release()  # only what cannot start a secret (see masking)
+            else:
+                masked = masker.flush() if flush else masker.feed(data)
+            if masker.releasable:
                 self._pending_flush = time.monotonic() + FLUSH_AFTER
         else:
             masked = data
@@ -501,11 +520,11 @@ class Supervisor:
                     raise
                 self._terminal_ok[stream] = False
 
-    def _flush_maskers(self) -> None:
+    def _flush_maskers(self, idle: bool = False) -> None:
         self._pending_flush = None
         for stream, masker in self.maskers.items():
             if masker is not None and masker.pending:
-                self._emit(stream, b"", flush=True)
+                self._emit(stream, b"", flush="idle" if idle else True)
 
     def _resize(self) -> None:
         size = _winsize(1) or _winsize(0)
@@ -611,7 +630,7 @@ class Supervisor:
                 continue
             if not ready:
                 if self._pending_flush is not None and time.monotonic() >= self._pending_flush:
-                    self._flush_maskers()
+                    self._flush_maskers(idle=True)
                 continue
             for fd in ready:
                 if fd == wake_r:
@@ -682,6 +701,9 @@ class Supervisor:
             return
         stream = self._outputs[fd]
         if data:
+            if len(data) >= 1 << 16 and not self._heap_kept:
+                self._heap_kept = True  # much output: worth keeping buffers
+                _keep_heap()
             self._idle_since = None
             self._emit(stream, data)
             if not self._terminal_ok.get(stream, True) and self.master is None:

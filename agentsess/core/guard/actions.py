@@ -46,6 +46,8 @@ def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dic
     if args is not None:
         data["summary"], data["args_sha256"] = summarise(args)
     data.update({"rule": decision.rule, "scope": decision.scope, "decision": decision.decision, "reason": decision.reason})
+    if decision.commands and (len(decision.commands) > 1 or decision.commands[0] != data.get("summary")):
+        data["commands"] = [capped(c, 256) for c in decision.commands[:32]]
     if extra:
         data.update(extra)
     return data

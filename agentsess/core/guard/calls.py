@@ -8,6 +8,7 @@ import os
 from agentsess.core.guard import actions, policy
 from agentsess.core.receipts import recording
 from agentsess.digest import sha256_text
+from agentsess.encoding import canonical_text
 from agentsess.errors import USAGE, AgentsessError
 
 
@@ -62,62 +63,119 @@ def check(store, env: dict, scope: str, tool: str | None = None, command=None) -
     return row, decision
 
 
-def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
-    """Handle one Claude Code hook event; returns the JSON to print (PreToolUse) or None."""
+def agent_hook(store, run_id: str, agent: str, event) -> dict | None:
+    """Handle one hook event of ``agent`` (``claude-code``, ``codex``, ``gemini``) in run
+    ``run_id``: a tool call is decided and recorded (``action.checked``), its result or failure
+    recorded (``action.result``), a permission request or session event recorded. Returns the
+    JSON to print in that agent's own format, or None to print nothing. Raises on anything it
+    cannot handle: the caller fails closed in the agent's blocking convention."""
+    from agentsess.core.guard import agents
+
+    protocol = agents.protocol(agent)
     if not isinstance(event, dict):
         raise AgentsessError("hook input is not a JSON object", USAGE)
     name = event.get("hook_event_name")
     if not isinstance(name, str):
         raise AgentsessError("hook input has no hook_event_name", USAGE)
+    kind = protocol.EVENTS.get(name)
+    if kind is None:
+        raise AgentsessError(f"hook: {agent} event {name!r} is not one agentsess handles", USAGE)
     row = _refresh_liveness(store, find_run(store, {}, run_id))
     session = event.get("session_id")
     if session and row.get("session_id") != session:
         store.update_run(row["id"], session_id=session)
-    if name == "PreToolUse":
-        tool = event.get("tool_name") or "?"
-        args = event.get("tool_input")
-        decision = policy.decide(row, tool, args)
-        recording.record_action(
-            store,
-            row["id"],
-            "action.checked",
-            actions.checked_receipt(decision, tool, args, "claude-code", {"session_id": session, "tool_use_id": event.get("tool_use_id")}),
-        )
-        return {
-            "hookSpecificOutput": {
-                "hookEventName": "PreToolUse",
-                "permissionDecision": decision.decision,
-                "permissionDecisionReason": f"agentsess: {decision.reason}",
-            }
-        }
-    if name == "PostToolUse":
-        tool = event.get("tool_name") or "?"
-        result = event.get("tool_response")
-        summary, digest = actions.summarise(result, actions.RESULT_CAP)
-        recording.record_action(
-            store,
-            row["id"],
-            "action.result",
-            {"tool": tool, "source": "claude-code", "session_id": session, "tool_use_id": event.get("tool_use_id"),
-             "result": summary, "result_sha256": digest, "args_sha256": actions.summarise(event.get("tool_input"))[1]},
-        )
+    source = protocol.SOURCE
+    if kind in ("session_start", "session_end"):
+        recording.record_action(store, row["id"], "agent.session", {
+            "event": name, "session_id": session, "source": event.get("source") or event.get("reason"),
+            "agent": source})
         return None
-    if name in ("SessionStart", "SessionEnd"):
-        recording.record_action(
-            store,
-            row["id"],
-            "agent.session",
-            {"event": name, "session_id": session, "source": event.get("source") or event.get("reason")},
-        )
+    native = event.get("tool_name")
+    if not isinstance(native, str) or not native:
+        raise AgentsessError(f"hook: {name} without a tool_name", USAGE)
+    tool = protocol.tool_name(native, event)
+    args = event.get("tool_input")
+    base = {"session_id": session, "tool_use_id": event.get("tool_use_id")}
+    if tool != native:
+        base["agent_tool"] = native
+    if kind == "pre":
+        decision = policy.decide(row, tool, args, observe=True)
+        extra = dict(base)
+        command = _command_of(args)
+        if command is not None:
+            extra["command_sha256"] = sha256_text(command)
+        recording.record_action(store, row["id"], "action.checked",
+                                actions.checked_receipt(decision, tool, args, source, extra))
+        return protocol.pre_answer(decision)
+    if kind == "permission":
+        data = {"tool": tool, "source": source, **base}
+        if args is not None:
+            data["summary"], data["args_sha256"] = actions.summarise(args)
+        recording.record_action(store, row["id"], "agent.permission", data)
         return None
+    # a result (kind "post") or a failure (kind "failure")
+    result, error = protocol.result_of(kind, event)
+    data = {"tool": tool, "source": source, **base, "is_error": error is not None}
+    if args is not None:
+        data["args_sha256"] = actions.summarise(args)[1]
+    if result is not None:
+        data["result"], data["result_sha256"] = actions.summarise(result, actions.RESULT_CAP)
+    if error is not None:
+        data["error"] = actions.capped(error if isinstance(error, str) else canonical_text(error),
+                                      actions.RESULT_CAP)
+        for key in ("is_interrupt", "duration_ms"):
+            if key in event:
+                data[key] = event[key]
+    recording.record_action(store, row["id"], "action.result", data)
     return None
 
 
+def _command_of(args) -> str | None:
+    from agentsess.core.guard.commands import shell_command
+
+    return shell_command(args)
+
+
+def claude_code_hook(store, run_id: str, event: dict) -> dict | None:
+    """Handle one Claude Code hook event; returns the JSON to print (PreToolUse) or None."""
+    return agent_hook(store, run_id, "claude-code", event)
+
+
 def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
-    """An ``action.exec`` receipt for a shell command the agent ran."""
+    """An ``action.exec`` receipt for a shell command the agent ran. A command Claude Code
+    wrapped is recorded as the model's own command, linked (``tool_use_id``, ``checked``: the
+    seq and hash of the receipt) to the ``action.checked`` of the tool call that ran it."""
     row = find_run(store, env)
-    data = actions.exec_receipt(command, cwd, exit_code, duration, source, os.getpid())
+    shown = command
+    link: dict = {}
+    if source == "claude-code":
+        from agentsess.core.guard.agents import claude
+
+        inner = claude.unwrap(command)
+        if inner is not None:
+            shown = inner
+            link["wrapper_sha256"] = sha256_text(command)
+            link.update(_checked_link(row["id"], sha256_text(inner), source))
+    data = actions.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
+    data.update(link)
     recording.record_action(store, row["id"], "action.exec", data)
+
+
+def _checked_link(run_id: str, command_sha256: str, source: str) -> dict:
+    """The newest allowed ``action.checked`` of ``source`` for this command not yet linked to an
+    exec: ``{"tool_use_id": …, "checked": {"seq": …, "hash": …}}``, or ``{"checked": None}``."""
+    from agentsess.edges import streams
+
+    linked = set()
+    for rec in reversed(streams.load(run_id)):
+        data = rec.get("data") or {}
+        if rec.get("type") == "action.exec" and data.get("tool_use_id"):
+            linked.add(data["tool_use_id"])
+        elif (rec.get("type") == "action.checked" and data.get("source") == source
+              and data.get("command_sha256") == command_sha256 and data.get("decision") != "deny"
+              and data.get("tool_use_id") not in linked):
+            return {"tool_use_id": data.get("tool_use_id"), "checked": {"seq": rec["seq"], "hash": rec["hash"]}}
+    return {"checked": None}
 
 
 # -- one call each, for the CLI: the store is opened here, not in the command line ------------
@@ -132,12 +190,12 @@ def check_scope(env: dict, scope: str, tool: str | None = None, command=None) ->
     return row["id"], decision
 
 
-def answer_hook(run_id: str, event) -> dict | None:
-    """:func:`claude_code_hook` with its own store connection."""
+def answer_hook(run_id: str, event, agent: str = "claude-code") -> dict | None:
+    """:func:`agent_hook` with its own store connection."""
     from agentsess.edges.store import Store
 
     with Store() as store:
-        return claude_code_hook(store, run_id, event)
+        return agent_hook(store, run_id, agent, event)
 
 
 def record_command(env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:

@@ -5,31 +5,67 @@ and the output log. Each secret value is replaced by ``[masked:NAME]`` wherever 
 appears raw or, for values of 8 bytes or more, in a common encoding (see
 :func:`encodings`).
 
+Line breaks and escape sequences do not hide a secret. Matching ignores *noise*: ``\\r``,
+``\\n``, CSI escape sequences (``ESC [ … final``: colours from ``grep --color=always``,
+erase-line, cursor moves of a TUI) and charset selections (``ESC ( B``). So a PEM key
+shown through a pty (``\\n`` becomes ``\\r\\n``), ``base64`` wrapped at 76 columns, ``xxd -p``
+hex wrapped at 60, a token wrapped by a TUI or coloured in the middle are all masked. The
+noise inside a masked stretch is kept after the marker (line breaks and colour resets
+still reach the terminal): ``[masked:NAME]`` then the noise bytes, in order (so the line
+breaks of a multi-line secret itself stay visible, not its text).
+
+What this is for: secrets shown by accident or by tools (logs, ``env``, ``cat``, encoders,
+pagers, TUIs). A child that holds a secret and wants it seen can always spell it in a way
+no masker knows (reversed, one character per cursor move); against that, the agent should
+hold placeholders, not secrets (the broker).
+
 Streaming: :meth:`Masker.feed` returns what can be emitted now. It holds back only bytes
-that could be the start of a secret (at most the longest pattern less one byte), so a
-secret split across reads is still caught, and output whose tail cannot start a secret
-(a prompt without a newline) passes at once. :meth:`Masker.flush` emits what is held;
-the supervisor calls it when no data has arrived for a short while and at the end.
-Fed in any chunks and flushed only at the end, the output is exactly
-:meth:`Masker.mask` of the whole stream. A flush in the middle of a secret lets its
-first part out and the rest is no longer recognised: the price of not stalling a prompt,
-which is why only the idle timer flushes.
+that could be the start of a secret (a prefix of a pattern, noise aside) and an escape
+sequence cut off at the end, so a secret split across reads is still caught, and output
+whose tail cannot start a secret (a prompt without a newline) passes at once.
 
-Matching is leftmost-longest: at the first position where any pattern starts, the longest
-pattern there is replaced, and scanning resumes after it.
+When the child pauses, the supervisor calls :meth:`Masker.release` (the idle flush): it
+lets out what is held only when that is shorter than 4 bytes (noise aside). A held tail of
+4 bytes or more of a pattern waits until later bytes rule it out, or the stream ends
+(:meth:`Masker.flush`). What an idle release lets out stays in view: a secret that
+continues it is still masked, so a child that writes a secret in pieces with pauses shows
+at most its first 3 bytes. A held stretch that grows beyond :data:`HOLD_CAP` bytes (a
+prefix followed by endless noise) is let out as if the stream ended, so output never
+stalls without bound.
 
-Speed: candidate positions are found by the first 16 bytes ("keys") of every pattern,
-with ``ahocorasick_rs`` (a vectorised multi-substring search, at most 64 keys per
-automaton so its SIMD prefilter stays on) when it is installed, else with ``bytes.find``
-per key; each candidate is then checked against its full patterns.
+Fed in any chunks and flushed only at the end, the output is exactly :meth:`Masker.mask`
+of the whole stream.
+
+Matching is leftmost-longest over the stream with noise removed: at the first position
+where any pattern starts, the longest pattern there is replaced, and scanning resumes after
+it.
+
+Speed: noise is removed with ``bytes.replace`` when the data holds no escape byte (a
+regular expression otherwise); candidate positions are found by the first 16 bytes
+("keys") of every pattern, with ``ahocorasick_rs`` (a vectorised multi-substring search, at
+most 64 keys per automaton so its SIMD prefilter stays on) when it is installed, else with
+``bytes.find`` per key; each candidate is then checked against its full patterns. Positions
+map back to the raw stream only where something matched or is held.
 """
+
+import re
+from bisect import bisect_right
 
 _KEY = 16  # a candidate is an occurrence of the first _KEY bytes of a pattern
 _GROUP = 64  # keys per automaton: beyond 64 the SIMD prefilter of ahocorasick_rs is off
 _MIN_ENCODED = 8  # values at least this long are also masked in their encodings
+HOLD_MIN = 4  # an idle release keeps a held prefix of a pattern this long or longer
+HOLD_CAP = 1 << 16  # a held stretch longer than this is let out (see the module docstring)
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_LINE_BREAKS = b"\r\n"
+_NOT_BREAKS = bytes(b for b in range(256) if b not in _LINE_BREAKS)
+# noise: line breaks, CSI sequences (bounded: an endless one is no escape sequence), ESC ( B
+_NOISE = re.compile(rb"(?:[\r\n]|\x1b\[[0-?]{0,32}[ -/]{0,8}[@-~]|\x1b[()][0-9A-Za-z])+")
+# an escape sequence cut off at the end of a read: it may yet become noise
+_CUT_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]{0,32}[ -/]{0,8}|[()])?\Z")
+_ESC_TAIL = 48  # a cut-off escape sequence is at most this long
 
 
 def encodings(value: bytes) -> list:
@@ -85,36 +121,138 @@ def _quoted(value: bytes) -> list:
     return variants
 
 
+
+class _View:
+    """``buf`` with noise removed (``norm``), and the way back to positions in ``buf``.
+
+    ``final`` false: an escape sequence cut off at the end counts as noise (it may
+    complete with the next read); ``cut`` is where it starts (``len(buf)`` when there is
+    none)."""
+
+    __slots__ = ("_cum", "_pos", "_runs", "buf", "cut", "norm")
+
+    def __init__(self, buf: bytes, final: bool):
+        self.buf = buf
+        n = len(buf)
+        self.cut = n
+        self._runs = None
+        if buf.find(b"\x1b") < 0:
+            # bytes.replace (memchr and memcpy) is several times faster than translate here
+            if buf.find(b"\r") >= 0:
+                buf = buf.replace(b"\r", b"")
+            self.norm = buf.replace(b"\n", b"") if buf.find(b"\n") >= 0 else buf
+            return
+        runs = [m.span() for m in _NOISE.finditer(buf)]
+        if not final:
+            m = _CUT_ESCAPE.search(buf, max(0, n - _ESC_TAIL))
+            if m is not None:
+                self.cut = m.start()
+                if runs and runs[-1][1] == m.start():
+                    runs[-1] = (runs[-1][0], n)
+                else:
+                    runs.append((m.start(), n))
+        pieces = []
+        pos = []  # norm position of each run: it sits just before that norm byte
+        cum = [0]  # bytes removed by the runs before it
+        last = 0
+        for s, e in runs:
+            pieces.append(buf[last:s])
+            pos.append(s - cum[-1])
+            cum.append(cum[-1] + e - s)
+            last = e
+        pieces.append(buf[last:])
+        self.norm = b"".join(pieces)
+        self._runs, self._pos, self._cum = runs, pos, cum
+
+    def orig(self, i: int) -> int:
+        """The position in ``buf`` of byte ``i`` of ``norm`` (``len(buf)`` for the end)."""
+        buf, norm = self.buf, self.norm
+        if norm is buf:
+            return i
+        if i >= len(norm):
+            return len(buf)
+        if self._runs is not None:
+            return i + self._cum[bisect_right(self._pos, i)]
+        # line breaks only: count them, from the nearer end
+        n = len(buf)
+        if i < len(norm) // 2:
+            x, c, upto = i, 0, 0
+            while True:
+                c += buf.count(b"\n", upto, x) + buf.count(b"\r", upto, x)
+                upto = x
+                if i + c == x:
+                    break
+                x = i + c
+            while buf[x] in _LINE_BREAKS:
+                x += 1
+            return x
+        r = len(norm) - i  # norm bytes from i to the end
+        x, c, upto = n - r, 0, n
+        while True:
+            c += buf.count(b"\n", x, upto) + buf.count(b"\r", x, upto)
+            upto = x
+            if n - r - c == x:
+                return x
+            x = n - r - c
+
+    def noise(self, a: int, b: int) -> bytes:
+        """The noise bytes of ``buf[a:b]``, in order."""
+        if self.norm is self.buf or a >= b:
+            return b""
+        if self._runs is None:
+            return self.buf[a:b].translate(None, _NOT_BREAKS)
+        out = []
+        for s, e in self._runs:
+            if e <= a:
+                continue
+            if s >= b:
+                break
+            out.append(self.buf[max(s, a) : min(e, b)])
+        return b"".join(out)
+
+
+def normalize(data: bytes) -> bytes:
+    """``data`` without noise (line breaks, CSI and charset escape sequences)."""
+    return _View(bytes(data), True).norm
+
+
 class Masker:
     """Replace secret values (and their encodings) in a byte stream by ``[masked:NAME]``.
 
     ``secrets`` maps a name to its value (``str`` values are taken as UTF-8). Empty values
-    are ignored; any other value is masked however short, so register only real secrets.
-    Where two secrets share a pattern, the first name wins. With no secrets the masker is
-    a passthrough: :meth:`feed` returns the very object it was given.
+    (and values made only of noise) are ignored; any other value is masked however short,
+    so register only real secrets. Where two secrets share a pattern, the first name wins.
+    With no secrets the masker is a passthrough: :meth:`feed` returns the very object it
+    was given.
     """
 
-    __slots__ = ("_alts", "_finders", "_held", "_maxlen", "_names", "_short")
+    __slots__ = ("_alts", "_finders", "_held", "_maxlen", "_names", "_short", "_shown")
 
     def __init__(self, secrets: dict):
         self._held = b""
+        self._shown = 0  # leading bytes of _held already emitted (by an idle release)
         self._finders = ()
-        table = {}  # pattern -> replacement
+        table: dict[bytes, bytes] = {}  # pattern (noise removed) -> replacement
         names = []
         for name, value in secrets.items():
             if isinstance(value, str):
                 value = value.encode("utf-8", "surrogateescape")
             if not value:
                 continue
-            names.append(name)
             rep = b"[masked:" + name.encode("utf-8", "replace") + b"]"
+            added = False
             for pattern in encodings(bytes(value)):
-                table.setdefault(pattern, rep)
+                pattern = normalize(pattern)
+                if pattern:
+                    table.setdefault(pattern, rep)
+                    added = True
+            if added:
+                names.append(name)
         self._names = tuple(names)
         self._maxlen = max(map(len, table), default=0)
         if not table:
             return
-        by_key = {}
+        by_key: dict[bytes, list] = {}
         for pattern, rep in table.items():
             by_key.setdefault(pattern[:_KEY], []).append((pattern, rep))
         keys = list(by_key)
@@ -123,7 +261,7 @@ class Masker:
         alts = []
         short = set()
         for key in keys:
-            cands = []
+            cands: list = []
             for r in range(1, len(key) + 1):
                 cands.extend(by_key.get(key[:r], ()))
                 if r < len(key):
@@ -135,7 +273,7 @@ class Masker:
         self._finders = _finders(keys)
 
     def __repr__(self) -> str:
-        return f"Masker(names={list(self._names)!r}, pending={len(self._held)})"
+        return f"Masker(names={list(self._names)!r}, pending={self.pending})"
 
     @property
     def names(self) -> tuple:
@@ -144,13 +282,23 @@ class Masker:
 
     @property
     def pending(self) -> int:
-        """Bytes held back because they could start a secret."""
-        return len(self._held)
+        """Bytes held back (not emitted yet) because they could start a secret."""
+        return len(self._held) - self._shown
 
     @property
     def max_pending(self) -> int:
-        """The most :meth:`feed` ever holds back: the longest pattern less one byte."""
-        return max(self._maxlen - 1, 0)
+        """The most bytes other than noise that :meth:`feed` holds back: the longest pattern
+        less one byte (plus a cut-off escape sequence)."""
+        return max(self._maxlen - 1, 0) + _ESC_TAIL
+
+    @property
+    def releasable(self) -> bool:
+        """Whether :meth:`release` (the idle flush) would let held bytes out now: they are
+        held, and shorter than :data:`HOLD_MIN` bytes of a pattern, noise aside."""
+        held = self._held
+        if len(held) == self._shown:
+            return False
+        return len(_View(held, False).norm) < HOLD_MIN
 
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes of the stream; return what may be emitted now.
@@ -163,52 +311,103 @@ class Masker:
         if type(data) is not bytes:
             data = bytes(data)
         buf = self._held + data if self._held else data
-        out, self._held = self._scan(buf, False)
+        out = self._step(buf, False)
+        if len(self._held) > HOLD_CAP:
+            out += self.flush()
+        return out
+
+    def release(self) -> bytes:
+        """The idle flush: emit the held bytes unless they are :data:`HOLD_MIN` bytes or more
+        of a pattern (see :attr:`releasable`). They stay in view, so a secret that goes on
+        from them is still masked."""
+        if not self.releasable:
+            return b""
+        held = self._held
+        view = _View(held, True)
+        matches, _ = self._find(view.norm, True)  # a short secret may be complete in them
+        out, _ = _assemble(view, matches, len(view.norm), self._shown)
+        self._shown = len(held)
         return out
 
     def flush(self) -> bytes:
-        """Emit the held bytes, masking any complete secret among them."""
-        buf, self._held = self._held, b""
-        if not buf:
+        """The end of the stream: emit everything held, masking any complete secret in it."""
+        buf = self._held
+        if len(buf) == self._shown:
+            self._held, self._shown = b"", 0
             return b""
-        return self._scan(buf, True)[0]
+        return self._step(buf, True)
 
     def mask(self, data: bytes) -> bytes:
         """Mask one whole piece of data (independent of the stream state)."""
         if not self._finders or not data:
             return data
-        return self._scan(bytes(data), True)[0]
+        data = bytes(data)
+        view = _View(data, True)
+        matches, _ = self._find(view.norm, True)
+        if not matches:
+            return data
+        return _assemble(view, matches, len(view.norm), 0)[0]
 
-    def mask_text(self, text: str) -> str:
-        """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape)."""
+    def mask_cut(self, data: bytes) -> bytes:
+        """Mask ``data`` that was cut off (a summary capped at N characters): also a tail that
+        is :data:`HOLD_MIN` bytes or more of a pattern, noise aside, becomes ``[masked]``."""
+        if not self._finders or not data:
+            return data
+        data = bytes(data)
+        view = _View(data, False)
+        matches, hold = self._find(view.norm, False)
+        if hold < len(view.norm) and len(view.norm) - hold < HOLD_MIN:
+            hold = len(view.norm)
+        if not matches and hold == len(view.norm):
+            return data
+        out, h = _assemble(view, matches, hold, 0)
+        return out + (b"[masked]" if h < view.cut else data[h:])
+
+    def mask_text(self, text: str, cut: bool = False) -> str:
+        """Mask a whole string (UTF-8; undecodable bytes kept via surrogateescape); ``cut``:
+        it was cut off, see :meth:`mask_cut`."""
         if not self._finders or not text:
             return text
         data = text.encode("utf-8", "surrogateescape")
-        out = self._scan(data, True)[0]
+        out = self.mask_cut(data) if cut else self.mask(data)
         if out is data:
             return text
         return out.decode("utf-8", "surrogateescape")
 
-    def _scan(self, buf: bytes, final: bool):
-        """Mask ``buf``; return (output, bytes to hold). ``final``: nothing follows."""
+    def _step(self, buf: bytes, final: bool) -> bytes:
+        """Mask ``buf`` (held bytes, then new ones); keep what must wait; return the rest."""
+        shown = self._shown
+        view = _View(buf, final)
+        norm = view.norm
+        matches, hold = self._find(norm, final)
+        if not matches and hold == len(norm) and view.cut == len(buf):
+            self._held, self._shown = b"", 0
+            return buf[shown:] if shown else buf
+        out, h = _assemble(view, matches, hold, shown)
+        self._held = buf[h:]
+        self._shown = max(0, shown - h)
+        return out
+
+    def _find(self, buf: bytes, final: bool):
+        """Matches in ``buf`` (noise removed) as (start, end, replacement), and where the
+        bytes to hold begin (``len(buf)``: none). ``final``: nothing follows."""
         n = len(buf)
-        finders = self._finders
-        lists = [find(buf, 0) for find, _ in finders]
+        finders: tuple = self._finders
+        lists: list = [find(buf, 0) for find, _ in finders]
         # Where the end of the data is a proper prefix of a key, a pattern may start that
         # no search reports yet (its key is cut off).
         tails = []
         if not final:
             short = self._short
             tails = [q for q in range(max(0, n - _KEY + 1), n) if buf[q:] in short]
-        pieces = []
-        pos = 0  # emitted (or replaced) up to here
+        matches = []
         hold = n
         if any(lists):
             alts = self._alts
             idx = [0] * len(finders)
             at = 0  # next candidate at or after this position
             while True:
-                best = None
+                best: tuple | None = None
                 for g, (find, offset) in enumerate(finders):
                     lst = lists[g]
                     i = idx[g]
@@ -252,19 +451,40 @@ class Masker:
                     hold = q  # a longer pattern may yet match here: decide next time
                     break
                 if matched is not None:
-                    pieces.append(buf[pos:q])
-                    pieces.append(matched[1])
-                    pos = at = q + matched[0]
+                    matches.append((q, q + matched[0], matched[1]))
+                    at = q + matched[0]
                 else:
                     at = q + 1
                 while tails and tails[0] < at:
                     del tails[0]
         if tails and tails[0] < hold:
             hold = tails[0]
-        if not pieces and hold == n:
-            return buf, b""
-        pieces.append(buf[pos:hold])
-        return b"".join(pieces), buf[hold:]
+        return matches, hold
+
+
+def _assemble(view: _View, matches: list, hold: int, shown: int):
+    """(output, where the held bytes begin in ``view.buf``): the raw bytes with each match
+    replaced by its marker and the noise inside it; nothing before ``shown`` (already
+    emitted) again."""
+    buf = view.buf
+    pieces = []
+    pos = shown
+    for q, e, rep in matches:
+        a = view.orig(q)
+        b = view.orig(e - 1) + 1
+        if b <= shown:
+            continue  # masked already, by the idle release that emitted these bytes
+        if a > pos:
+            pieces.append(buf[pos:a])
+        pieces.append(rep)
+        noise = view.noise(max(a, shown), b)
+        if noise:
+            pieces.append(noise)
+        pos = max(pos, b)
+    h = min(view.orig(hold), view.cut)
+    if h > pos:
+        pieces.append(buf[pos:h])
+    return b"".join(pieces), h
 
 
 def _finders(keys: list) -> tuple:
@@ -309,13 +529,13 @@ def _find_keys(keys: list):
     """
     from bisect import bisect_left
 
-    keys = tuple(keys)
-    memo = [None, [], []]  # buffer, starts, occurrences
+    table = tuple(keys)
+    memo: list = [None, [], []]  # buffer, starts, occurrences
 
     def find(buf, start=0, stop=None):
         if memo[0] is not buf:
             found = []
-            for k, key in enumerate(keys):
+            for k, key in enumerate(table):
                 j = buf.find(key)
                 while j != -1:
                     found.append((j, -len(key), k))

@@ -1,41 +1,152 @@
 """The MCP proxy: a stdio MCP server wrapped so that every ``tools/call`` meets the run's policy.
 
 ``agentsess mcp-proxy [--name SERVER] -- CMD...`` sits between an agent (the MCP client) and
-the server CMD, relaying newline-delimited JSON-RPC both ways byte for byte. Only requests
-with method ``tools/call`` are looked at: each is decided by :func:`policy.decide` as tool
-``mcp:SERVER:NAME`` and recorded as an ``action.checked`` receipt before anything else
-happens. An allowed call is forwarded and its response, when it comes back, is recorded as
-an ``action.result`` receipt and relayed unchanged. A denied call (or one a rule says to
-``ask`` about: the proxy has nobody to ask) is not forwarded; the proxy answers it itself
-with the JSON-RPC error ``-32001 agentsess denied tools/call NAME: REASON``.
+the server CMD, relaying newline-delimited JSON-RPC. This module decides; the process, pipes
+and threads are :mod:`agentsess.edges.mcp_relay`.
 
-The run's row is re-read from the store for every call, so a revocation or an expiry bites
-on the next call. Anything the proxy cannot check or record is denied (fails closed).
+Client to server, it fails closed:
 
-Batches (JSON arrays, MCP 2025-03-26): every ``tools/call`` element is decided; when some
-are denied, the proxy answers those in one batch of errors and forwards the rest as a
-smaller batch (so the client gets two arrays for one batch; it matches responses by id).
+- Each line is parsed strictly: UTF-8, JSON without ``NaN``/``Infinity``, no duplicate keys
+  and no keys that differ only in case (``"method"`` and ``"Method"``, compared with Unicode
+  case folding) in any object at any depth, an object or a non-empty array of objects. A line
+  that fails is **refused**: not relayed, answered with a JSON-RPC error (``-32700`` parse
+  error or ``-32600`` invalid request, id null) and recorded as a denied ``action.checked``
+  (tool ``mcp:SERVER:?``, the line's SHA-256, never its text). Blank lines are dropped.
+- What reaches the server is the message as the proxy decoded it, re-encoded (compact JSON,
+  UTF-8), never the original bytes: a server that decodes keys case-insensitively or reads
+  escapes differently sees exactly what was decided. Integers are kept exactly; other numbers
+  as IEEE doubles.
+- Requests with method ``tools/call`` are decided by :func:`policy.decide` as tool
+  ``mcp:SERVER:NAME`` and recorded as an ``action.checked`` receipt first. A denied call (or
+  one a rule says to ``ask`` about: the proxy has nobody to ask) is not forwarded; the proxy
+  answers it with the JSON-RPC error ``-32001 agentsess denied tools/call NAME: REASON``.
+- Batches (JSON arrays, MCP 2025-03-26): every ``tools/call`` element is decided; the
+  allowed rest is forwarded as a smaller batch, and the errors for the denied elements are
+  added to the server's batch response, so the client gets one array for one batch (at
+  once when nothing forwarded needs an answer).
 
-Two threads: the caller's thread relays the server's output (and records results), a daemon
-thread relays the client's input (and decides calls). Writes to our stdout are serialised by
-a lock; each thread opens its own store connection.
+Server to client, lines are relayed unchanged (a batch response that the proxy adds errors
+to is re-encoded); the response to an allowed call is recorded as an ``action.result``.
+
+The proxy runs inside the run: it asks the run's supervisor (over the control socket) to
+decide and record each call, so a revocation or an expiry bites on the next call. Anything
+the proxy cannot have checked and recorded is denied.
 """
 
 import json
 import os
+import threading
+from typing import Any
 
 from agentsess.core.guard import actions, policy
+from agentsess.digest import sha256_hex
 from agentsess.encoding import canonical_text
-from agentsess.errors import RUN_NOT_EXECUTABLE, RUN_NOT_FOUND, USAGE, AgentsessError
+from agentsess.errors import USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
 DENIED_CODE = -32001
-READ_SIZE = 1 << 18
-# Redaction sees this many characters beyond a summary's cap: enough for any credential
-# (a 4096-bit RSA private key block is ~3.3 KB) to be masked whole, while the cost of a
-# receipt no longer grows with the size of the message.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
 
 USAGE_LINE = "usage: agentsess mcp-proxy [--name SERVER] -- CMD [ARGS...]"
+
+
+class Unparseable(ValueError):
+    """A client line the proxy will not relay: ``code`` is the JSON-RPC error to answer."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _strict_object(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    obj = dict(pairs)
+    if len(obj) != len(keys):
+        dup = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise Unparseable(INVALID_REQUEST, f"duplicate key {json.dumps(dup)[:80]}")
+    folded: dict = {}
+    for k in keys:
+        other = folded.setdefault(k.casefold(), k)
+        if other != k:
+            raise Unparseable(
+                INVALID_REQUEST, f"keys that differ only in case: {json.dumps(other)[:80]} and {json.dumps(k)[:80]}"
+            )
+    return obj
+
+
+def _no_constant(name: str):
+    raise Unparseable(PARSE_ERROR, f"{name} is not JSON")
+
+
+def encode(value) -> bytes:
+    """One line of compact JSON (UTF-8, newline-terminated); ValueError for what JSON cannot
+    carry (non-finite numbers, unpaired surrogates)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
+
+
+def parse_message(line: bytes):
+    """(the message, its re-encoding) of one client line; :class:`Unparseable` when the line
+    is not strict UTF-8 JSON-RPC (see the module docstring)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Unparseable(PARSE_ERROR, f"not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_strict_object, parse_constant=_no_constant)
+    except Unparseable:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise Unparseable(PARSE_ERROR, f"not JSON ({str(exc)[:80]})") from None
+    if isinstance(value, list):
+        if not value or not all(isinstance(m, dict) for m in value):
+            raise Unparseable(INVALID_REQUEST, "a batch must be a non-empty array of objects")
+    elif not isinstance(value, dict):
+        raise Unparseable(INVALID_REQUEST, "not a JSON-RPC object or batch")
+    try:
+        encoded = encode(value)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise Unparseable(PARSE_ERROR, f"cannot be re-encoded ({str(exc)[:80]})") from None
+    return value, encoded
+
+
+def call_decision(row: dict, tool: str, args) -> "policy.Decision":
+    """The proxy's decision for ``tool`` (``mcp:SERVER:NAME``): the policy's, with ``ask``
+    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure."""
+    decision = policy.decide(row, tool, args)
+    if decision.decision == "ask":
+        return policy.Decision(
+            "deny",
+            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
+            decision.rule,
+            decision.scope,
+        )
+    if decision.decision != "allow":
+        decision = decision.replace(decision="deny")
+    return decision
+
+
+def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
+    """The supervisor's side of one ``tools/call``: the decision and the ``action.checked``
+    receipt's data."""
+    name = name if isinstance(name, str) else "?"
+    tool = f"mcp:{server}:{name}"
+    decision = call_decision(row, tool, args)
+    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
+    if args is not None:
+        data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
+    return decision, data
+
+
+def refused_line(server: str, reason: str, line_sha256: str, line_bytes: int) -> dict:
+    """The ``action.checked`` data of a client line the proxy would not relay."""
+    decision = policy.Decision("deny", f"agentsess refused a message it cannot parse safely: {reason}")
+    return actions.checked_receipt(
+        decision, f"mcp:{server}:?", None, SOURCE,
+        {"server": server, "request_id": None, "refused": reason, "line_sha256": line_sha256,
+         "line_bytes": line_bytes},
+    )
 
 
 def server_name(command: list[str], name: str | None) -> str:
@@ -68,65 +179,10 @@ def _is_call(msg) -> bool:
     return isinstance(msg, dict) and msg.get("method") == "tools/call"
 
 
-def _parse(line: bytes):
-    """The JSON value of one line, or raise ValueError (not UTF-8, not JSON, blank)."""
-    return json.loads(line.decode("utf-8"))
-
-
-class LineBuffer:
-    """Splits a byte stream into newline-terminated lines (terminator kept), however the
-    stream is chunked; each chunk is searched once, so a line of many MB costs O(its size)."""
-
-    __slots__ = ("parts",)
-
-    def __init__(self):
-        self.parts: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        lines = []
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                break
-            self.parts.append(chunk[start : end + 1])
-            lines.append(b"".join(self.parts))
-            self.parts = []
-            start = end + 1
-        if start < len(chunk):
-            self.parts.append(chunk[start:])
-        return lines
-
-    def rest(self) -> bytes:
-        """The unterminated tail (at end of file), emptied."""
-        tail = b"".join(self.parts)
-        self.parts = []
-        return tail
-
-
-def _lines(fd: int):
-    """Yield each line read from ``fd``, then any unterminated rest at end of file."""
-    buffer = LineBuffer()
-    while True:
-        chunk = os.read(fd, READ_SIZE)
-        if not chunk:
-            tail = buffer.rest()
-            if tail:
-                yield tail
-            return
-        yield from buffer.feed(chunk)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class Pending:
     """An allowed ``tools/call`` forwarded to the server, waiting for its response."""
 
-    __slots__ = ("tool", "request_id", "args_sha256", "cancelled")
+    __slots__ = ("args_sha256", "cancelled", "request_id", "tool")
 
     def __init__(self, tool: str, request_id, args_sha256: str | None):
         self.tool = tool
@@ -135,49 +191,19 @@ class Pending:
         self.cancelled = False
 
 
-class Relay:
-    """One proxy session between the client (our stdin/stdout) and one server process."""
+class Session:
+    """The decisions of one proxy session; ``io`` (a :class:`mcp_relay.LineRelay`) carries
+    the bytes. ``client_line`` runs in the client thread, ``server_line`` and ``finish`` in
+    the caller's; each thread uses its own store connection."""
 
-    def __init__(self, server: str, run_id: str, ask, client_out: int = 1):
-        import threading
-
+    def __init__(self, server: str, run_id: str, ask):
         self.server = server
         self.run_id = run_id
-        self.ask = ask  # ask(op, **fields): the run's supervisor, over its control socket
-        self.client_out = client_out
-        self.out_lock = threading.Lock()
-        self.pending_lock = threading.Lock()
-        self.pending: dict = {}
-        self.client_gone = False  # our stdout broke: keep draining the server, write nothing
-        self.finished = False  # the session ended: late denials are not written
-        self.server_in: int | None = None
-
-    # -- writing ------------------------------------------------------------------------
-
-    def to_client(self, data: bytes) -> None:
-        with self.out_lock:
-            if self.client_gone or self.finished:
-                return
-            try:
-                _write_all(self.client_out, data)
-            except OSError:
-                self.client_gone = True
-
-    def to_server(self, data: bytes) -> None:
-        if self.server_in is None:
-            return
-        try:
-            _write_all(self.server_in, data)
-        except OSError:  # the server exited or closed its stdin; its exit ends the session
-            self.close_server_input()
-
-    def close_server_input(self) -> None:
-        fd, self.server_in = self.server_in, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.ask = ask  # ask(op, **fields): the run's supervisor decides and records
+        self.io: Any = None  # the edge's LineRelay, set before the session starts
+        self.lock = threading.Lock()
+        self.pending: dict = {}  # allowed calls waiting for their response, by id
+        self.batches: list = []  # (ids forwarded, our error answers) per batch waiting
 
     # -- client -> server -----------------------------------------------------------------
 
@@ -190,86 +216,91 @@ class Relay:
         name = name if isinstance(name, str) else "?"
         args = params.get("arguments")
         tool = f"mcp:{self.server}:{name}"
-        has_id = "id" in msg
         rid = msg.get("id")
-        try:  # the run's supervisor decides and records (decide_call, below)
+        try:
             answer = self.ask("mcp_call", server=self.server, name=name, arguments=args, request_id=rid)
-            allowed, reason, args_sha256 = bool(answer["allowed"]), str(answer["reason"]), answer.get("args_sha256")
-        except Exception as exc:  # fail closed: a call that cannot be checked and recorded is denied
+            decision = policy.Decision("allow" if answer["allowed"] else "deny", str(answer["reason"]))
+            data = {"args_sha256": answer.get("args_sha256")}
+        except Exception as exc:  # noqa: BLE001 - fail closed: a call that cannot be checked and recorded is denied
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
-            allowed, reason, args_sha256 = False, f"agentsess could not check and record the call ({text})", None
-        if allowed:
-            if has_id:
-                with self.pending_lock:
-                    self.pending[_key(rid)] = Pending(tool, rid, args_sha256)
+            decision = policy.Decision("deny", f"agentsess could not check and record the call ({text})")
+            data = {}
+        if decision.allowed:
+            if "id" in msg:
+                with self.lock:
+                    self.pending[_key(rid)] = Pending(tool, rid, data.get("args_sha256"))
             return None
-        return {
-            "jsonrpc": "2.0",
-            "id": rid,
-            "error": {"code": DENIED_CODE, "message": f"agentsess denied tools/call {name}: {reason}"},
-        }
+        return _error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {decision.reason}")
+
+    def refuse(self, line: bytes, exc: Unparseable) -> None:
+        """Answer and record a line that is not relayed because it cannot be parsed safely."""
+        reason = f"agentsess refused a message it cannot parse safely: {exc.reason}"
+        try:
+            self.ask("mcp_refused", server=self.server, reason=exc.reason, line_sha256=sha256_hex(line),
+                     line_bytes=len(line))
+        except Exception as err:  # noqa: BLE001 - still refused; say that it went unrecorded
+            text = err.message if isinstance(err, AgentsessError) else f"{type(err).__name__}: {err}"
+            try:
+                os.write(2, f"agentsess: mcp-proxy could not record a refused message: {text}\n".encode())
+            except OSError:
+                pass
+        self.io.to_client(encode(_error(None, exc.code, reason)))
 
     def note_cancel(self, msg) -> None:
         if isinstance(msg, dict) and msg.get("method") == "notifications/cancelled" and "id" not in msg:
             params = msg.get("params")
             if isinstance(params, dict) and "requestId" in params:
-                with self.pending_lock:
+                with self.lock:
                     entry = self.pending.get(_key(params["requestId"]))
                     if entry is not None:
                         entry.cancelled = True
 
     def client_line(self, line: bytes) -> None:
+        if not line.strip():
+            return  # a blank line carries nothing to relay
         try:
-            msg = _parse(line)
-        except ValueError:
-            self.to_server(line)  # not JSON-RPC we can read: relayed unchanged, the server answers it
+            msg, encoded = parse_message(line)
+        except Unparseable as exc:
+            self.refuse(line, exc)
             return
-        if _is_call(msg):
-            answer = self.decide(msg)
-            if answer is None:
-                self.to_server(line)
-            elif "id" in msg:
-                self.to_client(_encode(answer))
+        if isinstance(msg, dict):
+            if _is_call(msg):
+                answer = self.decide(msg)
+                if answer is not None:
+                    if "id" in msg:
+                        self.io.to_client(encode(answer))
+                    return
+            else:
+                self.note_cancel(msg)
+            self.io.to_server(encoded)
             return
-        if isinstance(msg, list) and any(_is_call(m) for m in msg):
-            kept, answers = [], []
-            for m in msg:
-                if _is_call(m):
-                    answer = self.decide(m)
-                    if answer is not None:
-                        if "id" in m:
-                            answers.append(answer)
-                        continue
-                else:
-                    self.note_cancel(m)
-                kept.append(m)
-            if len(kept) == len(msg):
-                self.to_server(line)
-            elif kept:
-                self.to_server(_encode(kept))
-            if answers:
-                self.to_client(_encode(answers))
-            return
-        if isinstance(msg, list):
-            for m in msg:
+        kept, answers = [], []
+        for m in msg:
+            if _is_call(m):
+                answer = self.decide(m)
+                if answer is not None:
+                    if "id" in m:
+                        answers.append(answer)
+                    continue
+            else:
                 self.note_cancel(m)
-        else:
-            self.note_cancel(msg)
-        self.to_server(line)
+            kept.append(m)
+        forwarded_ids = {_key(m["id"]) for m in kept if "id" in m and "method" in m}
+        if answers and forwarded_ids:
+            with self.lock:  # before forwarding: the server may answer at once
+                self.batches.append((forwarded_ids, answers))
+        elif answers:
+            self.io.to_client(encode(answers))  # nothing forwarded will be answered
+        if kept:
+            self.io.to_server(encoded if len(kept) == len(msg) else encode(kept))
 
-    def pump_client(self, fd: int) -> None:
-        try:
-            for line in _lines(fd):
-                self.client_line(line)
-        except OSError:
-            pass
-        finally:
-            self.close_server_input()
+    def client_done(self) -> None:
+        pass
 
     # -- server -> client -----------------------------------------------------------------
 
     def record_result(self, entry: Pending, response: dict | None, why: str | None = None) -> None:
-        payload: object
+        payload: Any
         if response is None:
             is_error, payload = True, {"no_response": why}
         elif "error" in response:
@@ -292,7 +323,7 @@ class Relay:
             data["answered"] = False
         try:
             self.ask("mcp_result", data=data)
-        except Exception as exc:  # the call already happened: say so, do not break the session
+        except Exception as exc:  # noqa: BLE001 - the call already happened: say so, do not break the session
             text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
             try:
                 os.write(2, f"agentsess: mcp-proxy could not record the result of {entry.tool}: {text}\n".encode())
@@ -300,60 +331,53 @@ class Relay:
                 pass
 
     def server_line(self, line: bytes) -> None:
-        with self.pending_lock:
-            waiting = bool(self.pending)
+        with self.lock:
+            waiting = bool(self.pending) or bool(self.batches)
         if waiting:
             try:
-                msg = _parse(line)
+                msg = json.loads(line.decode("utf-8"))
             except ValueError:
                 msg = None
             for m in msg if isinstance(msg, list) else [msg]:
                 if isinstance(m, dict) and "method" not in m and "id" in m and ("result" in m or "error" in m):
-                    with self.pending_lock:
+                    with self.lock:
                         entry = self.pending.pop(_key(m["id"]), None)
                     if entry is not None:
                         self.record_result(entry, m)
-        self.to_client(line)
+            if isinstance(msg, list):
+                ids = {_key(m["id"]) for m in msg if isinstance(m, dict) and "id" in m}
+                with self.lock:
+                    found = next((b for b in self.batches if b[0] & ids), None)
+                    if found is not None:
+                        self.batches.remove(found)
+                if found is not None:
+                    line = encode(msg + found[1])  # one batch answered with one array
+        self.io.to_client(line)
 
     def finish(self) -> None:
-        """After the server's output ended: record calls it never answered; write no more."""
-        with self.pending_lock:
+        """After the server's output ended: answer batches it never answered, record calls
+        it never answered."""
+        with self.lock:
             left = list(self.pending.values())
             self.pending.clear()
+            batches, self.batches = self.batches, []
+        for _, answers in batches:
+            self.io.to_client(encode(answers))
         for entry in left:
             why = "the client cancelled it" if entry.cancelled else "the server's output ended first"
             self.record_result(entry, None, f"no response: {why}")
-        with self.out_lock:
-            self.finished = True
-
-    def run(self, proc, client_in: int = 0) -> int:
-        """Relay until the server's output ends; the server's exit code (128+N for signal N)."""
-        import threading
-
-        self.server_in = os.dup(proc.stdin.fileno())
-        proc.stdin.close()
-        reader = threading.Thread(target=self.pump_client, args=(client_in,), name="mcp-proxy-client", daemon=True)
-        reader.start()
-        try:
-            for line in _lines(proc.stdout.fileno()):
-                self.server_line(line)
-        finally:
-            proc.stdout.close()
-        code = proc.wait()
-        self.finish()
-        return 128 - code if code < 0 else code
 
 
-def _encode(value) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+def _error(rid, code: int, message: str) -> dict:
+    return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
 
 
 def proxy(command: list[str], name: str | None = None, env=None, client_in: int = 0, client_out: int = 1,
           ask=None) -> int:
     """Run the MCP server ``command`` behind the policy of the current run; its exit code.
 
-    Refuses (``AgentsessError(USAGE)``), before starting anything, outside a run: no
-    ``AGENTSESS_TOKEN``/``AGENTSESS_RUN_ID`` in ``env``, or a run unknown to the store.
+    ``ask(op, **fields)`` reaches the run's supervisor. Refuses (``AgentsessError(USAGE)``),
+    before starting anything, outside a run.
     """
     if not command:
         raise AgentsessError(f"mcp-proxy: no server command given; {USAGE_LINE}", USAGE)
@@ -361,6 +385,8 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
     env = os.environ if env is None else env
     if ask is None:
         raise AgentsessError("mcp-proxy: no way to reach the run's supervisor", USAGE)
+    from agentsess.edges import mcp_relay
+
     try:
         row = ask("whoami")["run"]
     except AgentsessError as exc:
@@ -369,41 +395,8 @@ def proxy(command: list[str], name: str | None = None, env=None, client_in: int 
             f"and let it start this proxy ({exc.message})",
             USAGE,
         ) from None
-    import subprocess
-
-    try:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-            env=None if env is os.environ else dict(env),
-        )
-    except FileNotFoundError:
-        raise AgentsessError(f"mcp-proxy: cannot start the MCP server: {command[0]}: command not found", RUN_NOT_FOUND) from None
-    except OSError as exc:
-        raise AgentsessError(
-            f"mcp-proxy: cannot start the MCP server: {command[0]}: {exc.strerror or exc}", RUN_NOT_EXECUTABLE
-        ) from None
-    return Relay(server, row["id"], ask, client_out).run(proc, client_in)
-
-
-def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
-    """The supervisor's side of one ``tools/call``: the decision (``ask`` becomes deny: the
-    proxy has nobody to ask) and the ``action.checked`` receipt's data."""
-    name = name if isinstance(name, str) else "?"
-    tool = f"mcp:{server}:{name}"
-    decision = policy.decide(row, tool, args)
-    if decision.decision == "ask":
-        decision = policy.Decision(
-            "deny",
-            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
-            decision.rule,
-            decision.scope,
-        )
-    elif decision.decision != "allow":
-        decision = decision.replace(decision="deny")
-    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
-    if args is not None:
-        data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
-    return decision, data
+    proc = mcp_relay.start_server(command, None if env is os.environ else dict(env))
+    session = Session(server, row["id"], ask)
+    relay = mcp_relay.LineRelay(proc, session, client_in, client_out)
+    session.io = relay
+    return relay.run()

@@ -9,10 +9,11 @@ matched by its SHA-256 against the one the store recorded when the run minted it
 
 Rules are checked in order; the first whose ``tool`` (exact, or a glob such as
 ``mcp:github:*``) and ``args`` glob match decides. ``args`` matches the call's main
-argument: ``command`` (Bash), else ``file_path``, ``path``, ``url``, ``pattern``,
+argument: a shell ``command`` is parsed and matched per simple command (see
+:mod:`agentsess.core.guard.commands`), else ``file_path``, ``path``, ``url``, ``pattern``,
 ``query``, else the canonical JSON of the whole input. A matched rule's decision holds only
 while the run is live and holds the rule's ``scope``; otherwise the call is denied. Calls no
-rule matches get the profile's ``default_decision`` (``allow`` unless set).
+rule matches get the profile's ``default_decision`` (``observe`` unless set: no decision).
 """
 
 import time
@@ -24,22 +25,27 @@ MAIN_ARGUMENT_KEYS = ("command", "file_path", "path", "url", "pattern", "query")
 
 
 class Decision:
-    """What the rules say about one tool call: ``allow``, ``deny`` or ``ask``, and why.
+    """What the rules say about one tool call: ``allow``, ``deny``, ``ask`` or ``observe`` (no
+    decision: the agent's own permission prompt decides), and why.
 
     ``rule`` is the 0-based index of the rule that decided (None: no rule did); ``scope`` the
-    scope the decision rests on, if any. Immutable and complete when built, like the frozen
+    scope the decision rests on, if any; ``commands`` the normalised simple commands of a shell
+    line the rules looked at. Immutable and complete when built, like the frozen
     dataclasses elsewhere; written out by hand because ``dataclasses`` imports ``inspect``,
     4-5 ms of every hook and check (the whole of a hook is ~23 ms).
     """
 
-    __slots__ = ("decision", "reason", "rule", "scope")
+    __slots__ = ("commands", "decision", "reason", "rule", "scope")
     decision: str
     reason: str
     rule: int | None
     scope: str | None
+    commands: tuple
 
-    def __init__(self, decision: str, reason: str, rule: int | None = None, scope: str | None = None):
-        for name, value in (("decision", decision), ("reason", reason), ("rule", rule), ("scope", scope)):
+    def __init__(self, decision: str, reason: str, rule: int | None = None, scope: str | None = None,
+                 commands: tuple = ()):
+        for name, value in (("decision", decision), ("reason", reason), ("rule", rule), ("scope", scope),
+                            ("commands", tuple(commands))):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value) -> None:
@@ -60,7 +66,7 @@ class Decision:
         return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __hash__(self) -> int:
-        return hash((self.decision, self.reason, self.rule, self.scope))
+        return hash((self.decision, self.reason, self.rule, self.scope, self.commands))
 
     def __repr__(self) -> str:
         return f"Decision(decision={self.decision!r}, reason={self.reason!r}, rule={self.rule!r}, scope={self.scope!r})"
@@ -96,20 +102,14 @@ def main_argument(args) -> str:
     return canonical_text(args)
 
 
-def _matches(pattern: str | None, value: str) -> bool:
-    if pattern is None:
-        return True
-    if pattern == value:
-        return True
-    if not any(c in pattern for c in "*?["):
-        return False
-    from fnmatch import fnmatchcase
+def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float | None = None,
+           observe: bool = False) -> Decision:
+    """The decision for ``tool`` called with ``args`` (or an explicit ``scope`` request) in run ``row``.
 
-    return fnmatchcase(value, pattern)
-
-
-def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float | None = None) -> Decision:
-    """The decision for ``tool`` called with ``args`` (or an explicit ``scope`` request) in run ``row``."""
+    Rules are matched by :func:`agentsess.core.guard.commands.match_rules` (shell commands
+    per simple command). ``observe`` is for callers that can give no decision (an agent hook,
+    whose own permission prompt then decides): only they get ``observe``; for the others
+    (``check``, the MCP proxy) observing means letting the call through and recording it."""
     dead = liveness(row, now)
     if dead:
         return Decision("deny", dead, scope=scope)
@@ -121,17 +121,14 @@ def decide(row: dict, tool: str, args=None, scope: str | None = None, now: float
     if scope is not None and not holds(scope):
         return Decision("deny", f"run {row['id']} lacks scope {scope} (has: {' '.join(granted) or 'none'})", scope=scope)
     policy = row.get("policy") or {}
+    from agentsess.core.guard import commands
+
+    default = "allow" if scope is not None else (policy.get("default_decision") or "observe")
+    if default == "observe" and not observe:
+        default = "allow"
     argument = main_argument(args) if args is not None else ""
-    for rule in policy.get("rules") or []:
-        if not _matches(rule.get("tool"), tool) or (rule.get("args") is not None and not _matches(rule["args"], argument)):
-            continue
-        label = f"rule {rule.get('index', 0) + 1}"
-        needed = rule.get("scope")
-        if needed and not holds(needed):
-            return Decision("deny", f"{label} needs scope {needed}, which run {row['id']} lacks", rule.get("index"), needed)
-        why = rule.get("reason") or f"{label} ({rule.get('tool')}{' ' + rule['args'] if rule.get('args') else ''})"
-        return Decision(rule.get("decision", "deny"), why, rule.get("index"), needed or scope)
-    default = policy.get("default_decision") or "allow"
-    if scope is not None:
+    verdict = commands.match_rules(policy.get("rules") or [], tool, argument, commands.shell_command(args),
+                                   holds, row["id"], default)
+    if verdict.rule is None and scope is not None and verdict.decision == "allow":
         return Decision("allow", f"run {row['id']} holds scope {scope}", scope=scope)
-    return Decision(default, f"no rule matched; default_decision is {default}", scope=None)
+    return Decision(verdict.decision, verdict.reason, verdict.rule, verdict.scope or scope, verdict.commands)

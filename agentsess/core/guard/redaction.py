@@ -1,8 +1,11 @@
-"""Redaction of credential-shaped text in tool-call summaries and results.
+"""Redaction of secrets in tool-call summaries and results.
 
-The output tee masks the run's exact secret values (:mod:`agentsess.core.guard.masking`); the
-guard, paid on every tool call, has no secret values to hand (it must not: it runs in the
-agent's process tree), so receipts of tool calls mask what looks like a credential: JWTs
+Two layers. Where the run's secret values are at hand (the supervisor, which holds them),
+:func:`secret_masker` masks those exact values and their encodings, whatever their shape (a
+database password looks like nothing in particular), and :func:`mask_receipt` applies it to
+every string of a receipt's data. The guard, paid on every tool call, has no secret values
+to hand when it runs in the agent's process tree, so receipts of tool calls also mask what
+looks like a credential (:func:`redact`): JWTs
 (agentsess tokens among them), well-known token prefixes (GitHub, OpenAI/Anthropic, AWS,
 Slack, npm, PyPI), bearer and basic credentials, URL passwords, private key blocks, and the
 value of any ``NAME=value`` / ``"name": "value"`` whose name says token, secret, password or
@@ -12,6 +15,8 @@ key.
 import re
 
 MASK = "[masked]"
+# what policy.capped appends to a summary it cut
+_CUT = re.compile(r"… \[\d+ more characters\]\Z")
 
 _PATTERNS = (
     r"""
@@ -55,3 +60,35 @@ def redact(text: str) -> str:
         _compiled.extend((re.compile(*_PATTERNS), re.compile(*_LABELLED)))
     patterns, labelled = _compiled
     return labelled.sub(_labelled, patterns.sub(MASK, text))
+
+
+def secret_masker(secrets: dict):
+    """``mask(text) -> text`` that replaces the run's exact secret values (``{name: value}``)
+    and their encodings by ``[masked:NAME]``, as the output tee does (line breaks and escape
+    sequences inside them included). A summary cut by a cap (``… [N more characters]``) is
+    also masked where a secret may begin at the cut: the part shown would reveal its start."""
+    from agentsess.core.guard.masking import Masker
+
+    masker = Masker(secrets)
+
+    def mask(text: str) -> str:
+        if not text:
+            return text
+        cut = _CUT.search(text)
+        if cut is None:
+            return masker.mask_text(text)
+        return masker.mask_text(text[: cut.start()], cut=True) + text[cut.start() :]
+
+    return mask
+
+
+def mask_receipt(data, mask):
+    """A copy of receipt ``data`` (dicts, lists, strings) with every string value passed
+    through ``mask`` (a :func:`secret_masker`); keys and other values are kept."""
+    if isinstance(data, str):
+        return mask(data)
+    if isinstance(data, dict):
+        return {key: mask_receipt(value, mask) for key, value in data.items()}
+    if isinstance(data, list):
+        return [mask_receipt(value, mask) for value in data]
+    return data

@@ -43,12 +43,12 @@ def ancestry(pid: int):
 class Nested:
     """A run started inside this one, supervised by a process of this run (``pid``)."""
 
-    def __init__(self, pid: int, run_id: str, plan, watch):
+    def __init__(self, pid: int, run_id: str, plan, watch, broker=None):
         self.pid = pid
         self.run_id = run_id
         self.plan = plan
         self.watch = watch
-        self.stop_requested = False
+        self.broker = broker  # lives here, with the authority, not in the nested supervisor
 
 
 class Authority:
@@ -126,15 +126,15 @@ def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict
 
 @op("hook")
 def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
-    from agentsess.core.guard.calls import claude_code_hook
+    from agentsess.core.guard.calls import agent_hook
 
     agent = message.get("agent")
-    if agent != "claude-code":
-        return refused(f"hook: unknown agent '{agent}': expected claude-code")
+    if agent not in ("claude-code", "codex", "gemini"):
+        return refused(f"hook: unknown agent '{agent}': expected claude-code, codex or gemini")
     event = message.get("event")
     if not isinstance(event, dict):
         return refused("hook input is not a JSON object")
-    return {"ok": True, "answer": claude_code_hook(store, run_id, event)}
+    return {"ok": True, "answer": agent_hook(store, run_id, agent, event)}
 
 
 @op("exec")
@@ -178,6 +178,19 @@ def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> d
     decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"))
     recording.record_action(store, run_id, "action.checked", data)
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
+
+
+@op("mcp_refused")
+def _mcp_refused(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.mcp import refused_line
+    from agentsess.core.receipts import recording
+
+    server, reason = message.get("server"), message.get("reason")
+    digest, size = message.get("line_sha256"), message.get("line_bytes")
+    if not (isinstance(server, str) and isinstance(reason, str) and isinstance(digest, str) and isinstance(size, int)):
+        return refused("mcp_refused: malformed")
+    recording.record_action(store, run_id, "action.checked", refused_line(server, reason, digest, size))
+    return {"ok": True}
 
 
 @op("mcp_result")
@@ -248,7 +261,8 @@ def _run(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     plan, launch = launch_nested(store, request, Caller(pid, socket, auth.containment))
     notes: list[str] = []
     with auth.lock:
-        auth.nested[pid] = Nested(pid, launch.run_id, plan, Watch(store, launch.run_id, plan, notes.append))
+        auth.nested[pid] = Nested(pid, launch.run_id, plan, Watch(store, launch.run_id, plan, notes.append),
+                                  launch.broker)
     fds = list(outputlog.open_files(launch.run_id))
     profile = plan.profile
     return {
@@ -319,6 +333,8 @@ class _LogSummary:
 def _finish_nested(store, run: Nested, message: dict) -> tuple[int, list[str]]:
     from agentsess.core.runs.supervise import finish
 
+    if run.broker is not None:
+        run.broker.stop()
     notes: list[str] = []
     run.watch.store, run.watch.say = store, notes.append
     run.watch.stopped = run.watch.stopped or bool(message.get("stopped"))

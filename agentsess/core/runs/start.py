@@ -126,11 +126,12 @@ def _child_env(request: Request, plan: Plan, run_id: str, token: str, injected: 
     if contained.contained:
         base.pop("DBUS_SESSION_BUS_ADDRESS", None)  # the bus is hidden: do not point at it
     keep = request.keep_env or profile.keep_env
-    env, scrubbed, passed = environment.scrub_env(
-        base, profile.scrub_env or (), list(profile.pass_env or ()) + request.pass_env, keep
+    built = environment.build_env(
+        base, profile.scrub_env or (), list(profile.pass_env or ()) + request.pass_env, keep, profile.env_mode
     )
+    env = built.env
     env.update(environment.git_identity(plan.agent, run_id, profile.git_name, profile.git_email))
-    facts = {"scrubbed": scrubbed, "passed": passed, "kept_all": bool(keep)}
+    facts = built.facts()
     isolate = profile.isolate_home if request.isolate_home is None else request.isolate_home
     human_home = request.env.get("HOME") or os.path.expanduser("~")
     from agentsess.edges import homes
@@ -177,14 +178,16 @@ def _human_files_notice(files: list[str]) -> list[str]:
 
 
 def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
-    """Claude Code hooks and shell capture: (argv to exec, receipt facts, spool path or None)."""
+    """Agent hooks (Claude Code, Codex, Gemini) and shell capture: (argv to exec, receipt facts,
+    spool path or None)."""
     from agentsess.core.guard import agents
 
     argv, spool = request.argv, None
     facts: dict[str, object] = {}
     kind = request.integration or plan.profile.integration
-    if agents.wants_claude_code(request.argv, kind):
-        argv, extra, facts["claude_code"] = agents.setup_claude_code(run_id, request.argv)
+    agent = agents.detect(request.argv, kind)
+    if agent is not None:
+        argv, extra, facts[agent.replace("-", "_")] = agents.setup(agent, run_id, request.argv, env)
         env.update(extra)
     capture = plan.profile.capture_shell if request.capture_shell is None else request.capture_shell
     if capture:
@@ -275,6 +278,10 @@ def start_run(request: Request) -> int:
         except ExecFailed as exc:
             what = "command not found" if exc.code == 127 else "command not executable"
             raise AgentsessError(f"{what}: {request.argv[0]}", exc.code) from None
+        from agentsess.core.guard import agents
+
+        # an agent set up so that its hooks could not run is refused before the run exists
+        agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
         launch = _launch(store, request, plan, injected, secrets)
         for line in launch.notices:
             notice(line)
@@ -287,9 +294,10 @@ def start_run(request: Request) -> int:
 class Launch:
     """What a started run hands to its supervisor."""
 
-    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "containment", "notices")
+    __slots__ = ("run_id", "argv", "env", "use_pty", "spool", "masked", "containment", "notices", "broker")
 
-    def __init__(self, run_id, argv, env, use_pty, spool, masked, containment, notices):
+    def __init__(self, run_id, argv, env, use_pty, spool, masked, containment, notices, broker=None):
+        self.broker = broker  # the run's credential broker (issue 13), stopped when the run ends
         self.run_id = run_id
         self.argv = argv
         self.env = env
@@ -328,6 +336,17 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     supervisor = caller.pid if caller is not None else os.getpid()
     notices: list[str] = []
     env, env_facts = _child_env(request, plan, run_id, token, injected, contained)
+    # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
+    broker = None
+    if profile.services or (profile.network or {}).get("proxy"):  # else nothing is imported
+        from agentsess.core.credentials.brokering import open_broker
+
+        broker = open_broker(run_id, profile, plan.expires_at, env)
+    if broker is not None:
+        env.update(broker.env)
+        env_facts["broker"] = broker.facts
+        secrets["values"].update(broker.masked)
+    # --- end of the broker block (stopped when the run ends: supervise, or a nested run's authority) ---
     parent_id = plan.parent["id"] if plan.parent else None
     if caller is None:
         # from here on `revoke` may signal this process: the supervisor's handler takes over later
@@ -376,7 +395,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     if secrets["vars"]:
         recording.record(
             store, run_id, "secret.injected",
-            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values()))},
+            {"vars": sorted(secrets["vars"]), "secrets": sorted(set(secrets["vars"].values())), "mode": "raw"},
         )
     if parent_id is not None and store.get_run(parent_id) is not None:
         try:
@@ -385,15 +404,18 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             pass  # the parent's stream is the parent's problem; this run is recorded
     if plan.profile_reason:
         notices.append(f"profile '{plan.profile.name}' ({plan.profile_reason}; --profile default for the default)")
-    if env_facts.get("scrubbed"):
-        notices.append("kept from the agent: " + " ".join(env_facts["scrubbed"]) + " (--pass-env NAME to let one through)")
-        tool = os.path.basename(request.argv[0]) if request.argv else ""
-        needed = [v for v in AGENT_KEYS.get(tool, ()) if v in env_facts["scrubbed"]]
-        if needed:
-            notices.append(
-                f"{tool} needs {' or '.join(needed)}: add pass_env = [\"{needed[0]}\"] to "
-                f"[profiles.{plan.profile.name}], or run with --pass-env {needed[0]}"
-            )
+    from agentsess.core.runs import environment
+
+    env_notice = environment.notice(env_facts) if profile.env_notice else None
+    if env_notice:
+        notices.append(env_notice)
+    tool = os.path.basename(request.argv[0]) if request.argv else ""
+    needed = [v for v in AGENT_KEYS.get(tool, ()) if v in (env_facts.get("scrubbed") or ())]
+    if needed:
+        notices.append(
+            f"{tool} needs {' or '.join(needed)}: add pass_env = [\"{needed[0]}\"] to "
+            f"[profiles.{plan.profile.name}], or run with --pass-env {needed[0]}"
+        )
     if env_facts.get("human_files_readable"):
         notices.extend(_human_files_notice(env_facts["human_files_readable"]))
     if not contained.contained and caller is None:
@@ -402,13 +424,27 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         notices.append("on_exit = keep needs an advisory run (--no-contain): a contained run's processes end with it")
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
-    return Launch(run_id, argv, env, use_pty, spool, masked, contained, notices)
+    # variables let through despite a scrub rule are masked like injected secrets
+    for name, value in environment.passed_secrets(env, env_facts["passed"]).items():
+        masked.setdefault(name, value.encode("utf-8", "surrogateescape"))
+    return Launch(run_id, argv, env, use_pty, spool, masked, contained, notices, broker)
 
 
 def agents_wanted(request: Request, plan: Plan) -> bool:
     from agentsess.core.guard import agents
 
-    return agents.wants_claude_code(request.argv, request.integration or plan.profile.integration)
+    return agents.detect(request.argv, request.integration or plan.profile.integration) is not None
+
+
+def _secret_names(policy: dict) -> set[str]:
+    """The names of the secrets a profile (as its snapshot) gives a run: raw and brokered."""
+    names = {spec["secret"] for spec in (policy.get("env") or {}).values() if isinstance(spec, dict) and "secret" in spec}
+    services = policy.get("services") or {}
+    if services:
+        from agentsess.core.credentials import services as service_specs
+
+        names |= {spec.secret for spec in service_specs.resolve_services(services)}
+    return names
 
 
 def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan, Launch]:
@@ -422,10 +458,7 @@ def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan,
         run_id = _record_denied(store, request, refusal)
         raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
     assert plan.parent is not None
-    parent_env = (plan.parent.get("policy") or {}).get("env") or {}
-    held = {spec["secret"] for spec in parent_env.values() if isinstance(spec, dict) and "secret" in spec}
-    wanted = {spec["secret"] for spec in (plan.profile.env or {}).values() if isinstance(spec, dict)}
-    beyond = sorted(wanted - held)
+    beyond = sorted(_secret_names(plan.profile.to_dict()) - _secret_names(plan.parent.get("policy") or {}))
     if beyond:
         raise AgentsessError(
             f"profile {plan.profile.name} injects secret {', '.join(beyond)}, which the parent run does not "

@@ -33,6 +33,8 @@ def _contained_argv(launch: Launch, request: Request, plan: Plan, sandbox_info_f
     )
     visible = [paths.run_dir(launch.run_id)]
     writable = [p for p in (launch.spool,) if p]
+    if env.get("GEMINI_CLI_HOME", "").startswith(paths.run_dir(launch.run_id) + os.sep):
+        writable.append(env["GEMINI_CLI_HOME"])  # Gemini writes its state beside the run's settings
     if env.get("HOME") and env["HOME"] != human_home:
         writable.append(env["HOME"])  # the agent's own HOME lives under the (hidden) data root
     bwrap = launch.containment.bwrap
@@ -116,8 +118,9 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     watch = Watch(store, run_id, plan)
     if launch.spool is not None:
         from agentsess.core.guard.agents import SpoolReader
+        from agentsess.core.guard.redaction import secret_masker
 
-        watch.spool = SpoolReader(launch.spool, Masker(launch.masked).mask_text)
+        watch.spool = SpoolReader(launch.spool, secret_masker(launch.masked))
     from agentsess.core.runs.authority import Authority
     from agentsess.edges.control import ControlServer
 
@@ -178,6 +181,8 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         if watch.stopped or profile.on_exit == "stop":
             watch.leftovers = kill_descendants()
         log.close()
+        if launch.broker is not None:
+            launch.broker.stop()  # issue 13: refuse from now on; its receipts land before run.exited
     try:
         watch.ingest_spool()
     except ReceiptError:

@@ -1,11 +1,8 @@
-"""Agent integrations set up at run start: Claude Code hooks and shell-command capture.
+"""Agent integrations set up at run start: each agent's hooks, and shell-command capture.
 
-Claude Code (detected by the command name ``claude``, or ``--agent claude-code``): the run
-gets its own settings file, passed with ``--settings FILE`` (the user's own settings files
-are never touched), whose hooks call ``agentsess hook claude-code --run RUN`` for
-PreToolUse/PostToolUse (all tools) and SessionStart/SessionEnd; and
-``CLAUDE_CODE_SHELL_PREFIX`` points at a small per-run script that runs each shell command
-through ``agentsess exec`` (an ``action.exec`` receipt each).
+One module per agent (:mod:`.claude`, :mod:`.codex`, :mod:`.gemini`), each with ``setup``
+(what the run adds to the agent's command line and environment) and the agent's hook
+protocol; :func:`detect` picks the agent from ``--agent`` or the command name.
 
 Shell capture (``--capture-shell``): ``BASH_ENV`` names a script that every non-interactive
 bash sources; it installs a DEBUG trap that appends one line per command to the run's spool
@@ -15,14 +12,12 @@ programs run without a shell), the agent can switch it off or write to the spool
 shells deeper than 4 and more than 10000 commands per shell are not recorded.
 """
 
-import json
 import os
 import shlex
 import sys
 
 from agentsess.edges import paths
 
-CLAUDE_EVENTS = ("PreToolUse", "PostToolUse", "SessionStart", "SessionEnd")
 MAX_DEPTH = 4
 MAX_COMMANDS = 10000
 
@@ -36,34 +31,76 @@ def agentsess_command() -> str:
     return f"{shlex.quote(sys.executable)} -m agentsess"
 
 
-def wants_claude_code(argv: list[str], integration: str | None) -> bool:
+def guarded(hook: str) -> str:
+    """A hook command that blocks (exit 2, in all three agents' conventions) when agentsess
+    itself dies without answering, killed by a signal or crashed: a hook that ends any other
+    way than 0 or 2 lets the call through in Claude Code and Gemini CLI."""
+    return f"{hook} || {{ echo 'agentsess: denied: the hook failed' >&2; exit 2; }}"
+
+
+AGENTS = {"claude-code": ("claude", "claude-code"), "codex": ("codex",), "gemini": ("gemini",)}
+PROTOCOLS = {"claude-code": "claude", "codex": "codex", "gemini": "gemini"}
+
+
+def detect(argv: list[str], integration: str | None) -> str | None:
+    """The agent integration for ``argv``: ``--agent``/the profile's ``integration`` when it names
+    one, none for ``none``, else from the command's name."""
     if integration == "none":
-        return False
-    if integration == "claude-code":
-        return True
-    return os.path.basename(argv[0]) in ("claude", "claude-code")
+        return None
+    if integration in AGENTS:
+        return integration
+    name = os.path.basename(argv[0])
+    for agent, names in AGENTS.items():
+        if name in names:
+            return agent
+    return None
 
 
-def setup_claude_code(run_id: str, argv: list[str]) -> tuple[list[str], dict, dict]:
+def protocol(agent: str):
+    """The module that speaks ``agent``'s hook protocol (``SOURCE``, ``EVENTS``, ``tool_name``,
+    ``pre_answer``, ``result_of``)."""
+    if agent not in AGENTS:
+        from agentsess.errors import USAGE, AgentsessError
+
+        raise AgentsessError(f"hook: unknown agent '{agent}': expected claude-code, codex or gemini", USAGE)
+    import importlib
+
+    return importlib.import_module(f"agentsess.core.guard.agents.{PROTOCOLS[agent]}")
+
+
+def wants_claude_code(argv: list[str], integration: str | None) -> bool:
+    return detect(argv, integration) == "claude-code"
+
+
+def preflight(argv: list[str], integration: str | None, env: dict, cwd: str) -> None:
+    """Refuse (AgentsessError) an agent invocation whose hooks could not run or would be
+    dropped, before the run is created."""
+    agent = detect(argv, integration)
+    if agent is not None:
+        protocol(agent).preflight(argv, env, cwd)
+
+
+def setup(agent: str, run_id: str, argv: list[str], env: dict) -> tuple[list[str], dict, dict]:
+    """(argv to exec, extra environment, facts for the run.started receipt) for ``agent``."""
+    folder = paths.run_dir(run_id)
+    if agent == "claude-code":
+        from agentsess.core.guard.agents import claude
+
+        return claude.setup(run_id, argv, env, folder, agentsess_command(), paths.write_private)
+    if agent == "codex":
+        from agentsess.core.guard.agents import codex
+
+        return codex.setup(run_id, argv, env, folder, agentsess_command(), paths.write_private)
+    if agent == "gemini":
+        from agentsess.core.guard.agents import gemini
+
+        return gemini.setup(run_id, argv, env, folder, agentsess_command(), paths.write_private)
+    raise ValueError(agent)
+
+
+def setup_claude_code(run_id: str, argv: list[str], env: dict | None = None) -> tuple[list[str], dict, dict]:
     """(argv with --settings, extra environment, facts for the receipt)."""
-    hook = f"{agentsess_command()} hook claude-code --run {run_id}"
-    entry = [{"type": "command", "command": hook, "timeout": 60}]
-    hooks = {}
-    for event in CLAUDE_EVENTS:
-        hooks[event] = [{"matcher": "*", "hooks": entry}] if event.endswith("ToolUse") else [{"hooks": entry}]
-    settings = paths.claude_settings(run_id)
-    paths.write_private(settings, json.dumps({"hooks": hooks}, indent=2).encode())
-    paths.ensure_dir(paths.run_bin_dir(run_id))
-    prefix = paths.shell_prefix(run_id)
-    script = (
-        "#!/bin/sh\n"
-        "# agentsess: records each shell command of this Claude Code run, then runs it unchanged\n"
-        f"AGENTSESS_RUN_ID={shlex.quote(run_id)} exec {agentsess_command()} exec --source claude-code -c \"$*\"\n"
-    )
-    paths.write_private(prefix, script.encode())
-    os.chmod(prefix, 0o700)
-    new_argv = [argv[0], "--settings", settings, *argv[1:]]
-    return new_argv, {"CLAUDE_CODE_SHELL_PREFIX": prefix}, {"settings": settings, "shell_prefix": prefix}
+    return setup("claude-code", run_id, argv, dict(os.environ) if env is None else env)
 
 
 def setup_shell_capture(run_id: str) -> tuple[dict, str]:
@@ -143,6 +180,7 @@ class SpoolReader:
         self.offset += end + 1
         out = []
         from agentsess.core.guard.actions import exec_receipt
+        from agentsess.core.guard.redaction import mask_receipt
 
         for line in data[: end + 1].decode("utf-8", "replace").splitlines():
             parts = line.split("\t", 5)
@@ -160,4 +198,4 @@ class SpoolReader:
                     int(pid) if pid.isdigit() else None, self.mask(command) if self.mask else None,
                 )
             )
-        return out
+        return [mask_receipt(d, self.mask) for d in out] if self.mask else out  # every field: cwd too
