@@ -17,12 +17,13 @@ from helpers import agentsess
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW = os.path.join(ROOT, "examples", "github-actions", "agent.yml")
 
-# Claude Code as far as agentsess sees it: `--settings FILE` holds its hooks; a tool call
+# Claude Code as far as agentsess sees it: `--settings JSON|FILE` holds its hooks; a tool call
 # is allowed when the PreToolUse hook exits 0 without a "deny" decision.
 FAKE_CLAUDE = r'''#!PYTHON
 import json, os, subprocess, sys
 argv = sys.argv[1:]
-settings = json.load(open(argv[argv.index("--settings") + 1]))
+given = argv[len(argv) - 1 - argv[::-1].index("--settings") + 1]  # Claude keeps the last --settings
+settings = json.loads(given) if given.lstrip().startswith("{") else json.load(open(given))
 hook = settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
 task = argv[argv.index("-p") + 1]
 event = {"hook_event_name": "PreToolUse", "session_id": "ci", "tool_name": "Bash",
