@@ -215,3 +215,108 @@ def test_token_refusals_after_the_signature_name_the_run():
     assert tokens.verify(token, required_scopes=["fs:read"]).valid
     refused = tokens.verify(token, registry=lambda claims, tok: ("not minted here", "never seen"))
     assert (refused.reason, refused.detail) == ("not minted here", "never seen") and refused.claims["sid"] == "run_1"
+
+
+def _signed(header: dict | None = None, claims: dict | None = None, **changes) -> str:
+    """A token signed with this data root's real key, with the given header or claims."""
+    import json
+    import time
+
+    from agentsess.edges import keys
+
+    kid, private = keys.current_key()
+    now = int(time.time())
+    body = {"iss": "agentsess", "sub": "agent:a", "agent": "a", "obo": "h@x", "sid": "run_1", "jti": "j",
+            "scope": "fs:read", "iat": now, "nbf": now, "exp": now + 60, "chain": []}
+    body.update(changes)
+    if claims is not None:
+        body = claims
+    head = {"alg": "EdDSA", "typ": "JWT", "kid": kid} if header is None else header
+    signing_input = _b64(json.dumps(head).encode()) + "." + _b64(json.dumps(body).encode())
+    return signing_input + "." + _b64(private.sign(signing_input.encode("ascii")))
+
+
+def test_each_bad_header_is_named_precisely():
+    from agentsess.core.credentials import tokens
+    from agentsess.edges import keys
+
+    kid, _ = keys.current_key()
+    cases = [
+        ({"typ": "JWT", "kid": kid}, "malformed", "token header has no 'alg'"),
+        ({"alg": 7, "kid": kid}, "malformed", "token header has no 'alg'"),
+        ({"alg": "HS256" + "x" * 30, "kid": kid}, "unsupported algorithm",
+         f"token algorithm {('HS256' + 'x' * 30)[:20]!r} is not EdDSA"),
+        ({"alg": "none", "kid": kid}, "unsupported algorithm", "token algorithm 'none' is not EdDSA"),
+        ({"alg": "EdDSA", "kid": kid, "crit": ["exp"]}, "malformed",
+         "token header has a 'crit' member; agentsess accepts none"),
+        ({"alg": "EdDSA", "kid": kid, "x5u": "u", "jku": "u", "b" * 30: 1, "zz": 2}, "malformed",
+         f"token header has members agentsess does not accept: {'b' * 20!r}, 'jku', 'x5u'"),
+        ({"alg": "EdDSA", "kid": kid, "typ": "jwt"}, "malformed", "token header 'typ' is not JWT"),
+        ({"alg": "EdDSA"}, "malformed", "token header has no 'kid'"),
+        ({"alg": "EdDSA", "kid": ""}, "malformed", "token header has no 'kid'"),
+        ({"alg": "Ed25519", "kid": kid}, None, "valid token of run run_1 (agent a)"),
+    ]
+    for header, reason, detail in cases:
+        verdict = tokens.verify(_signed(header))
+        assert (verdict.reason, verdict.detail) == (reason, detail), (header, verdict)
+
+
+def test_duplicate_header_members_are_malformed():
+    import json
+
+    from agentsess.core.credentials import tokens
+    from agentsess.edges import keys
+
+    kid, _ = keys.current_key()
+    good = _signed()
+    raw = '{"alg":"EdDSA","kid":"%s","kid":"%s"}' % (kid, kid)
+    forged = _b64(raw.encode()) + "." + good.split(".", 1)[1]
+    verdict = tokens.verify(forged)
+    assert (verdict.reason, verdict.detail) == ("malformed", "token header is not a JSON object")
+    with pytest.raises(ValueError, match="^duplicate member$"):
+        json.loads(raw, object_pairs_hook=tokens._no_duplicates)
+
+
+def test_each_bad_claim_is_named_precisely():
+    from agentsess.core.credentials import tokens
+
+    cases = [
+        ({"chain": ["run_0", ""]}, "token claim 'chain' is not a list of run ids"),
+        ({"chain": "run_0"}, "token claim 'chain' is not a list of run ids"),
+        ({"iss": "other"}, "token issuer is not 'agentsess'"),
+        ({"sub": "agent:b"}, "token 'sub' does not match its 'agent'"),
+        ({"sid": ""}, "token claim 'sid' is empty"),
+        ({"exp": True}, "token claim 'exp' is not an integer"),
+        ({"scope": 5}, "token claim 'scope' is not a string"),
+    ]
+    for changes, detail in cases:
+        verdict = tokens.verify(_signed(**changes))
+        assert (verdict.reason, verdict.detail) == ("malformed", detail), (changes, verdict)
+    partial = {"iss": "agentsess", "sub": "agent:a", "agent": "a", "sid": "run_1"}
+    verdict = tokens.verify(_signed(claims=partial))
+    assert verdict.detail == "token lacks claims: chain, exp, iat, jti, nbf, obo, scope"
+
+
+def test_a_star_before_a_final_star_is_refused():
+    # find() of the first '*', not the last: "a*:*" must not pass the fast path
+    for text in ("a*:*", "*:*", "a:*b:*"):
+        with pytest.raises(AgentsessError):
+            scopes.parse_scope(text)
+
+
+def test_a_str_subclass_is_taken_as_its_text():
+    class Sneaky(str):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = str.__hash__
+
+    parsed = scopes.parse_scope(Sneaky("fs:read"))
+    assert type(parsed) is str and parsed == "fs:read"
+    with pytest.raises(AgentsessError) as info:
+        scopes.parse_scope(Sneaky("BAD"))
+    assert info.value.message == f"bad scope 'BAD': 'B' is not allowed; {EXPECTED}"
+    with pytest.raises(AgentsessError) as info:
+        scopes.parse_scope(None)
+    assert info.value.message == "bad scope: expected a string, got NoneType"
+    assert scopes.parse_scopes(["a", "b", "a"]) == ["a", "b"]
