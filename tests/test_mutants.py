@@ -320,3 +320,45 @@ def test_a_str_subclass_is_taken_as_its_text():
         scopes.parse_scope(None)
     assert info.value.message == "bad scope: expected a string, got NoneType"
     assert scopes.parse_scopes(["a", "b", "a"]) == ["a", "b"]
+
+
+def test_failures_after_the_signature_carry_the_kid_and_the_claims():
+    import time
+
+    from agentsess.core.credentials import tokens
+    from agentsess.edges import keys
+
+    kid, private = keys.current_key()
+    now = int(time.time())
+    # a good signature over a payload that is not a JSON object
+    signing_input = _b64(b'{"alg":"EdDSA","typ":"JWT","kid":"%s"}' % kid.encode()) + "." + _b64(b"[1]")
+    not_object = signing_input + "." + _b64(private.sign(signing_input.encode("ascii")))
+    verdict = tokens.verify(not_object)
+    assert (verdict.reason, verdict.detail, verdict.kid, verdict.claims) == (
+        "malformed", "token payload is not a JSON object", kid, None)
+    verdict = tokens.verify(_signed(iss="x"))
+    assert (verdict.reason, verdict.kid, verdict.claims) == ("malformed", kid, None)
+    early = tokens.verify(_signed(nbf=now + 50, iat=now), now=now)
+    assert (early.reason, early.detail, early.kid) == ("not yet valid", "token of run run_1 is not valid for 50 s", kid)
+    assert early.claims["nbf"] == now + 50
+    ahead = tokens.verify(_signed(nbf=now, iat=now + 40), now=now)
+    assert (ahead.reason, ahead.detail, ahead.kid) == (
+        "not yet valid", "token of run run_1 was issued 40 s in the future", kid)
+    assert ahead.claims["iat"] == now + 40
+    assert tokens.verify(_signed(nbf=now, iat=now + 40), now=now, leeway=40).valid
+    token = _signed()
+    seen = []
+
+    def registry(claims, tok):
+        seen.append((claims["sid"], tok))
+        return ("not minted here", "never seen")
+
+    refused = tokens.verify(token, registry=registry)
+    assert seen == [("run_1", token)] and refused.kid == kid
+    revoked = tokens.verify(token, is_revoked=lambda ids: ("run_1", None))
+    assert (revoked.detail, revoked.kid, revoked.claims["sid"]) == ("run run_1 was revoked", kid, "run_1")
+    chained = _signed(chain=["run_0"])
+    ancestor = tokens.verify(chained, is_revoked=lambda ids: ("run_0", "x"))
+    assert (ancestor.kid, ancestor.claims["chain"]) == (kid, ["run_0"])
+    missing = tokens.verify(_signed(scope=""), required_scopes="fs:read")
+    assert (missing.detail, missing.kid, missing.claims["scope"]) == ("run run_1 lacks scope fs:read (has: (none))", kid, "")
