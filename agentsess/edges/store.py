@@ -39,8 +39,16 @@ class Store:
     def __init__(self, path: str | None = None):
         root = paths.data_root()
         self.path = path or paths.store_file()
+        # a store on read-only media (evidence kept as it was) opens immutable, for reading only
+        self.readonly = os.path.exists(self.path) and not paths.writable(os.path.dirname(self.path))
         try:
             paths.ensure_dir(root)
+            if self.readonly:
+                from urllib.parse import quote
+
+                self.db = sqlite3.connect(f"file:{quote(self.path)}?immutable=1", uri=True, isolation_level=None)
+                self.db.row_factory = sqlite3.Row
+                return
             if not os.path.exists(self.path):
                 os.close(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT))
             self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
@@ -247,8 +255,8 @@ class Store:
     def mark_revoked(self, causes: dict, now: float, by: str, reason: str | None) -> dict:
         """Revoke every run in ``causes`` (id -> cause) in one transaction; {id: newly revoked?}.
 
-        A running run's status becomes ``revoked``; a finished one keeps its status and gets
-        the revocation fields (its credentials are dead from now on).
+        A running or exited run's status becomes ``revoked`` (an exited one keeps its exit
+        code); an abandoned or denied run keeps its status. Each gets the revocation fields.
         """
         newly = {}
         try:
@@ -257,7 +265,7 @@ class Store:
                 for run_id, cause in causes.items():
                     cur = self.db.execute(
                         "UPDATE runs SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, revoke_cause = ?, "
-                        "status = CASE WHEN status = 'running' THEN 'revoked' ELSE status END "
+                        "status = CASE WHEN status IN ('running', 'exited') THEN 'revoked' ELSE status END "
                         "WHERE id = ? AND revoked_at IS NULL",
                         (now, by, reason, cause, run_id),
                     )
