@@ -35,7 +35,8 @@ def process_start(pid: int) -> int | None:
 
 
 def ancestors(pid: int):
-    """Parent pids of ``pid``, nearest first, up to (not including) pid 1 or 0."""
+    """Parent pids of ``pid``, nearest first, up to pid 1. Pid 1 is included: in a PID
+    namespace (a container, ``unshare --pid``) it may be a run's own supervisor."""
     for _ in range(256):
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -43,9 +44,11 @@ def ancestors(pid: int):
         except OSError:
             return
         pid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-        if pid <= 1:
+        if pid < 1:
             return
         yield pid
+        if pid == 1:
+            return
 
 
 def same_process(pid: int | None, started: int | float | None) -> bool:
