@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         json.dump(client(int(d), int(b), ph, args.requests, args.size, args.reps), sys.stdout)
         return 0
 
-    home = tempfile.mkdtemp(prefix="agentsess-bench-broker-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    home = tempfile.mkdtemp(prefix="agentsess-bench-broker-")  # disk-backed, as a user's data root is
     os.environ["AGENTSESS_HOME"] = os.path.join(home, "data")
     os.environ["AGENTSESS_CONFIG"] = os.path.join(home, "config.toml")
     os.environ["AGENTSESS_KEYRING"] = "file"

@@ -140,7 +140,7 @@ def test_a_leftover_process_holding_the_token_cannot_use_it():
     out = os.path.join(home(), "..", "leftover")
     script = (
         f"import os,subprocess,sys; subprocess.Popen([sys.executable,'-c',"
-        f"\"import os,time,subprocess,sys; time.sleep(0.5); os.environ['AGENTSESS_HOME']={home()!r}; "
+        f"\"import os,time,subprocess,sys; time.sleep(0.5); os.environ['AGENTSESS_HOME']={home()!r}; os.environ['AGENTSESS_KEYRING']='file'; "
         f"r=subprocess.run([sys.executable,'-m','agentsess','token','verify','--json'],capture_output=True); "
         f"open({out!r},'wb').write(r.stdout)\"], start_new_session=True)"
     )

@@ -349,8 +349,14 @@ def test_upstream_closing_early_reaches_the_client_as_an_error(upstream, path):
 
 
 def test_unreachable_upstream_is_502(upstream):
-    port = upstream.port
+    import socket
+
+    # a port that is bound but never listens: no other test's server can take it meanwhile
+    hold = socket.socket()
+    hold.bind(("127.0.0.1", 0))
+    port = hold.getsockname()[1]
     upstream.close()
+    upstream.port, upstream.url = port, f"http://127.0.0.1:{port}"
     broker, env, receipts, _ = make_broker({"api": upstream})
     try:
         r = httpx.get(env["API_URL"] + "/x", trust_env=False)
@@ -358,6 +364,7 @@ def test_unreachable_upstream_is_502(upstream):
         assert wait_receipts(receipts, 1)[0]["status"] == 502
     finally:
         broker.stop()
+        hold.close()
 
 
 def test_tls_upstream_is_verified(tmp_path):

@@ -178,7 +178,7 @@ def test_export_refuses_an_unknown_format_and_run():
     agentsess("run", "--no-pty", "--", "true", check=0)
     bad = cli("export", "last", "--format", "mp4")
     assert bad.returncode == 2
-    assert b"asciicast or jsonl" in bad.stderr
+    assert b"asciicast, jsonl or bundle" in bad.stderr
     missing = cli("export", "run_0000000000")
     assert missing.returncode == 2
     assert b"no run matches" in missing.stderr

@@ -110,11 +110,14 @@ def test_fallback_notice_once_and_only_once(home, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
-def test_file_tightens_an_existing_wide_data_root(home):
+def test_file_leaves_an_existing_data_root_as_it_is(home):
+    # agentsess tightens only folders it creates (AGENTSESS_HOME=/tmp must not break /tmp);
+    # the secrets file itself is 0600 whatever the folder
     home.mkdir(mode=0o755)
     os.chmod(home, 0o755)
     keychain.set_secret("x", "y")
-    assert mode(home) == 0o700
+    assert mode(home) == 0o755
+    assert mode(paths.secrets_file()) == 0o600
 
 
 def test_get_missing_and_delete(home):

@@ -117,7 +117,7 @@ def test_revoke_twice_is_idempotent_and_works_on_an_exited_run(tmp_path):
     second = json.loads(agentsess("revoke", "last", "--json", check=0).stdout)
     assert first[0]["newly_revoked"] and not second[0]["newly_revoked"]
     run = show()
-    assert run["status"] == "exited"
+    assert run["status"] == "revoked" and run["exit_code"] == 0  # revoked after it exited
     assert run["credential"]["state"] == "revoked"
     assert [r["type"] for r in run["receipts"]].count("run.revoked") == 1
     assert run["integrity"]["ok"] and run["integrity"]["sealed"]

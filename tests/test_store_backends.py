@@ -68,10 +68,17 @@ def test_revocation_is_one_transaction_with_a_list_row_per_run(backend):
     with Store() as store:
         store.insert_run(_row(A))
         store.insert_run(_row(B, parent=A, status="exited"))
+        store.update_run(B, exit_code=3)
+        store.insert_run(_row(C, parent=A, status="abandoned"))
         newly = store.mark_revoked({A: "direct", B: f"ancestor {A}"}, 10.0, "me@here", "leak")
         assert newly == {A: True, B: True}
         assert store.mark_revoked({A: "direct"}, 11.0, "me@here", None) == {A: False}
-        assert store.get_run(A)["status"] == "revoked" and store.get_run(B)["status"] == "exited"
+        # a running or exited run becomes revoked (an exited one keeps its exit code)
+        assert store.get_run(A)["status"] == "revoked" and store.get_run(B)["status"] == "revoked"
+        assert store.get_run(B)["exit_code"] == 3
+        assert store.mark_revoked({C: f"ancestor {A}"}, 12.0, "me@here", None) == {C: True}
+        assert store.get_run(C)["status"] == "abandoned"  # an abandoned run keeps its status
+        store.delete_runs([C])
         assert store.revocation(A) == (10.0, "direct")
         listed = store.revocations_of([A, B, C])
         assert set(listed) == {A, B} and listed[B]["cause"] == f"ancestor {A}"
@@ -478,3 +485,19 @@ def test_psycopgs_own_warnings_show_only_under_agentsess_debug(pg, debug):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (b"error ignored in rollback" in out.stderr) == bool(debug)
+
+
+def test_runs_shows_each_run_s_host_and_filters_by_it(backend):
+    with Store() as store:
+        store.insert_run(_row(A, started=1.0, status="exited", host="laptop"))
+        store.insert_run(_row(B, started=2.0, status="exited", host="runner-7"))
+    out = cli("runs", check=0).stdout.decode()
+    header, *lines = out.splitlines()
+    assert header.split()[:4] == ["id", "status", "name", "host"]
+    assert [line.split()[0] for line in lines] == [B, A]
+    assert [line.split()[3] for line in lines] == ["runner-7", "laptop"]
+    only = cli("runs", "--host", "laptop", check=0).stdout.decode().splitlines()
+    assert [line.split()[0] for line in only[1:]] == [A]
+    assert [r["id"] for r in json.loads(cli("runs", "--host", "runner-7", "--json", check=0).stdout)] == [B]
+    assert "no runs yet" in cli("runs", "--host", "elsewhere", check=0).stdout.decode()
+    assert "--host H" in cli("runs", "--help", check=0).stdout.decode()

@@ -7,17 +7,24 @@ from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
 
 
 def verify(
-    run: str = typer.Argument(None, help="run id, unique prefix, or 'last'"),
+    run: str = typer.Argument(None, help="run id, unique prefix, 'last', or an exported FILE (jsonl or bundle)"),
     all_runs: bool = typer.Option(False, "--all", help="verify every run in the store and every run folder"),
+    jwks: str = typer.Option(None, "--jwks", help="verify FILE offline against this JWKS file (`agentsess jwks`, or a bundle)"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
 ) -> None:
     """A run whose supervisor died is marked abandoned first; a live run's stream is intact
-    but unsealed. Exit 0 when every run passes, 1 when any fails."""
+    but unsealed. An exported FILE (`export --format jsonl|bundle`) is verified without the
+    store: every record's hash and link and a final seal signed by a key of --jwks (without
+    --jwks: this machine's keys; a bundle's own JWKS is trusted only when named by --jwks).
+    Exit 0 when every run passes, 1 when any fails."""
     from agentsess.core.runs.history import verify_runs
 
     if bool(run) == all_runs:
-        raise AgentsessError("verify: give one RUN or --all", USAGE)
-    results = verify_runs(None if all_runs else run)
+        raise AgentsessError("verify: give one RUN or FILE, or --all", USAGE)
+    if jwks is not None or (run and _names_file(run)):
+        results = [_verify_file(run, jwks)]
+    else:
+        results = verify_runs(None if all_runs else run)
     if as_json:
         render.print_json(results)
     else:
@@ -27,7 +34,7 @@ def verify(
 
             line = Text()
             line.append(r["result"], style="bold green" if r["ok"] else "bold red")
-            line.append(f"  {r['run']}  {r['records']} receipts")
+            line.append(render.safe(f"  {r['run']}  {r['records']} receipts"))
             if r["seq_range"]:
                 line.append(f", seq {r['seq_range'][0]}..{r['seq_range'][1]}")
             if r["time_range"]:
@@ -36,13 +43,47 @@ def verify(
             if r.get("mirror") == "agrees":
                 line.append(", from the store's mirror" if r["source"] == "mirror" else ", mirror agrees")
             if r["failure"]:
-                line.append(f"\n      {r['failure']}", style="red")
+                line.append("\n      " + render.safe(r["failure"]), style="red")
             out.print(line)
         failed = sum(1 for r in results if not r["ok"])
         if len(results) > 1:
             out.print(f"{len(results) - failed} passed, {failed} failed", markup=False)
     if any(not r["ok"] for r in results):
         raise typer.Exit(CHECK_FAILED)
+
+
+def _names_file(ref: str) -> bool:
+    """A run reference never holds a dot or a slash; a file name that exists does."""
+    import os
+
+    return ("/" in ref or "." in ref) and os.path.isfile(ref)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise AgentsessError(f"cannot read the {what} {path}: {exc.strerror or exc}", USAGE) from None
+
+
+def _verify_file(path: str, jwks_path: str | None) -> dict:
+    import json
+
+    from agentsess.core.receipts.verify import parse_bundle, verify_exported
+
+    data = _read(path, "exported stream")
+    jwks = None
+    if jwks_path is not None:
+        text = _read(jwks_path, "JWKS file")
+        try:
+            doc = parse_bundle(text) or json.loads(text)
+        except (ValueError, RecursionError):
+            raise AgentsessError(f"the JWKS file {jwks_path} is not JSON", USAGE) from None
+        jwks = doc.get("jwks") if isinstance(doc, dict) and doc.get("format") else doc
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise AgentsessError(f"the JWKS file {jwks_path} holds no key set ({{\"keys\": [...]}})", USAGE)
+    return verify_exported(data, jwks)
 
 
 def revoke(
@@ -54,9 +95,20 @@ def revoke(
     """Marks the run and its descendants revoked in one transaction (their tokens stop
     verifying at once), writes a run.revoked receipt for each, and stops their processes per
     the profile's on_revoke, waiting up to the grace period."""
+    import sys
+
     from agentsess.core.runs.revocation import revoke_run
 
-    results = revoke_run(run, reason, only)
+    def waiting(run_ids: list[str], grace) -> None:
+        from agentsess.core.durations import format_duration
+
+        which = ", ".join(run_ids[:3]) + (f" and {len(run_ids) - 3} more" if len(run_ids) > 3 else "")
+        sys.stderr.write(
+            f"agentsess: {which} still running after TERM: waiting up to {format_duration(grace)} before KILL\n"
+        )
+        sys.stderr.flush()
+
+    results = revoke_run(run, reason, only, on_wait=waiting)
     if as_json:
         render.print_json(results)
         return

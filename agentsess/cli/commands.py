@@ -49,8 +49,8 @@ _CLI = "agentsess.cli."
 
 COMMANDS = (
     Command("run", _CLI + "run", "main", "Run a command as a supervised agent run, with its own scoped token.", hot=True),
-    Command("runs", _CLI + "inspect", "runs", "List runs, newest first."),
-    Command("show-run", _CLI + "inspect", "show_run", "Show what the agent did in one run."),
+    Command("runs", _CLI + "inspect", "runs_main", "List runs, newest first.", hot=True),
+    Command("show-run", _CLI + "inspect", "show_run_main", "Show what the agent did in one run.", hot=True),
     Command("revoke", _CLI + "audit", "revoke", "Kill a run's credentials, stop its process tree, and cascade to its sub-agent runs."),
     Command("verify", _CLI + "audit", "verify", "Recompute receipt chains, seals and output digests; exit 1 if any run fails."),
     Command("export", _CLI + "exporting", "export", "Export a run's output as an asciicast v2 recording, or its receipts as JSON Lines."),
@@ -66,6 +66,7 @@ COMMANDS = (
     Command("whoami", _CLI + "whoami", "main", "Inside a run: which run this is, its scopes, expiry and containment.", hot=True),
     Command("mcp-proxy", _CLI + "mcp", "mcp_proxy", "Put a stdio MCP server behind the current run's tool-call rules.", passthrough=True),
     Command("doctor", _CLI + "settings", "doctor", "Check the set-up: data root, store, keyring backend, signing key, config."),
+    Command("help", _CLI + "topics", "main", "Read about a topic: scopes, rules, exit-codes, environment, receipts, completion.", hot=True),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}
@@ -88,8 +89,10 @@ def top_help() -> str:
         "options:",
         "  -h, --help     show this help and exit",
         "  -V, --version  print the version and exit",
+        "  --show-completion SHELL     print the completion script for bash, zsh or fish",
+        "  --install-completion SHELL  install it where SHELL looks for it",
         "  --debug        show tracebacks of unexpected errors (also AGENTSESS_DEBUG=1)",
         "",
-        "Run `agentsess COMMAND --help` for a command's own options.",
+        "Run `agentsess COMMAND --help` for a command's own options, `agentsess help` for topics.",
     ]
     return "\n".join(lines) + "\n"

@@ -75,6 +75,12 @@ def _top(argv: list[str]) -> int:
 
         sys.stdout.write(f"agentsess {__version__}\n")
         return 0
+    if argv[0] in ("--show-completion", "--install-completion", "--complete"):
+        from agentsess.cli import completion
+
+        action = {"--show-completion": completion.show, "--install-completion": completion.install,
+                  "--complete": completion.complete}[argv[0]]
+        return action(argv)
     what = "option" if argv[0].startswith("-") else "command"
     raise AgentsessError(f"unknown {what} '{argv[0]}' (see `agentsess --help`)", USAGE)
 

@@ -5,18 +5,20 @@ import typer
 from agentsess.cli import render
 from agentsess.errors import USAGE, AgentsessError
 
-FORMATS = ("asciicast", "jsonl")
+FORMATS = ("asciicast", "jsonl", "bundle")
 
 
 def export(
     run: str = typer.Argument(..., help="run id, unique prefix, or 'last'"),
     fmt: str = typer.Option(
-        "asciicast", "--format", help="asciicast (v2, for `asciinema play`) or jsonl (the receipt stream as is)"
+        "asciicast", "--format",
+        help="asciicast (v2, for `asciinema play`), jsonl (the receipt stream as is) or bundle (the stream, its seal and the JWKS in one JSON file)",
     ),
     output: str = typer.Option(None, "--output", "-o", help="write to FILE (created 0600) instead of stdout"),
 ) -> None:
     """The asciicast replays the masked output with its timing (`asciinema play FILE`); the
-    JSON Lines are the receipt stream byte for byte, which `agentsess verify` checks."""
+    JSON Lines are the receipt stream byte for byte, which `agentsess verify` checks; a
+    bundle verifies on another machine with `agentsess verify FILE --jwks FILE`."""
     import os
     import sys
 
@@ -25,12 +27,14 @@ def export(
     from agentsess.edges import paths
 
     if fmt not in FORMATS:
-        raise AgentsessError(f"unknown export format '{fmt}': expected asciicast or jsonl", USAGE)
+        raise AgentsessError(f"unknown export format '{fmt}': expected asciicast, jsonl or bundle", USAGE)
     run_id = resolve(run)
 
     def write(fh):
         if fmt == "asciicast":
             return exporter.asciicast(run_id, fh)
+        if fmt == "bundle":
+            return exporter.bundle(run_id, fh)
         return exporter.jsonl(run_id, fh)
 
     if output is None or output == "-":
@@ -66,7 +70,7 @@ def prune(
     out = render.console()
     verb = "would prune" if dry_run else "pruned"
     noun = "run" if result.count == 1 else "runs"
-    out.print(render.text(f"{verb} {result.count} {noun} that ended before {render.short_time(result.before)} UTC"))
+    out.print(render.text(f"{verb} {result.count} {noun} that ended before {render.short_time(result.before)}"))
     if dry_run:
         for run_id in result.pruned:
             out.print(render.text(f"  {run_id}"))

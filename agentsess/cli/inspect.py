@@ -1,26 +1,87 @@
-"""`agentsess runs` and `agentsess show-run`: what agents did, at a glance or as JSON."""
+"""`agentsess runs` and `agentsess show-run`: what agents did, at a glance or as JSON.
 
-import typer
+Both parse with :mod:`agentsess.cli.parsing` (argparse), not typer: typer's import (pydantic
+with it) cost more than the rest of `runs` together. Rich is imported only to render.
+"""
 
 from agentsess.cli import render
+from agentsess.cli.parsing import Parser
+from agentsess.errors import USAGE, AgentsessError
+
+RECEIPTS_SHOWN = 40  # a long run's first 10 and last 30 receipts
+_HEAD = 10
+STATUSES = ("running", "exited", "revoked", "abandoned", "denied")
 
 
-def runs(
-    status: str = typer.Option(None, "--status", help="only runs with this status: running, exited, revoked, abandoned, denied"),
-    name: str = typer.Option(None, "--name", help="only runs of this agent name"),
-    since: str = typer.Option(None, "--since", help="only runs started since: a duration (2h) or a date (2026-11-29)"),
-    parent: str = typer.Option(None, "--parent", help="only the children of this run"),
-    limit: int = typer.Option(50, "--limit", "-n", min=0, help="at most this many (0: all)"),
-    host: str = typer.Option(None, "--host", help="only runs supervised on this host (a shared store holds every machine's)"),
-    tree: bool = typer.Option(False, "--tree", help="show sub-agent runs under their parents"),
-    as_json: bool = typer.Option(False, "--json", help="a JSON list of run objects"),
-) -> None:
-    """Abandoned runs (whose supervisor died) are marked as such first."""
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
+def runs_parser() -> Parser:
+    p = Parser("runs", "Abandoned runs (whose supervisor died) are marked as such first.",
+               usage="agentsess runs [--status S] [--name N] [--since 2h|DATE] [--parent RUN] [--limit N] [--host H] [--tree] [--json]")
+    p.add_argument("--status", help="only runs with this status: " + ", ".join(STATUSES))
+    p.add_argument("--name", help="only runs of this agent name")
+    p.add_argument("--since", help="only runs started since: a duration (2h) or a date (2026-11-29)")
+    p.add_argument("--parent", help="only the children of this run")
+    p.add_argument("--limit", "-n", type=_count, default=50, help="at most this many (0: all) [50]")
+    p.add_argument("--host", help="only runs supervised on this host (a shared store holds every machine's)")
+    p.add_argument("--tree", action="store_true", help="show sub-agent runs under their parents")
+    p.add_argument("--json", dest="as_json", action="store_true", help="a JSON list of run objects")
+    return p
+
+
+def runs_main(argv: list[str]) -> int:
+    args, rest = runs_parser().parse(argv)
+    if rest is not None:
+        raise AgentsessError("runs: takes no command (see `agentsess runs --help`)", USAGE)
+    runs(args.status, args.name, args.since, args.parent, args.limit, args.tree, args.as_json, args.host)
+    return 0
+
+
+def show_run_parser() -> Parser:
+    p = Parser(
+        "show-run",
+        "Identity, credential and integrity first, then sub-agent runs, the receipts as a\n"
+        "timeline (a long run's first and last, with a count of those left out), and the last\n"
+        "lines of output (masked). Times are UTC. Text the agent chose (names, commands, output)\n"
+        "is shown with its control characters escaped.",
+        usage="agentsess show-run RUN [--json] [--output] [--follow] [--lines N] [--receipts N] [--all]",
+    )
+    p.add_argument("run", metavar="RUN", help="run id, any unique prefix, or 'last'")
+    p.add_argument("--json", dest="as_json", action="store_true",
+                   help="one JSON object with the run, its receipts, children and integrity")
+    p.add_argument("--output", action="store_true", help="print only the whole output log (masked), no header")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="after the summary, stream a live run's new output until it ends")
+    p.add_argument("--lines", type=_count, default=20, help="how many last lines of output to show (0: none) [20]")
+    p.add_argument("--receipts", type=_count, default=RECEIPTS_SHOWN,
+                   help=f"show at most this many receipts, the first and the last [{RECEIPTS_SHOWN}]")
+    p.add_argument("--all", dest="all_receipts", action="store_true", help="show every receipt")
+    return p
+
+
+def show_run_main(argv: list[str]) -> int:
+    args, rest = show_run_parser().parse(argv)
+    if rest is not None:
+        raise AgentsessError("show-run: takes no command (see `agentsess show-run --help`)", USAGE)
+    show_run(args.run, args.as_json, args.output, args.follow, args.lines, args.receipts, args.all_receipts)
+    return 0
+
+
+def runs(status, name, since, parent, limit: int, tree: bool, as_json: bool, host: str | None = None) -> None:
     from agentsess.core.durations import parse_since
     from agentsess.core.runs.history import list_runs
-    from agentsess.errors import USAGE, AgentsessError
 
-    if status and status not in ("running", "exited", "revoked", "abandoned", "denied"):
+    if status and status not in STATUSES:
         raise AgentsessError(
             f"unknown status '{status}': expected running, exited, revoked, abandoned or denied", USAGE
         )
@@ -35,11 +96,10 @@ def runs(
 
 
 def _runs_table(items: list[dict], tree: bool) -> None:
-    from rich.table import Table
+    import sys
 
-    out = render.console()
     if not items:
-        out.print("no runs yet: start one with `agentsess run -- CMD`", markup=False)
+        sys.stdout.write("no runs yet: start one with `agentsess run -- CMD`\n")
         return
     rows = items
     indent = {r["id"]: 0 for r in items}
@@ -57,49 +117,79 @@ def _runs_table(items: list[dict], tree: bool) -> None:
                 walk(r["id"], depth + 1)
 
         walk(None, 0)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("id", no_wrap=True)
-    for col in ("status", "name", "host", "started", "duration", "exit"):
-        table.add_column(col)
+    table = []
     for r in rows:
         exit_text = "-" if r["exit_code"] is None else str(r["exit_code"])
         if r["signal"]:
             exit_text = f"signal {r['signal']}"
-        table.add_row(
-            render.text(("  " * indent[r["id"]]) + ("└ " if indent[r["id"]] else "") + r["id"]),
-            render.status_text(r["status"], r["exit_code"]),
-            render.text(r["name"]),
-            render.text(r["host"]),
-            render.short_time(r["started_at"]),
+        table.append([
+            ("  " * indent[r["id"]]) + ("└ " if indent[r["id"]] else "") + r["id"],
+            (r["status"], render.status_style(r["status"], r["exit_code"])),
+            r["name"],
+            r["host"] or "-",
+            render.short_time(r["started_at"], zone=False),
             render.duration_text(r["duration"]),
             exit_text,
-        )
-    out.print(table)
+        ])
+    header = ["id", "status", "name", "host", "started (UTC)", "duration", "exit"]
+    sys.stdout.write(render.columns(table, header, render.colour_on()))
+    sys.stdout.flush()
 
 
-def show_run(
-    run: str = typer.Argument(..., help="run id, any unique prefix, or 'last'"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object with the run, its receipts, children and integrity"),
-    output: bool = typer.Option(False, "--output", help="show the whole output log (masked)"),
-    follow: bool = typer.Option(False, "--follow", "-f", help="stream a live run's output until it ends"),
-    lines: int = typer.Option(20, "--lines", min=0, help="how many last lines of output to show"),
-) -> None:
-    """Identity, credential and integrity first, then sub-agent runs, the receipts as a
-    timeline, and the last lines of output (masked)."""
+def show_run(run: str, as_json: bool, output: bool, follow: bool, lines: int, receipts: int, all_receipts: bool) -> None:
     from agentsess.core.runs.history import integrity
     from agentsess.core.runs.history import show_run as load
 
+    if output:
+        from agentsess.core.runs.history import resolve
+
+        _stream_output(resolve(run), 0, follow)
+        return
     data = load(run, lines, with_integrity=as_json)
     if as_json:
         data.pop("output_tail", None)
+        data.pop("output_end", None)
         render.print_json(data)
         return
-    _show(data, lambda: integrity(data["id"]))
-    if output or follow:
-        _stream_output(data["id"], follow)
+    _show(data, lambda: integrity(data["id"]), None if all_receipts else receipts)
+    if follow:
+        _stream_output(data["id"], data["output_end"], True)
 
 
-def _stream_output(run_id: str, follow: bool) -> None:
+class _TerminalFilter:
+    """Output log bytes made safe for a terminal: SGR colour sequences and \\n, \\r, \\t pass;
+    every other control character or escape sequence (cursor moves, line erase, OSC 52
+    clipboard writes, title changes) is shown escaped. An escape split across two reads is
+    held until the next one."""
+
+    def __init__(self):
+        import codecs
+        import re
+
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.sgr = re.compile(r"\x1b\[[0-9;:]*m")
+        self.held = ""
+
+    def feed(self, block: bytes, final: bool = False) -> bytes:
+        text = self.held + self.decoder.decode(block, final)
+        self.held = ""
+        if not final:
+            cut = text.rfind("\x1b")
+            if cut >= 0 and len(text) - cut < 32 and not self.sgr.match(text, cut):
+                text, self.held = text[:cut], text[cut:]
+        out = []
+        pos = 0
+        for m in self.sgr.finditer(text):
+            out.append(render.safe(text[pos:m.start()], "\n\r\t"))
+            out.append(m.group())
+            pos = m.end()
+        out.append(render.safe(text[pos:], "\n\r\t"))
+        return "".join(out).encode("utf-8", "replace")
+
+
+def _stream_output(run_id: str, offset: int, follow: bool) -> None:
+    """The output log from byte ``offset``: as it is into a pipe or file, escaped (but its
+    colours) onto a terminal; with ``follow``, until the run has ended."""
     import os
     import sys
     import time
@@ -108,100 +198,132 @@ def _stream_output(run_id: str, follow: bool) -> None:
     from agentsess.edges import paths
 
     path = paths.output_log(run_id)
+    out = sys.stdout.buffer
+    sys.stdout.flush()
+    try:
+        tty = os.isatty(out.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file (a test's captured stdout)
+        tty = False
+    shown = _TerminalFilter() if tty else None
+
+    def write(block: bytes, final: bool = False) -> None:
+        out.write(shown.feed(block, final) if shown is not None else block)
+        out.flush()
+
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
-        return
-    out = sys.stdout.buffer
+        if not follow:
+            return
+        while status(run_id) == "running" and not os.path.exists(path):
+            time.sleep(0.2)
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            return
     with fh:
+        fh.seek(offset)
         while True:
             block = fh.read(1 << 16)
             if block:
-                out.write(block)
-                out.flush()
+                write(block)
                 continue
             if not follow:
                 break
             if status(run_id) != "running":
                 rest = fh.read()
                 if rest:
-                    out.write(rest)
+                    write(rest)
                 break
             time.sleep(0.2)
-    out.flush()
-    if os.isatty(1):
+    if shown is not None:
+        write(b"", final=True)
         sys.stdout.write("\n")
 
 
-def _show(data: dict, integrity) -> None:
+def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) -> None:
     """Identity and credential first (at once), then integrity (reads the whole output log), then the rest."""
-    from rich.table import Table
-    from rich.tree import Tree
+    import shlex
+    import sys
 
-    out = render.console()
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
+    colour = render.colour_on()
+    write = sys.stdout.write
     cred = data["credential"]
     exit_text = "-" if data["exit_code"] is None else str(data["exit_code"])
     if data["signal"]:
         exit_text = f"killed by signal {data['signal']}"
+    t = render.short_time
     rows = [
-        ("run", render.text(data["id"])),
-        ("agent", render.text(f"{data['agent'] or data['name']}  (name {data['name']}, profile {data['profile']})")),
-        ("on behalf of", render.text(data["on_behalf_of"] or f"{data['user']}@{data['host']}")),
-        ("parent", render.text(data["parent_id"] or "-")),
-        ("host / cwd", render.text(f"{data['host']}  {data['cwd']}")),
-        ("command", render.text(" ".join(data["command"]))),
-        ("status", render.status_text(data["status"], data["exit_code"])),
-        ("started / ended", render.text(f"{render.short_time(data['started_at'])}  →  {render.short_time(data['ended_at'])}  ({render.duration_text(data['duration'])})")),
-        ("exit", render.text(exit_text)),
-        ("scopes", render.text(" ".join(cred["scopes"]) or "(none)")),
-        ("ceiling", render.text("(none: the human's own request)" if cred["ceiling"] is None else " ".join(cred["ceiling"]) or "(empty)")),
-        ("credential", render.text(f"{cred['state']}  issued {render.short_time(cred['issued_at'])}, expires {render.short_time(cred['expires_at'])}")),
+        ("run", data["id"]),
+        ("agent", f"{data['agent'] or data['name']}  (name {data['name']}, profile {data['profile']})"),
+        ("on behalf of", data["on_behalf_of"] or f"{data['user']}@{data['host']}"),
+        ("parent", data["parent_id"] or "-"),
+        ("host / cwd", f"{data['host']}  {data['cwd']}"),
+        ("command", shlex.join(str(a) for a in data["command"])),
+        ("status", (data["status"], render.status_style(data["status"], data["exit_code"]))),
+        ("started / ended", f"{t(data['started_at'])}  →  {t(data['ended_at'])}  ({render.duration_text(data['duration'])})"),
+        ("exit", exit_text),
+        ("scopes", " ".join(cred["scopes"]) or "(none)"),
+        ("ceiling", "(none: the human's own request)" if cred["ceiling"] is None else " ".join(cred["ceiling"]) or "(empty)"),
+        ("credential", f"{cred['state']}  issued {t(cred['issued_at'])}, expires {t(cred['expires_at'])}"),
     ]
     if data.get("revocation"):
         rv = data["revocation"]
-        rows.append(("revoked", render.text(f"{render.short_time(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})")))
+        rows.append(("revoked", f"{t(rv['revoked_at'])} by {rv['revoked_by']}: {rv['reason'] or '-'} ({rv['cause'] or 'direct'})"))
     if data.get("error"):
-        rows.append(("error", render.text(data["error"])))
-    rows.extend((label, render.text(text)) for label, text in _secret_rows(data["receipts"]))
-    for label, value in rows:
-        head.add_row(label, value)
-    out.print(head)
-    out.file.flush()
+        rows.append(("error", data["error"]))
+    rows.extend(_secret_rows(data["receipts"]))
+    integ_at = len(rows)
+    rows.append(("integrity", "…"))
+    width = max(len(label) for label, _ in rows)
+    head = render.columns([[label.ljust(width), value] for label, value in rows[:integ_at]], colour=colour, first_style="bold")
+    write(head)
+    sys.stdout.flush()
     integ = integrity()
-    tail = Table.grid(padding=(0, 2))
-    tail.add_column(style="bold", min_width=15)
-    tail.add_column()
+    records = integ["records"]
+    value: tuple[str, str | None]
     if integ["ok"]:
         verdict = "verified, sealed" if integ["sealed"] else "intact, unsealed"
-        tail.add_row("integrity", render.text(f"{verdict} ({integ['records']} receipts)"))
+        value = (f"{verdict} ({records} receipts{', seq 0..' + str(records - 1) if records else ''})", None)
     else:
-        from rich.text import Text
-
-        tail.add_row("integrity", Text(f"FAIL: {integ['failure']}", style="bold red"))
-    out.print(tail)
+        value = (f"FAIL: {integ['failure']}", "bold red")
+    write(render.columns([["integrity".ljust(width), value]], colour=colour, first_style="bold"))
     if data["children"]:
-        tree = Tree("children", guide_style="dim")
+        write(render.paint("children", "bold", colour) + "\n")
 
-        def add(node, items):
-            for c in items:
-                add(node.add(render.text(f"{c['id']}  {c['status']}  {c['name']}")), c["children"])
+        def add(items, depth):
+            for i, c in enumerate(items):
+                branch = "└── " if i == len(items) - 1 else "├── "
+                write("    " * depth + branch + render.safe(f"{c['id']}  {c['status']}  {c['name']}") + "\n")
+                add(c["children"], depth + 1)
 
-        add(tree, data["children"])
-        out.print(tree)
-    out.print()
-    timeline = Table(box=None, pad_edge=False, header_style="bold", title="receipts", title_justify="left")
-    for col in ("seq", "time", "type", "detail"):
-        timeline.add_column(col)
-    for rec in data["receipts"]:
-        timeline.add_row(str(rec.get("seq")), render.short_time(rec.get("ts"))[11:], rec.get("type", "?"), render.text(_detail(rec)))
-    out.print(timeline)
+        add(data["children"], 0)
+    write("\n")
+    all_records = data["receipts"]
+    shown, left_out = _cap(all_records, receipts_shown)
+    title = "receipts" if not left_out else f"receipts ({len(all_records)} in all; {left_out} not shown: --all shows every one)"
+    write(title + "\n")
+    timeline = []
+    for rec in shown:
+        if rec is None:
+            timeline.append(["…", "", "", f"{left_out} receipts not shown"])
+            continue
+        timeline.append([str(rec.get("seq")), render.clock(rec.get("ts")), str(rec.get("type", "?")), _detail(rec)])
+    write(render.columns(timeline, ["seq", "time (UTC)", "type", "detail"], colour))
     if data.get("output_tail"):
-        out.print()
-        out.print(render.text(f"last output ({data['output_bytes'] or 0} bytes in all):"))
-        out.print(render.text(data["output_tail"].rstrip("\n")))
+        size = data["output_bytes"] if data["output_bytes"] is not None else data.get("output_end") or 0
+        write(f"\nlast output ({size} bytes in all):\n")
+        write(render.safe(data["output_tail"].rstrip("\n"), keep="\n\t") + "\n")
+    sys.stdout.flush()
+
+
+def _cap(records: list, limit: int | None) -> tuple[list, int]:
+    """The records to show (None marks the gap) and how many are left out."""
+    if limit is None or len(records) <= limit:
+        return records, 0
+    head = min(_HEAD, limit // 4)
+    tail = limit - head
+    return records[:head] + [None] + records[len(records) - tail:] if tail else records[:head] + [None], len(records) - limit
 
 
 def _secret_rows(receipts: list) -> list[tuple[str, str]]:
@@ -236,15 +358,20 @@ def _detail(rec: dict) -> str:
         return f"scopes {' '.join(d.get('scopes') or []) or '(none)'}; expires {d.get('exp')}"
     if t == "run.exited":
         what = f"signal {d['signal']}" if d.get("signal") else f"exit {d.get('exit_code')}"
-        return f"{what} after {d.get('duration')}s, {d.get('output_bytes')} bytes of output"
+        return f"{what} after {render.duration_text(d.get('duration'))}, {d.get('output_bytes')} bytes of output"
     if t in ("action.checked", "action.result", "action.exec"):
-        return " ".join(str(d.get(k)) for k in ("tool", "decision", "summary", "command", "exit_code") if d.get(k) is not None)
+        what = " ".join(str(d.get(k)) for k in ("tool", "decision", "summary", "command") if d.get(k) is not None)
+        if d.get("exit_code") is not None:
+            what += f"  → exit {d['exit_code']}"
+        return what
     if t == "run.revoked":
         return f"{d.get('cause')} by {d.get('by')}: {d.get('reason') or '-'}"
     if t == "child.started":
         return f"{d.get('child')} ({d.get('name')})"
     if t == "run.sealed":
-        return f"{d.get('count')} receipts signed by key {d.get('kid')}"
+        count = d.get("count")
+        covered = f"seq 0..{count - 1}" if isinstance(count, int) and count > 0 else "no receipts"
+        return f"signs the {count} receipts before it ({covered}) with key {d.get('kid')}"
     if t == "run.denied":
         return d.get("reason", "")
     if t == "net.request":

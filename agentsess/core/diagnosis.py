@@ -15,7 +15,7 @@ def diagnose() -> dict:
         checks.append({"name": name, "level": level, "detail": detail})
 
     root = paths.data_root()
-    add("data root", "ok" if os.access(root, os.W_OK) or not os.path.exists(root) else "fail", root)
+    add("data root", *_data_root(root))
     try:
         with Store() as store:
             runs = store.count()  # a shared store's location is known once it answered
@@ -50,3 +50,27 @@ def diagnose() -> dict:
     else:
         add("containment", "warn", f"runs are advisory (the agent can reach what you can): {found.reason}")
     return {"ok": all(c["level"] != "fail" for c in checks), "checks": checks}
+
+
+def _data_root(root: str) -> tuple[str, str]:
+    """(level, detail) for the data root: usable, read-only (evidence can be read, runs cannot
+    start), refused (shared or another user's), or impossible to create."""
+    from agentsess.edges import paths
+    from agentsess.errors import AgentsessError
+
+    if os.path.isdir(root):
+        try:
+            paths.check_data_root(root)
+        except AgentsessError as exc:
+            return "fail", exc.message
+        if not paths.writable(root):
+            return "warn", f"{root} is read-only: runs, show-run, verify and export read it; run cannot start"
+        return "ok", root
+    if os.path.lexists(root):
+        return "fail", f"{root} exists and is not a folder"
+    parent = os.path.dirname(root)
+    while parent and not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not paths.writable(parent):
+        return "fail", f"{root} does not exist and cannot be created ({parent} is not writable)"
+    return "ok", f"{root} (not created yet: the first run creates it, mode 0700)"

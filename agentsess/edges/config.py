@@ -40,7 +40,7 @@ from agentsess.core.profiles import (  # noqa: F401 - the profile names are part
     show_value,
 )
 from agentsess.edges import paths
-from agentsess.errors import USAGE, AgentsessError
+from agentsess.errors import STATE, USAGE, AgentsessError
 
 # --- loading -----------------------------------------------------------------------------
 
@@ -97,6 +97,18 @@ def _target(path: str) -> str:
     return real
 
 
+def _write(path: str, data: bytes) -> None:
+    """Replace the config file ``path``; a folder that cannot be written is one line, code 4."""
+    try:
+        paths.write_private(_target(path), data)
+    except OSError as exc:
+        raise AgentsessError(
+            f"cannot write the config file {path} ({exc.strerror or exc}); set AGENTSESS_CONFIG "
+            "to a file in a writable folder",
+            STATE,
+        ) from None
+
+
 def init_config(path: str | None = None, force: bool = False) -> str:
     """Write the starter config (0600); refuse to replace an existing file unless ``force``."""
     if path is None:
@@ -107,7 +119,7 @@ def init_config(path: str | None = None, force: bool = False) -> str:
         )
     with open(paths.starter_config(), "rb") as fh:
         starter = fh.read()
-    paths.write_private(_target(path), starter)
+    _write(path, starter)
     return path
 
 
@@ -172,7 +184,7 @@ def set_value(key: str, value_text: str, path: str | None = None) -> str:
         import tomli_w
 
         out = _leading_comments(text) + tomli_w.dumps(new)
-    paths.write_private(_target(path), out.encode("utf-8"))
+    _write(path, out.encode("utf-8"))
     return path
 
 

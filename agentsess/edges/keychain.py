@@ -289,6 +289,8 @@ def _read_record(root: str):
 def _claim_record(root: str, reason: str) -> bool:
     """Write the file-backend record unless one exists; True if this call wrote it."""
     path = paths.keychain_record(root)
+    if _read_record(root) is not None:
+        return False  # recorded already (and nothing written: the data root may be read-only)
     doc = {"backend": "file", "reason": reason, "chosen_at": _now_text()}
     data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
     tmp = f"{path}.{os.getpid()}.tmp"

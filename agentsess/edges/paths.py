@@ -168,19 +168,65 @@ def agent_home(agent: str) -> str:
 
 
 def ensure_dir(path: str) -> str:
-    """Create ``path`` with mode 0700 (missing parents too); tighten ``path`` if it exists."""
+    """Create ``path`` with mode 0700 (missing parents too). An existing folder inside the
+    data root is agentsess's own and is tightened to 0700; the data root itself, when it was
+    already there, is never chmodded (``AGENTSESS_HOME=/tmp`` must not break ``/tmp``): it is
+    refused when another user owns it or others may write to it (:func:`check_data_root`)."""
+    path = os.path.abspath(path)
+    created = False
     if not os.path.isdir(path):
         parent = os.path.dirname(path)
         if parent and parent != path and not os.path.isdir(parent):
             ensure_dir(parent)
         try:
             os.mkdir(path, 0o700)
+            created = True
         except FileExistsError:
             pass
     st = os.stat(path)
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+    root = data_root()
+    if path == root and not created:
+        check_data_root(path, st)
+    elif created or _inside(path, root):
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
     return path
+
+
+def _inside(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_data_root(path: str | None = None, st: os.stat_result | None = None) -> None:
+    """Refuse a data root another user owns, or one others may write to (a shared folder
+    such as ``/tmp``): agentsess's signing keys, store and receipts must be the user's alone.
+    A folder only others may read (0755) is used as it is: its contents are 0700 and 0600."""
+    from agentsess.errors import STATE, AgentsessError
+
+    path = path or data_root()
+    if st is None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+    uid = os.getuid()
+    if st.st_uid != uid:
+        raise AgentsessError(
+            f"the data root {path} belongs to uid {st.st_uid}, not to you (uid {uid}): set "
+            "AGENTSESS_HOME to a folder of your own",
+            STATE,
+        )
+    if st.st_mode & 0o022:
+        raise AgentsessError(
+            f"the data root {path} is writable by other users (mode {st.st_mode & 0o7777:04o}): set "
+            "AGENTSESS_HOME to a folder of your own (a new one is created 0700)",
+            STATE,
+        )
+
+
+def writable(path: str) -> bool:
+    """True when this process may create files in folder ``path`` (False on read-only media)."""
+    return os.access(path, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 def open_private(path: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:

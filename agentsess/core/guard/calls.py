@@ -176,31 +176,3 @@ def _checked_link(run_id: str, command_sha256: str, source: str) -> dict:
               and data.get("tool_use_id") not in linked):
             return {"tool_use_id": data.get("tool_use_id"), "checked": {"seq": rec["seq"], "hash": rec["hash"]}}
     return {"checked": None}
-
-
-# -- one call each, for the CLI: the store is opened here, not in the command line ------------
-
-
-def check_scope(env: dict, scope: str, tool: str | None = None, command=None) -> tuple[str, "policy.Decision"]:
-    """:func:`check` with its own store connection: (the run's id, the decision)."""
-    from agentsess.edges.store import Store
-
-    with Store() as store:
-        row, decision = check(store, env, scope, tool, command)
-    return row["id"], decision
-
-
-def answer_hook(run_id: str, event, agent: str = "claude-code") -> dict | None:
-    """:func:`agent_hook` with its own store connection."""
-    from agentsess.edges.store import Store
-
-    with Store() as store:
-        return agent_hook(store, run_id, agent, event)
-
-
-def record_command(env: dict, command: str, cwd: str, exit_code: int, duration: float, source: str) -> None:
-    """:func:`record_exec` with its own store connection."""
-    from agentsess.edges.store import Store
-
-    with Store() as store:
-        record_exec(store, env, command, cwd, exit_code, duration, source)

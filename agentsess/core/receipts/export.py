@@ -9,6 +9,9 @@ bytes that are not UTF-8 become U+FFFD. Output is exported exactly as logged (ma
 a pipes-mode run's ``\\n`` is not turned into ``\\r\\n``.
 
 ``jsonl`` copies the receipt stream byte for byte; ``agentsess verify`` checks it.
+``bundle`` is one JSON file with the stream (its seal included, one string per record) and
+the JWKS of this machine's keys, the CI artefact: ``agentsess verify FILE --jwks FILE``
+checks it on any machine.
 """
 
 import json
@@ -165,3 +168,21 @@ def jsonl(run_id: str, out, store=None) -> int:
                 out.write(line)
             return sum(map(len, lines))
     return streams.copy_stream(run_id, out)
+
+
+def bundle(run_id: str, out, store=None) -> dict:
+    """Write run ``run_id``'s receipt stream and this machine's JWKS to binary file ``out``
+    as one JSON object (``format: agentsess-bundle``, ``version: 1``, ``run``, ``receipts``:
+    the records as lines, ``jwks``). Returns ``{"records"}``."""
+    import io
+
+    from agentsess.core.receipts.verify import BUNDLE
+    from agentsess.edges import keys
+
+    _row(run_id, store)
+    buf = io.BytesIO()
+    streams.copy_stream(run_id, buf)
+    lines = [line.decode("utf-8", "surrogateescape") for line in buf.getvalue().splitlines()]
+    doc = {"format": BUNDLE, "version": 1, "run": run_id, "receipts": lines, "jwks": keys.jwks()}
+    out.write(json.dumps(doc, indent=1, ensure_ascii=True).encode() + b"\n")
+    return {"records": len(lines)}

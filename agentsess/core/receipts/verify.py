@@ -64,9 +64,18 @@ class Integrity:
         }
 
 
-def _check_seal(result: Integrity, rec: dict, prev: dict | None, row: dict) -> None:
-    from agentsess.core.receipts.recording import seal_payload
+def _store_signature(kid: str, payload: bytes, sig: bytes) -> bool | None:
+    """A seal's signature checked against agentsess's own key store (None: an unknown key)."""
     from agentsess.edges import keys
+
+    if keys.public_key(kid) is None:
+        return None
+    return keys.verify_signature(kid, payload, sig)
+
+
+def _check_seal(result: Integrity, rec: dict, prev: dict | None, run_id: str, signature=_store_signature) -> None:
+    from agentsess.core.receipts.recording import seal_payload
+    from agentsess.encoding import b64url_decode
 
     data = rec.get("data") or {}
     result.kid = data.get("kid")
@@ -76,16 +85,18 @@ def _check_seal(result: Integrity, rec: dict, prev: dict | None, row: dict) -> N
         result.fail(f"the seal at seq {rec['seq']} does not cover the records before it", rec["seq"])
         return
     try:
-        sig = keys.b64url_decode(data.get("sig") or "")
+        sig = b64url_decode(data.get("sig") or "")
     except ValueError:
         result.fail(f"the seal at seq {rec['seq']} has a malformed signature", rec["seq"])
         return
-    payload = seal_payload(row["id"], count, head, data.get("output_bytes"), data.get("output_sha256"))
-    if keys.public_key(data.get("kid") or "") is None:
-        result.fail(f"the seal is signed with an unknown key {data.get('kid')!r}", rec["seq"])
+    payload = seal_payload(run_id, count, head, data.get("output_bytes"), data.get("output_sha256"))
+    kid = data.get("kid")
+    verdict = signature(kid, payload, sig) if isinstance(kid, str) else None
+    if verdict is None:
+        result.fail(f"the seal is signed with an unknown key {str(kid)[:40]!r}", rec["seq"])
         return
-    if not keys.verify_signature(data["kid"], payload, sig):
-        result.fail(f"bad seal signature (key {data['kid']})", rec["seq"])
+    if not verdict:
+        result.fail(f"bad seal signature (key {kid})", rec["seq"])
         return
     result.sealed = True
 
@@ -105,47 +116,44 @@ def _check_output(result: Integrity, row: dict, seal: dict | None) -> None:
         result.fail(f"the output log does not match its recorded digest ({size} bytes on disk)")
 
 
-def verify_run(row: dict, check_output: bool = True, lines=None) -> Integrity:
-    """``lines``: the stream's raw lines from elsewhere (a shared store's mirror) instead of the file."""
-    result = Integrity(row["id"])
-    if lines is None:
-        path = paths.receipts_file(row["id"])
-        if not os.path.exists(path):
-            return result.fail("the receipt stream is missing")
-        numbered = streams.read(row["id"])
-    else:
-        numbered = enumerate(lines, 1)
+def _walk(result: Integrity, run_id: str, lines, signature=_store_signature):
+    """Check each record of run ``run_id`` (``lines``: ``(line number, bytes)``): its form,
+    seq, run, own hash, link to the one before, and every seal. None once ``result`` has
+    failed; else ``(last record, last seal, first late record after a seal or None)``."""
     prev = None
     seal = None
     late = None  # the first record after a seal that is not a revocation (reported last)
     expected_seq = 0
-    for number, line in numbered:
+    for number, line in lines:
         try:
             rec = json.loads(line)
             seq = rec["seq"]
-            if not isinstance(rec.get("data"), dict) or not isinstance(seq, int):
+            if not isinstance(rec.get("data"), dict) or not isinstance(seq, int) or isinstance(seq, bool):
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
-            return result.fail(f"line {number} is not a valid record (edited or damaged)", expected_seq)
+        except (ValueError, KeyError, TypeError, RecursionError):
+            result.fail(f"line {number} is not a valid record (edited or damaged)", expected_seq)
+            return None
         if seq != expected_seq:
-            return result.fail(
-                f"seq gap or reorder at line {number}: expected seq {expected_seq}, found {seq}", expected_seq
-            )
-        if rec.get("run") != row["id"]:
-            return result.fail(f"record seq {seq} belongs to another run ({rec.get('run')})", seq)
+            result.fail(f"seq gap or reorder at line {number}: expected seq {expected_seq}, found {seq}", expected_seq)
+            return None
+        if rec.get("run") != run_id:
+            result.fail(f"record seq {seq} belongs to another run ({str(rec.get('run'))[:80]!r})", seq)
+            return None
         if rec.get("hash") != streams.record_hash(rec) or line != streams.canonical(rec) + b"\n":
-            return result.fail(f"record seq {seq} was edited (its hash does not match its content)", seq)
+            result.fail(f"record seq {seq} was edited (its hash does not match its content)", seq)
+            return None
         want_prev = streams.GENESIS if prev is None else prev["hash"]
         if rec.get("prev") != want_prev:
-            return result.fail(f"record seq {seq} does not chain to the record before it", seq)
+            result.fail(f"record seq {seq} does not chain to the record before it", seq)
+            return None
         if result.count == 0:
             result.first_seq, result.first_ts = seq, rec.get("ts")
         result.last_seq, result.last_ts = seq, rec.get("ts")
         result.count += 1
         if rec.get("type") == streams.SEAL:
-            _check_seal(result, rec, prev, row)
+            _check_seal(result, rec, prev, run_id, signature)
             if not result.ok:
-                return result
+                return None
             seal = rec
         else:
             if seal is not None and late is None and rec.get("type") not in _AFTER_SEAL:
@@ -157,6 +165,23 @@ def verify_run(row: dict, check_output: bool = True, lines=None) -> Integrity:
             result.sealed = False  # records after a seal (a later revocation) need a new seal
         prev = rec
         expected_seq += 1
+    return prev, seal, late
+
+
+def verify_run(row: dict, check_output: bool = True, lines=None) -> Integrity:
+    """``lines``: the stream's raw lines from elsewhere (a shared store's mirror) instead of the file."""
+    result = Integrity(row["id"])
+    if lines is None:
+        path = paths.receipts_file(row["id"])
+        if not os.path.exists(path):
+            return result.fail("the receipt stream is missing")
+        numbered = streams.read(row["id"])
+    else:
+        numbered = enumerate(lines, 1)
+    walked = _walk(result, row["id"], numbered)
+    if walked is None:
+        return result
+    prev, seal, late = walked
     stored = row.get("chain_count") or 0
     if result.count < stored:
         return result.fail(
@@ -229,3 +254,121 @@ def unknown_folders(folders: list[str], known: set[str]) -> list[Integrity]:
             )
         )
     return results
+
+
+# -- an exported stream, on any machine ------------------------------------------------------
+
+BUNDLE = "agentsess-bundle"
+
+
+def parse_bundle(data: bytes) -> dict | None:
+    """The bundle ``data`` holds (see :func:`agentsess.core.receipts.export.bundle`), or None
+    when ``data`` is not one (a plain JSON Lines stream)."""
+    if not data.lstrip().startswith(b"{"):
+        return None
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE:
+        return None
+    return doc
+
+
+def trusted_keys(jwks) -> dict:
+    """``{kid: Ed25519PublicKey}`` of the JWKS (RFC 7517) ``jwks``: Ed25519 keys only, each
+    under the kid agentsess derives from its public half (a key filed under another kid is
+    left out)."""
+    from agentsess.edges import keys
+    from agentsess.encoding import b64url_decode
+
+    found = {}
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    for jwk in entries if isinstance(entries, list) else []:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            continue
+        try:
+            raw = b64url_decode(jwk.get("x") or "")
+        except (ValueError, TypeError):
+            continue
+        if len(raw) != 32 or jwk.get("kid") != keys._kid_for(raw):
+            continue
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        found[jwk["kid"]] = Ed25519PublicKey.from_public_bytes(raw)
+    return found
+
+
+def _jwks_signature(public_keys: dict):
+    def signature(kid: str, payload: bytes, sig: bytes) -> bool | None:
+        public = public_keys.get(kid)
+        if public is None:
+            return None
+        if len(sig) != 64:
+            return False
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            public.verify(sig, payload)
+        except InvalidSignature:
+            return False
+        return True
+
+    return signature
+
+
+def verify_exported(data: bytes, jwks: dict | None) -> dict:
+    """Verify an exported receipt stream (``export --format jsonl``) or bundle (``--format
+    bundle``) without the store: every record's hash and link, and a final seal signed by a
+    key of ``jwks`` (None: this machine's own key store). A bundle's own JWKS is never
+    trusted by itself; pass it as ``jwks`` to trust it. Without the store's chain head, a
+    stream cut back to an earlier seal (before a later revocation) still verifies: compare
+    ``records`` with what you expect. Returns :meth:`Integrity.as_dict` with ``output_bytes``
+    and ``output_sha256`` (what the seal says the output log was) and ``keys`` (where the
+    trusted keys came from)."""
+    doc = parse_bundle(data)
+    if doc is not None:
+        lines = doc.get("receipts")
+        if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+            return _exported(Integrity("?").fail("the bundle's receipts are not a list of lines"), None, jwks)
+        try:
+            raw = [line.encode("utf-8", "surrogateescape") + b"\n" for line in lines]
+        except UnicodeEncodeError:
+            return _exported(Integrity("?").fail("a record of the bundle is not UTF-8 text"), None, jwks)
+    else:
+        raw = data.splitlines(keepends=True)
+    run_id = "?"
+    if raw:
+        try:
+            first = json.loads(raw[0])
+            run_id = first["run"] if isinstance(first.get("run"), str) else "?"
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            pass
+    result = Integrity(run_id)
+    if not raw:
+        return _exported(result.fail("the stream is empty"), None, jwks)
+    if doc is not None and doc.get("run") != run_id:
+        return _exported(result.fail(f"the bundle names run {str(doc.get('run'))[:80]!r}, its records {run_id!r}"), None, jwks)
+    signature = _store_signature if jwks is None else _jwks_signature(trusted_keys(jwks))
+    walked = _walk(result, run_id, enumerate(raw, 1), signature)
+    if walked is None:
+        return _exported(result, None, jwks)
+    prev, seal, late = walked
+    if late is not None:
+        result.fail(*late)
+    elif not result.sealed:
+        result.fail(
+            f"the stream does not end in a seal: it ends at seq {prev['seq']} ({str(prev.get('type'))[:40]}); "
+            "export a finished run",
+            prev["seq"],
+        )
+    return _exported(result, seal, jwks)
+
+
+def _exported(result: Integrity, seal: dict | None, jwks) -> dict:
+    out = result.as_dict()
+    data = (seal or {}).get("data") or {}
+    out["output_bytes"] = data.get("output_bytes")
+    out["output_sha256"] = data.get("output_sha256")
+    out["keys"] = "this machine's key store" if jwks is None else "the given JWKS"
+    return out

@@ -83,6 +83,8 @@ class Authority:
                 parsed = json.loads(body)
             except ValueError:
                 return 2, b"", b"agentsess: denied: hook: the input on stdin is not JSON\n"
+            except Exception as exc:  # e.g. RecursionError on absurdly nested input: still no
+                return 2, b"", f"agentsess: denied: internal error in the hook: {type(exc).__name__}: {exc}\n".encode()
             answer = self.handle({"op": "hook", "agent": words[1], "run": words[2], "event": parsed}, pid)
             if not answer.get("ok"):  # every agent's convention: exit 2 with the reason blocks
                 return 2, b"", f"agentsess: denied: {answer.get('error') or 'refused'}\n".encode()

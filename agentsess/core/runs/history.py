@@ -4,6 +4,7 @@ verification of their receipts.
 Each function the CLI calls opens the store itself (or uses the ``store`` it is given).
 """
 
+import os
 import time
 from contextlib import contextmanager
 
@@ -94,7 +95,8 @@ def list_runs(status=None, name=None, since=None, parent=None, limit=None, store
 
     with _store(store) as store:
         parent_id = store.resolve(parent) if parent else None
-        reap_abandoned(store)
+        if not store.readonly:  # evidence on read-only media is read as it is
+            reap_abandoned(store)
         rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS, host=host)
     return [run_object(r) for r in rows]
 
@@ -119,10 +121,10 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     from agentsess.core.receipts import mirror
     from agentsess.core.runs.abandonment import reap_abandoned
     from agentsess.edges import paths
-    from agentsess.edges.outputlog import tail_lines
 
     with _store(store) as store:
-        reap_abandoned(store)
+        if not store.readonly:  # evidence on read-only media is read as it is
+            reap_abandoned(store)
         run_id = store.resolve(ref)
         row = store.get_run(run_id)
         children = tree(store, run_id)
@@ -155,8 +157,28 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     out["children"] = children
     out["receipts"] = records
     out["integrity"] = checked
-    out["output_tail"] = tail_lines(paths.output_log(run_id), with_output_lines).decode("utf-8", "replace")
+    tail, end = _tail(paths.output_log(run_id), with_output_lines)
+    out["output_tail"] = tail.decode("utf-8", "replace")
+    out["output_end"] = end  # where `show-run --follow` goes on from (not in --json)
     return out
+
+
+def _tail(path: str, count: int, max_bytes: int = 1 << 16) -> tuple[bytes, int]:
+    """The last ``count`` lines of a log (none for 0) and the offset its end had when read."""
+    try:
+        with open(path, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if count <= 0:
+                return b"", end
+            start = max(0, end - max_bytes)
+            fh.seek(start)
+            data = fh.read(end - start)
+    except FileNotFoundError:
+        return b"", 0
+    lines = data.splitlines(keepends=True)
+    if start > 0 and lines:
+        lines = lines[1:]
+    return b"".join(lines[-count:]), end
 
 
 def integrity(row_or_id, store=None) -> dict:
@@ -177,7 +199,8 @@ def verify_runs(ref: str | None = None, store=None) -> list[dict]:
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
-        reap_abandoned(store)
+        if not store.readonly:  # evidence on read-only media is read as it is
+            reap_abandoned(store)
         if ref is not None:
             return [mirror.verify(store, store.get_run(store.resolve(ref)))]
         # the folders first: a run's row is written before its folder (see verify.verify_all)

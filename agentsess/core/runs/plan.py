@@ -70,6 +70,7 @@ class Plan:
     parent: dict | None = None
     chain: list[str] = field(default_factory=list)
     depth: int = 0
+    profile_reason: str | None = None  # why this profile when none was asked for, to say so
 
 
 def find_parent(env: dict, store) -> dict | None:
@@ -124,6 +125,11 @@ def make_plan(request: Request, config: Config, store, now: float | None = None)
     now = time.time() if now is None else now
     parent = find_parent(request.env, store)
     profile_name = request.profile or (parent or {}).get("profile") or None
+    profile_reason = None
+    command = os.path.basename(request.argv[0]) if request.argv else ""
+    if profile_name is None and command != "default" and command in config.profile_names():
+        profile_name = command  # `run -- claude` with a [profiles.claude]: that one, said so
+        profile_reason = f"named after the command {command}"
     profile = config.profile(profile_name)
     name = request.name or os.path.basename(request.argv[0])
     chain = list(parent.get("chain") or []) + [parent["id"]] if parent is not None else []
@@ -158,6 +164,7 @@ def make_plan(request: Request, config: Config, store, now: float | None = None)
         parent=parent,
         chain=chain,
         depth=len(chain),
+        profile_reason=profile_reason,
     )
 
     problems = []

@@ -76,6 +76,14 @@ def prune(older_than_seconds: float, dry_run: bool = False, now: float | None = 
 
         with Store() as own:
             return prune(older_than_seconds, dry_run, now, own)
+    if store.readonly and not dry_run:
+        from agentsess.errors import STATE, AgentsessError
+
+        raise AgentsessError(
+            f"the data root {paths.data_root()} is read-only: prune cannot delete runs there "
+            "(--dry-run lists what would go)",
+            STATE,
+        )
     now = time.time() if now is None else now
     cutoff = now - older_than_seconds
     rows = store.list_runs(columns=COLUMNS)

@@ -35,8 +35,10 @@ def _cause(row: dict, run_id: str) -> str:
     return "direct" if row["id"] == run_id else f"ancestor {run_id}"
 
 
-def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait: float | None = None) -> list[dict]:
-    """Revoke run ``ref`` (and its descendants unless ``only``); one result dict per run."""
+def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait: float | None = None,
+           on_wait=None) -> list[dict]:
+    """Revoke run ``ref`` (and its descendants unless ``only``); one result dict per run.
+    ``on_wait(run_ids, grace)`` is told once when runs are still up half a second after TERM."""
     reap_abandoned(store)
     run_id = store.resolve(ref)
     root = store.get_run(run_id)
@@ -98,7 +100,11 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
         grace = max([(store.get_run(r["id"]).get("policy") or {}).get("revoke_grace", 5) for r in stopping] or [0])
         deadline = time.monotonic() + (grace + 2 if wait is None else wait)
         pending = {r["id"]: r for r in stopping}
+        told_at: float | None = time.monotonic() + 0.5
         while (pending or unconfirmed) and time.monotonic() < deadline:
+            if on_wait is not None and pending and told_at is not None and time.monotonic() >= told_at:
+                on_wait(list(pending), grace)
+                told_at = None
             for rid in list(pending):
                 row = store.get_run(rid)
                 if row.get("ended_at") is not None or not supervisor_alive(row):
@@ -118,9 +124,9 @@ def revoke(store, ref: str, reason: str | None = None, only: bool = False, wait:
     return results
 
 
-def revoke_run(ref: str, reason: str | None = None, only: bool = False) -> list[dict]:
+def revoke_run(ref: str, reason: str | None = None, only: bool = False, on_wait=None) -> list[dict]:
     """`agentsess revoke`: :func:`revoke` with its own store connection."""
     from agentsess.edges.store import Store
 
     with Store() as store:
-        return revoke(store, ref, reason, only)
+        return revoke(store, ref, reason, only, on_wait=on_wait)

@@ -23,6 +23,15 @@ from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, AgentsessError
 from agentsess.timefmt import rfc3339
 
+# the API key variables an agent command needs (one of them), for the scrub notice
+AGENT_KEYS = {
+    "claude": ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"),
+    "codex": ("OPENAI_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "aider": ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY"),
+    "llm": ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"),
+}
+
 __all__ = ["Request", "start_run", "launch_nested"]
 
 
@@ -395,11 +404,20 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
             recording.record(store, parent_id, "child.started", {"child": run_id, "name": plan.name, "scopes": plan.scopes})
         except ReceiptError:
             pass  # the parent's stream is the parent's problem; this run is recorded
+    if plan.profile_reason:
+        notices.append(f"profile '{plan.profile.name}' ({plan.profile_reason}; --profile default for the default)")
     from agentsess.core.runs import environment
 
     env_notice = environment.notice(env_facts) if profile.env_notice else None
     if env_notice:
         notices.append(env_notice)
+    tool = os.path.basename(request.argv[0]) if request.argv else ""
+    needed = [v for v in AGENT_KEYS.get(tool, ()) if v in (env_facts.get("scrubbed") or ())]
+    if needed:
+        notices.append(
+            f"{tool} needs {' or '.join(needed)}: add pass_env = [\"{needed[0]}\"] to "
+            f"[profiles.{plan.profile.name}], or run with --pass-env {needed[0]}"
+        )
     if env_facts.get("human_files_readable"):
         notices.extend(_human_files_notice(env_facts["human_files_readable"]))
     if not contained.contained and caller is None:

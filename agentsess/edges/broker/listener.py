@@ -43,6 +43,7 @@ from agentsess.core.credentials import services as svc
 from agentsess.core.credentials.services import Network, Service
 from agentsess.edges.broker.upstream import (
     RECV,
+    Peer,
     Pool,
     Upstream,
     UpstreamError,
@@ -64,32 +65,20 @@ class _Cut(Exception):
     """The exchange was cut (revocation, the upstream or the client went away)."""
 
 
-class _Client:
-    """The child's side of one connection: a socket and its h11 server state."""
+class _Client(Peer):
+    """The child's side of one connection: a socket and its h11 server state; a broken
+    connection reads as its end."""
 
-    __slots__ = ("conn", "sock")
+    __slots__ = ()
 
     def __init__(self, sock):
-        self.sock = sock
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
+        super().__init__(sock, h11.SERVER)
 
-    def send(self, event) -> int:
-        data = self.conn.send(event)
-        if data:
-            self.sock.sendall(data)
-            return len(data)
-        return 0
-
-    def next_event(self):
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                data = self.sock.recv(RECV)
-            except (OSError, ssl.SSLError):
-                data = b""
-            self.conn.receive_data(data)
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(RECV)
+        except (OSError, ssl.SSLError):
+            return b""
 
 
 def _refusal(status: int, reason: str) -> tuple[h11.Response, h11.Data]:

@@ -32,17 +32,15 @@ def tls_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
     return ctx
 
 
-class Upstream:
-    """One connection to an upstream, with its h11 client state."""
+class Peer:
+    """One side of an HTTP/1.1 connection: a socket and its h11 state (``role``: h11.CLIENT
+    towards an upstream, h11.SERVER towards the child)."""
 
-    __slots__ = ("conn", "idle_since", "key", "reused", "sock")
+    __slots__ = ("conn", "sock")
 
-    def __init__(self, key: tuple, sock: socket.socket):
-        self.reused = False
-        self.key = key
+    def __init__(self, sock, role):
         self.sock = sock
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
-        self.idle_since = 0.0
+        self.conn = h11.Connection(role, max_incomplete_event_size=1 << 20)
 
     def send(self, event) -> int:
         data = self.conn.send(event)
@@ -56,13 +54,30 @@ class Upstream:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            try:
-                data = self.sock.recv(RECV)
-            except (ConnectionError, ssl.SSLError) as exc:
-                raise UpstreamError(f"upstream connection lost: {type(exc).__name__}") from None
-            except TimeoutError:
-                raise UpstreamError("upstream timed out") from None
-            self.conn.receive_data(data)
+            self.conn.receive_data(self._recv())
+
+    def _recv(self) -> bytes:
+        return self.sock.recv(RECV)
+
+
+class Upstream(Peer):
+    """One connection to an upstream, with its h11 client state."""
+
+    __slots__ = ("idle_since", "key", "reused")
+
+    def __init__(self, key: tuple, sock: socket.socket):
+        super().__init__(sock, h11.CLIENT)
+        self.reused = False
+        self.key = key
+        self.idle_since = 0.0
+
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(RECV)
+        except (ConnectionError, ssl.SSLError) as exc:
+            raise UpstreamError(f"upstream connection lost: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise UpstreamError("upstream timed out") from None
 
     def quiet(self) -> bool:
         """True when an idle connection shows neither EOF nor unexpected bytes."""

@@ -93,6 +93,7 @@ class Store:
     backend = "base"
     shared = False
     location = ""
+    readonly = False  # True for a SQLite store on read-only media, opened immutable
 
     def __new__(cls, path: str | None = None, *, url: str | None = None):
         if cls is not Store:
@@ -326,8 +327,9 @@ class Store:
     def mark_revoked(self, causes: dict, now: float, by: str, reason: str | None) -> dict:
         """Revoke every run in ``causes`` (id -> cause) in one transaction; {id: newly revoked?}.
 
-        A running run's status becomes ``revoked``; a finished one keeps its status and gets
-        the revocation fields (its credentials are dead from now on). Each newly revoked run
+        A running or exited run's status becomes ``revoked`` (an exited one keeps its exit
+        code); an abandoned or denied run keeps its status. Each gets the revocation fields
+        (its credentials are dead from now on). Each newly revoked run
         gets a row in the revocation list, and a shared store notifies every machine's
         supervisors in the same transaction.
         """
@@ -336,7 +338,7 @@ class Store:
             for run_id, cause in causes.items():
                 cur = self._exec(
                     "UPDATE runs SET revoked_at = ?, revoked_by = ?, revoke_reason = ?, revoke_cause = ?, "
-                    "status = CASE WHEN status = 'running' THEN 'revoked' ELSE status END "
+                    "status = CASE WHEN status IN ('running', 'exited') THEN 'revoked' ELSE status END "
                     "WHERE id = ? AND revoked_at IS NULL",
                     (now, by, reason, cause, run_id),
                 )

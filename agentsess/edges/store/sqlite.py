@@ -35,8 +35,16 @@ class SqliteStore(Store):
         root = paths.data_root()
         self.path = path or paths.store_file()
         self.location = self.path
+        # a store on read-only media (evidence kept as it was) opens immutable, for reading only
+        self.readonly = os.path.exists(self.path) and not paths.writable(os.path.dirname(self.path))
         try:
             paths.ensure_dir(root)
+            if self.readonly:
+                from urllib.parse import quote
+
+                self.db = sqlite3.connect(f"file:{quote(self.path)}?immutable=1", uri=True, isolation_level=None)
+                self.db.row_factory = sqlite3.Row
+                return
             if not os.path.exists(self.path):
                 os.close(paths.open_private(self.path, os.O_WRONLY | os.O_CREAT))
             self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)

@@ -1,0 +1,155 @@
+"""`agentsess help [TOPIC|COMMAND]`: the reference a user needs at the terminal, without
+the README: scopes, rules, exit codes, the environment, receipts, shell completion.
+
+A hot command (no typer, no rich): `help COMMAND` is `agentsess COMMAND --help`.
+"""
+
+import sys
+
+from agentsess.errors import USAGE, AgentsessError
+
+TOPICS = {
+    "scopes": (
+        "What a scope is and how ceilings nest.",
+        """\
+A scope is segment(:segment)*, e.g. github:pr:create or fs:write. A segment is lowercase
+letters, digits and ._-/@. A final * segment covers everything below it: github:* covers
+github:pr:create but not github itself; a bare * covers everything.
+
+A run's scopes are its ceiling. They must be covered by its profile's `scopes` (the
+profile's ceiling) and, for a sub-agent, by its parent run's scopes; its expiry is capped
+at its parent's. A request beyond the ceiling is refused before anything starts, naming
+each excess scope, and recorded as a denied run (exit 125).
+
+  agentsess run --scope github:pr:create --ttl 20m -- ./agent.sh
+  agentsess check github:pr:create        # inside a run: exit 0 yes, 1 no
+""",
+    ),
+    "rules": (
+        "How tool calls (hooks, MCP, check) are decided.",
+        """\
+Each profile's [[profiles.NAME.rules]] are checked in order; the first whose `tool` and
+`args` match decides. `tool` is exact or a glob: Bash, Edit, mcp:SERVER:TOOL (calls
+through `agentsess mcp-proxy --name SERVER`, and the agents' own MCP tools: Claude Code's
+mcp__SERVER__TOOL is checked as mcp:SERVER:TOOL). `args` is a glob over the call's main argument: `command` for Bash,
+else file_path, path, url, pattern or query, else the JSON of the input.
+
+  [[profiles.claude.rules]]
+  tool = "Bash"
+  args = "git push*"
+  scope = "git:push"      # allowed only while the run is live and holds git:push
+  decision = "allow"      # allow, deny or ask
+
+A matched rule applies only while the run is live and holds its `scope`; otherwise the
+call is denied. Calls no rule matches get the profile's default_decision. Every decision
+is a receipt (action.checked) of the run. The hook fails closed: any failure is exit 2,
+which Claude Code treats as "blocked".
+""",
+    ),
+    "exit-codes": (
+        "What each exit code of run and the other commands means.",
+        """\
+run:    the child's own exit code
+        128+N   the child died of signal N
+        124     agentsess stopped it (revoked, or expired under on_expiry = "stop")
+        125     agentsess failed or refused (bad option or config, a scope or ttl beyond
+                the ceiling, a dead parent, a data root it cannot use)
+        126     the command is not executable
+        127     the command was not found
+others: 0       ok
+        1       a check said no: invalid token, failed verification, denied, doctor
+                found a failure
+        2       usage: bad arguments or config, unknown or ambiguous run, outside a run
+        4       the data root, store or config file cannot be used (unwritable,
+                read-only, corrupted, shared with other users, another user's)
+hook:   2 on every failure, so that Claude Code blocks the call.
+
+Errors are one line on stderr: `agentsess: error: ...`; AGENTSESS_DEBUG=1 (or
+`agentsess --debug COMMAND`) shows tracebacks.
+""",
+    ),
+    "environment": (
+        "The settings agentsess reads, and what a run's child gets.",
+        """\
+Settings (read by agentsess, never passed to the agent):
+  AGENTSESS_HOME       the data root (default ~/.local/share/agentsess). An existing folder
+                       is used as it is, never chmodded; one others may write to, or that
+                       belongs to another user, is refused. On read-only media, runs,
+                       show-run, verify and export still read it.
+  AGENTSESS_CONFIG     the config file (default ~/.config/agentsess/config.toml)
+  AGENTSESS_KEYRING    system (require an OS keyring) or file (a 0600 file in the data root)
+  AGENTSESS_DEBUG=1    tracebacks of unexpected errors
+  NO_COLOR             no colours
+
+A run's child gets AGENTSESS_RUN_ID, AGENTSESS_TOKEN, AGENTSESS_SCOPES,
+AGENTSESS_EXPIRES_AT, AGENTSESS_AGENT, AGENTSESS_PARENT_RUN_ID and AGENTSESS_CONTROL, and
+your environment with credential-shaped variables scrubbed. A profile's pass_env (or
+--pass-env NAME) lets a variable through; agentsess says which it kept back.
+""",
+    ),
+    "receipts": (
+        "What a run records, and how to check it on another machine.",
+        """\
+Each run has one receipt stream: JSON Lines, hash-chained (each record holds the hash of
+the one before), ending in a seal signed with agentsess's Ed25519 key. Terminal output goes
+to a separate masked log whose digest the seal covers.
+
+  agentsess show-run RUN                  # the timeline (first and last receipts; --all)
+  agentsess verify RUN | --all            # chain, store head, seal, output digest
+  agentsess export RUN --format bundle -o run.bundle.json
+  agentsess verify run.bundle.json --jwks jwks.json     # on any machine
+
+A bundle holds the stream and the signer's JWKS, but is not trusted by its own keys:
+--jwks names the keys you trust (`agentsess jwks` on the signing machine, or the bundle
+itself when you got it from a place you trust).
+""",
+    ),
+    "completion": (
+        "Tab completion for bash, zsh and fish.",
+        """\
+  agentsess --show-completion bash|zsh|fish     # print the script
+  agentsess --install-completion bash|zsh|fish  # write it where the shell looks
+
+Installed places: bash ~/.local/share/bash-completion/completions/agentsess, zsh
+~/.zfunc/_agentsess (add `fpath+=~/.zfunc; autoload -U compinit; compinit` to ~/.zshrc),
+fish ~/.config/fish/completions/agentsess.fish. Commands, subcommands and help topics
+complete; so do run ids after `show-run`, `verify`, `export` and `revoke`.
+""",
+    ),
+}
+
+
+def overview() -> str:
+    from agentsess.cli.commands import BY_NAME
+
+    width = max(len(name) for name in TOPICS) + 2
+    lines = ["usage: agentsess help [TOPIC | COMMAND]", "", BY_NAME["help"].summary, "", "topics:"]
+    lines += [f"  {name.ljust(width)}{summary.lower()[:1] + summary[1:]}" for name, (summary, _) in TOPICS.items()]
+    lines += ["", "`agentsess help COMMAND` is `agentsess COMMAND --help`; `agentsess --help` lists the commands."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    from agentsess.cli.commands import BY_NAME
+
+    words = [a for a in argv if a not in ("-h", "--help")]
+    if not words:
+        sys.stdout.write(overview())
+        return 0
+    if len(words) > 1:
+        raise AgentsessError("help takes one TOPIC or COMMAND (see `agentsess help`)", USAGE)
+    topic = words[0]
+    if topic in ("exit", "exitcodes", "exit_codes", "codes"):
+        topic = "exit-codes"
+    if topic in TOPICS:
+        summary, body = TOPICS[topic]
+        sys.stdout.write(f"{topic}: {summary}\n\n{body}")
+        return 0
+    if topic in BY_NAME and topic != "help":
+        from agentsess.cli.entry import main as agentsess
+
+        return agentsess([topic, "--help"])
+    shown = topic if topic.isprintable() and len(topic) <= 40 else repr(topic[:40])
+    raise AgentsessError(
+        f"no help topic or command '{shown}': topics are {', '.join(TOPICS)} (see `agentsess help`)", USAGE
+    )
