@@ -6,7 +6,9 @@ local settings). They are given inline, so the agent has no file to rewrite mid-
 (a copy is kept as ``claude-settings.json`` in the run folder). They:
 
 - installs ``agentsess hook claude-code --run RUN`` on PreToolUse, PostToolUse,
-  PostToolUseFailure, PermissionRequest (all tools), SessionStart and SessionEnd;
+  PostToolUseFailure, PermissionRequest (all tools), SessionStart, SessionEnd, SubagentStart
+  and SubagentStop (a sub-agent's calls carry its ``agent_id``: each sub-agent gets a child
+  run, see :mod:`agentsess.core.runs.subagents`);
 - sets ``disableAllHooks: false``, so a settings file the agent edits mid-session cannot
   switch agentsess off;
 - holds the user's own ``--settings`` (a file or inline JSON), merged: their keys kept,
@@ -33,7 +35,8 @@ import shlex
 from agentsess.errors import RUN_FAILED, AgentsessError
 
 SOURCE = "claude-code"
-HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "SessionStart", "SessionEnd")
+HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "SessionStart", "SessionEnd",
+               "SubagentStart", "SubagentStop")
 REFUSED_FLAGS = {
     "--bare": "Claude Code's --bare skips hooks",
     "--safe-mode": "Claude Code's --safe-mode disables hooks",
@@ -45,7 +48,8 @@ REFUSED_ENV = {
 
 
 EVENTS = {"PreToolUse": "pre", "PostToolUse": "post", "PostToolUseFailure": "failure",
-          "PermissionRequest": "permission", "SessionStart": "session_start", "SessionEnd": "session_end"}
+          "PermissionRequest": "permission", "SessionStart": "session_start", "SessionEnd": "session_end",
+          "SubagentStart": "subagent_start", "SubagentStop": "subagent_stop"}
 
 
 def tool_name(name: str, event: dict | None = None) -> str:

@@ -1,0 +1,258 @@
+"""A child run per sub-agent: the hook events of a sub-agent (``agent_id``/``agent_type``) land
+in a run of its own, created by the parent's supervisor on the sub-agent's first tool call.
+
+These drive the hook as Claude Code's own hook processes do (from inside a live run, over its
+control socket); tests/agents/test_claude_subagents.py drives the real Claude Code.
+"""
+
+import json
+import shlex
+import sys
+
+import pytest
+from helpers import agentsess, runs_json, show, wait_for, write_config
+from inrun import LIVE, InRun
+
+PROFILE = """
+[profiles.orch]
+scopes = ["fs:*", "git:*", "github:*"]
+default_scopes = ["fs:*", "git:*", "github:pr:create"]
+
+[profiles.orch.subagents]
+scopes = ["fs:read", "git:status", "github:*"]
+
+[profiles.orch.subagents.types]
+Explore = ["fs:read"]
+
+[[profiles.orch.rules]]
+tool = "Bash"
+args = "git push*"
+scope = "git:push"
+decision = "allow"
+
+[[profiles.orch.rules]]
+tool = "Write"
+scope = "fs:write"
+decision = "allow"
+"""
+
+
+@pytest.fixture
+def run(tmp_path):
+    write_config(PROFILE)
+    with InRun("--profile", "orch", "--agent", "none") as live:
+        yield live
+
+
+def hook(run, event, run_id=None):
+    data = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return run.call("hook", "claude-code", "--run", run_id or run.run_id, input=data)
+
+
+def pre(tool, tool_input, agent_id=None, agent_type="general-purpose", tid="toolu_1"):
+    event = {"hook_event_name": "PreToolUse", "session_id": "s1", "tool_name": tool, "tool_input": tool_input,
+             "tool_use_id": tid, "cwd": "/tmp", "transcript_path": "/tmp/t.jsonl", "permission_mode": "default"}
+    if agent_id is not None:
+        event["agent_id"] = agent_id
+        event["agent_type"] = agent_type
+    return event
+
+
+def decision(proc):
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return None if out is None else out["hookSpecificOutput"]["permissionDecision"]
+
+
+def children(run_id):
+    return [r for r in runs_json() if r.get("parent_id") == run_id]
+
+
+def receipts(run_id, rtype):
+    return [r["data"] for r in show(run_id)["receipts"] if r["type"] == rtype]
+
+
+def test_a_subagents_first_call_gets_its_own_child_run_and_its_calls_land_there(run):
+    assert decision(hook(run, pre("Bash", {"command": "git push origin main"}))) == "allow"  # the orchestrator
+    # the same call from a sub-agent, whose scopes (git:status) do not hold git:push
+    assert decision(hook(run, pre("Bash", {"command": "git push origin main"}, "a1b2c3", tid="t2"))) == "deny"
+    assert decision(hook(run, pre("Write", {"file_path": "/tmp/x"}, "a1b2c3", tid="t3"))) == "deny"
+    assert hook(run, {"hook_event_name": "PostToolUse", "session_id": "s1", "tool_name": "Bash", "agent_id": "a1b2c3",
+                      "agent_type": "general-purpose", "tool_input": {"command": "git status"},
+                      "tool_response": {"stdout": "ok"}, "tool_use_id": "t4"}).returncode == 0
+    kids = children(run.run_id)
+    assert len(kids) == 1, kids
+    child = kids[0]
+    assert child["name"] == "general-purpose" and child["status"] == "running"
+    assert child["scopes"] == ["fs:read", "git:status", "github:pr:create"]  # github:* cut to the parent's
+    parent = show(run.run_id)
+    assert child["expires_at"] <= parent["expires_at"]
+    # the sub-agent's calls are in its own stream, the orchestrator's in the parent's
+    mine = receipts(child["id"], "action.checked")
+    assert [c["decision"] for c in mine] == ["deny", "deny"]
+    assert "lacks scope git:push" in mine[0]["reason"] or "git:push" in mine[0]["reason"]
+    assert [c["decision"] for c in receipts(run.run_id, "action.checked")] == ["allow"]
+    assert len(receipts(child["id"], "action.result")) == 1
+    started = receipts(child["id"], "subagent.started")[0]
+    assert started["agent_id"] == "a1b2c3" and started["parent"] == run.run_id
+    # show-run lists it among the children; runs --tree shows it under its parent
+    assert child["id"] in [c["id"] if isinstance(c, dict) else c for c in parent["children"]]
+    tree = agentsess("runs", "--tree", check=0).stdout.decode()
+    assert child["id"][:12] in tree or "general-purpose" in tree
+
+
+def test_agent_type_table_narrows_and_the_token_carries_the_delegation_chain(run):
+    assert hook(run, pre("Read", {"file_path": "/etc/hosts"}, "explorer1", "Explore")).returncode == 0
+    child = children(run.run_id)[0]
+    assert child["scopes"] == ["fs:read"]
+    minted = receipts(child["id"], "credential.minted")[0]
+    assert minted["chain"] == [run.run_id]
+    # the token's act claim: the sub-agent acting for the orchestrator, acting for the human
+    verdict = wait_for(lambda: _claims_of(child["id"]), what="the child's token claims")
+    act = verdict["act"]
+    assert act["sid"] == run.run_id and act["sub"].startswith("agent:")
+    assert act["act"]["sub"] == verdict["obo"]
+
+
+def _claims_of(run_id):
+    """The claims of a run's token, as `token verify` shows them (the store knows only the
+    token's digest; the run.started receipt none of it): from the credential.minted receipt's
+    jti and a token minted with the same claims would be a different token, so the test asks
+    the sub-agent's run's token through a bound command instead (see the exec tests)."""
+    from agentsess.core.credentials import tokens  # noqa: F401 - only the claims' shape matters here
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        row = store.get_run(run_id)
+    if row is None:
+        return None
+    from agentsess.core.runs.subagents import delegation
+
+    with Store() as store:
+        act = delegation(store, row["chain"], row["obo"])
+    return {"act": act, "obo": row["obo"]}
+
+
+def test_revoking_a_subagent_denies_its_later_calls_and_the_orchestrator_goes_on(run):
+    assert hook(run, pre("Read", {"file_path": "/tmp/a"}, "worker1")).returncode == 0
+    child = children(run.run_id)[0]
+    proc = agentsess("revoke", child["id"], "--reason", "it went astray", check=0)
+    assert b"stopp" in proc.stdout + proc.stderr or proc.returncode == 0
+    wait_for(lambda: show(child["id"])["status"] == "revoked" and show(child["id"]).get("ended_at"),
+             what="the sub-agent's run to end")
+    denied = hook(run, pre("Read", {"file_path": "/tmp/b"}, "worker1", tid="t9"))
+    assert decision(denied) == "deny"
+    assert "it went astray" in json.loads(denied.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+    # the orchestrator goes on: its own calls are decided, its process still runs
+    assert decision(hook(run, pre("Bash", {"command": "git push"}, tid="t10"))) == "allow"
+    assert run.proc.poll() is None
+    assert show(run.run_id)["status"] == "running"
+    refused = receipts(run.run_id, "subagent.refused")
+    assert refused and "it went astray" in refused[-1]["reason"]
+    assert agentsess("verify", child["id"]).returncode == 0
+
+
+def test_subagent_stop_ends_and_seals_its_run_and_the_id_is_never_reused(run):
+    assert hook(run, {"hook_event_name": "SubagentStart", "session_id": "s1", "agent_id": "w2",
+                      "agent_type": "general-purpose"}).returncode == 0
+    assert hook(run, pre("Read", {"file_path": "/tmp/a"}, "w2")).returncode == 0
+    child = children(run.run_id)[0]
+    stop = {"hook_event_name": "SubagentStop", "session_id": "s1", "agent_id": "w2", "agent_type": "general-purpose",
+            "agent_transcript_path": "/tmp/t", "stop_hook_active": False}
+    assert hook(run, stop).returncode == 0
+    ended = show(child["id"])
+    assert ended["status"] == "exited" and ended["integrity"]["sealed"]
+    assert agentsess("verify", child["id"]).returncode == 0
+    # the same id again: denied, recorded in the parent, no second run
+    again = hook(run, pre("Read", {"file_path": "/tmp/b"}, "w2", tid="t5"))
+    assert decision(again) == "deny"
+    assert "stopped" in json.loads(again.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+    assert len(children(run.run_id)) == 1
+    kinds = [r["type"] for r in show(run.run_id)["receipts"]]
+    assert "subagent.started" in kinds and "subagent.stopped" in kinds and "subagent.refused" in kinds
+
+
+def test_the_parents_end_ends_and_seals_its_subagents(run):
+    assert hook(run, pre("Read", {"file_path": "/tmp/a"}, "w3")).returncode == 0
+    child = children(run.run_id)[0]
+    assert run.finish(0).returncode == 0
+    ended = show(child["id"])
+    assert ended["status"] == "exited" and ended["integrity"]["sealed"]
+    assert "parent run" in (ended.get("error") or "")
+    assert agentsess("verify", child["id"]).returncode == 0
+
+
+@pytest.mark.parametrize("agent_id", ["a\x1b[31mred", "a\nb", "x" * 5000, "", 42, "a b", "../../etc", "a\u202eb"])
+def test_an_agent_id_with_control_characters_or_huge_is_refused(run, agent_id):
+    event = pre("Read", {"file_path": "/tmp/a"})
+    event["agent_id"] = agent_id
+    event["agent_type"] = "general-purpose"
+    proc = hook(run, event)
+    assert proc.returncode == 2 and b"agentsess: denied: hook: agent_id" in proc.stderr
+    assert children(run.run_id) == []
+    refused = receipts(run.run_id, "subagent.refused")
+    assert refused and len(json.dumps(refused[-1])) < 600  # the id itself only as a capped sample
+    assert "\x1b" not in json.dumps(refused[-1], ensure_ascii=False)
+
+
+def test_a_changed_agent_type_is_refused(run):
+    assert hook(run, pre("Read", {"file_path": "/tmp/a"}, "w4", "Explore")).returncode == 0
+    proc = hook(run, pre("Bash", {"command": "git push"}, "w4", "general-purpose", tid="t2"))
+    assert decision(proc) == "deny"
+    assert "was started as Explore" in json.loads(proc.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+
+
+def test_many_subagents_at_once_each_get_exactly_one_run(run, tmp_path):
+    ids = [f"agent{i:02d}" for i in range(12)]
+    jobs = []
+    for a in ids:
+        for n in range(2):
+            event = shlex.quote(json.dumps(pre("Read", {"file_path": f"/tmp/{n}"}, a, tid=f"{a}-{n}")))
+            out = tmp_path / f"{a}-{n}"
+            jobs.append(f"(echo {event} | {shlex.quote(sys.executable)} -m agentsess hook claude-code --run "
+                        f"{run.run_id} > {out}.out 2>&1; echo $? > {out}.rc) &")
+    proc = run.run(["bash", "-c", " ".join(jobs) + " wait"], timeout=120)
+    assert proc.returncode == 0
+    codes = {p.name: p.read_text().strip() for p in tmp_path.glob("*.rc")}
+    assert len(codes) == 2 * len(ids) and set(codes.values()) == {"0"}, codes
+    kids = children(run.run_id)
+    assert sorted(k["name"] for k in kids) == ["general-purpose"] * len(ids)
+    assert len({k["id"] for k in kids}) == len(ids)
+    for kid in kids:
+        assert len(receipts(kid["id"], "action.checked")) == 2
+    assert agentsess("verify", "--all").returncode == 0
+
+
+def test_a_subagents_command_is_bound_to_its_run_and_a_forged_payload_cannot_reach_the_parent(run):
+    """The sub-agent's Bash command (through the shell prefix, `agentsess exec`) is bound to the
+    sub-agent's run while it runs: `check` and `whoami` answer for the sub-agent, the
+    orchestrator's token is withheld, and a hook it forges naming the parent run (or, as the
+    sub-agent, another sub-agent's id) is refused."""
+    ag = f"{shlex.quote(sys.executable)} -m agentsess"
+    forged = json.dumps(pre("Bash", {"command": "git push"}))  # no agent_id: "I am the orchestrator"
+    other = json.dumps(pre("Bash", {"command": "git push"}, "w6"))
+    command = (f"{ag} check git:push; echo CHECK=$?; {ag} whoami --json > whoami.json; "
+               f"echo TOKEN=${{AGENTSESS_TOKEN:-none}}; "
+               f"echo {shlex.quote(forged)} | {ag} hook claude-code --run {run.run_id}; echo FORGED=$?; "
+               f"echo {shlex.quote(other)} | {ag} hook claude-code --run $AGENTSESS_RUN_ID; echo OTHER=$?")
+    assert decision(hook(run, pre("Bash", {"command": command}, "w5"))) is None  # observed: Claude decides
+    child = children(run.run_id)[0]
+    work = run.env.get("HOME") or "/tmp"
+    proc = run.call("exec", "--source", "claude-code", "-c", command, cwd=work)
+    out = proc.stdout.decode()
+    assert "CHECK=1" in out, (out, proc.stderr)  # the sub-agent lacks git:push
+    assert "TOKEN=none" in out
+    assert "FORGED=2" in out and "OTHER=2" in out
+    err = proc.stderr.decode()
+    assert f"belongs to run {child['id']}, not {run.run_id}" in err
+    assert "cannot act as another sub-agent" in err
+    with open(f"{work}/whoami.json") as fh:
+        assert json.load(fh)["id"] == child["id"]
+    # the exec is recorded in the sub-agent's run, linked to its check; the parent saw none of it
+    execs = receipts(child["id"], "action.exec")
+    assert len(execs) == 1 and execs[0]["checked"] is not None
+    assert receipts(run.run_id, "action.exec") == []
+    assert [c["decision"] for c in receipts(child["id"], "action.checked")][-1] == "deny"  # its own check
+    # the same command from the orchestrator (no sub-agent call waiting for it) stays the parent's
+    again = run.call("exec", "--source", "claude-code", "-c", f"{ag} check git:push; echo CHECK=$?", cwd=work)
+    assert "CHECK=0" in again.stdout.decode()
