@@ -108,29 +108,21 @@ def test_agent_type_table_narrows_and_the_token_carries_the_delegation_chain(run
     minted = receipts(child["id"], "credential.minted")[0]
     assert minted["chain"] == [run.run_id]
     # the token's act claim: the sub-agent acting for the orchestrator, acting for the human
-    verdict = wait_for(lambda: _claims_of(child["id"]), what="the child's token claims")
-    act = verdict["act"]
-    assert act["sid"] == run.run_id and act["sub"].startswith("agent:")
-    assert act["act"]["sub"] == verdict["obo"]
+    parent = show(run.run_id)
+    assert minted["act"] == {"sub": "agent:orch", "sid": run.run_id, "act": {"sub": parent["user"] + "@" + parent["host"]}}
 
 
-def _claims_of(run_id):
-    """The claims of a run's token, as `token verify` shows them (the store knows only the
-    token's digest; the run.started receipt none of it): from the credential.minted receipt's
-    jti and a token minted with the same claims would be a different token, so the test asks
-    the sub-agent's run's token through a bound command instead (see the exec tests)."""
-    from agentsess.core.credentials import tokens  # noqa: F401 - only the claims' shape matters here
-    from agentsess.edges.store import Store
-
-    with Store() as store:
-        row = store.get_run(run_id)
-    if row is None:
-        return None
-    from agentsess.core.runs.subagents import delegation
-
-    with Store() as store:
-        act = delegation(store, row["chain"], row["obo"])
-    return {"act": act, "obo": row["obo"]}
+def test_a_nested_runs_token_shows_its_delegation_chain_in_token_verify(run):
+    proc = run.call("run", "--no-pty", "--", sys.executable, "-m", "agentsess", "token", "verify", "--json")
+    assert proc.returncode == 0, proc.stderr
+    claims = json.loads(proc.stdout)["claims"]
+    assert claims["act"]["sid"] == run.run_id and claims["act"]["sub"] == "agent:orch"
+    assert claims["act"]["act"]["sub"] == claims["obo"]
+    plain = run.call("run", "--no-pty", "--", sys.executable, "-m", "agentsess", "token", "verify")
+    assert f"acting for: agent:orch (run {run.run_id}) → {claims['obo']}" in plain.stdout.decode()
+    # and the top-level run's own token has none
+    top = json.loads(run.call("token", "verify", "--json").stdout)["claims"]
+    assert "act" not in top
 
 
 def test_revoking_a_subagent_denies_its_later_calls_and_the_orchestrator_goes_on(run):

@@ -392,7 +392,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         {
             "jti": claims["jti"], "kid": kid, "sub": claims["sub"], "scopes": plan.scopes,
             "ceiling": profile.scopes, "iat": rfc3339(claims["iat"]), "exp": rfc3339(claims["exp"]),
-            "ttl_capped_by_parent": plan.capped, "chain": plan.chain,
+            "ttl_capped_by_parent": plan.capped, "chain": plan.chain, **({"act": claims["act"]} if "act" in claims else {}),
         },
     )
     if broker is not None:
