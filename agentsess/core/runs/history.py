@@ -88,8 +88,10 @@ def status(run_id: str, store=None) -> str | None:
     return None if row is None else row["status"]
 
 
-def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None) -> list[dict]:
-    """Run objects, newest first; ``parent`` is a run reference (id, prefix or ``last``)."""
+def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None,
+              unchecked: bool = False) -> list[dict]:
+    """Run objects, newest first; ``parent`` is a run reference (id, prefix or ``last``).
+    ``unchecked`` adds each run's count of unchecked actions (reads every stream)."""
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
@@ -97,7 +99,13 @@ def list_runs(status=None, name=None, since=None, parent=None, limit=None, store
         if not store.readonly:  # evidence on read-only media is read as it is
             reap_abandoned(store)
         rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS)
-    return [run_object(r) for r in rows]
+        items = [run_object(r) for r in rows]
+        if unchecked:
+            from agentsess.core.receipts import unchecked as bypass
+
+            for item in items:
+                item["unchecked_actions"] = len(bypass.of_run(store.get_run(item["id"]) or item, store))
+    return items
 
 
 def tree(store, run_id: str) -> list[dict]:
@@ -126,6 +134,9 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
         run_id = store.resolve(ref)
         row = store.get_run(run_id)
         children = tree(store, run_id)
+        from agentsess.core.receipts import unchecked as bypass
+
+        flagged = bypass.of_run(row, store)
     out = run_object(row)
     records = streams.load(run_id)
     out["credential"] = {
@@ -152,6 +163,8 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     out["output_bytes"] = row.get("output_bytes")
     out["output_sha256"] = row.get("output_sha256")
     out["children"] = children
+    out["unchecked"] = flagged  # actions no guard decision covers (bypass detection)
+    out["unchecked_actions"] = len(flagged)
     out["receipts"] = records
     out["integrity"] = integrity(row) if with_integrity else None
     tail, end = _tail(paths.output_log(run_id), with_output_lines)
@@ -200,4 +213,11 @@ def verify_runs(ref: str | None = None, store=None) -> list[dict]:
         if not store.readonly:  # evidence on read-only media is read as it is
             reap_abandoned(store)
         checked = verify_all(store) if ref is None else [verify_run(store.get_run(store.resolve(ref)))]
-        return [result.as_dict() for result in checked]
+        from agentsess.core.receipts import unchecked as bypass
+
+        out = []
+        for result in checked:
+            row = store.get_run(result.run_id)
+            flagged = bypass.of_run(row, store) if row is not None else []
+            out.append({**result.as_dict(), "unchecked_actions": len(flagged), "unchecked": flagged})
+        return out

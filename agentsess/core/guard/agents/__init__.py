@@ -131,7 +131,7 @@ if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; t
     }}
     __agentsess_debug() {{
       local rc=$?
-      case "$BASH_COMMAND" in __agentsess_*) return $rc;; esac
+      case "$BASH_COMMAND" in __agentsess_*|"trap '__agentsess_"*) return $rc;; esac
       __agentsess_flush "$rc"
       if [ "$__agentsess_n" -lt {MAX_COMMANDS} ]; then
         __agentsess_n=$(( __agentsess_n + 1 ))
