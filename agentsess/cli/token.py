@@ -60,9 +60,9 @@ def main(argv: list[str]) -> int:
     return 0 if valid else CHECK_FAILED
 
 
-def _chain(act: dict) -> str:
+def _chain(act) -> str:
     """The RFC 8693 ``act`` chain, nearest first: ``agent:x (run …) → … → user@host``."""
-    steps = []
+    steps: list[str] = []
     while isinstance(act, dict) and len(steps) < 32:
         sub = str(act.get("sub"))
         sid = act.get("sid")

@@ -64,7 +64,7 @@ def _model_services(records: list[dict], policy: dict | None) -> set[str]:
     return out
 
 
-def find(records: list[dict], policy: dict | None = None, related: list[dict] = ()) -> list[dict]:
+def find(records: list[dict], policy: dict | None = None, related: list[dict] | None = None) -> list[dict]:
     """The unchecked actions among ``records`` (one run's stream): ``{"seq", "type", "what",
     "source"}`` each. ``related`` are more records whose checks count for ``net.request``
     (the run's sub-agents' streams); ``policy`` is the run's profile snapshot."""
@@ -91,7 +91,7 @@ def find(records: list[dict], policy: dict | None = None, related: list[dict] = 
                 continue
             host = data.get("host")
             if not (isinstance(host, str) and host and any(
-                    host in t for c in allowing + [r.get("data") or {} for r in _checks(list(related))]
+                    host in t for c in allowing + [r.get("data") or {} for r in _checks(list(related or ()))]
                     for t in _texts(c))):
                 what = f"{data.get('method')} {host}:{data.get('port')}{data.get('path') or ''}"
                 out.append({"seq": rec.get("seq"), "type": rtype, "what": what[:200], "source": data.get("service")})

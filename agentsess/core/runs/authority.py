@@ -190,6 +190,7 @@ def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
         if "deny" in denial and kind == "pre":
             return {"ok": True, "answer": protocol.pre_answer(denial["deny"])}
         return {"ok": True, "answer": None}
+    assert target is not None  # no denial: a run decides it
     answer = agent_hook(store, target, agent, event)
     if target != run_id:
         auth.subagents.after_call(target, event, protocol, answer)

@@ -28,6 +28,10 @@ from __future__ import annotations
 import threading
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 from agentsess.errors import USAGE, AgentsessError
 
 MAX_ID = 128
@@ -109,8 +113,8 @@ class SubAgent:
         self.agent_type = agent_type
         self.source = source
         self.run_id: str | None = None
-        self.plan = None
-        self.watch = None
+        self.plan: Any = None  # the run's Plan, once it has one
+        self.watch: Any = None  # its supervise.Watch (what finish() records the end with)
         self.ended = False
         self.why: str | None = None  # why its calls are denied once it ended
 
