@@ -30,9 +30,11 @@ from __future__ import annotations
 import re
 
 MODEL_URL_VARS = {"claude_code": "ANTHROPIC_BASE_URL", "codex": "OPENAI_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL"}
-# what Claude Code wraps around the model's command: `source <snapshot> … && shopt -u extglob … &&
-# eval '<cmd>' < /dev/null && pwd -P >| /tmp/claude-…-cwd`
-_WRAPPER = re.compile(r"^(source \S*shell-snapshots/\S+.*|shopt -u extglob.*|pwd -P.*|true|eval .+)$", re.S)
+# what Claude Code wraps around the model's command: `source <snapshot> 2>/dev/null && \builtin shopt
+# -u extglob && unalias/unset -f of a few names && eval '<cmd>' < /dev/null && pwd -P >| /tmp/claude-…-cwd`,
+# run as `<run>/bin/agentsess-exec '<that>'`
+_WRAPPER = re.compile(r"^(source \S*shell-snapshots/\S+.*|shopt -u extglob.*|\\builtin (shopt|unalias|unset) .*"
+                      r"|pwd -P.*|true|eval .+|\S*/agentsess-exec .+)$", re.S)
 
 
 def _checks(records: list[dict]) -> list[dict]:
