@@ -208,7 +208,8 @@ def hook_main(argv: list[str]) -> int:
 def _bind_to_subagent(command: str, source: str) -> None:
     """Ask the supervisor whether this command is a sub-agent's (its allowed tool call); if so
     it runs as the sub-agent's run (its id and scopes, not the orchestrator's token), and this
-    process adopts its orphans, so that they stay the sub-agent's while the command runs."""
+    process adopts its orphans, so that they are still below it when it reports the end (the
+    supervisor then binds what is left to the sub-agent's run too)."""
     from agentsess.cli.inside import ask
 
     try:

@@ -248,3 +248,19 @@ def test_a_subagents_command_is_bound_to_its_run_and_a_forged_payload_cannot_rea
     # the same command from the orchestrator (no sub-agent call waiting for it) stays the parent's
     again = run.call("exec", "--source", "claude-code", "-c", f"{ag} check git:push; echo CHECK=$?", cwd=work)
     assert "CHECK=0" in again.stdout.decode()
+
+
+def test_what_a_subagents_command_leaves_running_stays_the_subagents(run, tmp_path):
+    """A background process (double-forked, outliving the command and its exec) still answers
+    for the sub-agent, not the orchestrator."""
+    out = tmp_path / "late.txt"
+    ag = f"{shlex.quote(sys.executable)} -m agentsess"
+    command = (f"( (sleep 1; {ag} check git:push; echo CHECK=$? > {out}.tmp; {ag} whoami --json >> {out}.tmp; "
+               f"mv {out}.tmp {out}) & ) ; echo started")
+    assert decision(hook(run, pre("Bash", {"command": command}, "w7"))) is None
+    child = children(run.run_id)[0]
+    proc = run.call("exec", "--source", "claude-code", "-c", command)
+    assert b"started" in proc.stdout
+    text = wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the late check")
+    assert "CHECK=1" in text  # the sub-agent lacks git:push; the orchestrator holds it
+    assert json.loads(text.split("\n", 1)[1])["id"] == child["id"]

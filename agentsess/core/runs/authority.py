@@ -234,7 +234,15 @@ def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
                 int(message.get("exit_code", 0)), float(message.get("duration", 0.0)),
                 str(message.get("source", "exec")))
     with auth.lock:
-        auth.bound.pop(pid, None)  # the command is done: its process is no longer the sub-agent's
+        binding = auth.bound.pop(pid, None)  # the command is done: its process is no longer the sub-agent's
+    if binding is not None:
+        # what it leaves running (adopted by the exec, its subreaper) stays the sub-agent's
+        from agentsess.edges.host import process_start
+        from agentsess.edges.supervisor import descendants
+
+        left = {child: (process_start(child), binding[1]) for child in descendants(pid)}
+        with auth.lock:
+            auth.bound.update(left)
     return {"ok": True}
 
 

@@ -19,7 +19,10 @@ run's shell prefix, ``agentsess exec``) is bound to the sub-agent's run for as l
 runs: its processes and their children are callers of the *sub-agent's* run on the control
 socket (``check``, ``hook``, ``whoami``, nested runs), hold the sub-agent's run id and
 scopes instead of the orchestrator's token, and cannot name the parent run or another
-sub-agent. Hook events with an ``agent_id`` that is not a plain id (control characters,
+sub-agent; what it leaves running (adopted by the exec, a subreaper, and bound when the
+exec reports the end) stays the sub-agent's. A command is the sub-agent's when its text is
+that of a shell call the sub-agent's hook let through (the oldest one waiting); a command
+no hook saw runs as the orchestrator's, and bypass detection flags it. Hook events with an ``agent_id`` that is not a plain id (control characters,
 over :data:`MAX_ID` characters) or an ``agent_type`` that changes mid-way are refused.
 """
 
