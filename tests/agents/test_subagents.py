@@ -96,9 +96,10 @@ def test_a_subagents_first_call_gets_its_own_child_run_and_its_calls_land_there(
     started = receipts(child["id"], "subagent.started")[0]
     assert started["agent_id"] == "a1b2c3" and started["parent"] == run.run_id
     # show-run lists it among the children; runs --tree shows it under its parent
-    assert child["id"] in [c["id"] if isinstance(c, dict) else c for c in parent["children"]]
+    assert [c["id"] for c in parent["children"]] == [child["id"]]
     tree = agentsess("runs", "--tree", check=0).stdout.decode()
-    assert child["id"][:12] in tree or "general-purpose" in tree
+    assert f"└ {child['id']}" in tree
+    assert "general-purpose" in agentsess("show-run", run.run_id, check=0).stdout.decode()
 
 
 def test_agent_type_table_narrows_and_the_token_carries_the_delegation_chain(run):
@@ -264,3 +265,40 @@ def test_what_a_subagents_command_leaves_running_stays_the_subagents(run, tmp_pa
     text = wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the late check")
     assert "CHECK=1" in text  # the sub-agent lacks git:push; the orchestrator holds it
     assert json.loads(text.split("\n", 1)[1])["id"] == child["id"]
+
+
+def test_codex_subagent_calls_get_their_own_run_too(run):
+    event = {"hook_event_name": "PreToolUse", "session_id": "s1", "tool_name": "Bash", "tool_use_id": "c1",
+             "tool_input": {"command": "git push"}, "agent_id": "codex-sub-1", "agent_type": "worker", "cwd": "/tmp"}
+    proc = run.call("hook", "codex", "--run", run.run_id, input=json.dumps(event).encode())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    kid = children(run.run_id)[0]
+    assert kid["name"] == "worker" and receipts(kid["id"], "action.checked")[0]["source"] == "codex"
+    # a SubagentStart without an id is noted, never blocks the agent
+    bare = {"hook_event_name": "SubagentStart", "session_id": "s1"}
+    assert run.call("hook", "codex", "--run", run.run_id, input=json.dumps(bare).encode()).returncode == 0
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[profiles.p.subagents]\nscope = ["fs:read"]\n', "unknown key"),
+    ('[profiles.p.subagents]\nscopes = ["fs::"]\n', "profiles.p.subagents.scopes[0]"),
+    ('[profiles.p.subagents]\ntypes = ["x"]\n', "profiles.p.subagents.types"),
+    ('[profiles.p.subagents.types]\nExplore = "fs:read"\n', "profiles.p.subagents.types.Explore"),
+    ('[profiles.p]\nsubagents = 3\n', "profiles.p.subagents"),
+])
+def test_a_bad_subagents_table_is_refused_naming_the_key(table, message):
+    write_config(table)
+    proc = agentsess("config", "show")
+    assert proc.returncode != 0
+    err = proc.stderr.decode()
+    assert err.startswith("agentsess: error:") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_starter_config_describes_the_subagents_keys():
+    from agentsess.core.profiles import Profile
+
+    text = open(__import__("agentsess").__path__[0] + "/data/starter.toml").read()
+    assert "[profiles.NAME.subagents]" in text and "subagents.types" in text
+    assert "subagents" in Profile.__annotations__
