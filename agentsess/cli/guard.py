@@ -56,6 +56,8 @@ def exec_parser() -> "Parser":
     p = Parser("exec", EXEC, usage="agentsess exec [--source NAME] [-c COMMAND | -- CMD [ARGS...]]", with_command=True)
     p.add_argument("-c", dest="shell_command", metavar="COMMAND", help="run COMMAND with bash -c (sh where there is no bash)")
     p.add_argument("--source", default="exec", metavar="NAME", help="who ran it, recorded in the receipt (default: exec)")
+    p.add_argument("--subagents", action="store_true",
+                   help="the run has sub-agents: ask whether this is one's command (set by Claude Code's shell prefix)")
     return p
 
 
@@ -235,7 +237,7 @@ def exec_main(argv: list[str]) -> int:
     if _help_if_bare(argv, parser):
         return USAGE
     args, command = parser.parse(argv)
-    if args.shell_command is not None and args.source == "claude-code":
+    if args.shell_command is not None and args.subagents:
         _bind_to_subagent(args.shell_command, args.source)
     if args.shell_command is not None:
         if command is not None:

@@ -231,7 +231,7 @@ def test_a_subagents_command_is_bound_to_its_run_and_a_forged_payload_cannot_rea
     assert decision(hook(run, pre("Bash", {"command": command}, "w5"))) is None  # observed: Claude decides
     child = children(run.run_id)[0]
     work = run.env.get("HOME") or "/tmp"
-    proc = run.call("exec", "--source", "claude-code", "-c", command, cwd=work)
+    proc = run.call("exec", "--source", "claude-code", "--subagents", "-c", command, cwd=work)
     out = proc.stdout.decode()
     assert "CHECK=1" in out, (out, proc.stderr)  # the sub-agent lacks git:push
     assert "TOKEN=none" in out
@@ -247,7 +247,8 @@ def test_a_subagents_command_is_bound_to_its_run_and_a_forged_payload_cannot_rea
     assert receipts(run.run_id, "action.exec") == []
     assert [c["decision"] for c in receipts(child["id"], "action.checked")][-1] == "deny"  # its own check
     # the same command from the orchestrator (no sub-agent call waiting for it) stays the parent's
-    again = run.call("exec", "--source", "claude-code", "-c", f"{ag} check git:push; echo CHECK=$?", cwd=work)
+    again = run.call("exec", "--source", "claude-code", "--subagents", "-c", f"{ag} check git:push; echo CHECK=$?",
+                     cwd=work)
     assert "CHECK=0" in again.stdout.decode()
 
 
@@ -260,7 +261,7 @@ def test_what_a_subagents_command_leaves_running_stays_the_subagents(run, tmp_pa
                f"mv {out}.tmp {out}) & ) ; echo started")
     assert decision(hook(run, pre("Bash", {"command": command}, "w7"))) is None
     child = children(run.run_id)[0]
-    proc = run.call("exec", "--source", "claude-code", "-c", command)
+    proc = run.call("exec", "--source", "claude-code", "--subagents", "-c", command)
     assert b"started" in proc.stdout
     text = wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the late check")
     assert "CHECK=1" in text  # the sub-agent lacks git:push; the orchestrator holds it

@@ -28,6 +28,7 @@ over :data:`MAX_ID` characters) or an ``agent_type`` that changes mid-way are re
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -229,6 +230,11 @@ class SubAgents:
                           env={"AGENTSESS_RUN_ID": sub.parent})
         plan, launch = launch_subagent(store, request, Caller(self.pid, self.socket, self.containment))
         sub.run_id, sub.plan = launch.run_id, plan
+        from agentsess.edges import paths
+
+        marker = paths.subagents_marker(sub.parent)
+        if not os.path.exists(marker) and os.path.isdir(os.path.dirname(marker)):
+            paths.write_private(marker, b"")  # the shell prefix asks from now on
         sub.watch = Watch(store, launch.run_id, plan, lambda _line: None)
         self.by_run[launch.run_id] = sub
         recording.record_action(store, launch.run_id, "subagent.started", {

@@ -144,7 +144,10 @@ def settings(run_id: str, hook: str, user: list[dict]) -> dict:
 def prefix_script(run_id: str, agentsess: str, hook: str) -> str:
     """The CLAUDE_CODE_SHELL_PREFIX script. Claude calls it as ``PREFIX 'COMMAND'`` for hooks and
     the Bash tool alike; hooks (Claude marks them with ``AI_AGENT=…_harness``, and agentsess's
-    own hook command is known) go straight to ``sh``, Bash tool commands through ``exec``."""
+    own hook command is known) go straight to ``sh``, Bash tool commands through ``exec``
+    (with ``--subagents`` once the run has a sub-agent, whose commands are bound to its run)."""
+    from agentsess.edges import paths
+
     shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
     return (
         "#!/bin/sh\n"
@@ -152,6 +155,10 @@ def prefix_script(run_id: str, agentsess: str, hook: str) -> str:
         "# hook commands (Claude runs them through this prefix too) are not recorded as commands\n"
         f"if [ \"$#\" -eq 1 ] && [ \"$1\" = {shlex.quote(hook)} ]; then exec {shell} -c \"$1\"; fi\n"
         f"case \"${{AI_AGENT:-}}\" in *_harness) exec {shell} -c \"$*\";; esac\n"
+        "# once the run has a sub-agent, each command asks whether it is a sub-agent's\n"
+        f"if [ -e {shlex.quote(paths.subagents_marker(run_id))} ]; then\n"
+        f"  AGENTSESS_RUN_ID={shlex.quote(run_id)} exec {agentsess} exec --source {SOURCE} --subagents -c \"$*\"\n"
+        "fi\n"
         f"AGENTSESS_RUN_ID={shlex.quote(run_id)} exec {agentsess} exec --source {SOURCE} -c \"$*\"\n"
     )
 
