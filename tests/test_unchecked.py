@@ -118,9 +118,9 @@ def test_an_escaped_command_is_shown_escaped():
 
 # -- net.request: the pure matching (the broker's receipts as the broker writes them) --------
 
-def _net(seq, host, service=None):
+def _net(seq, host, service=None, path="/x"):
     return {"seq": seq, "type": "net.request", "data": {"mode": "proxy", "service": service, "method": "GET",
-                                                        "host": host, "port": 443, "path": "/x", "status": 200,
+                                                        "host": host, "port": 443, "path": path, "status": 200,
                                                         "decision": "allow"}}
 
 
@@ -131,16 +131,22 @@ def _checked(seq, summary, decision="observe"):
 
 def test_a_net_request_is_matched_by_a_check_naming_its_host():
     started = {"seq": 0, "type": "run.started", "data": {"integration": {"claude_code": {}}}}
-    records = [started, _checked(1, "curl https://api.github.com/repos/a/b"), _net(2, "api.github.com"),
-               _net(3, "evil.example"), _checked(4, "curl https://blocked.example", "deny"), _net(5, "blocked.example"),
-               _net(6, "api.anthropic.com", "anthropic")]
+    records = [started, _checked(1, "curl https://api.github.com/repos/a/b"), _net(2, "api.github.com", path="/repos/a/b"),
+               _net(3, "api.github.com", path="/user/keys"),
+               _net(4, "evil.example"), _checked(5, "curl https://blocked.example/x", "deny"), _net(6, "blocked.example"),
+               _net(7, "api.anthropic.com", "anthropic"),
+               _checked(8, "git push origin main"), _net(9, "github.com", "github", "/o/r.git/info/refs?service=x"),
+               _net(10, "github.com", "github", "/o/r.git/git-receive-pack"),
+               _checked(11, 'gh api "$GITHUB_API_URL/repos/o/r/pulls"'), _net(12, "api.github.com", "github", "/repos/o/r/pulls")]
     policy = {"services": ["anthropic", "github"]}
-    hosts = [i["what"].split()[1].split(":")[0] for i in unchecked.find(records, policy)]
-    # the checked host is covered; an unnamed one and a denied one are not; the model API is the agent's own
-    assert hosts == ["evil.example", "blocked.example"]
+    whats = [i["what"] for i in unchecked.find(records, policy)]
+    # the checked host and path are covered (not another path of it); an unnamed host and a denied
+    # call are not; the model API is the agent's own; git's requests are its checked git command's;
+    # a service's base-URL variable names its upstream
+    assert whats == ["GET api.github.com:443/user/keys", "GET evil.example:443/x", "GET blocked.example:443/x"]
     # a sub-agent's check covers the parent's broker request
-    sub = [_checked(0, "curl https://evil.example/")]
-    assert [i["what"] for i in unchecked.find(records, policy, sub)] == ["GET blocked.example:443/x"]
+    sub = [_checked(0, "curl https://evil.example/x")]
+    assert "GET evil.example:443/x" not in [i["what"] for i in unchecked.find(records, policy, sub)]
     # without a Claude integration, the anthropic service's traffic is an action like any other
     plain = [{"seq": 0, "type": "run.started", "data": {"integration": {}}}, _net(1, "api.anthropic.com", "anthropic")]
     assert len(unchecked.find(plain, policy)) == 1
@@ -153,3 +159,35 @@ def test_a_forged_check_link_does_not_count():
                {"seq": 3, "type": "action.exec", "data": {"command": "evil", "source": "claude-code",
                                                           "checked": {"seq": 1, "hash": "h1"}}}]
     assert [i["seq"] for i in unchecked.find(records)] == [2]
+
+
+# -- net.request: a real broker, a real curl -----------------------------------------------
+
+def test_broker_requests_of_a_checked_call_match_and_an_unchecked_curl_is_flagged(tmp_path):
+    from broker_standins import Upstream
+
+    up = Upstream()
+    try:
+        write_config(f"""
+[profiles.t]
+[profiles.t.services.api]
+secret = "api-key"
+upstream = "{up.url}"
+env_base_url = "API_URL"
+env_key = "API_KEY"
+""")
+        agentsess("secret", "set", "api-key", input=b"real-secret-value-0123456789", check=0)
+        with InRun("--profile", "t", "--agent", "none") as live:
+            checked = 'curl -sS -H "Authorization: Bearer $API_KEY" "$API_URL/checked"'
+            hook_pre(live, checked, "t1")
+            assert live.run(["sh", "-c", checked]).returncode == 0
+            assert live.run(["sh", "-c", 'curl -sS "$API_URL/sneaky"']).returncode == 0
+            assert live.finish(0).returncode == 0
+            run_id = live.run_id
+    finally:
+        up.close()
+    paths = [r["data"]["path"] for r in show(run_id)["receipts"] if r["type"] == "net.request"]
+    assert paths == ["/checked", "/sneaky"], paths
+    items = [i for i in show(run_id)["unchecked"] if i["type"] == "net.request"]
+    assert len(items) == 1 and items[0]["what"].endswith("/sneaky") and items[0]["source"] == "api"
+    assert agentsess("verify", "--strict", run_id).returncode == 1

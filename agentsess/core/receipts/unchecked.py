@@ -15,8 +15,10 @@ the receipts the code writes:
   (``command_sha256``), or its text among the call's simple commands or within its command
   line; Claude Code's own wrapper around a checked command (its snapshot ``source``,
   ``shopt``, ``eval``, ``pwd -P``) is covered by that command's check;
-- a ``net.request`` matches a call that names its host (a command line, a URL, an MCP
-  call's summary), in the run or in one of its sub-agents' runs; the agent's own model API
+- a ``net.request`` matches a call that names its upstream (its host, or its service's
+  variables: ``$API_URL``, ``$GH_TOKEN``, the base URL and key the run gave the agent) and
+  its path (a command line, a URL), in the run or in one of its sub-agents' runs; git's
+  smart-HTTP requests match a checked ``git`` command; the agent's own model API
   (the service on its integration's base-URL variable: ``ANTHROPIC_BASE_URL`` for Claude
   Code, ``OPENAI_BASE_URL`` for Codex, ``GOOGLE_GEMINI_BASE_URL`` for Gemini) is the agent
   talking to its model, not an action, and is not flagged.
@@ -47,22 +49,35 @@ def _texts(data: dict) -> list[str]:
     return out
 
 
-def _model_services(records: list[dict], policy: dict | None) -> set[str]:
+def _services(policy: dict | None) -> dict[str, dict]:
+    """The run's services as their profile snapshot gives them (presets filled in)."""
+    services = (policy or {}).get("services") or {}
+    if not services:
+        return {}
+    from agentsess.core.credentials.services import PRESETS
+
+    tables = {name: {} for name in services} if isinstance(services, list) else dict(services)
+    return {name: {**PRESETS.get(name, {}), **(table if isinstance(table, dict) else {})}
+            for name, table in tables.items()}
+
+
+def _model_services(records: list[dict], services: dict[str, dict]) -> set[str]:
     """The services that are the agent's own model API in this run."""
     started = next((r for r in records if r.get("type") == "run.started"), None)
     integration = ((started or {}).get("data") or {}).get("integration") or {}
     wanted = {MODEL_URL_VARS[k] for k in integration if k in MODEL_URL_VARS}
-    if not wanted:
-        return set()
-    from agentsess.core.credentials.services import PRESETS
+    return {name for name, spec in services.items() if spec.get("env_base_url") in wanted}
 
-    services = (policy or {}).get("services") or {}
-    tables = {name: {} for name in services} if isinstance(services, list) else dict(services)
-    out = set()
-    for name, table in tables.items():
-        merged = {**PRESETS.get(name, {}), **(table if isinstance(table, dict) else {})}
-        if merged.get("env_base_url") in wanted:
-            out.add(name)
+
+def _names(service: dict | None, host) -> list[str]:
+    """What a command that reaches a request's upstream says: its host, or the service's
+    variables (``$API_URL``, ``${GH_TOKEN}``: the base URL and key the agent was given)."""
+    out = [host] if isinstance(host, str) and host else []
+    if service:
+        keys = service.get("env_key") or []
+        for var in [service.get("env_base_url"), *([keys] if isinstance(keys, str) else keys)]:
+            if isinstance(var, str) and var:
+                out += ["$" + var, "${" + var]
     return out
 
 
@@ -72,7 +87,9 @@ def find(records: list[dict], policy: dict | None = None, related: list[dict] | 
     (the run's sub-agents' streams); ``policy`` is the run's profile snapshot."""
     checked_at = {}
     allowing: list[dict] = []
-    model = None
+    model: set[str] | None = None
+    services: dict[str, dict] = {}
+    others: list[dict] = []
     out = []
     for rec in records:
         rtype = rec.get("type")
@@ -88,16 +105,33 @@ def find(records: list[dict], policy: dict | None = None, related: list[dict] | 
                             "source": data.get("source")})
         elif rtype == "net.request":
             if model is None:
-                model = _model_services(records, policy)
+                services = _services(policy)
+                model = _model_services(records, services)
+                others = [r.get("data") or {} for r in _checks(list(related or ()))]
             if data.get("service") in model:
                 continue
             host = data.get("host")
-            if not (isinstance(host, str) and host and any(
-                    host in t for c in allowing + [r.get("data") or {} for r in _checks(list(related or ()))]
-                    for t in _texts(c))):
+            service = data.get("service")
+            names = _names(services.get(service) if isinstance(service, str) else None, host)
+            if not any(_covers(t, names, data.get("path")) for c in allowing + others for t in _texts(c)):
                 what = f"{data.get('method')} {host}:{data.get('port')}{data.get('path') or ''}"
                 out.append({"seq": rec.get("seq"), "type": rtype, "what": what[:200], "source": data.get("service")})
     return out
+
+
+_GIT_PATHS = ("/info/refs", "/git-upload-pack", "/git-receive-pack")
+
+
+def _covers(text: str, names: list[str], path) -> bool:
+    """Does a checked call's ``text`` cover a request: it names the upstream (host or service
+    variable) and the request's path (``/`` needs none); git's smart-HTTP requests are
+    covered by a checked git command."""
+    path = path.split("?", 1)[0] if isinstance(path, str) else ""
+    if any(path.endswith(p) or p + "?" in path for p in _GIT_PATHS) or "/info/refs" in path:
+        return bool(re.search(r"(^|[\s;&|(])git\s", text))
+    if not any(n in text for n in names):
+        return False
+    return path in ("", "/") or path in text
 
 
 def _exec_matched(data: dict, checked_at: dict, allowing: list[dict]) -> bool:
