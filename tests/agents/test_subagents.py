@@ -303,3 +303,29 @@ def test_the_starter_config_describes_the_subagents_keys():
     text = open(__import__("agentsess").__path__[0] + "/data/starter.toml").read()
     assert "[profiles.NAME.subagents]" in text and "subagents.types" in text
     assert "subagents" in Profile.__annotations__
+
+
+def test_revoking_the_orchestrator_revokes_its_subagents_and_seals_every_stream(run):
+    for agent_id in ("r1", "r2"):
+        assert hook(run, pre("Read", {"file_path": "/tmp/a"}, agent_id, tid=agent_id)).returncode == 0
+    kids = children(run.run_id)
+    assert len(kids) == 2
+    agentsess("revoke", run.run_id, "--reason", "incident", check=0)
+    run.proc.wait(30)
+    for kid in kids:
+        ended = wait_for(lambda k=kid: show(k["id"]).get("ended_at") and show(k["id"]), what="the sub-agent's end")
+        assert ended["status"] == "revoked" and ended["integrity"]["sealed"], ended["integrity"]
+    assert agentsess("verify", "--all").returncode == 0
+
+
+def test_a_subagent_expires_with_its_parent(tmp_path):
+    write_config(PROFILE)
+    with InRun("--profile", "orch", "--agent", "none", "--ttl", "3s") as live:
+        assert hook(live, pre("Read", {"file_path": "/tmp/a"}, "e1")).returncode == 0
+        kid = children(live.run_id)[0]
+        assert kid["expires_at"] <= show(live.run_id)["expires_at"]
+        wait_for(lambda: show(kid["id"]).get("ended_at"), timeout=20, what="the sub-agent's expiry")
+        late = hook(live, pre("Read", {"file_path": "/tmp/b"}, "e1", tid="t2"))
+        assert decision(late) == "deny"
+        assert "expired" in json.loads(late.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+        assert show(kid["id"])["integrity"]["sealed"]
