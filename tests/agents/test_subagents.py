@@ -6,6 +6,7 @@ control socket); tests/agents/test_claude_subagents.py drives the real Claude Co
 """
 
 import json
+import os
 import shlex
 import sys
 
@@ -329,3 +330,24 @@ def test_a_subagent_expires_with_its_parent(tmp_path):
         assert decision(late) == "deny"
         assert "expired" in json.loads(late.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
         assert show(kid["id"])["integrity"]["sealed"]
+
+
+def test_a_flood_of_invented_subagent_ids_stops_at_the_limit(run, monkeypatch):
+    """Each sub-agent is a run in the store: a loop inventing ids is cut off at the limit (the
+    limit made small here, the routing driven in this process against the live run's store)."""
+    from agentsess.core.runs import subagents
+    from agentsess.edges.store import Store
+    from agentsess.errors import AgentsessError
+
+    monkeypatch.setattr(subagents, "MAX_SUBAGENTS", 3)
+    table = subagents.SubAgents(os.getpid(), "advisory")
+    with Store() as store:
+        for n in range(3):
+            target, denial = table.route(store, run.run_id, pre("Read", {"file_path": "/tmp/a"}, f"f{n}"), "claude-code")
+            assert denial is None and target != run.run_id
+        with pytest.raises(AgentsessError, match="already has 3 sub-agents"):
+            table.route(store, run.run_id, pre("Read", {"file_path": "/tmp/a"}, "f3"), "claude-code")
+        # the known ones still act
+        assert table.route(store, run.run_id, pre("Read", {"file_path": "/tmp/b"}, "f1"), "claude-code")[1] is None
+        table.end_all(store, "test over")
+    assert len(children(run.run_id)) == 3

@@ -45,7 +45,7 @@ _TYPE_CHARS = _ID_CHARS | frozenset("@/ +")
 START_EVENTS = ("SubagentStart",)
 STOP_EVENTS = ("SubagentStop",)
 WATCH_INTERVAL = 0.2
-MAX_ENDED = 100000  # ended ids remembered (each is a few dozen bytes)
+MAX_SUBAGENTS = 1000  # sub-agents one run may have: each is a run in the store
 
 
 def _shown(text, limit: int = 60) -> str:
@@ -185,6 +185,9 @@ class SubAgents:
                     self._record_parent(store, run_id, "subagent.stopped", sub, {"event": name})
                 return None, {"answer": None}
             if sub is None:
+                if sum(1 for k in self.known if k[0] == run_id) >= MAX_SUBAGENTS:
+                    raise AgentsessError(f"hook: run {run_id} already has {MAX_SUBAGENTS} sub-agents; no more "
+                                         "are given a run", USAGE)
                 self.known[key] = sub = SubAgent(run_id, agent_id, agent_type, source)
             if sub.agent_type != agent_type:
                 return self._refuse(store, sub, name, f"sub-agent {agent_id} was started as {_shown(sub.agent_type)}; "
