@@ -11,7 +11,6 @@ import threading
 import pytest
 from clients import client, fake_git, node_ok
 from fakeapi import Call, FakeModel, Say
-
 from helpers import agentsess, runs_json, show, wait_for, write_config
 
 PROFILE = """

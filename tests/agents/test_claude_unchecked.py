@@ -6,7 +6,6 @@ import os
 
 from clients import client, node_ok
 from fakeapi import Call, FakeModel, Say
-
 from helpers import agentsess, show, write_config
 
 PROFILE = """

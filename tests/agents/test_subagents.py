@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from helpers import agentsess, runs_json, show, wait_for, write_config
-from inrun import LIVE, InRun
+from inrun import InRun
 
 PROFILE = """
 [profiles.orch]
