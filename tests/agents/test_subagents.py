@@ -164,6 +164,24 @@ def test_subagent_stop_ends_and_seals_its_run_and_the_id_is_never_reused(run):
     assert len(children(run.run_id)) == 1
     kinds = [r["type"] for r in show(run.run_id)["receipts"]]
     assert "subagent.started" in kinds and "subagent.stopped" in kinds and "subagent.refused" in kinds
+    # a new SubagentStart resumes it (Claude Code keeps a resumed sub-agent's id): a new run
+    start = {"hook_event_name": "SubagentStart", "session_id": "s1", "agent_id": "w2", "agent_type": "general-purpose"}
+    assert hook(run, start).returncode == 0
+    assert decision(hook(run, pre("Read", {"file_path": "/tmp/c"}, "w2", tid="t6"))) is None
+    kids = children(run.run_id)
+    assert len(kids) == 2 and len({k["id"] for k in kids}) == 2
+
+
+def test_a_revoked_subagent_cannot_come_back_by_a_new_start(run):
+    assert hook(run, pre("Read", {"file_path": "/tmp/a"}, "w9")).returncode == 0
+    child = children(run.run_id)[0]
+    agentsess("revoke", child["id"], check=0)
+    wait_for(lambda: show(child["id"]).get("ended_at"), what="the sub-agent's end")
+    start = {"hook_event_name": "SubagentStart", "session_id": "s1", "agent_id": "w9", "agent_type": "general-purpose"}
+    assert hook(run, start).returncode == 0
+    again = hook(run, pre("Read", {"file_path": "/tmp/b"}, "w9", tid="t2"))
+    assert decision(again) == "deny" and "revoked" in json.loads(again.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+    assert len(children(run.run_id)) == 1
 
 
 def test_the_parents_end_ends_and_seals_its_subagents(run):

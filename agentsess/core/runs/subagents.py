@@ -9,7 +9,8 @@ run id, receipt stream and token (whose ``act`` claim carries the delegation cha
 = the parent's narrowed by the profile's ``[profiles.P.subagents]`` table, expiry no later
 than the parent's. Every later call of that sub-agent is decided against and recorded in its
 run. ``SubagentStop``, a revocation of the sub-agent's run, or the parent's end ends it and
-seals its stream; an id that ended is never given a run again (its calls are denied).
+seals its stream; a later call with that id is denied, unless a new ``SubagentStart`` resumes
+a sub-agent that stopped (a new run); a revoked or expired one is never given a run again.
 
 What the hook can trust. The agent's process tree is the adversary, and a sub-agent and its
 orchestrator are one process (Claude Code), so no process boundary tells them apart: the
@@ -109,7 +110,7 @@ def delegation(store, chain: list[str], obo: str) -> dict:
 class SubAgent:
     """One sub-agent of a run, known to that run's authority."""
 
-    __slots__ = ("parent", "agent_id", "agent_type", "run_id", "plan", "watch", "ended", "why", "source")
+    __slots__ = ("parent", "agent_id", "agent_type", "run_id", "plan", "watch", "ended", "why", "source", "how")
 
     def __init__(self, parent: str, agent_id: str, agent_type: str, source: str):
         self.parent = parent
@@ -121,6 +122,7 @@ class SubAgent:
         self.watch: Any = None  # its supervise.Watch (what finish() records the end with)
         self.ended = False
         self.why: str | None = None  # why its calls are denied once it ended
+        self.how: str | None = None  # how it ended: stopped, revoked, expired, parent, refused
 
 
 class _NoLog:
@@ -172,11 +174,15 @@ class SubAgents:
         with self.lock:
             sub = self.known.get(key)
             if name in START_EVENTS:
-                if sub is None:
+                # a sub-agent that stopped may be resumed (Claude Code keeps its id): a new run;
+                # one revoked, expired or refused stays dead
+                resumed = sub is not None and sub.ended and sub.how == "stopped"
+                if sub is None or resumed:
                     self.known[key] = sub = SubAgent(run_id, agent_id, agent_type, source)
-                    self._record_parent(store, run_id, "subagent.started", sub, {"event": name})
+                    self._record_parent(store, run_id, "subagent.started", sub, {"event": name, "resumed": resumed})
                     return None, {"answer": None}
-                return self._refuse(store, sub, name, f"sub-agent {agent_id} already started")
+                return self._refuse(store, sub, name, sub.why if sub.ended and sub.why else
+                                    f"sub-agent {agent_id} already started")
             if name in STOP_EVENTS:
                 if sub is None:
                     self.known[key] = sub = SubAgent(run_id, agent_id, agent_type, source)
@@ -198,7 +204,7 @@ class SubAgents:
                 try:
                     self._start(store, sub, event)
                 except AgentsessError as exc:
-                    sub.ended, sub.why = True, f"sub-agent {agent_id} got no run: {exc.message}"
+                    sub.ended, sub.why, sub.how = True, f"sub-agent {agent_id} got no run: {exc.message}", "refused"
                     return self._refuse(store, sub, name, sub.why)
             return sub.run_id, None
 
@@ -250,7 +256,7 @@ class SubAgents:
     def _end(self, store, sub: SubAgent, how: str, why: str, error: str | None = None) -> None:
         from agentsess.core.runs.supervise import finish
 
-        sub.ended, sub.why = True, why
+        sub.ended, sub.why, sub.how = True, why, how
         if sub.run_id is None or sub.watch is None:
             return
         sub.watch.store = store
