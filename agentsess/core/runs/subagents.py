@@ -262,7 +262,7 @@ class SubAgents:
         sub.watch.store = store
         row = store.get_run(sub.run_id) or {}
         if row.get("ended_at") is None:
-            finish(store, sub.plan, sub.watch, _NoLog(), 0 if error is None else None, None, error)
+            finish(store, sub.plan, sub.watch, _NoLog(), 0, None, error)  # it did not fail: it was ended
         with self.lock:
             for runs in self.pending.values():
                 while sub.run_id in runs:
