@@ -13,9 +13,9 @@ from helpers import agentsess, cli, runs_json, show, spawn, wait_for
 PY = sys.executable
 RUN_KEYS = {"id", "name", "status", "exit_code", "signal", "parent_id", "command", "cwd", "host", "user",
             "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at", "ended_at",
-            "duration", "mode", "depth", "containment"}
+            "duration", "mode", "depth", "containment", "unchecked_actions"}
 SHOW_KEYS = RUN_KEYS | {"credential", "revocation", "error", "output_bytes", "output_sha256", "children",
-                        "receipts", "integrity"}
+                        "receipts", "integrity", "unchecked"}
 
 
 def test_json_keys_are_the_documented_ones():

@@ -11,12 +11,16 @@ def verify(
     all_runs: bool = typer.Option(False, "--all", help="verify every run in the store and every run folder"),
     jwks: str = typer.Option(None, "--jwks", help="verify FILE offline against this JWKS file (`agentsess jwks`, or a bundle)"),
     as_json: bool = typer.Option(False, "--json", help="a JSON list, one result per run"),
+    strict: bool = typer.Option(False, "--strict", help="also fail on unchecked actions (an exec or network "
+                                "request no guard decision covers)"),
 ) -> None:
     """A run whose supervisor died is marked abandoned first; a live run's stream is intact
     but unsealed. An exported FILE (`export --format jsonl|bundle`) is verified without the
     store: every record's hash and link and a final seal signed by a key of --jwks (without
     --jwks: this machine's keys; a bundle's own JWKS is trusted only when named by --jwks).
-    Exit 0 when every run passes, 1 when any fails."""
+    Every action.exec and net.request with no matching action.checked decision is listed
+    as an unchecked action (hooks that did not fire, a command that never asked); --strict
+    fails on them too. Exit 0 when every run passes, 1 when any fails."""
     from agentsess.core.runs.history import verify_runs
 
     if bool(run) == all_runs:
@@ -42,13 +46,18 @@ def verify(
             line.append(", sealed" if r["sealed"] else ", unsealed")
             if r.get("mirror") == "agrees":
                 line.append(", from the store's mirror" if r["source"] == "mirror" else ", mirror agrees")
+            if r.get("unchecked_actions"):
+                line.append(f", {r['unchecked_actions']} unchecked action{'s' if r['unchecked_actions'] != 1 else ''}",
+                            style="bold yellow")
             if r["failure"]:
                 line.append("\n      " + render.safe(r["failure"]), style="red")
+            for item in (r.get("unchecked") or [])[:10]:
+                line.append("\n      " + render.safe(f"unchecked: seq {item['seq']} {item['type']} {item['what']}"))
             out.print(line)
         failed = sum(1 for r in results if not r["ok"])
         if len(results) > 1:
             out.print(f"{len(results) - failed} passed, {failed} failed", markup=False)
-    if any(not r["ok"] for r in results):
+    if any(not r["ok"] for r in results) or (strict and any(r.get("unchecked_actions") for r in results)):
         raise typer.Exit(CHECK_FAILED)
 
 

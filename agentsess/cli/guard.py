@@ -56,6 +56,8 @@ def exec_parser() -> "Parser":
     p = Parser("exec", EXEC, usage="agentsess exec [--source NAME] [-c COMMAND | -- CMD [ARGS...]]", with_command=True)
     p.add_argument("-c", dest="shell_command", metavar="COMMAND", help="run COMMAND with bash -c (sh where there is no bash)")
     p.add_argument("--source", default="exec", metavar="NAME", help="who ran it, recorded in the receipt (default: exec)")
+    p.add_argument("--subagents", action="store_true",
+                   help="the run has sub-agents: ask whether this is one's command (set by Claude Code's shell prefix)")
     return p
 
 
@@ -205,11 +207,38 @@ def hook_main(argv: list[str]) -> int:
         return 2
 
 
+def _bind_to_subagent(command: str, source: str) -> None:
+    """Ask the supervisor whether this command is a sub-agent's (its allowed tool call); if so
+    it runs as the sub-agent's run (its id and scopes, not the orchestrator's token), and this
+    process adopts its orphans, so that they are still below it when it reports the end (the
+    supervisor then binds what is left to the sub-agent's run too)."""
+    from agentsess.cli.inside import ask
+
+    try:
+        answer = ask("exec_start", command=command, source=source)
+    except AgentsessError:
+        return
+    if not answer.get("bound"):
+        return
+    for name in answer.get("unset") or ():
+        os.environ.pop(str(name), None)
+    for name, value in (answer.get("env") or {}).items():
+        os.environ[str(name)] = str(value)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
 def exec_main(argv: list[str]) -> int:
     parser = exec_parser()
     if _help_if_bare(argv, parser):
         return USAGE
     args, command = parser.parse(argv)
+    if args.shell_command is not None and args.subagents:
+        _bind_to_subagent(args.shell_command, args.source)
     if args.shell_command is not None:
         if command is not None:
             parser.fail("-c takes exactly one COMMAND string, and no CMD besides")

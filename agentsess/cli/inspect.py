@@ -88,7 +88,7 @@ def runs(status, name, since, parent, limit: int, tree: bool, as_json: bool, hos
     import time
 
     since_ts = parse_since(since, time.time()) if since else None
-    items = list_runs(status, name, since_ts, parent, limit or None, host=host)
+    items = list_runs(status, name, since_ts, parent, limit or None, host=host, unchecked=as_json)
     if as_json:
         render.print_json(items)
         return
@@ -288,6 +288,7 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
     else:
         value = (f"FAIL: {integ['failure']}", "bold red")
     write(render.columns([["integrity".ljust(width), value]], colour=colour, first_style="bold"))
+    _unchecked_rows(data.get("unchecked") or [], width, colour, write)
     if data["children"]:
         write(render.paint("children", "bold", colour) + "\n")
 
@@ -315,6 +316,19 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
         write(f"\nlast output ({size} bytes in all):\n")
         write(render.safe(data["output_tail"].rstrip("\n"), keep="\n\t") + "\n")
     sys.stdout.flush()
+
+
+def _unchecked_rows(flagged: list, width: int, colour: bool, write) -> None:
+    """Bypass detection: the actions no guard decision covers, one line each (at most 10)."""
+    if not flagged:
+        return
+    value = (f"{len(flagged)} unchecked action{'s' if len(flagged) != 1 else ''}: no guard decision covers them",
+             "bold red")
+    write(render.columns([["unchecked".ljust(width), value]], colour=colour, first_style="bold"))
+    for item in flagged[:10]:
+        write(render.safe(f"    seq {item['seq']}  {item['type']}  {item['what']}") + "\n")
+    if len(flagged) > 10:
+        write(f"    … {len(flagged) - 10} more (show-run --json lists every one)\n")
 
 
 def _cap(records: list, limit: int | None) -> tuple[list, int]:

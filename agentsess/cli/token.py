@@ -52,6 +52,21 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
     elif valid:
         sys.stdout.write(f"valid: {detail}\n")
+        act = (shown.get("claims") or {}).get("act")
+        if isinstance(act, dict):
+            sys.stdout.write(f"acting for: {_chain(act)}\n")
     else:
         sys.stderr.write(f"agentsess: invalid token ({reason}): {detail}\n")
     return 0 if valid else CHECK_FAILED
+
+
+def _chain(act) -> str:
+    """The RFC 8693 ``act`` chain, nearest first: ``agent:x (run …) → … → user@host``."""
+    steps: list[str] = []
+    while isinstance(act, dict) and len(steps) < 32:
+        sub = str(act.get("sub"))
+        sid = act.get("sid")
+        step = f"{sub} (run {sid})" if sid else sub
+        steps.append(step if step.isprintable() else repr(step))
+        act = act.get("act")
+    return " → ".join(steps)

@@ -98,6 +98,11 @@ to a separate masked log whose digest the seal covers.
   agentsess verify RUN | --all            # chain, store head, seal, output digest
   agentsess export RUN --format bundle -o run.bundle.json
   agentsess verify run.bundle.json --jwks jwks.json     # on any machine
+  agentsess verify --strict RUN           # also fail on unchecked actions
+
+An unchecked action is an action.exec or net.request that no allowing action.checked
+covers: a hook that did not fire, a command or program that never asked. show-run and
+verify list them; runs --json counts them (unchecked_actions).
 
 A bundle holds the stream and the signer's JWKS, but is not trusted by its own keys:
 --jwks names the keys you trust (`agentsess jwks` on the signing machine, or the bundle

@@ -59,6 +59,7 @@ BUILTIN: dict[str, Any] = {
     "services": {},
     "network": {},
     "providers": {},
+    "subagents": {},
 }
 PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
@@ -156,6 +157,9 @@ class Profile:
     env: dict[str, Any]
     rules: list[dict[str, Any]]
     providers: dict[str, Any]
+    # sub-agents the agent spawns inside itself (Claude Code's agent_id, Codex's SubagentStart):
+    # {"scopes": [...] or absent (the parent's), "types": {agent_type: [...]}}; see subagents.py
+    subagents: dict[str, Any]
 
     def __init__(self, name: str, values: dict | None = None):
         self.name = name
@@ -453,10 +457,39 @@ def _check_value(path: str, kp: str, key: str, value):
             return providers.check_providers(value)
         except SpecError as e:
             raise config_error(path, kp + e.where, e.message) from None
+    if key == "subagents":
+        return _check_subagents(path, kp, value)
     if key == "rules":
         items = _list(path, kp, value, "a list of rules ([[...rules]] tables)")
         return [_check_rule(path, f"{kp}[{i}]", rule, i) for i, rule in enumerate(items)]
     raise AssertionError(key)  # pragma: no cover - every key of BUILTIN is handled above
+
+
+SUBAGENT_KEYS = ("scopes", "types")
+
+
+def _check_subagents(path: str, kp: str, value) -> dict:
+    """``[profiles.NAME.subagents]``: ``scopes`` (every sub-agent's), ``types`` (per agent_type)."""
+    if not isinstance(value, dict):
+        raise config_error(path, kp, f"expected a table with scopes and types, got {show_value(value)}")
+    out: dict[str, Any] = {}
+    for key in value:
+        if key not in SUBAGENT_KEYS:
+            raise _unknown_key(path, f"{kp}.{key_text(key)}", key, SUBAGENT_KEYS)
+    if "scopes" in value:
+        out["scopes"] = _check_value(path, f"{kp}.scopes", "scopes", value["scopes"])
+    if "types" in value:
+        types = value["types"]
+        if not isinstance(types, dict):
+            raise config_error(path, f"{kp}.types", "expected a table of agent_type = [scopes], got "
+                               f"{show_value(types)}")
+        out["types"] = {}
+        for name, scopes in types.items():
+            where = f"{kp}.types.{key_text(name)}"
+            if not name or len(name) > 64 or not name.isprintable():
+                raise config_error(path, where, "expected an agent_type name (printable, at most 64 characters)")
+            out["types"][name] = _check_value(path, where, "scopes", scopes)
+    return out
 
 
 def _list(path: str, kp: str, value, expected: str) -> list:

@@ -105,6 +105,11 @@ def shell_prefix(run_id: str) -> str:
     return os.path.join(run_bin_dir(run_id), "agentsess-exec")
 
 
+def subagents_marker(run_id: str) -> str:
+    """Present once the run has a sub-agent: the shell prefix then asks whose each command is."""
+    return os.path.join(run_bin_dir(run_id), "has-subagents")
+
+
 def gemini_home(run_id: str) -> str:
     """The folder a Gemini CLI run gets as GEMINI_CLI_HOME (its ``.gemini`` links the user's)."""
     return os.path.join(run_dir(run_id), "gemini-home")

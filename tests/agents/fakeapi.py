@@ -27,6 +27,7 @@ class Call:
     name: str
     input: dict
     id: str = field(default_factory=lambda: "toolu_" + uuid.uuid4().hex[:20])
+    before: threading.Event | None = None  # played only once this is set (a test's gate)
 
 
 @dataclass
@@ -37,8 +38,11 @@ class Say:
 class FakeModel:
     """A fake model API server; use as a context manager, read ``url``."""
 
-    def __init__(self, script: list, kind: str):
+    def __init__(self, script: list, kind: str, subs: dict | None = None):
         self.script = list(script)
+        # sub-agents' conversations (Anthropic): {marker: script}, played for a conversation
+        # whose first user message holds the marker (the prompt the orchestrator gave it)
+        self.subs = {marker: list(steps) for marker, steps in (subs or {}).items()}
         self.kind = kind
         self.requests: list[dict] = []
         self.lock = threading.Lock()
@@ -59,10 +63,20 @@ class FakeModel:
         self.server.shutdown()
         self.server.server_close()
 
-    def step_for(self, done: int):
-        if done < len(self.script):
-            return self.script[done]
-        return Say("done")
+    def step_for(self, done: int, script: list | None = None):
+        script = self.script if script is None else script
+        step = script[done] if done < len(script) else Say("done")
+        if isinstance(step, Call) and step.before is not None:
+            step.before.wait(90)
+        return step
+
+    def script_for(self, messages: list) -> list:
+        first = next((m for m in messages if m.get("role") == "user"), None)
+        text = json.dumps(first.get("content")) if first else ""
+        for marker, steps in self.subs.items():
+            if marker in text:
+                return steps
+        return self.script
 
     # what the model was told, as plain text, across every request
     def told(self) -> str:
@@ -134,7 +148,7 @@ def _anthropic(h, model: FakeModel, body: dict):
     else:
         done = sum(1 for m in messages if m.get("role") == "user" and isinstance(m.get("content"), list)
                    for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_result")
-        step = model.step_for(done)
+        step = model.step_for(done, model.script_for(messages))
     usage = {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     if isinstance(step, Call):
         block = {"type": "tool_use", "id": step.id, "name": step.name, "input": step.input}

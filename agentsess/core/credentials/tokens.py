@@ -16,6 +16,10 @@ Claims::
     iat, nbf, exp   integers (UNIX seconds)
     scope  space-separated scopes
     chain  ancestor run ids, root first ([] for a top-level run)
+    act    (a child run only) the delegation chain as nested RFC 8693 actor claims, the
+           nearest first: ``{"sub": "agent:<parent's agent>", "sid": <parent run>, "act":
+           {... "act": {"sub": "<user>@<host>"}}}``: this run acting for its parent, acting
+           for … the root run, acting for the human
 
 Verification is strict: compact form with exactly three canonical unpadded base64url parts;
 a header of exactly ``alg`` (``EdDSA``, or its alias ``Ed25519``), ``kid`` and optionally
@@ -155,12 +159,15 @@ def _encode_part(obj) -> str:
 # -- minting --------------------------------------------------------------------------
 
 
-def mint(*, agent: str, obo: str, sid: str, scope, chain=(), ttl, now=None):
+def mint(*, agent: str, obo: str, sid: str, scope, chain=(), ttl, now=None, act=None):
     """Mint a token for run ``sid`` of ``agent`` acting for ``obo``, valid for ``ttl`` seconds.
 
     ``scope`` is a space-separated string or an iterable of scopes (validated); ``chain`` the
-    ancestor run ids, root first. Returns ``(token, claims, kid)``.
+    ancestor run ids, root first; ``act`` the delegation chain of a child run (see above).
+    Returns ``(token, claims, kid)``.
     """
+    if act is not None and not (isinstance(act, dict) and isinstance(act.get("sub"), str)):
+        raise AgentsessError("cannot mint a token: act must be an actor claim with a sub", USAGE)
     for field, value in (("agent", agent), ("obo", obo), ("sid", sid)):
         if not isinstance(value, str) or not value:
             raise AgentsessError(f"cannot mint a token: {field} must be a non-empty string", USAGE)
@@ -184,6 +191,8 @@ def mint(*, agent: str, obo: str, sid: str, scope, chain=(), ttl, now=None):
         "scope": " ".join(granted),
         "chain": chain,
     }
+    if act is not None:
+        claims["act"] = act
     kid, private = _keys.current_key()
     signing_input = _encode_part({"alg": "EdDSA", "typ": "JWT", "kid": kid}) + "." + _encode_part(
         claims

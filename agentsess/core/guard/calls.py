@@ -155,7 +155,7 @@ def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, durati
         if inner is not None:
             shown = inner
             link["wrapper_sha256"] = sha256_text(command)
-            link.update(_checked_link(row["id"], sha256_text(inner), source))
+        link.update(_checked_link(row["id"], sha256_text(shown), source))
     data = actions.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
     data.update(link)
     recording.record_action(store, row["id"], "action.exec", data)

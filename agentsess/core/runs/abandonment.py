@@ -53,7 +53,9 @@ def kill_tree(row: dict) -> bool:
     sandbox = row.get("sandbox_pid")
     if sandbox:
         targets.append(sandbox)
-    if supervisor_alive(row):
+    if supervisor_alive(row) and row.get("child_pid") is not None:
+        # (a run with no child of its own, a sub-agent's, shares its parent's supervisor: its
+        # descendants are the parent's processes, not this run's)
         targets.extend(descendants(row["supervisor_pid"]))
     for pid in targets:
         try:

@@ -61,12 +61,25 @@ class Authority:
         self.pid = os.getpid()
         self.nested: dict[int, Nested] = {}
         self.lock = threading.Lock()
+        from agentsess.core.runs.subagents import SubAgents
+
+        self.subagents = SubAgents(self.pid, containment)
+        # a sub-agent's command (its `agentsess exec`): pid -> (start time, the sub-agent's run)
+        self.bound: dict[int, tuple[int | None, str]] = {}
 
     def caller_run(self, pid: int) -> str | None:
-        """The run a process belongs to: the nearest supervisor among its ancestors decides."""
+        """The run a process belongs to: the nearest supervisor among its ancestors decides, or
+        the nearest command of a sub-agent (bound to the sub-agent's run while it runs)."""
         with self.lock:
             nested = {n.pid: n.run_id for n in self.nested.values()}
+            bound = dict(self.bound)
         for anc in ancestry(pid):
+            if anc in bound:
+                from agentsess.edges.host import process_start
+
+                started, run_id = bound[anc]
+                if process_start(anc) == started:
+                    return run_id
             if anc in nested:
                 return nested[anc]
             if anc == self.pid:
@@ -109,6 +122,7 @@ class Authority:
         with self.lock:
             left = list(self.nested.values())
             self.nested.clear()
+        self.subagents.end_all(store, f"its parent run {self.run_id} ended")
         for run in left:
             try:
                 _finish_nested(store, run, {"error": f"its parent run {self.run_id} ended"})
@@ -161,7 +175,55 @@ def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     event = message.get("event")
     if not isinstance(event, dict):
         return refused("hook input is not a JSON object")
-    return {"ok": True, "answer": agent_hook(store, run_id, agent, event)}
+    # a sub-agent's call is decided and recorded in the sub-agent's own run (see subagents.py)
+    from agentsess.core.guard import agents
+    from agentsess.core.runs.subagents import record_refusal
+
+    protocol = agents.protocol(agent)
+    try:
+        target, denial = auth.subagents.route(store, run_id, event, protocol.SOURCE)
+    except AgentsessError as exc:
+        record_refusal(store, run_id, event, exc.message, protocol.SOURCE)
+        raise
+    if denial is not None:
+        kind = protocol.EVENTS.get(event.get("hook_event_name"))
+        if "deny" in denial and kind == "pre":
+            return {"ok": True, "answer": protocol.pre_answer(denial["deny"])}
+        return {"ok": True, "answer": None}
+    assert target is not None  # no denial: a run decides it
+    answer = agent_hook(store, target, agent, event)
+    if target != run_id:
+        auth.subagents.after_call(target, event, protocol, answer)
+    return {"ok": True, "answer": answer}
+
+
+@op("exec_start")
+def _exec_start(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    """A command the agent's shell prefix is about to run: a sub-agent's own (its allowed call
+    waits for it) is bound to the sub-agent's run while it runs, and told so."""
+    from agentsess.edges.host import process_start
+
+    if not auth.subagents.pending or auth.subagents.by_run.get(run_id) is not None:
+        return {"ok": True, "bound": None}
+    command = message.get("command")
+    if not isinstance(command, str) or message.get("source") != "claude-code":
+        return {"ok": True, "bound": None}
+    from agentsess.core.guard.agents import claude
+    from agentsess.digest import sha256_text
+
+    inner = claude.unwrap(command)
+    sub = auth.subagents.claim(sha256_text(inner if inner is not None else command))
+    if sub is None or sub.run_id is None:
+        return {"ok": True, "bound": None}
+    with auth.lock:
+        auth.bound[pid] = (process_start(pid), sub.run_id)
+    row = store.get_run(sub.run_id) or {}
+    from agentsess.timefmt import rfc3339
+
+    env = {"AGENTSESS_RUN_ID": sub.run_id, "AGENTSESS_PARENT_RUN_ID": sub.parent,
+           "AGENTSESS_SCOPES": " ".join(row.get("scopes") or []),
+           "AGENTSESS_EXPIRES_AT": rfc3339(row["expires_at"]) if row.get("expires_at") else ""}
+    return {"ok": True, "bound": sub.run_id, "env": env, "unset": ["AGENTSESS_TOKEN"]}
 
 
 @op("exec")
@@ -171,6 +233,16 @@ def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     record_exec(store, _env(run_id), str(message.get("command", "")), str(message.get("cwd", "")),
                 int(message.get("exit_code", 0)), float(message.get("duration", 0.0)),
                 str(message.get("source", "exec")))
+    with auth.lock:
+        binding = auth.bound.pop(pid, None)  # the command is done: its process is no longer the sub-agent's
+    if binding is not None:
+        # what it leaves running (adopted by the exec, its subreaper) stays the sub-agent's
+        from agentsess.edges.host import process_start
+        from agentsess.edges.supervisor import descendants
+
+        left = {child: (process_start(child), binding[1]) for child in descendants(pid)}
+        with auth.lock:
+            auth.bound.update(left)
     return {"ok": True}
 
 

@@ -88,9 +88,11 @@ def status(run_id: str, store=None) -> str | None:
     return None if row is None else row["status"]
 
 
-def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None, host=None) -> list[dict]:
+def list_runs(status=None, name=None, since=None, parent=None, limit=None, store=None, host=None,
+              unchecked: bool = False) -> list[dict]:
     """Run objects, newest first; ``parent`` is a run reference (id, prefix or ``last``);
-    ``host``: only the runs supervised on that machine (a shared store holds every machine's)."""
+    ``host``: only the runs supervised on that machine (a shared store holds every machine's);
+    ``unchecked`` adds each run's count of unchecked actions (reads every stream)."""
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
@@ -98,7 +100,13 @@ def list_runs(status=None, name=None, since=None, parent=None, limit=None, store
         if not store.readonly:  # evidence on read-only media is read as it is
             reap_abandoned(store)
         rows = store.list_runs(status, name, since, parent_id, limit, columns=LIST_COLUMNS, host=host)
-    return [run_object(r) for r in rows]
+        items = [run_object(r) for r in rows]
+        if unchecked:
+            from agentsess.core.receipts import unchecked as bypass
+
+            for item in items:
+                item["unchecked_actions"] = len(bypass.of_run(store.get_run(item["id"]) or item, store))
+    return items
 
 
 def tree(store, run_id: str) -> list[dict]:
@@ -130,6 +138,9 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
         children = tree(store, run_id)
         records, _ = mirror.records(store, run_id)  # a shared store's mirror when not on this machine
         checked = integrity(row, store) if with_integrity else None
+        from agentsess.core.receipts import unchecked as bypass
+
+        flagged = bypass.of_run(row, store)
     out = run_object(row)
     out["credential"] = {
         "state": credential_state(row),
@@ -155,6 +166,8 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     out["output_bytes"] = row.get("output_bytes")
     out["output_sha256"] = row.get("output_sha256")
     out["children"] = children
+    out["unchecked"] = flagged  # actions no guard decision covers (bypass detection)
+    out["unchecked_actions"] = len(flagged)
     out["receipts"] = records
     out["integrity"] = checked
     tail, end = _tail(paths.output_log(run_id), with_output_lines)
@@ -196,16 +209,20 @@ def verify_runs(ref: str | None = None, store=None) -> list[dict]:
     checked against the store's mirror of its receipts (or from the mirror alone when its
     stream is on another machine)."""
     from agentsess.core.receipts import mirror, verify
+    from agentsess.core.receipts import unchecked as bypass
     from agentsess.core.runs.abandonment import reap_abandoned
 
     with _store(store) as store:
         if not store.readonly:  # evidence on read-only media is read as it is
             reap_abandoned(store)
-        if ref is not None:
-            return [mirror.verify(store, store.get_run(store.resolve(ref)))]
         # the folders first: a run's row is written before its folder (see verify.verify_all)
-        folders = verify._run_folders()
-        rows = store.list_runs()
-        results = [mirror.verify(store, row) for row in rows]
-        results += [r.as_dict() for r in verify.unknown_folders(folders, {row["id"] for row in rows})]
+        folders = verify._run_folders() if ref is None else []
+        rows = [store.get_run(store.resolve(ref))] if ref is not None else store.list_runs()
+        results = []
+        for row in rows:
+            flagged = bypass.of_run(row, store)
+            results.append({**mirror.verify(store, row), "unchecked_actions": len(flagged), "unchecked": flagged})
+        if ref is None:
+            results += [{**r.as_dict(), "unchecked_actions": 0, "unchecked": []}
+                        for r in verify.unknown_folders(folders, {row["id"] for row in rows})]
         return results

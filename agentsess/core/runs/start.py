@@ -309,11 +309,13 @@ class Launch:
 
 
 def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets: dict,
-            caller: Caller | None = None) -> Launch:
+            caller: Caller | None = None, with_broker: bool = True) -> Launch:
     """Mint the credential, record the run (row and first receipts), build the child's environment.
 
-    ``caller`` is a nested run's own supervisor (this process is then its parent's)."""
+    ``caller`` is a nested run's own supervisor (this process is then its parent's); a
+    sub-agent's run (``with_broker`` False) has no process of its own, so no broker."""
     from agentsess.core.credentials import tokens
+    from agentsess.core.runs.subagents import delegation
 
     profile = plan.profile
     run_id = ids.new_run_id(plan.issued_at)
@@ -331,6 +333,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         chain=plan.chain,
         ttl=max(1, int(plan.expires_at) - int(plan.issued_at)),
         now=plan.issued_at,
+        act=delegation(store, plan.chain, obo) if plan.chain else None,
     )
     contained = _containment(request, plan, run_id, caller)
     supervisor = caller.pid if caller is not None else os.getpid()
@@ -338,7 +341,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     env, env_facts = _child_env(request, plan, run_id, token, injected, contained)
     # --- issue 13: the run's credential broker (services get placeholders; proxy mode) ---
     broker = None
-    if profile.services or (profile.network or {}).get("proxy") or profile.providers:  # else nothing is imported
+    if with_broker and (profile.services or (profile.network or {}).get("proxy") or profile.providers):
         from agentsess.core.credentials.brokering import open_broker
 
         broker = open_broker(run_id, profile, plan.expires_at, env, scopes=plan.scopes)
@@ -389,7 +392,7 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         {
             "jti": claims["jti"], "kid": kid, "sub": claims["sub"], "scopes": plan.scopes,
             "ceiling": profile.scopes, "iat": rfc3339(claims["iat"]), "exp": rfc3339(claims["exp"]),
-            "ttl_capped_by_parent": plan.capped, "chain": plan.chain,
+            "ttl_capped_by_parent": plan.capped, "chain": plan.chain, **({"act": claims["act"]} if "act" in claims else {}),
         },
     )
     if broker is not None:
@@ -469,3 +472,18 @@ def launch_nested(store: Store, request: Request, caller: Caller) -> tuple[Plan,
     return plan, _launch(store, request, plan, injected, secrets, caller)
 
 
+def launch_subagent(store: Store, request: Request, caller: Caller) -> tuple[Plan, Launch]:
+    """Plan, mint and record the run of a sub-agent an agent spawned inside itself (its first
+    tool call): a child of the run in ``request.env``, with no process, secrets or broker of
+    its own (its tool calls are the parent's agent's, decided and recorded in this run)."""
+    from agentsess.edges.config import load_config
+
+    try:
+        plan = make_plan(request, load_config(), store)
+    except Refused as refusal:
+        run_id = _record_denied(store, request, refusal)
+        raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
+    from dataclasses import replace
+
+    plan = replace(plan, scopes=list(request.scopes))  # exactly these (checked above), even none
+    return plan, _launch(store, request, plan, {}, {"vars": {}, "values": {}}, caller, with_broker=False)

@@ -9,7 +9,8 @@ bash sources; it installs a DEBUG trap that appends one line per command to the 
 file, which the supervisor turns into ``action.exec`` receipts. Best effort, and documented
 as such: it sees only non-interactive bash (not sh, dash, zsh, interactive shells, or
 programs run without a shell), the agent can switch it off or write to the spool, nested
-shells deeper than 4 and more than 10000 commands per shell are not recorded.
+shells deeper than 4 and more than 10000 commands per shell are not recorded. Claude Code's
+own shells (its hooks and shell snapshot, marked ``AI_AGENT=…_harness``) are not recorded.
 """
 
 import os
@@ -111,6 +112,7 @@ def setup_shell_capture(run_id: str) -> tuple[dict, str]:
     os.close(paths.open_private(spool, os.O_WRONLY | os.O_CREAT))
     script = paths.capture_script(run_id)
     body = f"""# agentsess shell capture for run {run_id} (best effort; see `agentsess run --help`)
+case "${{AI_AGENT:-}}" in *_harness) __agentsess_capturing=$$;; esac  # Claude Code's own shells (hooks, snapshot)
 if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; then
   __agentsess_capturing=$$
   export AGENTSESS_CAPTURE_DEPTH=$(( ${{AGENTSESS_CAPTURE_DEPTH:-0}} + 1 ))
@@ -131,7 +133,7 @@ if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; t
     }}
     __agentsess_debug() {{
       local rc=$?
-      case "$BASH_COMMAND" in __agentsess_*) return $rc;; esac
+      case "$BASH_COMMAND" in __agentsess_*|"trap '__agentsess_"*) return $rc;; esac
       __agentsess_flush "$rc"
       if [ "$__agentsess_n" -lt {MAX_COMMANDS} ]; then
         __agentsess_n=$(( __agentsess_n + 1 ))

@@ -6,7 +6,9 @@ local settings). They are given inline, so the agent has no file to rewrite mid-
 (a copy is kept as ``claude-settings.json`` in the run folder). They:
 
 - installs ``agentsess hook claude-code --run RUN`` on PreToolUse, PostToolUse,
-  PostToolUseFailure, PermissionRequest (all tools), SessionStart and SessionEnd;
+  PostToolUseFailure, PermissionRequest (all tools), SessionStart, SessionEnd, SubagentStart
+  and SubagentStop (a sub-agent's calls carry its ``agent_id``: each sub-agent gets a child
+  run, see :mod:`agentsess.core.runs.subagents`);
 - sets ``disableAllHooks: false``, so a settings file the agent edits mid-session cannot
   switch agentsess off;
 - holds the user's own ``--settings`` (a file or inline JSON), merged: their keys kept,
@@ -33,7 +35,8 @@ import shlex
 from agentsess.errors import RUN_FAILED, AgentsessError
 
 SOURCE = "claude-code"
-HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "SessionStart", "SessionEnd")
+HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "SessionStart", "SessionEnd",
+               "SubagentStart", "SubagentStop")
 REFUSED_FLAGS = {
     "--bare": "Claude Code's --bare skips hooks",
     "--safe-mode": "Claude Code's --safe-mode disables hooks",
@@ -45,7 +48,8 @@ REFUSED_ENV = {
 
 
 EVENTS = {"PreToolUse": "pre", "PostToolUse": "post", "PostToolUseFailure": "failure",
-          "PermissionRequest": "permission", "SessionStart": "session_start", "SessionEnd": "session_end"}
+          "PermissionRequest": "permission", "SessionStart": "session_start", "SessionEnd": "session_end",
+          "SubagentStart": "subagent_start", "SubagentStop": "subagent_stop"}
 
 
 def tool_name(name: str, event: dict | None = None) -> str:
@@ -140,7 +144,10 @@ def settings(run_id: str, hook: str, user: list[dict]) -> dict:
 def prefix_script(run_id: str, agentsess: str, hook: str) -> str:
     """The CLAUDE_CODE_SHELL_PREFIX script. Claude calls it as ``PREFIX 'COMMAND'`` for hooks and
     the Bash tool alike; hooks (Claude marks them with ``AI_AGENT=…_harness``, and agentsess's
-    own hook command is known) go straight to ``sh``, Bash tool commands through ``exec``."""
+    own hook command is known) go straight to ``sh``, Bash tool commands through ``exec``
+    (with ``--subagents`` once the run has a sub-agent, whose commands are bound to its run)."""
+    from agentsess.edges import paths
+
     shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
     return (
         "#!/bin/sh\n"
@@ -148,6 +155,10 @@ def prefix_script(run_id: str, agentsess: str, hook: str) -> str:
         "# hook commands (Claude runs them through this prefix too) are not recorded as commands\n"
         f"if [ \"$#\" -eq 1 ] && [ \"$1\" = {shlex.quote(hook)} ]; then exec {shell} -c \"$1\"; fi\n"
         f"case \"${{AI_AGENT:-}}\" in *_harness) exec {shell} -c \"$*\";; esac\n"
+        "# once the run has a sub-agent, each command asks whether it is a sub-agent's\n"
+        f"if [ -e {shlex.quote(paths.subagents_marker(run_id))} ]; then\n"
+        f"  AGENTSESS_RUN_ID={shlex.quote(run_id)} exec {agentsess} exec --source {SOURCE} --subagents -c \"$*\"\n"
+        "fi\n"
         f"AGENTSESS_RUN_ID={shlex.quote(run_id)} exec {agentsess} exec --source {SOURCE} -c \"$*\"\n"
     )
 

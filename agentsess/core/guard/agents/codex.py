@@ -5,7 +5,8 @@ that invocation (Codex's ``-c key=value`` "session flags" layer; nothing in the 
 CODEX_HOME is written):
 
 - ``hooks.PreToolUse``, ``hooks.PostToolUse``, ``hooks.PermissionRequest``,
-  ``hooks.SessionStart`` and ``hooks.SessionEnd`` calling
+  ``hooks.SessionStart``, ``hooks.SessionEnd``, ``hooks.SubagentStart`` and
+  ``hooks.SubagentStop`` calling
   ``agentsess hook codex --run RUN``;
 - ``features.hooks=true``, so a config file the agent edits cannot switch hooks off (the
   session flags outrank the user's and the project's config);
@@ -37,9 +38,11 @@ from agentsess.core.guard.agents.claude import mcp_name
 from agentsess.errors import RUN_FAILED, AgentsessError
 
 SOURCE = "codex"
-HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PermissionRequest", "SessionStart", "SessionEnd")
+HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PermissionRequest", "SessionStart", "SessionEnd", "SubagentStart",
+               "SubagentStop")
 EVENTS = {"PreToolUse": "pre", "PostToolUse": "post", "PermissionRequest": "permission",
-          "SessionStart": "session_start", "SessionEnd": "session_end"}
+          "SessionStart": "session_start", "SessionEnd": "session_end", "SubagentStart": "subagent_start",
+          "SubagentStop": "subagent_stop"}
 LIST_TIMEOUT = 20
 
 
