@@ -75,4 +75,34 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN sandbox_pid INTEGER;
         """,
     ),
+    (
+        # issue 16: calls held for a person's answer (`agentsess approve|deny`). Self-contained, in
+        # SQL both backends read; on PostgreSQL the REAL columns are DOUBLE PRECISION (see
+        # APPROVALS_POSTGRES below).
+        "0005_approvals",
+        """
+        CREATE TABLE approvals (
+            run_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            source TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            args_sha256 TEXT NOT NULL,
+            reason TEXT,
+            status TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            answered_at REAL,
+            answered_by TEXT,
+            answer_reason TEXT,
+            grant_until REAL,
+            PRIMARY KEY (run_id, request_id)
+        );
+        CREATE INDEX approvals_status ON approvals (status, requested_at);
+        CREATE INDEX approvals_call ON approvals (run_id, tool, args_sha256)
+        """,
+    ),
 ]
+
+# The same step for the PostgreSQL store (branch fleet2's edges/store/migrations.py).
+APPROVALS_POSTGRES = MIGRATIONS[-1][1].replace(" REAL", " DOUBLE PRECISION")

@@ -111,14 +111,21 @@ def parse_message(line: bytes):
     return value, encoded
 
 
-def call_decision(row: dict, tool: str, args) -> "policy.Decision":
+def call_decision(row: dict, tool: str, args, hold=None) -> "policy.Decision":
     """The proxy's decision for ``tool`` (``mcp:SERVER:NAME``): the policy's, with ``ask``
-    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure."""
+    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure, but for ``hold``:
+    ``hold(decision)`` answers an ``ask`` that ``approval = "human"`` holds for a person."""
     decision = policy.decide(row, tool, args)
+    if decision.decision == "ask" and hold is not None:
+        from agentsess.core.guard import approvals
+
+        if approvals.held(row, decision):
+            decision = hold(decision)
     if decision.decision == "ask":
         return policy.Decision(
             "deny",
-            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
+            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies "
+            "(approval = \"human\" holds such calls for `agentsess approve`)",
             decision.rule,
             decision.scope,
         )
@@ -127,13 +134,24 @@ def call_decision(row: dict, tool: str, args) -> "policy.Decision":
     return decision
 
 
-def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
+def decide_call(row: dict, server: str, name, args, request_id, store=None, say=None) -> tuple[policy.Decision, dict]:
     """The supervisor's side of one ``tools/call``: the decision and the ``action.checked``
-    receipt's data."""
+    receipt's data. With ``store``, an ``ask`` under ``approval = "human"`` is held there until
+    a person answers (``say``: the run's terminal notice)."""
     name = name if isinstance(name, str) else "?"
     tool = f"mcp:{server}:{name}"
-    decision = call_decision(row, tool, args)
-    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
+    extra = {"server": server, "request_id": request_id}
+    hold = None
+    if store is not None:
+        from agentsess.core.guard import approvals
+
+        def hold(decision):
+            answered, more = approvals.settle(store, row, tool, args, SOURCE, decision, say)
+            extra.update(more)
+            return answered
+
+    decision = call_decision(row, tool, args, hold)
+    data = actions.checked_receipt(decision, tool, None, SOURCE, extra)
     if args is not None:
         data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
     return decision, data

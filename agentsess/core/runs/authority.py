@@ -61,6 +61,7 @@ class Authority:
         self.pid = os.getpid()
         self.nested: dict[int, Nested] = {}
         self.lock = threading.Lock()
+        self.say = None  # the run's terminal notice (the supervisor's), for held approvals
 
     def caller_run(self, pid: int) -> str | None:
         """The run a process belongs to: the nearest supervisor among its ancestors decides."""
@@ -116,6 +117,11 @@ class Authority:
                 pass
 
     def handle(self, message: dict, pid: int) -> dict:
+        if message.get("op") == "approval_wake":  # from anyone: it carries no answer, the store does
+            from agentsess.core.guard.approvals import wake
+
+            wake()
+            return {"ok": True}
         run_id = self.caller_run(pid)
         if run_id is None:
             return refused(f"process {pid} is not part of run {self.run_id}; only the run's own processes may ask it")
@@ -146,7 +152,7 @@ def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict
     if not isinstance(scope, str):
         return refused("check: expected exactly one SCOPE")
     command = message.get("command")
-    row, decision = check(store, _env(run_id), scope, message.get("tool"), command)
+    row, decision = check(store, _env(run_id), scope, message.get("tool"), command, auth.say)
     return {"ok": True, "run": row["id"], "decision": decision.decision, "reason": decision.reason,
             "scope": decision.scope, "allowed": decision.allowed}
 
@@ -161,7 +167,7 @@ def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     event = message.get("event")
     if not isinstance(event, dict):
         return refused("hook input is not a JSON object")
-    return {"ok": True, "answer": agent_hook(store, run_id, agent, event)}
+    return {"ok": True, "answer": agent_hook(store, run_id, agent, event, auth.say)}
 
 
 @op("exec")
@@ -202,7 +208,8 @@ def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> d
     if not isinstance(server, str):
         return refused("mcp_call: no server name")
     row = _refresh_liveness(store, store.get_run(run_id))
-    decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"))
+    decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"),
+                                 store, auth.say)
     recording.record_action(store, run_id, "action.checked", data)
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
 
