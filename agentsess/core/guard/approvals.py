@@ -106,15 +106,17 @@ def settle(store, row: dict, tool: str, args, source: str, decision: Decision, s
     wait = min(timeout(row), HOOK_LIMIT.get(source, 1 << 30))
     expires = now + wait
     request_id = new_request_id()
+    why = actions.capped(decision.reason, actions.RESULT_CAP)  # a rule's reason quotes the command
     data = {"request_id": request_id, "tool": tool, "source": source, "summary": summary, "args_sha256": digest,
-            "rule": decision.rule, "scope": decision.scope, "reason": decision.reason,
+            "rule": decision.rule, "scope": decision.scope, "reason": why,
             "expires_at": rfc3339(expires), "timeout": wait}
     rec = recording.record_action(store, run_id, "approval.requested", data)
-    shown = (rec or {}).get("data", data).get("summary", summary)  # as recorded: the run's secrets masked
+    recorded = (rec or {}).get("data", data)  # as recorded: the run's exact secrets masked too
+    shown, why = recorded.get("summary", summary), recorded.get("reason", why)
     for _ in range(8):
         if store.insert_approval({
             "run_id": run_id, "request_id": request_id, "tool": tool, "source": source, "summary": shown,
-            "args_sha256": digest, "reason": decision.reason, "status": "pending", "requested_at": now,
+            "args_sha256": digest, "reason": why, "status": "pending", "requested_at": now,
             "expires_at": expires,
         }):
             break
