@@ -374,6 +374,30 @@ def test_a_run_revoked_while_a_call_waits_denies_it(run, tmp_path):
     assert agentsess("approvals", "--json").stdout.strip() == b"[]"
 
 
+def test_a_request_of_a_run_that_ended_answers_nothing(run, tmp_path):
+    held = hook(run, tmp_path, "git push origin main")
+    [item] = waiting(run.run_id)
+    held.proc.stdin.close()
+    run.finish()
+    assert agentsess("approvals", "--json").stdout.strip() == b"[]"
+    proc = agentsess("approve", run.run_id, item["request"])
+    assert proc.returncode == 1 and b"waits no more" in proc.stderr
+
+
+def test_a_codex_call_is_held_no_longer_than_its_hook_waits(run, tmp_path):
+    event = json.dumps({"hook_event_name": "PreToolUse", "session_id": "s1", "tool_name": "Bash",
+                        "tool_input": {"command": "git push origin main"}, "tool_use_id": "call_1"}).encode()
+    held = Held(run, [PY, "-m", "agentsess", "hook", "codex", "--run", run.run_id], tmp_path, event, "codex")
+    [item] = waiting(run.run_id)
+    assert item["source"] == "codex" and item["seconds_left"] <= approvals.HOOK_LIMIT["codex"] < 60
+    agentsess("approve", run.run_id, item["request"], check=0)
+    code, out, err = held.result()
+    assert code == 0, err
+    assert json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "allow"
+    [requested] = [r["data"] for r in receipts(run.run_id, "approval.requested")]
+    assert requested["timeout"] == approvals.HOOK_LIMIT["codex"]
+
+
 # -- `check` and the MCP proxy --------------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ import subprocess
 
 from clients import client, fake_git, node_ok
 from fakeapi import Call, FakeModel, Say
-
 from helpers import PY, agentsess, show, wait_for, write_config
 
 PROFILE = """

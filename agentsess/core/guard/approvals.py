@@ -294,6 +294,10 @@ def answer(store, run_ref: str, request_id: str, grant: bool, for_seconds: int |
     if row is None:
         raise AgentsessError(f"run {run_id} has no approval request {request_id}; list them with `agentsess approvals`",
                              USAGE)
+    run = store.get_run(run_id) or {}
+    if run.get("status") != "running" and row["status"] == "pending":
+        raise AgentsessError(f"run {run_id} is {run.get('status') or 'gone'}: its request {request_id} waits no more",
+                             CHECK_FAILED)
     now = time.time()
     by = who()
     until = now + for_seconds if grant and for_seconds else None
