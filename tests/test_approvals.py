@@ -432,19 +432,63 @@ def test_mcp_proxy_holds_an_ask_call_and_forwards_it_once_approved(run, tmp_path
         session.call(1, "ask_me", n=1)
         [item] = waiting(run.run_id)
         assert item["tool"] == "mcp:fake:ask_me" and item["source"] == "mcp-proxy" and item["summary"] == '{"n":1}'
+        session.call(2, "add", a=1, b=2)  # the session goes on while a call is held
+        assert session.answer()["id"] == 2
+        assert b'"n":1' not in session.server_got()
         agentsess("approve", run.run_id, item["request"], check=0)
         reply = session.answer()
         assert reply["id"] == 1 and "result" in reply, reply
-        session.call(2, "ask_me", n=2)
+        session.call(3, "ask_me", n=3)
         [second] = waiting(run.run_id)
         agentsess("deny", run.run_id, second["request"], "--reason", "enough", check=0)
         reply = session.answer()
-        assert reply["id"] == 2 and reply["error"]["code"] == -32001 and "enough" in reply["error"]["message"]
-        assert b'"n":2' not in session.server_got() and b'"n": 2' not in session.server_got()
+        assert reply["id"] == 3 and reply["error"]["code"] == -32001 and "enough" in reply["error"]["message"]
+        assert b'"n":3' not in session.server_got()
+        # a held call the client cancels is not forwarded, even once approved
+        session.call(4, "ask_me", n=4)
+        [third] = waiting(run.run_id)
+        session.request({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 4}})
+        agentsess("approve", run.run_id, third["request"], check=0)
+        session.request({"jsonrpc": "2.0", "id": 5, "method": "ping"})
+        assert session.answer()["id"] == 5
+        wait_for(lambda: len(receipts(run.run_id, "approval.granted")) == 2, what="the second grant")
+        session.request({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+        assert session.answer()["id"] == 6
+        assert b'"n":4' not in session.server_got()
     finally:
         session.close()
     checked = [r["data"] for r in receipts(run.run_id, "action.checked")]
-    assert [(c["decision"], c["approval"]) for c in checked] == [("allow", item["request"]), ("deny", second["request"])]
+    held = [(c["decision"], c.get("approval")) for c in checked if c["tool"] == "mcp:fake:ask_me"]
+    assert held == [("allow", item["request"]), ("deny", second["request"]), ("allow", third["request"])]
+
+
+def test_an_mcp_answer_is_taken_once_and_only_for_its_own_call(run, tmp_path):
+    """The proxy is inside the run: a hostile one could wait on a request twice, or with other
+    arguments. The supervisor gives the answer to one waiter, for the call it was asked about."""
+    from test_mcp_proxy import Session
+
+    session = Session(tmp_path, run)
+    try:
+        session.call(1, "ask_me", n=1)
+        [item] = waiting(run.run_id)
+        other = run.run([PY, "-c", AWAIT, item["request"], json.dumps({"n": 2})])
+        assert json.loads(other.stdout)["allowed"] is False and "is not this call" in json.loads(other.stdout)["reason"]
+        agentsess("approve", run.run_id, item["request"], check=0)
+        assert "result" in session.answer()
+        again = run.run([PY, "-c", AWAIT, item["request"], json.dumps({"n": 1})])
+        answer = json.loads(again.stdout)
+        assert answer["allowed"] is False and "already answered another call" in answer["reason"], answer
+    finally:
+        session.close()
+    assert len(receipts(run.run_id, "approval.granted")) == 1
+
+
+AWAIT = r"""
+import json, sys
+from agentsess.edges import control
+print(json.dumps(control.request(control.find_socket(), {"op": "mcp_await", "server": "fake", "name": "ask_me",
+      "arguments": json.loads(sys.argv[2]), "request_id": 99, "approval": sys.argv[1]})))
+"""
 
 
 def test_approval_agent_keeps_todays_answers(tmp_path):

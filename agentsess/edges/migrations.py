@@ -96,6 +96,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             answered_by TEXT,
             answer_reason TEXT,
             grant_until REAL,
+            consumed_at REAL,
             PRIMARY KEY (run_id, request_id)
         );
         CREATE INDEX approvals_status ON approvals (status, requested_at);

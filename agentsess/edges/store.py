@@ -319,6 +319,15 @@ class Store:
         cur = self._exec(sql, (status, now, by, reason, grant_until, run_id, request_id, now))
         return cur.rowcount == 1
 
+    def consume_approval(self, run_id: str, request_id: str, now: float) -> bool:
+        """Take an answered request's answer for the one call it is for; True only the first time."""
+        cur = self._exec(
+            "UPDATE approvals SET consumed_at = ? WHERE run_id = ? AND request_id = ? AND status != 'pending' "
+            "AND consumed_at IS NULL",
+            (now, run_id, request_id),
+        )
+        return cur.rowcount == 1
+
     def pending_approvals(self, now: float, run_id: str | None = None) -> list[dict]:
         """Requests still waiting (not expired) of runs still running, oldest first."""
         sql = ("SELECT approvals.* FROM approvals JOIN runs ON runs.id = approvals.run_id "

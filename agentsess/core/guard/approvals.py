@@ -92,6 +92,15 @@ def settle(store, row: dict, tool: str, args, source: str, decision: Decision, s
     """Hold a call the rules said to ``ask`` about until a person answers it (see the module
     docstring); returns the decision to answer with (``allow`` or ``deny``, with why) and
     what the ``action.checked`` receipt adds (``approval``: the request id)."""
+    opened = request(store, row, tool, args, source, decision, say)
+    if not isinstance(opened, str):
+        return opened
+    return wait(store, row, opened, tool, args, decision)
+
+
+def request(store, row: dict, tool: str, args, source: str, decision: Decision, say=None):
+    """Ask a person about this call: the request id of a new request (recorded, announced), or,
+    when a ``--for`` grant still covers this exact call, the decision and receipt extras at once."""
     from agentsess.core.receipts import recording
     from agentsess.timefmt import rfc3339
 
@@ -103,33 +112,54 @@ def settle(store, row: dict, tool: str, args, source: str, decision: Decision, s
         reason = (f"approved by {grant['answered_by']} for this exact call until {rfc3339(grant['grant_until'])} "
                   f"(request {grant['request_id']}); {decision.reason}")
         return decision.replace(decision="allow", reason=reason), {"approval": grant["request_id"]}
-    wait = min(timeout(row), HOOK_LIMIT.get(source, 1 << 30))
-    expires = now + wait
+    seconds = min(timeout(row), HOOK_LIMIT.get(source, 1 << 30))
+    expires = now + seconds
     request_id = new_request_id()
+    while store.get_approval(run_id, request_id) is not None:  # taken in this run: 1 in 10^9
+        request_id = new_request_id()
     why = actions.capped(decision.reason, actions.RESULT_CAP)  # a rule's reason quotes the command
     data = {"request_id": request_id, "tool": tool, "source": source, "summary": summary, "args_sha256": digest,
             "rule": decision.rule, "scope": decision.scope, "reason": why,
-            "expires_at": rfc3339(expires), "timeout": wait}
+            "expires_at": rfc3339(expires), "timeout": seconds}
     rec = recording.record_action(store, run_id, "approval.requested", data)
     recorded = (rec or {}).get("data", data)  # as recorded: the run's exact secrets masked too
     shown, why = recorded.get("summary", summary), recorded.get("reason", why)
-    for _ in range(8):
-        if store.insert_approval({
-            "run_id": run_id, "request_id": request_id, "tool": tool, "source": source, "summary": shown,
-            "args_sha256": digest, "reason": why, "status": "pending", "requested_at": now,
-            "expires_at": expires,
-        }):
-            break
-        request_id = new_request_id()  # taken in this run (1 in 10^9): the receipt names the first
-    else:
-        raise AgentsessError("could not record the approval request", USAGE)
+    if not store.insert_approval({
+        "run_id": run_id, "request_id": request_id, "tool": tool, "source": source, "summary": shown,
+        "args_sha256": digest, "reason": why, "status": "pending", "requested_at": now, "expires_at": expires,
+    }):
+        raise AgentsessError(f"could not record approval request {request_id}: its id is taken", USAGE)
+    _announce(say, run_id, request_id, tool, shown, seconds)
+    return request_id
+
+
+def wait(store, row: dict, request_id: str, tool: str, args, decision: Decision) -> tuple[Decision, dict]:
+    """Wait for the answer to ``request_id``, which must be this very call (tool and arguments
+    hash); the first waiter to take the answer gets it, any other is denied."""
+    from agentsess.core.receipts import recording
+    from agentsess.timefmt import rfc3339
+
+    run_id = row["id"]
+    digest = actions.summarise(args)[1]
     extra = {"approval": request_id}
-    _announce(say, run_id, request_id, tool, shown, wait)
+    answer = store.get_approval(run_id, request_id)
+    if answer is None or answer["tool"] != tool or answer["args_sha256"] != digest:
+        return decision.replace(decision="deny", reason=f"approval request {request_id} of run {run_id} is not "
+                                "this call (another tool or other arguments)"), extra
+    seconds = round(answer["expires_at"] - answer["requested_at"])
+    expires = answer["expires_at"]
+
+    def taken() -> tuple[Decision, dict]:
+        return decision.replace(decision="deny", reason=f"approval request {request_id} already answered another "
+                                "call; each answer is for one call"), extra
+
     while True:
         answer = store.get_approval(run_id, request_id)
         now = time.time()
         status = answer["status"] if answer else "denied"
         if status == "granted":
+            if not store.consume_approval(run_id, request_id, now):
+                return taken()
             until = answer.get("grant_until")
             recording.record_action(store, run_id, "approval.granted", {
                 "request_id": request_id, "tool": tool, "args_sha256": digest, "by": answer["answered_by"],
@@ -138,6 +168,8 @@ def settle(store, row: dict, tool: str, args, source: str, decision: Decision, s
             by = f"approved by {answer['answered_by']} (request {request_id})"
             return decision.replace(decision="allow", reason=f"{by}; {decision.reason}"), extra
         if status == "denied":
+            if answer is not None and not store.consume_approval(run_id, request_id, now):
+                return taken()
             why = (answer or {}).get("answer_reason") or "no reason given"
             who = (answer or {}).get("answered_by") or "agentsess"
             recording.record_action(store, run_id, "approval.denied", {
@@ -147,10 +179,12 @@ def settle(store, row: dict, tool: str, args, source: str, decision: Decision, s
                                     f"{decision.reason}"), extra
         if status == "expired" or now >= expires:
             if status == "expired" or store.answer_approval(run_id, request_id, "expired", now, None,
-                                                            f"no answer within {wait}s"):
-                why = f"nobody approved it within {_duration(wait)} (approval_timeout)"
+                                                            f"no answer within {seconds}s"):
+                if not store.consume_approval(run_id, request_id, now):
+                    return taken()
+                why = f"nobody approved it within {_duration(seconds)} (approval_timeout)"
                 recording.record_action(store, run_id, "approval.expired", {
-                    "request_id": request_id, "tool": tool, "args_sha256": digest, "after": wait, "reason": why})
+                    "request_id": request_id, "tool": tool, "args_sha256": digest, "after": seconds, "reason": why})
                 return decision.replace(decision="deny", reason=f"{why}, request {request_id}; {decision.reason}"), extra
             continue  # answered at the last moment: read that answer
         dead = _revoked(store, run_id)

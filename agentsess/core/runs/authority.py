@@ -201,15 +201,34 @@ def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) 
 @op("mcp_call")
 def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import _refresh_liveness
-    from agentsess.core.guard.mcp import decide_call
+    from agentsess.core.guard.mcp import Deferred, decide_call
     from agentsess.core.receipts import recording
 
     server = message.get("server")
     if not isinstance(server, str):
         return refused("mcp_call: no server name")
     row = _refresh_liveness(store, store.get_run(run_id))
-    decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"),
-                                 store, auth.say)
+    try:
+        decision, data = decide_call(row, server, message.get("name"), message.get("arguments"),
+                                     message.get("request_id"), store, auth.say, defer=message.get("defer") is True)
+    except Deferred as held:  # a person is asked; the proxy waits with mcp_await
+        return {"ok": True, "held": held.request_id}
+    recording.record_action(store, run_id, "action.checked", data)
+    return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
+
+
+@op("mcp_await")
+def _mcp_await(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import _refresh_liveness
+    from agentsess.core.guard.mcp import await_call
+    from agentsess.core.receipts import recording
+
+    server, approval = message.get("server"), message.get("approval")
+    if not isinstance(server, str) or not isinstance(approval, str):
+        return refused("mcp_await: malformed")
+    row = _refresh_liveness(store, store.get_run(run_id))
+    decision, data = await_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"),
+                                approval, store)
     recording.record_action(store, run_id, "action.checked", data)
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
 
