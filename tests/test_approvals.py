@@ -559,3 +559,20 @@ def test_the_approvals_migration_applies_on_a_store_of_the_previous_schema(tmp_p
         assert store.pending_approvals(0.0) == []
     with Store(str(tmp_path / "new.db")) as store:
         assert "0005_approvals" in store.applied_migrations()
+
+
+def test_pruning_a_run_forgets_its_requests(tmp_path):
+    from agentsess.edges.store import Store
+
+    with Store(str(tmp_path / "s.db")) as store:
+        store.insert_run({"id": "run_a", "name": "a", "status": "exited", "command": ["true"], "cwd": "/",
+                          "host": "h", "user": "u", "started_at": 1.0})
+        for run_id in ("run_a", "run_b"):
+            assert store.insert_approval({"run_id": run_id, "request_id": "abcdef", "tool": "Bash", "source": "check",
+                                          "summary": "x", "args_sha256": "0" * 64, "reason": None, "status": "pending",
+                                          "requested_at": 1.0, "expires_at": 2.0})
+        assert not store.insert_approval({"run_id": "run_a", "request_id": "abcdef", "tool": "Bash", "source": "check",
+                                          "summary": "y", "args_sha256": "1" * 64, "reason": None, "status": "pending",
+                                          "requested_at": 1.0, "expires_at": 2.0})  # (run, request) is unique
+        store.delete_runs(["run_a"])
+        assert store.get_approval("run_a", "abcdef") is None and store.get_approval("run_b", "abcdef") is not None
