@@ -298,11 +298,7 @@ class Store:
         """Record a pending request; False if (run_id, request_id) is taken."""
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        cur = self._exec(
-            f"INSERT INTO approvals ({cols}) SELECT {marks} WHERE NOT EXISTS "
-            "(SELECT 1 FROM approvals WHERE run_id = ? AND request_id = ?)",
-            (*row.values(), row["run_id"], row["request_id"]),
-        )
+        cur = self._exec(f"INSERT INTO approvals ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", tuple(row.values()))
         return cur.rowcount == 1
 
     def get_approval(self, run_id: str, request_id: str) -> dict | None:
