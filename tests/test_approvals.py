@@ -210,6 +210,17 @@ def test_a_desktop_notification_where_notify_send_exists(tmp_path):
         held.result()
 
 
+def test_an_agent_cannot_flood_the_person_with_requests(run, tmp_path):
+    helds = [hook(run, tmp_path, f"git push origin b{i}", f"h{i}") for i in range(approvals.MAX_WAITING)]
+    items = waiting(run.run_id, approvals.MAX_WAITING)
+    one_more = run.call("hook", "claude-code", "--run", run.run_id, input=pre("git push origin extra"))
+    data = json.loads(one_more.stdout)["hookSpecificOutput"]
+    assert data["permissionDecision"] == "deny" and "already wait for approval" in data["permissionDecisionReason"]
+    for item in items:
+        agentsess("deny", run.run_id, item["request"], check=0)
+    assert all(answer_of(h)[0] == "deny" for h in helds)
+
+
 # -- bound to the exact call, consumed once ------------------------------------------------------
 
 

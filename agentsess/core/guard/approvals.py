@@ -40,6 +40,7 @@ NOTICE_SUMMARY = 120
 # hook is not a block): a call is held at most this long there, so that agentsess answers (deny)
 # before the agent gives up on the hook. Claude Code's PreToolUse waits approval_timeout + 30 s.
 HOOK_LIMIT = {"codex": 50, "gemini": 50}
+MAX_WAITING = 8  # calls of one run waiting at once: beyond that an agent only floods your screen
 
 _wake = threading.Condition()
 
@@ -112,6 +113,9 @@ def request(store, row: dict, tool: str, args, source: str, decision: Decision, 
         reason = (f"approved by {grant['answered_by']} for this exact call until {rfc3339(grant['grant_until'])} "
                   f"(request {grant['request_id']}); {decision.reason}")
         return decision.replace(decision="allow", reason=reason), {"approval": grant["request_id"]}
+    if len(store.pending_approvals(now, run_id)) >= MAX_WAITING:
+        return decision.replace(decision="deny", reason=f"{MAX_WAITING} calls of run {run_id} already wait for "
+                                f"approval; answer those first; {decision.reason}"), {}
     seconds = min(timeout(row), HOOK_LIMIT.get(source, 1 << 30))
     expires = now + seconds
     request_id = new_request_id()
