@@ -190,6 +190,12 @@ def test_the_run_terminal_gets_one_line_that_escapes_what_the_agent_chose(run, t
     assert "\\x1b[2J" in line and f"agentsess approve {run.run_id} {item['request']}" in line
 
 
+def test_notice_text_escapes_controls_bidi_and_invisible_marks():
+    text = approvals._one_line("a\x1b[2Jb\u202ec\u200bd\ufeffe\x9bf" + "x" * 500)
+    assert text.startswith("a\\x1b[2Jb\\u202ec\\u200bd\\ufeffe\\x9bf") and text.isprintable()
+    assert len(text) == approvals.NOTICE_SUMMARY and text.endswith("…")
+
+
 def test_a_desktop_notification_where_notify_send_exists(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -81,7 +81,8 @@ def _one_line(text: str, limit: int = NOTICE_SUMMARY) -> str:
     out = []
     for ch in text:
         n = ord(ch)
-        if n < 0x20 or 0x7F <= n < 0xA0 or 0x2028 <= n <= 0x202E or 0x2066 <= n <= 0x2069 or 0xD800 <= n < 0xE000:
+        if (n < 0x20 or 0x7F <= n < 0xA0 or 0x200B <= n <= 0x200F or 0x2028 <= n <= 0x202E or 0x2066 <= n <= 0x2069
+                or n in (0x061C, 0xFEFF) or 0xD800 <= n < 0xE000):  # controls, bidi and invisible marks
             out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}")
         else:
             out.append(ch)
