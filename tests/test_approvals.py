@@ -309,9 +309,39 @@ def _inside_attempts(live: InRun, item: dict) -> list[subprocess.CompletedProces
              live.call("approve", live.run_id, item["request"],
                        unset=("AGENTSESS_CONTROL", "AGENTSESS_RUN_ID", "AGENTSESS_TOKEN"))]
     tries.append(live.call("approve", live.run_id, item["request"], env=home, unset=("AGENTSESS_CONTROL",)))
+    tries.append(live.run([PY, "-c", ORPHAN_APPROVES, live.run_id, item["request"]], env=home,
+                          unset=("AGENTSESS_CONTROL", "AGENTSESS_RUN_ID", "AGENTSESS_TOKEN")))
     return tries + [live.run([PY, "-c", REMOVE_LINK_THEN_APPROVE, live.run_id, item["request"], paths.control_dir()],
                              env=home, unset=("AGENTSESS_CONTROL", "AGENTSESS_RUN_ID", "AGENTSESS_TOKEN"))]
 
+
+# the agent double-forks into a new session, so that its parent is gone, then asks agentsess
+ORPHAN_APPROVES = r"""
+import os, sys, time
+run, req = sys.argv[1:3]
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.close(r)
+        time.sleep(0.2)  # its parent has exited: it is an orphan now
+        os.dup2(w, 2)
+        os.dup2(w, 1)
+        os.execv(sys.executable, [sys.executable, "-c",
+                 "import subprocess, sys; p = subprocess.run([sys.executable, '-m', 'agentsess', 'approve', sys.argv[1], sys.argv[2]]);"
+                 "print('rc', p.returncode)", run, req])
+    os._exit(0)
+os.close(w)
+os.wait()
+out = b""
+while True:
+    part = os.read(r, 65536)
+    if not part:
+        break
+    out += part
+sys.stderr.buffer.write(out)
+sys.exit(2 if b"rc 2" in out else 0)
+"""
 
 # the agent deletes its supervisor's pid link (its own user's folder), then asks agentsess
 REMOVE_LINK_THEN_APPROVE = r"""
