@@ -15,9 +15,10 @@ from agentsess.errors import RUN_FAILED, USAGE, AgentsessError
 UNEXPECTED = {"run": RUN_FAILED, "hook": 2}
 
 
-# commands that change agentsess's own state: refused inside a run, whatever the run can reach
+# commands that change agentsess's own state (or answer the run's own approval requests):
+# refused inside a run, whatever the run can reach
 REFUSED_INSIDE = {("config", "set"), ("config", "init"), ("key", "rotate"), ("secret", "set"), ("secret", "rm"),
-                  ("prune",)}
+                  ("prune",), ("approvals",), ("approve",), ("deny",)}
 
 
 def refused_inside(argv: list[str]) -> str | None:

@@ -44,6 +44,12 @@ A matched rule applies only while the run is live and holds its `scope`; otherwi
 call is denied. Calls no rule matches get the profile's default_decision. Every decision
 is a receipt (action.checked) of the run. The hook fails closed: any failure is exit 2,
 which Claude Code treats as "blocked".
+
+`ask` goes to the agent's own prompt (approval = "agent"), or, with approval = "human", the
+call is held until you answer from a terminal outside the run, for approval_timeout at most:
+  agentsess approvals                     # what waits: RUN, REQUEST, tool, what it would do
+  agentsess approve RUN REQ [--for 10m]   # that exact call, once (or again until then)
+  agentsess deny RUN REQ --reason TEXT
 """,
     ),
     "exit-codes": (

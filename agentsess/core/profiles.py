@@ -54,6 +54,8 @@ BUILTIN: dict[str, Any] = {
     "git_name": None,
     "git_email": None,
     "default_decision": "observe",
+    "approval": "agent",
+    "approval_timeout": 300,
     "env": {},
     "rules": [],
     "services": {},
@@ -65,7 +67,8 @@ PROFILE_KEYS = tuple(BUILTIN)
 RULE_KEYS = ("tool", "args", "scope", "decision", "reason")
 TOP_KEYS = ("defaults", "profiles", "store")
 
-_DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning", "store_unreachable_after"))
+_DURATIONS = frozenset(("ttl", "max_ttl", "revoke_grace", "expiry_warning", "store_unreachable_after",
+                        "approval_timeout"))
 _BOOLS = frozenset(("keep_env", "env_notice", "isolate_home", "mask_terminal", "capture_shell", "contain"))
 _ENUMS = {
     "on_revoke": ("stop", "keep"),
@@ -75,6 +78,7 @@ _ENUMS = {
     "on_store_unreachable": ("keep", "stop"),
     "integration": ("auto", "none", "claude-code", "codex", "gemini"),
     "default_decision": ("observe", "allow", "deny", "ask"),
+    "approval": ("agent", "human"),
 }
 DECISIONS = ("allow", "deny", "ask")
 LIST_KEYS = frozenset(("scopes", "default_scopes", "scrub_env", "pass_env", "home_files", "hide", "unhide"))
@@ -154,6 +158,8 @@ class Profile:
     git_name: str | None
     git_email: str | None
     default_decision: str
+    approval: str  # who answers a rule's ask: "agent" (its own prompt) or "human" (agentsess approve)
+    approval_timeout: int  # seconds a held call waits for `agentsess approve`; then it is denied
     env: dict[str, Any]
     rules: list[dict[str, Any]]
     providers: dict[str, Any]
@@ -344,6 +350,9 @@ def _check_profile(path: str, values: dict, origin: dict) -> None:
             where,
             f"ttl {format_duration(ttl, 5)} is longer than max_ttl {format_duration(max_ttl, 5)}",
         )
+    if values.get("approval_timeout", BUILTIN["approval_timeout"]) < 1:
+        raise config_error(path, origin["approval_timeout"], "expected a duration of at least 1s (a held call "
+                           "must give a person time to answer)")
 
 
 def _check_table(path: str, keypath: str, table: dict) -> dict:

@@ -93,6 +93,7 @@ class LineRelay:
         self.client_in = client_in
         self.client_out = client_out
         self.out_lock = threading.Lock()
+        self.in_lock = threading.Lock()  # a held call is forwarded from its own thread
         self.client_gone = False  # our stdout broke: keep draining the server, write nothing
         self.finished = False  # the session ended: late writes are dropped
         assert proc.stdin is not None and proc.stdout is not None
@@ -109,16 +110,20 @@ class LineRelay:
                 self.client_gone = True
 
     def to_server(self, data: bytes) -> None:
-        fd = self.server_in
-        if fd is None:
-            return
-        try:
-            _write_all(fd, data)
-        except OSError:  # the server exited or closed its stdin; its exit ends the session
-            self.close_server_input()
+        with self.in_lock:
+            fd = self.server_in
+            if fd is None:
+                return
+            try:
+                _write_all(fd, data)
+                return
+            except OSError:  # the server exited or closed its stdin; its exit ends the session
+                pass
+        self.close_server_input()
 
     def close_server_input(self) -> None:
-        fd, self.server_in = self.server_in, None
+        with self.in_lock:  # never while a held call's thread writes on it (the number could be reused)
+            fd, self.server_in = self.server_in, None
         if fd is not None:
             try:
                 os.close(fd)

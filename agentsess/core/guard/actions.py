@@ -45,7 +45,8 @@ def checked_receipt(decision: Decision, tool: str, args, source: str, extra: dic
     data: dict = {"tool": tool, "source": source}
     if args is not None:
         data["summary"], data["args_sha256"] = summarise(args)
-    data.update({"rule": decision.rule, "scope": decision.scope, "decision": decision.decision, "reason": decision.reason})
+    data.update({"rule": decision.rule, "scope": decision.scope, "decision": decision.decision,
+                 "reason": capped(decision.reason, RESULT_CAP)})  # a reason may quote the command
     if decision.commands and (len(decision.commands) > 1 or decision.commands[0] != data.get("summary")):
         data["commands"] = [capped(c, 256) for c in decision.commands[:32]]
     if extra:

@@ -5,7 +5,7 @@ the decision as a receipt before answering.
 
 import os
 
-from agentsess.core.guard import actions, policy
+from agentsess.core.guard import actions, approvals, policy
 from agentsess.core.receipts import recording
 from agentsess.digest import sha256_text
 from agentsess.encoding import canonical_text
@@ -52,23 +52,31 @@ def _refresh_liveness(store, row: dict) -> dict:
     return row
 
 
-def check(store, env: dict, scope: str, tool: str | None = None, command=None) -> tuple[dict, "policy.Decision"]:
-    """`agentsess check SCOPE`: may this run act with ``scope`` now? Writes ``action.checked``."""
+def check(store, env: dict, scope: str, tool: str | None = None, command=None,
+          say=None) -> tuple[dict, "policy.Decision"]:
+    """`agentsess check SCOPE`: may this run act with ``scope`` now? Writes ``action.checked``.
+    A rule's ``ask`` under ``approval = "human"`` is held until a person answers (``say``: the
+    run's terminal notice)."""
     from agentsess.core.credentials.scopes import parse_scope
 
     scope = parse_scope(scope)
     row = _refresh_liveness(store, find_run(store, env))
     decision = policy.decide(row, tool or "check", command, scope=scope)
-    recording.record_action(store, row["id"], "action.checked", actions.checked_receipt(decision, tool or "check", command, "check"))
+    extra = None
+    if approvals.held(row, decision):
+        decision, extra = approvals.settle(store, row, tool or "check", command, "check", decision, say)
+    recording.record_action(store, row["id"], "action.checked",
+                            actions.checked_receipt(decision, tool or "check", command, "check", extra))
     return row, decision
 
 
-def agent_hook(store, run_id: str, agent: str, event) -> dict | None:
+def agent_hook(store, run_id: str, agent: str, event, say=None) -> dict | None:
     """Handle one hook event of ``agent`` (``claude-code``, ``codex``, ``gemini``) in run
     ``run_id``: a tool call is decided and recorded (``action.checked``), its result or failure
     recorded (``action.result``), a permission request or session event recorded. Returns the
     JSON to print in that agent's own format, or None to print nothing. Raises on anything it
-    cannot handle: the caller fails closed in the agent's blocking convention."""
+    cannot handle: the caller fails closed in the agent's blocking convention. A rule's ``ask``
+    under ``approval = "human"`` is held until a person answers (``say``: the terminal notice)."""
     from agentsess.core.guard import agents
 
     protocol = agents.protocol(agent)
@@ -101,6 +109,9 @@ def agent_hook(store, run_id: str, agent: str, event) -> dict | None:
     if kind == "pre":
         decision = policy.decide(row, tool, args, observe=True)
         extra = dict(base)
+        if approvals.held(row, decision):
+            decision, more = approvals.settle(store, row, tool, args, source, decision, say)
+            extra.update(more)
         command = _command_of(args)
         if command is not None:
             extra["command_sha256"] = sha256_text(command)

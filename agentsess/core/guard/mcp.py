@@ -45,6 +45,7 @@ from agentsess.errors import USAGE, AgentsessError
 
 SOURCE = "mcp-proxy"
 DENIED_CODE = -32001
+HELD = {"held": True}  # Session.decide: the call waits for a person's answer on its own thread
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 
@@ -111,14 +112,21 @@ def parse_message(line: bytes):
     return value, encoded
 
 
-def call_decision(row: dict, tool: str, args) -> "policy.Decision":
+def call_decision(row: dict, tool: str, args, hold=None) -> "policy.Decision":
     """The proxy's decision for ``tool`` (``mcp:SERVER:NAME``): the policy's, with ``ask``
-    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure."""
+    (nobody to ask) and anything but ``allow`` turned into ``deny``. Pure, but for ``hold``:
+    ``hold(decision)`` answers an ``ask`` that ``approval = "human"`` holds for a person."""
     decision = policy.decide(row, tool, args)
+    if decision.decision == "ask" and hold is not None:
+        from agentsess.core.guard import approvals
+
+        if approvals.held(row, decision):
+            decision = hold(decision)
     if decision.decision == "ask":
         return policy.Decision(
             "deny",
-            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies",
+            f"{decision.reason}; the rule says ask, and mcp-proxy has nobody to ask, so it denies "
+            "(approval = \"human\" holds such calls for `agentsess approve`)",
             decision.rule,
             decision.scope,
         )
@@ -127,16 +135,67 @@ def call_decision(row: dict, tool: str, args) -> "policy.Decision":
     return decision
 
 
-def decide_call(row: dict, server: str, name, args, request_id) -> tuple[policy.Decision, dict]:
+class Deferred(Exception):
+    """A call held for a person's answer that the proxy waits for on its own (``mcp_await``)."""
+
+    def __init__(self, request_id: str):
+        super().__init__(request_id)
+        self.request_id = request_id
+
+
+def decide_call(row: dict, server: str, name, args, request_id, store=None, say=None,
+                defer: bool = False) -> tuple[policy.Decision, dict]:
     """The supervisor's side of one ``tools/call``: the decision and the ``action.checked``
-    receipt's data."""
+    receipt's data. With ``store``, an ``ask`` under ``approval = "human"`` is held there until
+    a person answers (``say``: the run's terminal notice); with ``defer`` too, the request is
+    made and :class:`Deferred` raised instead of waiting (the proxy then waits with
+    :func:`await_call`, without holding up the rest of its session)."""
     name = name if isinstance(name, str) else "?"
     tool = f"mcp:{server}:{name}"
-    decision = call_decision(row, tool, args)
-    data = actions.checked_receipt(decision, tool, None, SOURCE, {"server": server, "request_id": request_id})
+    extra = {"server": server, "request_id": request_id}
+    hold = None
+    if store is not None:
+        from agentsess.core.guard import approvals
+
+        def hold(decision):
+            if defer:
+                opened = approvals.request(store, row, tool, args, SOURCE, decision, say)
+                if isinstance(opened, str):
+                    raise Deferred(opened)
+            else:
+                opened = approvals.settle(store, row, tool, args, SOURCE, decision, say)
+            answered, more = opened
+            extra.update(more)
+            return answered
+
+    decision = call_decision(row, tool, args, hold)
+    return decision, _checked(decision, tool, args, extra)
+
+
+def await_call(row: dict, server: str, name, args, request_id, approval: str, store) -> tuple[policy.Decision, dict]:
+    """The answer to a call :func:`decide_call` deferred: held until a person answers request
+    ``approval``, which must be for this very call (tool and arguments)."""
+    from agentsess.core.guard import approvals
+
+    name = name if isinstance(name, str) else "?"
+    tool = f"mcp:{server}:{name}"
+    extra = {"server": server, "request_id": request_id}
+    decision = policy.decide(row, tool, args)
+    if approvals.held(row, decision):
+        decision, more = approvals.wait(store, row, approval, tool, args, decision)
+        extra.update(more)
+    elif decision.decision == "allow":  # the rules no longer ask (a revoked run never gets here as allow)
+        decision = decision.replace(decision="deny", reason=f"approval request {approval} is not for a held call")
+    if decision.decision != "allow":
+        decision = decision.replace(decision="deny")
+    return decision, _checked(decision, tool, args, extra)
+
+
+def _checked(decision: "policy.Decision", tool: str, args, extra: dict) -> dict:
+    data = actions.checked_receipt(decision, tool, None, SOURCE, extra)
     if args is not None:
         data["summary"], data["args_sha256"] = actions.summarise(args, actions.SUMMARY_CAP)
-    return decision, data
+    return data
 
 
 def refused_line(server: str, reason: str, line_sha256: str, line_bytes: int) -> dict:
@@ -203,13 +262,16 @@ class Session:
         self.io: Any = None  # the edge's LineRelay, set before the session starts
         self.lock = threading.Lock()
         self.pending: dict = {}  # allowed calls waiting for their response, by id
+        self.held: dict = {}  # calls held for a person's answer, by id: True once the client cancelled
         self.batches: list = []  # (ids forwarded, our error answers) per batch waiting
 
     # -- client -> server -----------------------------------------------------------------
 
-    def decide(self, msg: dict):
+    def decide(self, msg: dict, encoded: bytes | None = None):
         """Decide one ``tools/call`` request and record it; the error response if denied, else
-        None (an allowed call with an id is registered as pending)."""
+        None (an allowed call with an id is registered as pending). With ``encoded`` (a call on
+        its own line, not in a batch), a call held for a person's answer is waited for on a
+        thread of its own and forwarded (``encoded``) or refused then: :data:`HELD` is returned."""
         params = msg.get("params")
         params = params if isinstance(params, dict) else {}
         name = params.get("name")
@@ -218,7 +280,11 @@ class Session:
         tool = f"mcp:{self.server}:{name}"
         rid = msg.get("id")
         try:
-            answer = self.ask("mcp_call", server=self.server, name=name, arguments=args, request_id=rid)
+            answer = self.ask("mcp_call", server=self.server, name=name, arguments=args, request_id=rid,
+                              defer=encoded is not None)
+            if answer.get("held"):
+                self._wait(msg, encoded, name, args, str(answer["held"]))
+                return HELD
             decision = policy.Decision("allow" if answer["allowed"] else "deny", str(answer["reason"]))
             data = {"args_sha256": answer.get("args_sha256")}
         except Exception as exc:  # noqa: BLE001 - fail closed: a call that cannot be checked and recorded is denied
@@ -231,6 +297,36 @@ class Session:
                     self.pending[_key(rid)] = Pending(tool, rid, data.get("args_sha256"))
             return None
         return _error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {decision.reason}")
+
+    def _wait(self, msg: dict, encoded, name: str, args, approval: str) -> None:
+        """Wait for a person's answer on a thread: the rest of the session goes on meanwhile."""
+        rid = msg.get("id")
+        key = _key(rid) if "id" in msg else None
+        if key is not None:
+            with self.lock:
+                self.held[key] = False
+
+        def answered() -> None:
+            try:
+                answer = self.ask("mcp_await", server=self.server, name=name, arguments=args, request_id=rid,
+                                  approval=approval)
+                allowed, reason = bool(answer["allowed"]), str(answer["reason"])
+                digest = answer.get("args_sha256")
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                text = exc.message if isinstance(exc, AgentsessError) else f"{type(exc).__name__}: {exc}"
+                allowed, reason, digest = False, f"agentsess could not check and record the call ({text})", None
+            with self.lock:
+                cancelled = self.held.pop(key, False) if key is not None else False
+                if allowed and key is not None and not cancelled:
+                    self.pending[key] = Pending(f"mcp:{self.server}:{name}", rid, digest)
+            if cancelled:
+                return  # the client gave up on it: nothing to forward, nobody to answer
+            if allowed:
+                self.io.to_server(encoded)
+            elif key is not None:
+                self.io.to_client(encode(_error(rid, DENIED_CODE, f"agentsess denied tools/call {name}: {reason}")))
+
+        threading.Thread(target=answered, name="mcp-proxy-held", daemon=True).start()
 
     def refuse(self, line: bytes, exc: Unparseable) -> None:
         """Answer and record a line that is not relayed because it cannot be parsed safely."""
@@ -251,9 +347,12 @@ class Session:
             params = msg.get("params")
             if isinstance(params, dict) and "requestId" in params:
                 with self.lock:
-                    entry = self.pending.get(_key(params["requestId"]))
+                    key = _key(params["requestId"])
+                    entry = self.pending.get(key)
                     if entry is not None:
                         entry.cancelled = True
+                    if key in self.held:
+                        self.held[key] = True
 
     def client_line(self, line: bytes) -> None:
         if not line.strip():
@@ -265,7 +364,9 @@ class Session:
             return
         if isinstance(msg, dict):
             if _is_call(msg):
-                answer = self.decide(msg)
+                answer = self.decide(msg, encoded)
+                if answer is HELD:
+                    return
                 if answer is not None:
                     if "id" in msg:
                         self.io.to_client(encode(answer))

@@ -66,6 +66,7 @@ class Authority:
         self.subagents = SubAgents(self.pid, containment)
         # a sub-agent's command (its `agentsess exec`): pid -> (start time, the sub-agent's run)
         self.bound: dict[int, tuple[int | None, str]] = {}
+        self.say = None  # the run's terminal notice (the supervisor's), for held approvals
 
     def caller_run(self, pid: int) -> str | None:
         """The run a process belongs to: the nearest supervisor among its ancestors decides, or
@@ -130,6 +131,11 @@ class Authority:
                 pass
 
     def handle(self, message: dict, pid: int) -> dict:
+        if message.get("op") == "approval_wake":  # from anyone: it carries no answer, the store does
+            from agentsess.core.guard.approvals import wake
+
+            wake()
+            return {"ok": True}
         run_id = self.caller_run(pid)
         if run_id is None:
             return refused(f"process {pid} is not part of run {self.run_id}; only the run's own processes may ask it")
@@ -160,7 +166,7 @@ def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict
     if not isinstance(scope, str):
         return refused("check: expected exactly one SCOPE")
     command = message.get("command")
-    row, decision = check(store, _env(run_id), scope, message.get("tool"), command)
+    row, decision = check(store, _env(run_id), scope, message.get("tool"), command, auth.say)
     return {"ok": True, "run": row["id"], "decision": decision.decision, "reason": decision.reason,
             "scope": decision.scope, "allowed": decision.allowed}
 
@@ -191,7 +197,7 @@ def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
             return {"ok": True, "answer": protocol.pre_answer(denial["deny"])}
         return {"ok": True, "answer": None}
     assert target is not None  # no denial: a run decides it
-    answer = agent_hook(store, target, agent, event)
+    answer = agent_hook(store, target, agent, event, auth.say)
     if target != run_id:
         auth.subagents.after_call(target, event, protocol, answer)
     return {"ok": True, "answer": answer}
@@ -267,14 +273,34 @@ def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) 
 @op("mcp_call")
 def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import _refresh_liveness
-    from agentsess.core.guard.mcp import decide_call
+    from agentsess.core.guard.mcp import Deferred, decide_call
     from agentsess.core.receipts import recording
 
     server = message.get("server")
     if not isinstance(server, str):
         return refused("mcp_call: no server name")
     row = _refresh_liveness(store, store.get_run(run_id))
-    decision, data = decide_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"))
+    try:
+        decision, data = decide_call(row, server, message.get("name"), message.get("arguments"),
+                                     message.get("request_id"), store, auth.say, defer=message.get("defer") is True)
+    except Deferred as held:  # a person is asked; the proxy waits with mcp_await
+        return {"ok": True, "held": held.request_id}
+    recording.record_action(store, run_id, "action.checked", data)
+    return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
+
+
+@op("mcp_await")
+def _mcp_await(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    from agentsess.core.guard.calls import _refresh_liveness
+    from agentsess.core.guard.mcp import await_call
+    from agentsess.core.receipts import recording
+
+    server, approval = message.get("server"), message.get("approval")
+    if not isinstance(server, str) or not isinstance(approval, str):
+        return refused("mcp_await: malformed")
+    row = _refresh_liveness(store, store.get_run(run_id))
+    decision, data = await_call(row, server, message.get("name"), message.get("arguments"), message.get("request_id"),
+                                approval, store)
     recording.record_action(store, run_id, "action.checked", data)
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
 

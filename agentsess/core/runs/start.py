@@ -187,7 +187,8 @@ def _integrations(request: Request, plan: Plan, run_id: str, env: dict):
     kind = request.integration or plan.profile.integration
     agent = agents.detect(request.argv, kind)
     if agent is not None:
-        argv, extra, facts[agent.replace("-", "_")] = agents.setup(agent, run_id, request.argv, env)
+        held = plan.profile.approval_timeout if plan.profile.approval == "human" else 0  # issue 16
+        argv, extra, facts[agent.replace("-", "_")] = agents.setup(agent, run_id, request.argv, env, held)
         env.update(extra)
     capture = plan.profile.capture_shell if request.capture_shell is None else request.capture_shell
     if capture:

@@ -189,6 +189,7 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
 
     sup.on_start = started
     authority = Authority(run_id, contained.mode)
+    authority.say = watch.say  # a held approval's one-line notice goes where the run's notices go
     server = ControlServer(run_id, authority.handle, fast_handler=authority.fast)
     # fleet (issue 17): with a shared store, a watcher thread (edges/store/watcher.py) sees
     # revocations made on any machine and wakes this loop with SIGUSR1; None with SQLite

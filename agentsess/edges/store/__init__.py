@@ -367,7 +367,62 @@ class Store:
             with self._transaction():
                 self._exec(f"DELETE FROM receipts WHERE run_id IN ({marks})", part)
                 self._exec(f"DELETE FROM revocations WHERE run_id IN ({marks})", part)
+                self._exec(f"DELETE FROM approvals WHERE run_id IN ({marks})", part)
                 self._exec(f"DELETE FROM runs WHERE id IN ({marks})", part)
+
+    # -- approvals (issue 16): calls held for a person's answer -------------------------------
+    # Plain SQL with ``?`` placeholders only, so the PostgreSQL store can take it as it is.
+    # Every answer is one conditional UPDATE: the first of approve, deny and expiry wins.
+
+    def insert_approval(self, row: dict) -> bool:
+        """Record a pending request; False if (run_id, request_id) is taken."""
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        cur = self._exec(f"INSERT INTO approvals ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", tuple(row.values()))
+        return cur.rowcount == 1
+
+    def get_approval(self, run_id: str, request_id: str) -> dict | None:
+        row = self._exec("SELECT * FROM approvals WHERE run_id = ? AND request_id = ?", (run_id, request_id)).fetchone()
+        return None if row is None else dict(row)
+
+    def answer_approval(self, run_id: str, request_id: str, status: str, now: float, by: str | None,
+                        reason: str | None = None, grant_until: float | None = None) -> bool:
+        """Answer a request still pending (``granted``/``denied``: and not yet expired;
+        ``expired``: once its time is up); True when this answer won."""
+        sql = ("UPDATE approvals SET status = ?, answered_at = ?, answered_by = ?, answer_reason = ?, grant_until = ? "
+               "WHERE run_id = ? AND request_id = ? AND status = 'pending' AND ")
+        sql += "expires_at <= ?" if status == "expired" else "expires_at > ?"
+        cur = self._exec(sql, (status, now, by, reason, grant_until, run_id, request_id, now))
+        return cur.rowcount == 1
+
+    def consume_approval(self, run_id: str, request_id: str, now: float) -> bool:
+        """Take an answered request's answer for the one call it is for; True only the first time."""
+        cur = self._exec(
+            "UPDATE approvals SET consumed_at = ? WHERE run_id = ? AND request_id = ? AND status != 'pending' "
+            "AND consumed_at IS NULL",
+            (now, run_id, request_id),
+        )
+        return cur.rowcount == 1
+
+    def pending_approvals(self, now: float, run_id: str | None = None) -> list[dict]:
+        """Requests still waiting (not expired) of runs still running, oldest first."""
+        sql = ("SELECT approvals.* FROM approvals JOIN runs ON runs.id = approvals.run_id "
+               "WHERE approvals.status = 'pending' AND approvals.expires_at > ? AND runs.status = 'running'")
+        args: list = [now]
+        if run_id is not None:
+            sql += " AND approvals.run_id = ?"
+            args.append(run_id)
+        sql += " ORDER BY approvals.requested_at, approvals.request_id"
+        return [dict(r) for r in self._exec(sql, tuple(args))]
+
+    def standing_grant(self, run_id: str, tool: str, args_sha256: str, now: float) -> dict | None:
+        """A grant given ``--for`` a while that still covers this exact call, if any."""
+        row = self._exec(
+            "SELECT * FROM approvals WHERE run_id = ? AND tool = ? AND args_sha256 = ? AND status = 'granted' "
+            "AND grant_until > ? ORDER BY grant_until DESC LIMIT 1",
+            (run_id, tool, args_sha256, now),
+        ).fetchone()
+        return None if row is None else dict(row)
 
     # -- the receipt mirror ---------------------------------------------------------------
 

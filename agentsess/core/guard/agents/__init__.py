@@ -83,13 +83,14 @@ def preflight(argv: list[str], integration: str | None, env: dict, cwd: str) -> 
         protocol(agent).preflight(argv, env, cwd)
 
 
-def setup(agent: str, run_id: str, argv: list[str], env: dict) -> tuple[list[str], dict, dict]:
-    """(argv to exec, extra environment, facts for the run.started receipt) for ``agent``."""
+def setup(agent: str, run_id: str, argv: list[str], env: dict, held: int = 0) -> tuple[list[str], dict, dict]:
+    """(argv to exec, extra environment, facts for the run.started receipt) for ``agent``;
+    ``held``: how long a tool call may be held for a person's approval (Claude's hook waits)."""
     folder = paths.run_dir(run_id)
     if agent == "claude-code":
         from agentsess.core.guard.agents import claude
 
-        return claude.setup(run_id, argv, env, folder, agentsess_command(), paths.write_private)
+        return claude.setup(run_id, argv, env, folder, agentsess_command(), paths.write_private, held)
     if agent == "codex":
         from agentsess.core.guard.agents import codex
 

@@ -118,9 +118,12 @@ def _read_settings(value: str) -> dict:
     return data
 
 
-def settings(run_id: str, hook: str, user: list[dict]) -> dict:
+def settings(run_id: str, hook: str, user: list[dict], held: int = 0) -> dict:
     """The run's Claude settings: the user's ``--settings`` merged in order, agentsess's hooks
-    added beside theirs, ``disableAllHooks`` forced off."""
+    added beside theirs, ``disableAllHooks`` forced off. ``held``: how long a PreToolUse may be
+    held for a person's approval (``approval_timeout`` under ``approval = "human"``): Claude
+    waits that long plus a margin; a PreToolUse hook that times out or fails blocks the call
+    (``onFailure: "block"``, Claude Code 2.1.295+) instead of letting it through."""
     merged: dict = {}
     user_hooks: dict[str, list] = {}
     for given in user:
@@ -132,9 +135,11 @@ def settings(run_id: str, hook: str, user: list[dict]) -> dict:
             else:
                 merged[key] = value
     entry = [{"type": "command", "command": hook, "timeout": 60}]
+    pre = [{"type": "command", "command": hook, "timeout": max(60, held + 30), "onFailure": "block"}]
     hooks: dict[str, list] = {event: list(entries) for event, entries in user_hooks.items()}
     for event in HOOK_EVENTS:
-        ours = {"matcher": "*", "hooks": entry} if ("Tool" in event or "Permission" in event) else {"hooks": entry}
+        mine = pre if event == "PreToolUse" else entry
+        ours = {"matcher": "*", "hooks": mine} if ("Tool" in event or "Permission" in event) else {"hooks": mine}
         hooks.setdefault(event, []).insert(0, ours)
     merged["hooks"] = hooks
     merged["disableAllHooks"] = False
@@ -172,8 +177,10 @@ def preflight(argv: list[str], env: dict, cwd: str) -> None:
     _user_settings(argv)
 
 
-def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private) -> tuple[list[str], dict, dict]:
-    """(argv with the run's --settings, extra environment, facts for the receipt)."""
+def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, write_private,
+          held: int = 0) -> tuple[list[str], dict, dict]:
+    """(argv with the run's --settings, extra environment, facts for the receipt); ``held``: see
+    :func:`settings`."""
     preflight(argv, env, os.getcwd())
     rest, user = _user_settings(argv)
     from agentsess.core.guard.agents import guarded
@@ -182,7 +189,7 @@ def setup(run_id: str, argv: list[str], env: dict, folder: str, agentsess: str, 
     from agentsess.edges import paths
 
     path = paths.claude_settings(run_id)
-    merged = settings(run_id, hook, user)
+    merged = settings(run_id, hook, user, held)
     # the user's settings `env` (which may hold keys) goes to Claude's environment, never onto a
     # command line or into the run folder's copy
     env_values = merged.pop("env", None)
