@@ -23,7 +23,6 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
 
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
 PTY_BURST = 1 << 16  # from a pty: what is there now, up to 64 KiB (fewer wake-ups; a pty read gives <= 4 KiB)
@@ -37,8 +36,6 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
-WRITER_AFTER = 1 << 14  # a pty burst this big: showing moves to the terminal's writer thread
-WRITER_QUEUE = 8  # chunks between the supervisor's thread and the terminal's writer
 # the alternate screen (xterm private modes 47, 1047, 1049), set (h) or reset (l); a private mode
 # sequence may set several modes at once (ESC [ ? 1049 ; 2004 h)
 _SCREEN = re.compile(rb"\x1b\[\?([0-9;]*)([hl])")
@@ -264,16 +261,15 @@ class Terminal:
     child's alternate screen is up (a full-screen program: ``ESC [ ? 1049 h``, ``?1047``, ``?47``,
     tracked in what is shown, across reads) and written once the child leaves it, or when the run
     ends (:meth:`close`): written onto a full-screen program, it would corrupt its screen.
+    Notices may come from other threads (the control socket's); output and notices are
+    written under one lock, so a notice never lands inside a chunk of output.
 
-    Showing: straight from the supervisor's thread, until a pty burst of
-    :data:`WRITER_AFTER` bytes or more comes; then a writer thread writes to the terminal, so
-    that reading the child's pty and writing ours overlap (each blocks in the kernel's pty path;
-    the GIL is released there). The queue between them is bounded (:data:`WRITER_QUEUE` chunks),
-    so a slow terminal still slows the child. Everything (output and notices) goes through the
-    same queue once it exists, so order is kept.
+    Showing is done on the supervisor's thread. (A writer thread for the terminal was measured:
+    reading the child's pty and writing ours then overlap, but its hand-overs cost ~15% more CPU
+    time per MB, which on a busy machine is slower; see bench/README.md.)
     """
 
-    def __init__(self, screen: bool = False, threaded: bool = False, fds: dict | None = None):
+    def __init__(self, screen: bool = False, fds: dict | None = None):
         import threading
 
         self.fds = fds or {1: 1, 2: 2}  # stream -> the descriptor it is shown on
@@ -282,10 +278,7 @@ class Terminal:
         self.screen = screen  # track the child's alternate screen (pty mode)
         self.alternate = False  # the child's alternate screen is up
         self.held: list[bytes] = []  # notices waiting for the child to leave it
-        self._threaded = threaded
         self._tail = b""  # a cut-off private mode sequence at the end of the last chunk
-        self._queue: "Any" = None
-        self._thread: "Any" = None
 
     # -- output ----------------------------------------------------------------------------
 
@@ -298,9 +291,7 @@ class Terminal:
         if self.screen:
             self._track(data)
         if self.ok.get(stream):
-            if self._queue is None and self._threaded and len(data) >= WRITER_AFTER:
-                self._start_writer()
-            self._put(stream, data)
+            self._write(stream, data, False)
         if self.held and not self.alternate:
             self._release()
 
@@ -327,20 +318,14 @@ class Terminal:
             if self.alternate:
                 self.held.append(line)
             else:
-                self._put(2, line, notice=True)
+                self._write(2, line, True)
 
     def _release(self) -> None:
         held, self.held = self.held, []
         for line in held:
-            self._put(2, line, notice=True)
+            self._write(2, line, True)
 
     # -- writing -----------------------------------------------------------------------------
-
-    def _put(self, stream: int, data: bytes, notice: bool = False) -> None:
-        if self._queue is not None:
-            self._queue.put((stream, data, notice))
-        else:
-            self._write(stream, data, notice)
 
     def _write(self, stream: int, data: bytes, notice: bool) -> None:
         if notice:
@@ -360,36 +345,8 @@ class Terminal:
                 raise
             self.ok[stream] = False
 
-    def _start_writer(self) -> None:
-        import queue
-        import threading
-
-        self._queue = queue.Queue(WRITER_QUEUE)
-        self._thread = threading.Thread(target=self._writer, name="terminal", daemon=True)
-        self._thread.start()
-
-    def _writer(self) -> None:
-        get = self._queue.get
-        while True:
-            item = get()
-            if item is None:
-                return
-            try:
-                self._write(*item)
-            except OSError:
-                self.ok[item[0]] = False
-
-    def drain(self) -> None:
-        """Wait until everything handed to the writer thread is written; then write directly."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-            self._queue = None
-
     def close(self) -> None:
-        """The run is over: everything written, held notices too."""
-        self.drain()
+        """The run is over: held notices are shown now."""
         with self._lock:
             self.alternate = False
             self._release()
@@ -471,7 +428,7 @@ class Supervisor:
         self._fg_fd: int | None = None
         self._stdin_fd: int | None = None
         self._outputs: dict[int, int] = {}  # fd we read -> stream number (1 or 2)
-        self.terminal = Terminal(screen=use_pty, threaded=use_pty)
+        self.terminal = Terminal(screen=use_pty)
         self._pending_flush: float | None = None
         self._idle_since: float | None = None
         self._next_tick = 0.0
@@ -758,10 +715,7 @@ class Supervisor:
                     self.on_start(self)
                 self._stdin_fd = self._stdin_to_forward()
                 with raw_terminal(0) if self.use_pty else contextlib.nullcontext():
-                    try:
-                        self._supervise(wake_r)
-                    finally:
-                        self.terminal.drain()  # written as the child wrote it, before the terminal is restored
+                    self._supervise(wake_r)
             finally:
                 self.terminal.close()  # notices held for a full-screen child: shown now
                 if self._fg_fd is not None:
