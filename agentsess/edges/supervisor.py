@@ -7,7 +7,8 @@ ours, and it runs in its own process group (made the terminal's foreground group
 had it), so the terminal's own signals reach it once and ours are forwarded once.
 
 Every chunk the child writes passes through one choke point, :meth:`Supervisor._emit`:
-masking, then the output log, then the terminal. Signals arrive through a wakeup fd watched
+masking, then the output log, then the terminal (:class:`Terminal`, which also holds
+agentsess's notices while the child's full-screen program is up; :func:`notice`). Signals arrive through a wakeup fd watched
 by the same ``select`` loop as the child's output.
 """
 
