@@ -178,3 +178,25 @@ def test_held_notices_are_shown_when_the_run_ends(tmp_path):
     term.close()
     out.seek(0)
     assert out.read().endswith(b"agentsess: one\nagentsess: two\n")
+
+
+def test_notices_from_another_thread_are_held_too(tmp_path):
+    """The control socket's threads (an approval waiting) tell the user through the same terminal."""
+    import threading
+
+    term, out = _terminal(tmp_path)
+    term.show(1, b"\x1b[?1049h")
+    t = threading.Thread(target=term.notice, args=("approve run_x? agentsess approve 1",))
+    t.start()
+    t.join()
+    assert term.held
+    term.show(1, b"\x1b[?1049l")
+    out.seek(0)
+    assert out.read().endswith(b"\x1b[?1049lagentsess: approve run_x? agentsess approve 1\n")
+
+
+def test_the_notice_function_outside_a_run_writes_at_once(capfd):
+    from agentsess.edges.supervisor import notice
+
+    notice("hello")
+    assert capfd.readouterr().err == "agentsess: hello\n"
