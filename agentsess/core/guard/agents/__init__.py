@@ -6,8 +6,7 @@ protocol; :func:`detect` picks the agent from ``--agent`` or the command name.
 
 Shell capture (``--capture-shell``): ``BASH_ENV`` names a script that every non-interactive
 bash sources; it installs a DEBUG trap that appends one line per command to the run's spool
-file, which the supervisor turns into ``action.exec`` receipts (never of its own traps and
-functions). Best effort, and documented
+file, which the supervisor turns into ``action.exec`` receipts. Best effort, and documented
 as such: it sees only non-interactive bash (not sh, dash, zsh, interactive shells, or
 programs run without a shell), the agent can switch it off or write to the spool, nested
 shells deeper than 4 and more than 10000 commands per shell are not recorded.
@@ -132,8 +131,6 @@ if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; t
     }}
     __agentsess_debug() {{
       local rc=$?
-      # its own functions, and its own traps: bash shows the last `trap` it ran as the command
-      # of an EXIT trap
       case "$BASH_COMMAND" in __agentsess_*|"trap '__agentsess_"*) return $rc;; esac
       __agentsess_flush "$rc"
       if [ "$__agentsess_n" -lt {MAX_COMMANDS} ]; then
@@ -143,7 +140,7 @@ if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; t
       fi
       return $rc
     }}
-    trap '__agentsess_flush $?' EXIT
+    trap '__agentsess_flush $?' EXIT  # before the DEBUG trap, which would record this line
     trap '__agentsess_debug' DEBUG
   fi
 fi
