@@ -39,7 +39,7 @@ def test_show_run_puts_the_exit_code_before_the_command():
     script = "test '→ exit 0' = x; echo done"
     assert agentsess("run", "--no-pty", "--capture-shell", "--", "bash", "-c", script).returncode == 0
     text = cli("show-run", "last").stdout.decode()
-    lines = [ln for ln in text.splitlines() if "action.exec" in ln]
+    lines = [ln for ln in text.splitlines() if re.match(r"\d+\s+[\d:]+\s+action\.exec ", ln)]  # the timeline's rows
     assert len(lines) == 2, text
     assert re.search(r"action\.exec\s+exit 1  \$ test '→ exit 0' = x$", lines[0]), lines[0]
     assert re.search(r"action\.exec\s+exit 0  \$ echo done$", lines[1]), lines[1]
