@@ -566,6 +566,8 @@ class Bench:
     def pty_throughput(self) -> None:
         if shutil.which("script") is None:
             raise HarnessError("util-linux `script` is not installed")
+        if not os.path.exists(self.data):
+            self.make_data()  # `--only pty_throughput`: the pipe section did not make it
         size = os.path.getsize(self.data)
         src = self.data
         out = os.path.join(self.work, "out-pty.bin")

@@ -30,7 +30,7 @@ def test_plain_agentsess_prints_the_help_on_stdout(argv):
     out = ag(*argv, check=0)
     text = out.stdout.decode()
     assert out.stderr == b""
-    assert text.startswith("usage: agentsess ") and text.count("\n") > len(COMMANDS)
+    assert text.startswith("Usage: agentsess ") and text.count("\n") > len(COMMANDS)
     for command in COMMANDS:
         assert f"  {command.name} " in text and command.summary in text
 
@@ -94,7 +94,7 @@ def test_tool_call_paths_import_no_typing_dataclasses_or_shutil(argv, stdin):
 @pytest.mark.parametrize("command", ["check", "hook", "exec", "token"])
 def test_a_bare_hot_command_prints_its_help_and_exits_2(command):
     out = ag(command)
-    assert out.returncode == 2 and out.stdout.decode().startswith(f"usage: agentsess {command}")
+    assert out.returncode == 2 and out.stdout.decode().startswith(f"Usage: agentsess {command}")
 
 
 @pytest.mark.parametrize("command", [c.name for c in COMMANDS])
@@ -193,7 +193,7 @@ def test_hot_usage_errors_are_one_line(argv, code):
 
 def test_a_hook_with_bad_arguments_fails_closed():
     out = ag("hook", "claude-code", "--run")
-    assert out.returncode == 2 and out.stderr.decode().startswith("agentsess: denied: hook: argument --run")
+    assert out.returncode == 2 and out.stderr.decode().startswith("agentsess: denied: hook: option '--run' requires an argument")
 
 
 # -- what an agent types cannot make its action unrecorded ------------------------------------

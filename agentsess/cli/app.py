@@ -83,8 +83,13 @@ def run_app(argv: list[str]) -> int:
             return 0
         from agentsess.cli.entry import error
 
-        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        error(exc.format_message() + where)
+        # worded as the hot commands' parser words its errors: `CMD: no such option: --x (see …)`
+        message = exc.format_message().rstrip(".")
+        message = message[:1].lower() + message[1:]
+        if ctx is not None:
+            name = ctx.command_path.removeprefix("agentsess").strip()
+            message = (f"{name}: " if name else "") + message + f" (see `{ctx.command_path} --help`)"
+        error(message)
         return exc.exit_code
     except aborts:
         return 130

@@ -79,18 +79,18 @@ def top_help() -> str:
     """What plain `agentsess` and `agentsess --help` print."""
     width = max(len(c.name) for c in COMMANDS) + 2
     lines = [
-        "usage: agentsess [--version] [--debug] COMMAND [ARGS...]",
+        "Usage: agentsess [--version] [--debug] COMMAND [ARGS...]",
         "",
-        "Give every AI-agent run its own session identity: scoped short-lived credentials,",
-        "supervision, revocation, and tamper-evident receipts.",
+        "  Give every AI-agent run its own session identity: scoped short-lived credentials,",
+        "  supervision, revocation, and tamper-evident receipts.",
         "",
-        "commands:",
+        "Commands:",
     ]
     lines += [f"  {c.name.ljust(width)}{c.summary}" for c in COMMANDS]
     lines += [
         "",
-        "options:",
-        "  -h, --help     show this help and exit",
+        "Options:",
+        "  -h, --help     Show this message and exit.",
         "  -V, --version  print the version and exit",
         "  --show-completion SHELL     print the completion script for bash, zsh or fish",
         "  --install-completion SHELL  install it where SHELL looks for it",

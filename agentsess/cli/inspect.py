@@ -373,10 +373,13 @@ def _detail(rec: dict) -> str:
     if t == "run.exited":
         what = f"signal {d['signal']}" if d.get("signal") else f"exit {d.get('exit_code')}"
         return f"{what} after {render.duration_text(d.get('duration'))}, {d.get('output_bytes')} bytes of output"
-    if t in ("action.checked", "action.result", "action.exec"):
+    if t == "action.exec":  # the exit code apart from (before) the agent's command, which may say anything
+        code = d.get("exit_code")
+        return f"exit {code if code is not None else '-'}  $ {d.get('command')}"
+    if t in ("action.checked", "action.result"):
         what = " ".join(str(d.get(k)) for k in ("tool", "decision", "summary", "command") if d.get(k) is not None)
         if d.get("exit_code") is not None:
-            what += f"  → exit {d['exit_code']}"
+            what = f"exit {d['exit_code']}  {what}"
         return what
     if t == "run.revoked":
         return f"{d.get('cause')} by {d.get('by')}: {d.get('reason') or '-'}"

@@ -5,7 +5,10 @@ A command that runs another command (``with_command``) takes it after ``--``, or
 first word that is not one of its own options, as `env` and `timeout` do. Everything from
 there on is the child's, untouched: ``agentsess exec -- echo hello --source x`` runs
 ``echo hello --source x``. Bad arguments are one ``AgentsessError`` line with the command's
-usage exit code; ``-h``/``--help`` prints the help on stdout and exits 0.
+usage exit code, worded as the typer commands word theirs (``run: no such option: --bogus (see
+`agentsess run --help`)``); ``-h``/``--help`` prints the help on stdout and exits 0, laid out
+as typer lays out its commands' (``Usage:``, the description indented, ``Arguments:``,
+``Options:``).
 """
 
 import argparse
@@ -20,6 +23,46 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 _COMMAND = "command"  # the dest of the child's argv
+HELP_HELP = "Show this message and exit."  # typer's words for -h/--help
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's help laid out as typer's (click's): ``Usage:``, text indented by two."""
+
+    def add_usage(self, usage, actions, groups, prefix=None):
+        super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + "  " + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def _typer_words(message: str) -> str:
+    """argparse's error messages in click's words (as the typer commands give them)."""
+    import re
+
+    m = re.fullmatch(r"unrecognized arguments: (.*)", message)
+    if m:
+        words = m.group(1).split()
+        if words[0].startswith("-"):
+            return f"no such option: {words[0]}"
+        return f"got unexpected extra argument{'s' if len(words) > 1 else ''} ({' '.join(words)})"
+    m = re.fullmatch(r"the following arguments are required: ([^,]*).*", message)
+    if m:
+        return f"missing argument '{m.group(1)}'"
+    m = re.fullmatch(r"argument ([^:]*): expected one argument", message)
+    if m:
+        return f"option '{m.group(1).split('/')[0]}' requires an argument"
+    m = re.fullmatch(r"argument ([^:]*): invalid choice: (.*) \(choose from (.*)\)", message)
+    if m:
+        return f"invalid value for '{m.group(1).split('/')[0]}': {m.group(2)} is not one of {m.group(3)}"
+    m = re.fullmatch(r"argument ([^:]*): invalid (\w+) value: (.*)", message)
+    if m:
+        kind = {"int": "integer", "float": "number"}.get(m.group(2), m.group(2))
+        return f"invalid value for '{m.group(1).split('/')[0]}': {m.group(3)} is not a valid {kind}"
+    m = re.fullmatch(r"argument ([^:]*): (.*)", message, re.S)  # a type's own message
+    if m:
+        return f"invalid value for '{m.group(1).split('/')[0]}': {m.group(2)}"
+    return message
 
 
 def _columns() -> int:
@@ -52,9 +95,12 @@ class Parser(argparse.ArgumentParser):
             usage=usage,
             description=summary + ("\n\n" + description if description else ""),
             epilog=epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_Formatter,
             allow_abbrev=allow_abbrev,
         )
+        self._positionals.title = "Arguments"
+        self._optionals.title = "Options"
+        self._option_string_actions["-h"].help = HELP_HELP
         self.name = name
         self.usage_exit = usage_exit
         self.with_command = with_command
@@ -67,7 +113,7 @@ class Parser(argparse.ArgumentParser):
         return self.formatter_class(prog=self.prog, width=_columns() - 2)
 
     def error(self, message: str) -> "NoReturn":  # raises instead of exiting
-        raise AgentsessError(f"{self.name}: {message} (see `{self.prog} --help`)", self.usage_exit)
+        raise AgentsessError(f"{self.name}: {_typer_words(message)} (see `{self.prog} --help`)", self.usage_exit)
 
     def fail(self, message: str) -> "NoReturn":
         """A usage error found after parsing, worded like argparse's own."""

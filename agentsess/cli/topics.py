@@ -134,7 +134,7 @@ def overview() -> str:
     from agentsess.cli.commands import BY_NAME
 
     width = max(len(name) for name in TOPICS) + 2
-    lines = ["usage: agentsess help [TOPIC | COMMAND]", "", BY_NAME["help"].summary, "", "topics:"]
+    lines = ["Usage: agentsess help [TOPIC | COMMAND]", "", "  " + BY_NAME["help"].summary, "", "Topics:"]
     lines += [f"  {name.ljust(width)}{summary.lower()[:1] + summary[1:]}" for name, (summary, _) in TOPICS.items()]
     lines += ["", "`agentsess help COMMAND` is `agentsess COMMAND --help`; `agentsess --help` lists the commands."]
     return "\n".join(lines) + "\n"

@@ -6,10 +6,14 @@
 (`agentsess export --format asciicast`). The log keeps a running SHA-256 and byte count,
 which the run's final receipt records.
 
-Once the output runs to big chunks (64 KiB or more), writing ``output.log`` and hashing it
+Once the output runs to big chunks (16 KiB or more), writing ``output.log`` and hashing it
 move to a writer thread (both release the GIL), so that the supervisor's own thread only
-reads, masks and shows; the queue between them is bounded (8 chunks). A write error there
-surfaces on the next :meth:`OutputLog.write` or at :meth:`OutputLog.close`.
+reads, masks and shows; the queue between them is bounded (8 blocks). The supervisor's thread
+gathers chunks into blocks of up to 1 MiB for it (a pty hands out a few KiB per read: one
+hand-over per block, not per chunk), held no longer than :data:`BATCH_FOR` seconds, and the
+supervisor hands over what is gathered whenever the child goes quiet (:meth:`OutputLog.flush`),
+so a live run's log (`show-run --follow`) lags its terminal by at most that. A write error
+there surfaces on the next :meth:`OutputLog.write` or at :meth:`OutputLog.close`.
 """
 
 import hashlib
@@ -22,6 +26,10 @@ if TYPE_CHECKING:
 
 from agentsess.edges import paths
 from agentsess.edges.streams import ReceiptError
+
+THREAD_AFTER = 1 << 14  # a chunk this big: writing and hashing move to the writer thread
+BATCH = 1 << 20  # bytes gathered into one block for the writer thread
+BATCH_FOR = 0.05  # seconds a gathered block waits at most
 
 
 def open_files(run_id: str) -> tuple[int, int]:
@@ -48,6 +56,9 @@ class OutputLog:
         self._queue: "Any" = None  # the writer thread's queue.Queue, once output comes in big chunks
         self._thread: "Any" = None
         self._failed: OSError | None = None
+        self._batch: list[bytes] = []  # chunks gathered for the writer thread
+        self._batched = 0
+        self._batch_since = 0.0
 
     def _store(self, data: bytes) -> None:
         self._data.write(data)
@@ -72,8 +83,9 @@ class OutputLog:
         if self._failed is not None:
             raise self._error(self._failed)
         try:
-            self._timing.write(f"{time.monotonic() - self.start:.6f} {stream} {len(data)}\n")
-            if self._queue is None and len(data) >= 1 << 16:
+            now = time.monotonic()
+            self._timing.write(f"{now - self.start:.6f} {stream} {len(data)}\n")
+            if self._queue is None and len(data) >= THREAD_AFTER:
                 import queue
                 import threading
 
@@ -81,16 +93,35 @@ class OutputLog:
                 self._thread = threading.Thread(target=self._writer, name="output-log", daemon=True)
                 self._thread.start()
             if self._queue is not None:
-                self._queue.put(bytes(data))
+                if not self._batch:
+                    self._batch_since = now
+                self._batch.append(bytes(data))
+                self._batched += len(data)
+                if self._batched >= BATCH or now - self._batch_since >= BATCH_FOR:
+                    self.flush()
             else:
                 self._store(data)
         except OSError as exc:
             raise self._error(exc) from None
         self.size += len(data)
 
+    @property
+    def flush_due(self) -> float | None:
+        """When (time.monotonic) gathered chunks are due to be handed over; None: none are."""
+        return self._batch_since + BATCH_FOR if self._batch else None
+
+    def flush(self) -> None:
+        """Hand what is gathered to the writer thread (the supervisor calls this when the child
+        goes quiet)."""
+        if self._batch:
+            batch = self._batch
+            self._batch, self._batched = [], 0
+            self._queue.put(batch[0] if len(batch) == 1 else b"".join(batch))
+
     def _drain(self) -> None:
         """Wait until the writer thread has written and hashed everything handed to it."""
         if self._thread is not None:
+            self.flush()
             self._queue.put(None)
             self._thread.join()
             self._thread = None

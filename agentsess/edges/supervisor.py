@@ -7,13 +7,15 @@ ours, and it runs in its own process group (made the terminal's foreground group
 had it), so the terminal's own signals reach it once and ours are forwarded once.
 
 Every chunk the child writes passes through one choke point, :meth:`Supervisor._emit`:
-masking, then the output log, then the terminal. Signals arrive through a wakeup fd watched
+masking, then the output log, then the terminal (:class:`Terminal`, which also holds
+agentsess's notices while the child's full-screen program is up; :func:`notice`). Signals arrive through a wakeup fd watched
 by the same ``select`` loop as the child's output.
 """
 
 import contextlib
 import errno
 import os
+import re
 import select
 import signal
 import struct
@@ -35,6 +37,11 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
+# the alternate screen (xterm private modes 47, 1047, 1049), set (h) or reset (l); a private mode
+# sequence may set several modes at once (ESC [ ? 1049 ; 2004 h)
+_SCREEN = re.compile(rb"\x1b\[\?([0-9;]*)([hl])")
+_SCREEN_MODES = frozenset((b"47", b"1047", b"1049"))
+_SCREEN_CUT = re.compile(rb"\x1b(?:\[(?:\?[0-9;]{0,32})?)?\Z")  # such a sequence cut off by a read
 
 
 class ExecFailed(Exception):
@@ -246,6 +253,131 @@ def _keep_heap() -> None:
         pass
 
 
+class Terminal:
+    """The user's terminal as a run's supervisor writes to it: the child's (masked) output on
+    streams 1 and 2, and agentsess's own notices.
+
+    :meth:`notice` is the one way anything in the supervisor tells the user something while the
+    run is live (revocation, expiry, an approval waiting). In pty mode a notice is held while the
+    child's alternate screen is up (a full-screen program: ``ESC [ ? 1049 h``, ``?1047``, ``?47``,
+    tracked in what is shown, across reads) and written once the child leaves it, or when the run
+    ends (:meth:`close`): written onto a full-screen program, it would corrupt its screen.
+    Notices may come from other threads (the control socket's); output and notices are
+    written under one lock, so a notice never lands inside a chunk of output.
+
+    Showing is done on the supervisor's thread. (A writer thread for the terminal was measured:
+    reading the child's pty and writing ours then overlap, but its hand-overs cost ~15% more CPU
+    time per MB, which on a busy machine is slower; see bench/README.md.)
+    """
+
+    def __init__(self, screen: bool = False, fds: dict | None = None):
+        import threading
+
+        self.fds = fds or {1: 1, 2: 2}  # stream -> the descriptor it is shown on
+        self._lock = threading.Lock()  # notices may come from the control socket's threads
+        self.ok = {1: True, 2: True}  # False once writing to it failed (EPIPE, EIO): stop showing
+        self.screen = screen  # track the child's alternate screen (pty mode)
+        self.alternate = False  # the child's alternate screen is up
+        self.held: list[bytes] = []  # notices waiting for the child to leave it
+        self._tail = b""  # a cut-off private mode sequence at the end of the last chunk
+
+    # -- output ----------------------------------------------------------------------------
+
+    def show(self, stream: int, data: bytes) -> None:
+        """Show the child's (masked) output ``data`` on ``stream``."""
+        with self._lock:
+            self._show(stream, data)
+
+    def _show(self, stream: int, data: bytes) -> None:
+        if self.screen:
+            self._track(data)
+        if self.ok.get(stream):
+            self._write(stream, data, False)
+        if self.held and not self.alternate:
+            self._release()
+
+    def _track(self, data: bytes) -> None:
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        if data.find(b"\x1b") < 0:
+            return
+        if data.find(b"\x1b[?") >= 0:
+            for m in _SCREEN.finditer(data):
+                if _SCREEN_MODES.intersection(m.group(1).split(b";")):
+                    self.alternate = m.group(2) == b"h"
+        cut = _SCREEN_CUT.search(data, max(0, len(data) - 40))
+        if cut is not None:
+            self._tail = data[cut.start():]
+
+    # -- notices ---------------------------------------------------------------------------
+
+    def notice(self, text: str) -> None:
+        """One line for the user on stderr: now, or once the child's alternate screen is down."""
+        line = _notice_line(text, self.fds[2])
+        with self._lock:
+            if self.alternate:
+                self.held.append(line)
+            else:
+                self._write(2, line, True)
+
+    def _release(self) -> None:
+        held, self.held = self.held, []
+        for line in held:
+            self._write(2, line, True)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _write(self, stream: int, data: bytes, notice: bool) -> None:
+        if notice:
+            try:
+                _write_all(self.fds[2], data)
+            except OSError:
+                pass  # a notice that cannot be shown is still recorded by whoever gave it
+            return
+        if not self.ok.get(stream):
+            return
+        try:
+            _write_all(self.fds[stream], data)
+        except BrokenPipeError:
+            self.ok[stream] = False
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EBADF):
+                raise
+            self.ok[stream] = False
+
+    def close(self) -> None:
+        """The run is over: held notices are shown now."""
+        with self._lock:
+            self.alternate = False
+            self._release()
+
+
+_live: list = []  # the terminal of the run this process supervises now, if any
+
+
+def notice(text: str) -> None:
+    """Tell the user ``text`` (one line on stderr, ``agentsess: …``): through the live run's
+    terminal when this process supervises one (held while its child's full-screen program is up,
+    see :class:`Terminal`), else at once. The one notice function of a run's supervisor: the
+    watch (revocation, expiry) and whatever asks the user something during a run use it."""
+    if _live:
+        _live[-1].notice(text)
+        return
+    try:
+        _write_all(2, _notice_line(text))
+    except OSError:
+        pass
+
+
+def _notice_line(text: str, fd: int = 2) -> bytes:
+    try:
+        end = "\r\n" if os.isatty(fd) else "\n"
+    except OSError:
+        end = "\n"
+    return f"agentsess: {text}{end}".encode(errors="replace")
+
+
 class Supervisor:
     """Runs one child transparently. ``run()`` returns ``(exit_code, signal)``.
 
@@ -297,7 +429,7 @@ class Supervisor:
         self._fg_fd: int | None = None
         self._stdin_fd: int | None = None
         self._outputs: dict[int, int] = {}  # fd we read -> stream number (1 or 2)
-        self._terminal_ok = {1: True, 2: True}
+        self.terminal = Terminal(screen=use_pty)
         self._pending_flush: float | None = None
         self._idle_since: float | None = None
         self._next_tick = 0.0
@@ -510,15 +642,12 @@ class Supervisor:
         if masked and self.log is not None:
             self.log.write(stream, masked)
         shown = masked if (self.mask_terminal or masker is None) else data
-        if shown and self._terminal_ok.get(stream):
-            try:
-                _write_all(stream, shown)
-            except BrokenPipeError:
-                self._terminal_ok[stream] = False
-            except OSError as exc:
-                if exc.errno not in (errno.EIO, errno.EBADF):
-                    raise
-                self._terminal_ok[stream] = False
+        if shown:
+            self.terminal.show(stream, shown)
+
+    def notice(self, text: str) -> None:
+        """Tell the user something while the run is live (see :meth:`Terminal.notice`)."""
+        self.terminal.notice(text)
 
     def _flush_maskers(self, idle: bool = False) -> None:
         self._pending_flush = None
@@ -573,6 +702,13 @@ class Supervisor:
                 self.signal_group(sig)
 
     def run(self) -> tuple[int | None, int | None]:
+        _live.append(self.terminal)
+        try:
+            return self._run()
+        finally:
+            _live.remove(self.terminal)
+
+    def _run(self) -> tuple[int | None, int | None]:
         with signal_wakeup(HANDLED) as wake_r:
             try:
                 self._spawn()
@@ -582,6 +718,7 @@ class Supervisor:
                 with raw_terminal(0) if self.use_pty else contextlib.nullcontext():
                     self._supervise(wake_r)
             finally:
+                self.terminal.close()  # notices held for a full-screen child: shown now
                 if self._fg_fd is not None:
                     self._give_terminal(self._fg_fd, os.getpgrp())
                 for fd in list(self._outputs):
@@ -631,6 +768,8 @@ class Supervisor:
             if not ready:
                 if self._pending_flush is not None and time.monotonic() >= self._pending_flush:
                     self._flush_maskers(idle=True)
+                if self.log is not None:
+                    self.log.flush()  # the child is quiet: its log catches up
                 continue
             for fd in ready:
                 if fd == wake_r:
@@ -670,6 +809,9 @@ class Supervisor:
             deadlines.append(self.kill_at)
         if self._pending_flush is not None:
             deadlines.append(self._pending_flush)
+        due = self.log.flush_due if self.log is not None else None
+        if due is not None:
+            deadlines.append(due)
         if self.status is not None:
             deadlines.append((self._idle_since or now) + DRAIN_IDLE)
         return min(deadlines)
@@ -706,7 +848,7 @@ class Supervisor:
                 _keep_heap()
             self._idle_since = None
             self._emit(stream, data)
-            if not self._terminal_ok.get(stream, True) and self.master is None:
+            if not self.terminal.ok.get(stream, True) and self.master is None:
                 self._close_output(fd)  # the reader went away: the child gets SIGPIPE, as in a pipeline
             return
         self._close_output(fd)

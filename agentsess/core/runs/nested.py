@@ -49,7 +49,7 @@ class NestedWatch:
             answer = {"ok": True, "stop": True, "grace": 0.0,
                       "notices": ["the parent run's supervisor is gone; stopping this run"]}
         for line in answer.get("notices") or ():
-            notice(line)
+            sup.notice(line)  # recorded by the parent's authority; held while a full-screen child is up
         if answer.get("stop") and not self.stopped:
             self.stopped = True
             sup.stop(answer.get("grace", self.grace))

@@ -8,7 +8,7 @@ import time
 
 from agentsess.core.receipts import recording
 from agentsess.core.runs.plan import Plan, Request
-from agentsess.core.runs.start import Launch, notice
+from agentsess.core.runs.start import Launch
 from agentsess.edges import host, paths
 from agentsess.edges.store import Store
 from agentsess.edges.streams import ReceiptError
@@ -47,11 +47,17 @@ def _contained_argv(launch: Launch, request: Request, plan: Plan, sandbox_info_f
 
 
 class Watch:
-    """The supervisor's periodic check: revocation, expiry, and the receipt stream's presence."""
+    """The supervisor's periodic check: revocation, expiry, and the receipt stream's presence.
 
-    def __init__(self, store: Store, run_id: str, plan: Plan, say=notice):
+    Each notice it gives is recorded at once (``run.notice``) and shown through ``say``: the
+    supervisor's one notice function (held while the child's full-screen program is up), or, for
+    a nested run, the answer its own supervisor shows."""
+
+    def __init__(self, store: Store, run_id: str, plan: Plan, say=None):
+        from agentsess.edges.supervisor import notice
+
         self.store = store
-        self.say = say  # where the user's notices go: stderr, or back to a nested run's supervisor
+        self.say = say or notice  # where the user's notices go: the terminal, or back to a nested run's supervisor
         self.run_id = run_id
         self.plan = plan
         self.profile = plan.profile
@@ -64,6 +70,11 @@ class Watch:
         self.leftovers = 0
         self.fleet = None  # fleet (issue 17): the shared store's watch of this run, see supervise
         self.confirmed = False  # a nested run on a shared store: run.revoked written by us
+
+    def tell(self, text: str) -> None:
+        """A notice for the user while the run is live: recorded now, shown when it can be."""
+        recording.record(self.store, self.run_id, "run.notice", {"text": text})
+        self.say(text)
 
     def ingest_spool(self) -> None:
         if self.spool is not None:
@@ -114,16 +125,16 @@ class Watch:
                 if self.fleet is None and getattr(self.store, "shared", False):
                     self._confirm_revoked(cause)
                 if self.profile.on_revoke == "stop":
-                    self.say(f"run {self.run_id} was revoked ({cause or 'direct'}); stopping it")
+                    self.tell(f"run {self.run_id} was revoked ({cause or 'direct'}); stopping it")
                     self.stopped = True
                     sup.stop(self.profile.revoke_grace)
                 else:
-                    self.say(f"run {self.run_id} was revoked; its credentials are dead (on_revoke = keep)")
+                    self.tell(f"run {self.run_id} was revoked; its credentials are dead (on_revoke = keep)")
         now = time.time()
         left = self.plan.expires_at - now
         if not self.warned and not self.expired and left <= self.profile.expiry_warning and left > 0:
             self.warned = True
-            self.say(f"the credential of run {self.run_id} expires in {int(left)}s")
+            self.tell(f"the credential of run {self.run_id} expires in {int(left)}s")
         if not self.expired and left <= 0:
             self.expired = True
             recording.record(
@@ -133,11 +144,11 @@ class Watch:
                 {"expired_at": rfc3339(self.plan.expires_at), "on_expiry": self.profile.on_expiry},
             )
             if self.profile.on_expiry == "stop" and not self.stopped:
-                self.say(f"the credential of run {self.run_id} expired; stopping it (on_expiry = stop)")
+                self.tell(f"the credential of run {self.run_id} expired; stopping it (on_expiry = stop)")
                 self.stopped = True
                 sup.stop(self.profile.revoke_grace)
             else:
-                self.say(f"the credential of run {self.run_id} expired; the process goes on without it")
+                self.tell(f"the credential of run {self.run_id} expired; the process goes on without it")
 
 
 def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int:

@@ -143,8 +143,8 @@ if [ -n "${{BASH_VERSION:-}}" ] && [ "${{__agentsess_capturing:-}}" != "$$" ]; t
       fi
       return $rc
     }}
+    trap '__agentsess_flush $?' EXIT  # before the DEBUG trap, which would record this line
     trap '__agentsess_debug' DEBUG
-    trap '__agentsess_flush $?' EXIT
   fi
 fi
 """
