@@ -10,8 +10,8 @@ Every answer is a dict with ``ok``; a refusal carries ``error`` (one line) and `
 exit code the client leaves with).
 """
 
+import _thread
 import os
-import threading
 import time
 
 from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
@@ -60,7 +60,7 @@ class Authority:
         self.containment = containment
         self.pid = os.getpid()
         self.nested: dict[int, Nested] = {}
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
 
     def caller_run(self, pid: int) -> str | None:
         """The run a process belongs to: the nearest supervisor among its ancestors decides."""

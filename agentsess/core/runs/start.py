@@ -262,7 +262,11 @@ def start_run(request: Request) -> int:
 
     parent_socket = find_socket(request.env)
     if parent_socket is not None:
+        import gc
+
         from agentsess.core.runs.nested import start_nested
+
+        gc.enable()  # off while `run` starts (cli.run); a nested run's supervisor is not supervise()'s
 
         return start_nested(request, parent_socket)
     config = load_config()

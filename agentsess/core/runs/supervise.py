@@ -124,7 +124,6 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         from agentsess.core.guard.agents import SpoolReader
 
         watch.spool = SpoolReader(launch.spool, exact)
-    from agentsess.core.runs.authority import Authority
     from agentsess.edges.control import ControlServer
 
     contained = launch.containment
@@ -146,19 +145,29 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         wrapper=contained.contained,
     )
 
+    # The control socket listens before the child starts (a request made from then on waits in
+    # its backlog); the authority that answers is built, and the accepting begins, once the
+    # child is on its way: that work overlaps the child's exec instead of delaying it.
+    server = ControlServer(run_id)
+    authorities: list = []
+
     def started(s) -> None:
+        from agentsess.core.runs.authority import Authority
+
+        authority = Authority(run_id, contained.mode)
+        authorities.append(authority)
+        server.serve(authority.handle, authority.fast)
         sandbox = _sandbox_pid(info_r, info_w) if info_r is not None and info_w is not None else None
         s.sandbox_pid = sandbox
         store.update_run(run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid),
                          sandbox_pid=sandbox)
+        collect_again()
 
     sup.on_start = started
-    authority = Authority(run_id, contained.mode)
-    server = ControlServer(run_id, authority.handle, fast_handler=authority.fast)
     failure = None
     code = sig = None
     try:
-        server.start()
+        server.listen()
         code, sig = sup.run()
         if contained.contained:
             from agentsess.edges.containment import exit_status
@@ -174,7 +183,9 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         failure = exc.message
     finally:
         server.close()
-        authority.end_nested(store)
+        for authority in authorities:
+            authority.end_nested(store)
+        collect_again()
         for fd in (info_r, info_w):
             if fd is not None:
                 try:
@@ -191,6 +202,16 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     except ReceiptError:
         pass
     return finish(store, plan, watch, log, code, sig, failure)
+
+
+def collect_again() -> None:
+    """The collector back on (`run` starts without it: see ``cli.run``); what start-up built
+    lives as long as the supervisor, so it is frozen out of every later collection."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _sandbox_pid(info_r: int, info_w: int) -> int | None:
