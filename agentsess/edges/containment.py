@@ -16,7 +16,8 @@ When bubblewrap or user namespaces are missing, :func:`probe` says why and the r
 """
 
 import os
-from dataclasses import dataclass
+
+from agentsess.values import Frozen
 
 BWRAP = "bwrap"
 # bubblewrap's first process ignores what the supervisor forwards (so that a Ctrl-C or a TERM
@@ -32,13 +33,16 @@ KEY_STORES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Availability:
+class Availability(Frozen):
     """Whether runs can be contained here, and if not, why (one line)."""
 
+    __slots__ = ("available", "reason", "bwrap")
     available: bool
     reason: str
-    bwrap: str | None = None
+    bwrap: str | None
+
+    def __init__(self, available: bool, reason: str, bwrap: str | None = None):
+        self._set(available=available, reason=reason, bwrap=bwrap)
 
 
 def _which(name: str) -> str | None:

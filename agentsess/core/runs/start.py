@@ -11,7 +11,6 @@ A run started inside a run is planned, minted and recorded by its parent's super
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 from agentsess import ids
 from agentsess.core.receipts import recording
@@ -22,6 +21,7 @@ from agentsess.edges.store import Store
 from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, AgentsessError
 from agentsess.timefmt import rfc3339
+from agentsess.values import Frozen
 
 # the API key variables an agent command needs (one of them), for the scrub notice
 AGENT_KEYS = {
@@ -214,13 +214,16 @@ class Containment:
         return "contained" if self.contained else "advisory"
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(Frozen):
     """The supervisor of a nested run, as its parent's authority sees it."""
 
+    __slots__ = ("pid", "socket", "containment")
     pid: int  # the nested supervisor's pid (its peer credentials)
     socket: str  # the control socket, as the nested run's processes reach it
     containment: str  # the parent's mode: a nested run is held as its parent is
+
+    def __init__(self, pid: int, socket: str, containment: str):
+        self._set(pid=pid, socket=socket, containment=containment)
 
 
 def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | None = None) -> Containment:
