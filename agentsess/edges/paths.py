@@ -14,7 +14,8 @@ Folders are created 0700 and files 0600. The data root holds::
     secrets.json            the file keyring (when no OS keyring is used)
     keychain.json, keychain-index.json, keychain.lock   the keyring's record, index and lock
     homes/AGENT/            an agent's own HOME (--isolate-home)
-    config.cache            the last validated config
+    config.cache            the last validated config (no longer written or read)
+    containment.probe       what the last successful bubblewrap probe found (see containment)
     notices                 notices already shown
     prune.log               one line per `agentsess prune`
 """
@@ -53,6 +54,10 @@ def store_file() -> str:
 
 def config_cache() -> str:
     return os.path.join(data_root(), "config.cache")
+
+
+def containment_probe() -> str:
+    return os.path.join(data_root(), "containment.probe")
 
 
 def notices_file() -> str:

@@ -240,7 +240,7 @@ def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | Non
     if not wanted:
         why = "--no-contain" if request.contain is False else f"profile {plan.profile.name} has contain = false"
         return Containment(False, why, None, socket, socket)
-    found = containment.probe()
+    found = containment.available()
     if not found.available:
         if request.contain:  # asked for on the command line: no silent downgrade
             raise AgentsessError(f"cannot contain this run: {found.reason}; drop --contain for an advisory run",

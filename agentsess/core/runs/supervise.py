@@ -170,9 +170,14 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         server.listen()
         code, sig = sup.run()
         if contained.contained:
-            from agentsess.edges.containment import exit_status
+            from agentsess.edges.containment import exit_status, forget
 
             code, sig = exit_status(code, sig)
+            if sup.sandbox_pid is None:  # bubblewrap ended before it made the namespace
+                forget()  # a remembered probe that no longer holds: the next run probes again
+                failure = (f"bubblewrap could not contain the run (it exited {code if sig is None else -sig}"
+                           " before creating the namespaces); the command did not run")
+                code = sig = None
         # the child is gone: a late signal must not cost the run its exit receipt and seal
         for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(late, signal.SIG_IGN)
