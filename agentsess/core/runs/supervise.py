@@ -128,8 +128,25 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
 
     contained = launch.containment
     argv, info_r, info_w = launch.argv, None, None
+    # Each of the supervisor's own descriptors is closed exactly once. A second close of a
+    # number that something else has reused since (an authority thread's store connection)
+    # closes that instead, and closing any descriptor of the store drops every POSIX lock
+    # this process holds on it: another process then takes itself for the last connection,
+    # checkpoints and deletes the WAL under this one, and the run's last writes (its exit,
+    # its chain head) vanish while the receipts were written.
+    own_fds: list[int] = []
+
+    def close_own(fd: int | None) -> None:
+        if fd is not None and fd in own_fds:
+            own_fds.remove(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     if contained.contained:
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        own_fds += [info_r, info_w]
         argv = _contained_argv(launch, request, plan, info_w)
     sup = Supervisor(
         argv,
@@ -157,7 +174,10 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         authority = Authority(run_id, contained.mode)
         authorities.append(authority)
         server.serve(authority.handle, authority.fast)
-        sandbox = _sandbox_pid(info_r, info_w) if info_r is not None and info_w is not None else None
+        sandbox = None
+        if info_r is not None:
+            close_own(info_w)  # bubblewrap holds the write end now: EOF once it has written
+            sandbox = _sandbox_pid(info_r)
         s.sandbox_pid = sandbox
         store.update_run(run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid),
                          sandbox_pid=sandbox)
@@ -191,12 +211,8 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         for authority in authorities:
             authority.end_nested(store)
         collect_again()
-        for fd in (info_r, info_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        for fd in list(own_fds):
+            close_own(fd)
         if watch.stopped or profile.on_exit == "stop":
             watch.leftovers = kill_descendants()
         log.close()
@@ -219,11 +235,11 @@ def collect_again() -> None:
         gc.enable()
 
 
-def _sandbox_pid(info_r: int, info_w: int) -> int | None:
-    """The pid (as we see it) of the namespace's first process, from bubblewrap's info fd."""
+def _sandbox_pid(info_r: int) -> int | None:
+    """The pid (as we see it) of the namespace's first process, from bubblewrap's info fd
+    (its write end already closed here)."""
     import json
 
-    os.close(info_w)
     data = b""
     while True:
         try:
