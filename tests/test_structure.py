@@ -2,7 +2,6 @@
 names, canonical JSON, base64url and timestamps, complete plans, and docs/architecture.md."""
 
 import ast
-import dataclasses
 import os
 import re
 
@@ -172,14 +171,18 @@ def test_plans_and_requests_are_frozen_and_complete(tmp_path):
     from agentsess.core.runs.plan import Plan, Request
 
     for cls in (Plan, Request):
-        params = cls.__dataclass_params__
-        assert params.frozen and hasattr(cls, "__slots__"), cls
+        assert cls.__slots__ and not hasattr(cls(*(["true"] if cls is Request else [Profile("p"), "n", "a", 1.0, [], None, 60, 61.0])), "__dict__"), cls
     request = Request(["true"])
     assert request.cwd == os.getcwd() and request.env == dict(os.environ) and request.scopes == []
+    assert Request(["true"]).scopes is not request.scopes  # a fresh list each time, as a default_factory gives
     plan = Plan(profile=Profile("p"), name="n", agent="a", issued_at=1.0, scopes=[], ceiling=None, ttl=60,
                 expires_at=61.0)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         plan.expires_at = 0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del request.argv
+    assert plan.replace(ttl=30).ttl == 30 and plan.ttl == 60 and plan.replace() == plan
+    assert "expires_at=61.0" in repr(plan)
     with pytest.raises(TypeError):
         Plan(profile=Profile("p"), name="n")  # type: ignore[call-arg]  # half a plan cannot be built
 

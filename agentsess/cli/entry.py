@@ -86,6 +86,28 @@ def _top(argv: list[str]) -> int:
     raise AgentsessError(f"unknown {what} '{argv[0]}' (see `agentsess --help`)", USAGE)
 
 
+def argv0_is_entry(argv: list[str]) -> bool:
+    """True when this process is the command itself (the console script or ``python -m``)."""
+    return sys.argv[1:] == argv
+
+
+def leave(code: int):
+    """End the process now, without the interpreter's teardown.
+
+    `run` pays ~10 ms (a tenth of its start-up) for freeing modules and objects the process
+    is about to drop, and for a last collection. By the time `run` returns, everything it
+    wrote is written and closed (store, receipts, output log; the control socket and the
+    broker are shut): only the standard streams are flushed here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code & 0xFF if isinstance(code, int) else 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debugging(argv)
@@ -96,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         return guarded(_top, argv, debug, 1)
     if command.hot:
-        return guarded(lambda args: command.load()(args[1:]), argv, debug, UNEXPECTED.get(command.name, 1))
+        code = guarded(lambda args: command.load()(args[1:]), argv, debug, UNEXPECTED.get(command.name, 1))
+        if command.name == "run" and argv0_is_entry(argv):
+            leave(code)
+        return code
     from agentsess.cli.app import run_app
 
     refused = refused_inside(argv)

@@ -16,7 +16,8 @@ When bubblewrap or user namespaces are missing, :func:`probe` says why and the r
 """
 
 import os
-from dataclasses import dataclass
+
+from agentsess.values import Frozen
 
 BWRAP = "bwrap"
 # bubblewrap's first process ignores what the supervisor forwards (so that a Ctrl-C or a TERM
@@ -32,13 +33,16 @@ KEY_STORES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Availability:
+class Availability(Frozen):
     """Whether runs can be contained here, and if not, why (one line)."""
 
+    __slots__ = ("available", "reason", "bwrap")
     available: bool
     reason: str
-    bwrap: str | None = None
+    bwrap: str | None
+
+    def __init__(self, available: bool, reason: str, bwrap: str | None = None):
+        self._set(available=available, reason=reason, bwrap=bwrap)
 
 
 def _which(name: str) -> str | None:
@@ -47,6 +51,90 @@ def _which(name: str) -> str | None:
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     return None
+
+
+# What a bubblewrap probe's answer depends on: the system's limits on namespaces
+NAMESPACE_SETTINGS = (
+    "/proc/sys/user/max_user_namespaces",
+    "/proc/sys/user/max_pid_namespaces",
+    "/proc/sys/user/max_mnt_namespaces",
+    "/proc/sys/kernel/unprivileged_userns_clone",
+    "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+)
+
+
+def _fingerprint(bwrap: str) -> str | None:
+    """Everything a probe's success rests on, as one line: this boot, this bubblewrap binary
+    (and its setuid bit), this user and the namespaces this process is in, and the system's
+    namespace settings. None when one of them cannot be read (then there is no cache)."""
+    try:
+        st = os.stat(bwrap)
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+            boot = fh.read().strip().decode()
+        spaces = [os.readlink(f"/proc/self/ns/{ns}") for ns in ("user", "pid", "mnt")]
+    except (OSError, UnicodeDecodeError):
+        return None
+    settings = []
+    for name in NAMESPACE_SETTINGS:
+        try:
+            with open(name, "rb") as fh:
+                settings.append(fh.read().strip().decode(errors="replace"))
+        except OSError:
+            settings.append("-")
+    parts = [
+        "v1", boot, os.path.realpath(bwrap), f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}:{st.st_uid}",
+        f"uid={os.getuid()},euid={os.geteuid()}", *spaces, *settings,
+    ]
+    return " ".join(p.replace(" ", "_") for p in parts)
+
+
+def available() -> Availability:
+    """:func:`probe`, remembered: once bubblewrap has contained a probe on this boot, with
+    this binary, user, namespaces and namespace settings, runs take that answer from the data
+    root instead of starting bubblewrap twice (~7 ms of every contained run's start).
+
+    Only success is remembered, so the file can never make a run advisory: a stale or planted
+    file at worst makes agentsess try bubblewrap, and a run whose bubblewrap then fails to
+    create its namespaces fails (exit 125, the command never ran) and forgets the file
+    (:func:`forget`). Failure is probed afresh every time, so installing bubblewrap helps at once.
+    """
+    from agentsess.edges import paths
+
+    bwrap = _which(BWRAP)
+    if bwrap is None:
+        return probe()
+    fingerprint = _fingerprint(bwrap)
+    path = paths.containment_probe()
+    if fingerprint is not None:
+        try:
+            with open(path, "rb") as fh:
+                if fh.read(4096).decode(errors="replace").strip() == fingerprint:
+                    return Availability(True, PROBED, bwrap)
+        except OSError:
+            pass
+    found = probe()
+    if found.available and fingerprint is not None:
+        try:
+            paths.ensure_dir(os.path.dirname(path))
+            paths.write_private(path, fingerprint.encode() + b"\n")
+        except OSError:
+            pass
+    elif not found.available:
+        forget()
+    return found
+
+
+def forget() -> None:
+    """Drop the remembered probe (bubblewrap failed where it had worked)."""
+    from agentsess.edges import paths
+
+    try:
+        os.unlink(paths.containment_probe())
+    except OSError:
+        pass
+
+
+PROBED = "bubblewrap with PID and mount namespaces"
 
 
 def probe() -> Availability:
@@ -87,7 +175,7 @@ def probe() -> Availability:
         why = err.decode(errors="replace").strip().splitlines()
         detail = why[-1] if why else f"exit {code}"
         return Availability(False, f"bubblewrap cannot create namespaces here ({detail})")
-    return Availability(True, "bubblewrap with PID and mount namespaces", bwrap)
+    return Availability(True, PROBED, bwrap)
 
 
 def bus_socket(env: dict) -> str | None:

@@ -41,6 +41,8 @@ _KID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 # (data root, AGENTSESS_KEYRING, kid) -> public key object, for keys read from the keychain
 _public_cache: dict = {}
 _ed25519_functions = None
+# (data root, AGENTSESS_KEYRING) -> (kid, private key) of the current key, once read and checked
+_current_cache: dict = {}
 
 
 def _ed25519(public_api: bool = False):
@@ -229,12 +231,21 @@ def _private(kid: str):
 
 
 def current_key():
-    """``(kid, Ed25519PrivateKey)`` of the current signing key, generating one if none."""
+    """``(kid, Ed25519PrivateKey)`` of the current signing key, generating one if none.
+
+    The key list is read every time (a rotation in between is seen); the private half of a
+    kid this process already read and checked is not read and derived again (a run signs its
+    token at the start and its seal at the end)."""
     doc = _load()
     kid = doc["current"]
+    where = (paths.data_root(), os.environ.get("AGENTSESS_KEYRING", ""))
     if kid:
+        known = _current_cache.get(where)
+        if known is not None and known[0] == kid:
+            return known
         private = _private(kid)
         if private is not None:
+            _current_cache[where] = (kid, private)
             return kid, private
     with _lock():
         doc = _load()  # another process may have made one meanwhile
@@ -346,6 +357,8 @@ def prune(keep_kids) -> list:
             keychain.delete(keychain.SIGNING_KEY_PREFIX + kid)
             for where in [w for w in _public_cache if w[2] == kid]:
                 del _public_cache[where]
+            for where in [w for w, known in _current_cache.items() if known[0] == kid]:
+                del _current_cache[where]
         _save(doc)
     return removed
 

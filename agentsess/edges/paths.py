@@ -15,7 +15,8 @@ Folders are created 0700 and files 0600. The data root holds::
     secrets.json            the file keyring (when no OS keyring is used)
     keychain.json, keychain-index.json, keychain.lock   the keyring's record, index and lock
     homes/AGENT/            an agent's own HOME (--isolate-home)
-    config.cache            the last validated config
+    config.cache            the last validated config (no longer written or read)
+    containment.probe       what the last successful bubblewrap probe found (see containment)
     notices                 notices already shown
     prune.log               one line per `agentsess prune`
 """
@@ -63,6 +64,10 @@ def store_pending_file(run_id: str, folder: str | None = None) -> str:
 
 def config_cache() -> str:
     return os.path.join(data_root(), "config.cache")
+
+
+def containment_probe() -> str:
+    return os.path.join(data_root(), "containment.probe")
 
 
 def notices_file() -> str:
@@ -273,8 +278,22 @@ def control_socket(run_id: str, folder: str | None = None) -> str:
 
 
 def control_link(pid: int, folder: str | None = None) -> str:
-    """The name a supervisor's socket also has by the supervisor's pid (for nested lookups)."""
-    return os.path.join(folder or control_dir(), f"pid-{pid}.sock")
+    """The name a supervisor's socket also has by the supervisor's pid (for nested lookups).
+
+    A pid means something only in its PID namespace, and the folder is shared by every
+    namespace of the machine that shares /tmp: the name carries this process's namespace, so
+    a supervisor that is pid 1 of a container (or of ``unshare --pid``) is not taken for the
+    host's init, the ancestor of every process outside it."""
+    return os.path.join(folder or control_dir(), f"pid-{_pid_namespace()}-{pid}.sock")
+
+
+def _pid_namespace() -> str:
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return "0"
+    digits = "".join(ch for ch in link if ch.isdigit())
+    return digits or "0"
 
 
 def inside_control_socket(folder: str | None = None) -> str:

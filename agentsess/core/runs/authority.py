@@ -10,8 +10,8 @@ Every answer is a dict with ``ok``; a refusal carries ``error`` (one line) and `
 exit code the client leaves with).
 """
 
+import _thread
 import os
-import threading
 import time
 
 from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
@@ -55,18 +55,18 @@ class Authority:
     """Answers the control socket of run ``run_id``, whose supervisor is this process, and of
     the runs nested in it (whose supervisors are processes of this run)."""
 
-    def __init__(self, run_id: str, containment: str):
+    def __init__(self, run_id: str, containment: str, say=None):
         self.run_id = run_id
         self.containment = containment
         self.pid = os.getpid()
         self.nested: dict[int, Nested] = {}
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         from agentsess.core.runs.subagents import SubAgents
 
         self.subagents = SubAgents(self.pid, containment)
         # a sub-agent's command (its `agentsess exec`): pid -> (start time, the sub-agent's run)
         self.bound: dict[int, tuple[int | None, str]] = {}
-        self.say = None  # the run's terminal notice (the supervisor's), for held approvals
+        self.say = say  # the run's terminal notice (the supervisor's), for held approvals
 
     def caller_run(self, pid: int) -> str | None:
         """The run a process belongs to: the nearest supervisor among its ancestors decides, or

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 
 from agentsess.core.credentials import scopes as scope_algebra
 from agentsess.core.durations import format_duration, parse_duration
 from agentsess.errors import RUN_FAILED, AgentsessError
+from agentsess.values import Frozen
 
 TYPE_CHECKING = False  # not typing's (5 ms); the profiles are imported by whoever makes a plan
 if TYPE_CHECKING:
@@ -27,29 +27,41 @@ class Refused(AgentsessError):
         self.plan = plan
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(Frozen):
     """What the user asked for on the command line; None means "the profile decides"."""
 
+    __slots__ = ("argv", "name", "use_pty", "profile", "scopes", "ttl", "pass_env", "keep_env", "isolate_home",
+                 "mask_terminal", "capture_shell", "integration", "contain", "cwd", "env")
     argv: list[str]
-    name: str | None = None
-    use_pty: bool | None = None
-    profile: str | None = None
-    scopes: list[str] = field(default_factory=list)
-    ttl: str | None = None
-    pass_env: list[str] = field(default_factory=list)
-    keep_env: bool = False
-    isolate_home: bool | None = None
-    mask_terminal: bool | None = None
-    capture_shell: bool | None = None
-    integration: str | None = None
-    contain: bool | None = None
-    cwd: str = field(default_factory=os.getcwd)
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    name: str | None
+    use_pty: bool | None
+    profile: str | None
+    scopes: list[str]
+    ttl: str | None
+    pass_env: list[str]
+    keep_env: bool
+    isolate_home: bool | None
+    mask_terminal: bool | None
+    capture_shell: bool | None
+    integration: str | None
+    contain: bool | None
+    cwd: str
+    env: dict[str, str]
+
+    def __init__(self, argv: list[str], name: str | None = None, use_pty: bool | None = None,
+                 profile: str | None = None, scopes: list[str] | None = None, ttl: str | None = None,
+                 pass_env: list[str] | None = None, keep_env: bool = False, isolate_home: bool | None = None,
+                 mask_terminal: bool | None = None, capture_shell: bool | None = None,
+                 integration: str | None = None, contain: bool | None = None, cwd: str | None = None,
+                 env: dict[str, str] | None = None):
+        self._set(argv=argv, name=name, use_pty=use_pty, profile=profile,
+                  scopes=[] if scopes is None else scopes, ttl=ttl, pass_env=[] if pass_env is None else pass_env,
+                  keep_env=keep_env, isolate_home=isolate_home, mask_terminal=mask_terminal,
+                  capture_shell=capture_shell, integration=integration, contain=contain,
+                  cwd=os.getcwd() if cwd is None else cwd, env=dict(os.environ) if env is None else env)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(Frozen):
     """Everything decided about a run before anything starts.
 
     ``expires_at`` is already the whole second the run's token will carry as ``exp``;
@@ -58,6 +70,8 @@ class Plan:
     ancestors' ids, root first.
     """
 
+    __slots__ = ("profile", "name", "agent", "issued_at", "scopes", "ceiling", "ttl", "expires_at", "capped",
+                 "parent", "chain", "depth", "profile_reason")
     profile: Profile
     name: str
     agent: str
@@ -66,11 +80,19 @@ class Plan:
     ceiling: list[str] | None
     ttl: int
     expires_at: float
-    capped: bool = False
-    parent: dict | None = None
-    chain: list[str] = field(default_factory=list)
-    depth: int = 0
-    profile_reason: str | None = None  # why this profile when none was asked for, to say so
+    capped: bool
+    parent: dict | None
+    chain: list[str]
+    depth: int
+    profile_reason: str | None  # why this profile when none was asked for, to say so
+
+    def __init__(self, profile: Profile, name: str, agent: str, issued_at: float, scopes: list[str],
+                 ceiling: list[str] | None, ttl: int, expires_at: float, capped: bool = False,
+                 parent: dict | None = None, chain: list[str] | None = None, depth: int = 0,
+                 profile_reason: str | None = None):
+        self._set(profile=profile, name=name, agent=agent, issued_at=issued_at, scopes=scopes, ceiling=ceiling,
+                  ttl=ttl, expires_at=expires_at, capped=capped, parent=parent,
+                  chain=[] if chain is None else chain, depth=depth, profile_reason=profile_reason)
 
 
 def find_parent(env: dict, store) -> dict | None:

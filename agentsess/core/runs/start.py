@@ -11,7 +11,6 @@ A run started inside a run is planned, minted and recorded by its parent's super
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 from agentsess import ids
 from agentsess.core.receipts import recording
@@ -22,6 +21,7 @@ from agentsess.edges.store import Store
 from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, AgentsessError
 from agentsess.timefmt import rfc3339
+from agentsess.values import Frozen
 
 # the API key variables an agent command needs (one of them), for the scrub notice
 AGENT_KEYS = {
@@ -215,13 +215,16 @@ class Containment:
         return "contained" if self.contained else "advisory"
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(Frozen):
     """The supervisor of a nested run, as its parent's authority sees it."""
 
+    __slots__ = ("pid", "socket", "containment")
     pid: int  # the nested supervisor's pid (its peer credentials)
     socket: str  # the control socket, as the nested run's processes reach it
     containment: str  # the parent's mode: a nested run is held as its parent is
+
+    def __init__(self, pid: int, socket: str, containment: str):
+        self._set(pid=pid, socket=socket, containment=containment)
 
 
 def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | None = None) -> Containment:
@@ -238,7 +241,7 @@ def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | Non
     if not wanted:
         why = "--no-contain" if request.contain is False else f"profile {plan.profile.name} has contain = false"
         return Containment(False, why, None, socket, socket)
-    found = containment.probe()
+    found = containment.available()
     if not found.available:
         if request.contain:  # asked for on the command line: no silent downgrade
             raise AgentsessError(f"cannot contain this run: {found.reason}; drop --contain for an advisory run",
@@ -263,7 +266,11 @@ def start_run(request: Request) -> int:
 
     parent_socket = find_socket(request.env)
     if parent_socket is not None:
+        import gc
+
         from agentsess.core.runs.nested import start_nested
+
+        gc.enable()  # off while `run` starts (cli.run); a nested run's supervisor is not supervise()'s
 
         return start_nested(request, parent_socket)
     config = load_config()
@@ -484,7 +491,5 @@ def launch_subagent(store: Store, request: Request, caller: Caller) -> tuple[Pla
     except Refused as refusal:
         run_id = _record_denied(store, request, refusal)
         raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
-    from dataclasses import replace
-
-    plan = replace(plan, scopes=list(request.scopes))  # exactly these (checked above), even none
+    plan = plan.replace(scopes=list(request.scopes))  # exactly these (checked above), even none
     return plan, _launch(store, request, plan, {}, {"vars": {}, "values": {}}, caller, with_broker=False)

@@ -170,13 +170,29 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         from agentsess.core.guard.agents import SpoolReader
 
         watch.spool = SpoolReader(launch.spool, exact)
-    from agentsess.core.runs.authority import Authority
     from agentsess.edges.control import ControlServer
 
     contained = launch.containment
     argv, info_r, info_w = launch.argv, None, None
+    # Each of the supervisor's own descriptors is closed exactly once. A second close of a
+    # number that something else has reused since (an authority thread's store connection)
+    # closes that instead, and closing any descriptor of the store drops every POSIX lock
+    # this process holds on it: another process then takes itself for the last connection,
+    # checkpoints and deletes the WAL under this one, and the run's last writes (its exit,
+    # its chain head) vanish while the receipts were written.
+    own_fds: list[int] = []
+
+    def close_own(fd: int | None) -> None:
+        if fd is not None and fd in own_fds:
+            own_fds.remove(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     if contained.contained:
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
+        own_fds += [info_r, info_w]
         argv = _contained_argv(launch, request, plan, info_w)
     sup = Supervisor(
         argv,
@@ -192,16 +208,29 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         wrapper=contained.contained,
     )
 
+    # The control socket listens before the child starts (a request made from then on waits in
+    # its backlog); the authority that answers is built, and the accepting begins, once the
+    # child is on its way: that work overlaps the child's exec instead of delaying it.
+    server = ControlServer(run_id)
+    authorities: list = []
+
     def started(s) -> None:
-        sandbox = _sandbox_pid(info_r, info_w) if info_r is not None and info_w is not None else None
+        from agentsess.core.runs.authority import Authority
+
+        # a held approval's one-line notice goes where the run's notices go
+        authority = Authority(run_id, contained.mode, say=watch.say)
+        authorities.append(authority)
+        server.serve(authority.handle, authority.fast)
+        sandbox = None
+        if info_r is not None:
+            close_own(info_w)  # bubblewrap holds the write end now: EOF once it has written
+            sandbox = _sandbox_pid(info_r)
         s.sandbox_pid = sandbox
         store.update_run(run_id, child_pid=s.pid, child_pgid=s.pgid, child_started=host.process_start(s.pid),
                          sandbox_pid=sandbox)
+        collect_again()
 
     sup.on_start = started
-    authority = Authority(run_id, contained.mode)
-    authority.say = watch.say  # a held approval's one-line notice goes where the run's notices go
-    server = ControlServer(run_id, authority.handle, fast_handler=authority.fast)
     # fleet (issue 17): with a shared store, a watcher thread (edges/store/watcher.py) sees
     # revocations made on any machine and wakes this loop with SIGUSR1; None with SQLite
     watch.fleet = store.watch_run(run_id, profile, lambda: os.kill(os.getpid(), signal.SIGUSR1))
@@ -210,12 +239,17 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     failure = None
     code = sig = None
     try:
-        server.start()
+        server.listen()
         code, sig = sup.run()
         if contained.contained:
-            from agentsess.edges.containment import exit_status
+            from agentsess.edges.containment import exit_status, forget
 
             code, sig = exit_status(code, sig)
+            if sup.sandbox_pid is None:  # bubblewrap ended before it made the namespace
+                forget()  # a remembered probe that no longer holds: the next run probes again
+                failure = (f"bubblewrap could not contain the run (it exited {code if sig is None else -sig}"
+                           " before creating the namespaces); the command did not run")
+                code = sig = None
         # the child is gone: a late signal must not cost the run its exit receipt and seal
         for late in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(late, signal.SIG_IGN)
@@ -226,13 +260,11 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         failure = exc.message
     finally:
         server.close()
-        authority.end_nested(store)
-        for fd in (info_r, info_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        for authority in authorities:
+            authority.end_nested(store)
+        collect_again()
+        for fd in list(own_fds):
+            close_own(fd)
         if watch.stopped or profile.on_exit == "stop":
             watch.leftovers = kill_descendants()
         log.close()
@@ -247,11 +279,21 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
     return finish(store, plan, watch, log, code, sig, failure)
 
 
-def _sandbox_pid(info_r: int, info_w: int) -> int | None:
-    """The pid (as we see it) of the namespace's first process, from bubblewrap's info fd."""
+def collect_again() -> None:
+    """The collector back on (`run` starts without it: see ``cli.run``); what start-up built
+    lives as long as the supervisor, so it is frozen out of every later collection."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def _sandbox_pid(info_r: int) -> int | None:
+    """The pid (as we see it) of the namespace's first process, from bubblewrap's info fd
+    (its write end already closed here)."""
     import json
 
-    os.close(info_w)
     data = b""
     while True:
         try:
