@@ -85,7 +85,7 @@ def _check_seal(result: Integrity, rec: dict, prev: dict | None, run_id: str, si
         result.fail(f"the seal at seq {rec['seq']} does not cover the records before it", rec["seq"])
         return
     try:
-        sig = b64url_decode(data.get("sig") or "")
+        sig = b64url_decode(data.get("sig"))
     except ValueError:
         result.fail(f"the seal at seq {rec['seq']} has a malformed signature", rec["seq"])
         return
@@ -104,7 +104,7 @@ def _check_seal(result: Integrity, rec: dict, prev: dict | None, run_id: str, si
 def _check_output(result: Integrity, row: dict, seal: dict | None) -> None:
     from agentsess.edges.outputlog import file_digest
 
-    expected = (seal or {}).get("data", {}).get("output_sha256") if seal else row.get("output_sha256")
+    expected = seal["data"].get("output_sha256") if seal else row.get("output_sha256")
     if expected is None:
         return
     path = paths.output_log(row["id"])
@@ -278,8 +278,8 @@ def trusted_keys(jwks) -> dict:
         if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             continue
         try:
-            raw = b64url_decode(jwk.get("x") or "")
-        except (ValueError, TypeError):
+            raw = b64url_decode(jwk.get("x"))
+        except ValueError:
             continue
         if len(raw) != 32 or jwk.get("kid") != keys._kid_for(raw):
             continue
