@@ -85,8 +85,8 @@ def _check_seal(result: Integrity, rec: dict, prev: dict | None, run_id: str, si
         result.fail(f"the seal at seq {rec['seq']} does not cover the records before it", rec["seq"])
         return
     try:
-        sig = b64url_decode(data.get("sig"))
-    except ValueError:
+        sig = b64url_decode(data["sig"])
+    except (KeyError, ValueError):
         result.fail(f"the seal at seq {rec['seq']} has a malformed signature", rec["seq"])
         return
     payload = seal_payload(run_id, count, head, data.get("output_bytes"), data.get("output_sha256"))
@@ -278,8 +278,8 @@ def trusted_keys(jwks) -> dict:
         if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             continue
         try:
-            raw = b64url_decode(jwk.get("x"))
-        except ValueError:
+            raw = b64url_decode(jwk["x"])
+        except (KeyError, ValueError):
             continue
         if len(raw) != 32 or jwk.get("kid") != keys._kid_for(raw):
             continue
