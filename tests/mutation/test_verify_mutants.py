@@ -383,12 +383,13 @@ def test_a_seal_of_another_run_does_not_verify(store):
     failing(check(store, two), f"bad seal signature (key {keys.current_kid()})", 3)
 
 
-@pytest.mark.parametrize("kid, shown", [("k" * 50, repr("k" * 40)), (5, "'5'"), (None, "'None'")])
+@pytest.mark.parametrize("kid, shown", [("k" * 50, repr("k" * 40)), (5, "'5'"), (None, "'None'"), (["k"], repr("['k']"))])
 def test_a_seal_by_an_unknown_key(store, kid, shown):
     rid = make_run(store)
     recs = records(rid)
     rewrite(store, rid, 3, data={**recs[3]["data"], "kid": kid})
     failing(check(store, rid), f"the seal is signed with an unknown key {shown}", 3)
+    failing(offline(exported(rid), keys.jwks()), f"the seal is signed with an unknown key {shown}", 3)
 
 
 def test_a_bad_seal_stops_the_count_there(store):
@@ -614,6 +615,8 @@ def test_an_exported_stream_with_an_edited_record(store):
 def test_an_empty_export():
     failing(offline(b"", keys.jwks()), "the stream is empty", None)
     assert offline(b"", keys.jwks())["run"] == "?"
+    assert offline(b"", keys.jwks())["keys"] == "the given JWKS"
+    assert offline(b"", None)["keys"] == "this machine's key store"
 
 
 def test_an_export_whose_first_line_names_no_run(store):
@@ -636,9 +639,9 @@ def test_a_bundle_whose_receipts_are_not_lines(store, receipts):
 def test_a_bundle_with_text_that_is_not_utf8(store):
     rid = make_run(store)
     data = bundle_of(rid).replace(b'"receipts": ["', b'"receipts": ["\\ud800', 1)
-    result = offline(data, None)
-    assert result == {**Integrity("?").fail("a record of the bundle is not UTF-8 text").as_dict(),
-                      "output_bytes": None, "output_sha256": None, "keys": "this machine's key store"}
+    for jwks, where in ((None, "this machine's key store"), (keys.jwks(), "the given JWKS")):
+        assert offline(data, jwks) == {**Integrity("?").fail("a record of the bundle is not UTF-8 text").as_dict(),
+                                       "output_bytes": None, "output_sha256": None, "keys": where}
 
 
 def test_a_bundle_keeps_bytes_that_are_not_utf8_as_they_were(store):
@@ -662,7 +665,8 @@ def test_a_bundle_that_names_another_run(store):
     named = "run_" + "n" * 100
     result = offline(bundle_of(rid, run=named), keys.jwks())
     failing(result, f"the bundle names run {named[:80]!r}, its records {rid!r}", None)
-    assert result["run"] == rid
+    assert (result["run"], result["keys"]) == (rid, "the given JWKS")
+    assert offline(bundle_of(rid, run=named), None)["keys"] == "this machine's key store"
 
 
 def test_what_counts_as_a_bundle(store):

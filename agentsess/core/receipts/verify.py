@@ -322,7 +322,7 @@ def verify_exported(data: bytes, jwks: dict | None) -> dict:
         if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
             return _exported(Integrity("?").fail("the bundle's receipts are not a list of lines"), None, jwks)
         try:
-            raw = [line.encode("utf-8", "surrogateescape") + b"\n" for line in lines]
+            raw = [line.encode(errors="surrogateescape") + b"\n" for line in lines]
         except UnicodeEncodeError:
             return _exported(Integrity("?").fail("a record of the bundle is not UTF-8 text"), None, jwks)
     else:
