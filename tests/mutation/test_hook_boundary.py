@@ -50,6 +50,9 @@ def hook(capsys, *argv) -> tuple[int, str, str]:
 def test_a_bare_hook_prints_its_help_and_blocks(capsys, stdin):
     code, out, err = hook(capsys)
     assert code == 2 and out == guard.hook_parser().format_help() and err == ""
+    assert out.startswith("usage: agentsess hook claude-code|codex|gemini [--run RUN]\n")
+    assert "Fails closed: on any error it exits 2 with\nthe reason on stderr" in out
+    assert "--run RUN   the run's id (default: $AGENTSESS_RUN_ID)" in out
 
 
 @pytest.mark.parametrize("agent", ["aider", "Claude-Code", "claude-code "])
@@ -81,8 +84,14 @@ def test_an_unexpected_error_blocks_and_names_itself(capsys, stdin):
 
 
 def test_a_command_after_the_hook_blocks(capsys, stdin):
-    code, out, err = hook(capsys, "claude-code", "--run", RUN, "--", "true")
-    assert (code, out) == (2, "") and err.startswith("agentsess: ")
+    assert hook(capsys, "claude-code", "--run", RUN, "--", "true") == (
+        2, "", "agentsess: denied: hook: takes no command after -- (see `agentsess hook --help`)\n")
+
+
+def test_the_run_may_come_from_agentsess_run_id(capsys, stdin, monkeypatch):
+    monkeypatch.setenv("AGENTSESS_RUN_ID", RUN)
+    stdin(b"not json")  # past the run check: the next check speaks
+    assert hook(capsys, "codex") == (2, "", "agentsess: denied: hook: the input on stdin is not JSON\n")
 
 
 def test_a_hook_whose_supervisor_is_gone_blocks(capsys, stdin, refused_socket):
