@@ -73,6 +73,13 @@ def test_a_held_scope_is_allowed_and_says_so():
         "allow", f"run {RID} holds scope git:push", scope="git:push")
 
 
+def test_a_held_scope_is_allowed_whatever_the_default_for_tool_calls():
+    strict = row(scopes=["git:*"], policy={"rules": [], "default_decision": "deny"})
+    assert decide(strict, "check", scope="git:push", now=NOW) == Decision(
+        "allow", f"run {RID} holds scope git:push", scope="git:push")
+    assert decide(strict, "Bash", {"command": "ls"}, now=NOW).decision == "deny"
+
+
 def test_a_held_scope_still_meets_the_rules():
     rules = [rule(tool="check", decision="deny", reason="never from here")]
     assert decide(row(scopes=["git:*"], policy={"rules": rules}), "check", scope="git:push", now=NOW) == Decision(
@@ -129,6 +136,9 @@ def test_rules_match_the_main_argument_of_a_non_shell_tool():
     assert decide(r, "Write", {"file_path": "/etc/passwd"}, now=NOW).reason == "not /etc"
     assert decide(r, "Write", {"file_path": "/tmp/x"}, now=NOW).decision == "allow"
     assert decide(r, "Write", None, now=NOW).decision == "allow"  # no arguments: the empty string
+    anything = row(policy={"rules": [rule(0, tool="Write", args="?*", reason="any argument")]})
+    assert decide(anything, "Write", None, now=NOW).decision == "allow"  # not "null"
+    assert decide(anything, "Write", {}, now=NOW).reason == "any argument"  # "{}"
 
 
 # -- a Decision, once made ------------------------------------------------------------------
@@ -156,6 +166,7 @@ def test_a_decision_is_compared_and_hashed_by_every_field():
         assert d != other and not (d == other)
     assert d != "allow" and d.__eq__("allow") is NotImplemented
     assert len({d, Decision("allow", "why", 3, "fs:read", ("a",)), Decision("deny", "why")}) == 2
+    assert hash(d) == hash(("allow", "why", 3, "fs:read", ("a",)))
     assert repr(d) == "Decision(decision='allow', reason='why', rule=3, scope='fs:read')"
 
 
