@@ -32,7 +32,7 @@ GROUPS = {
     ),
     # test_masking_holds.py, test_guard.py and tests/agents/ reach these modules only inside
     # `python -m agentsess` processes, which mutmut cannot see: they would only slow a run
-    "masking": (["agentsess/core/guard/masking.py"], ["tests/test_masking.py"]),
+    "masking": (["agentsess/core/guard/masking.py"], ["tests/mutation/test_masking_mutants.py", "tests/test_masking.py"]),
     "rules": (
         ["agentsess/core/guard/policy.py", "agentsess/core/guard/commands.py"],
         ["tests/mutation/test_rule_mutants.py", "tests/test_commands.py"],
