@@ -13,6 +13,7 @@ Not collected by pytest (no ``test_`` prefix); needs ``pip install mutmut`` (3.x
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,8 @@ GROUPS = {
         ["tests/mutation/test_hook_boundary.py"],
     ),
 }
+
+MEMORY_LIMIT = 4 << 30  # bytes of address space for mutmut and each mutant it runs
 
 # the trampolines mutmut adds import modules of their own: import-cost tests do not apply
 DESELECT = ["tests/test_tokens.py::test_mint_does_not_import_pyjwt_or_keyring"]
@@ -85,7 +88,10 @@ def main(argv: list[str]) -> int:
     work = prepare(argv[0])
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    code = subprocess.call(["nice", "-n", "19", mutmut, "run", *argv[1:]], cwd=work, env=env)
+    # a mutant that loops appending (``while j == -1``) would take the machine's memory: cap it
+    limit = (MEMORY_LIMIT, MEMORY_LIMIT)
+    code = subprocess.call(["nice", "-n", "19", mutmut, "run", *argv[1:]], cwd=work, env=env,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, limit))
     out = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True)
     counts: dict[str, int] = {}
     for line in out.stdout.splitlines():
