@@ -34,7 +34,7 @@ import time
 
 from agentsess.core.credentials import scopes as _scopes
 from agentsess.edges import keys as _keys
-from agentsess.errors import USAGE, AgentsessError
+from agentsess.errors import AgentsessError
 
 ISSUER = "agentsess"
 ALGORITHMS = ("EdDSA", "Ed25519")
@@ -135,7 +135,7 @@ def _no_duplicates(pairs):
 def _json_object(raw: bytes):
     """The JSON object in ``raw`` (UTF-8, no duplicate members), or None."""
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(raw.decode(), object_pairs_hook=_no_duplicates)
     except ValueError:  # also UnicodeDecodeError and duplicate members
         return None
     except RecursionError:
@@ -153,7 +153,7 @@ def _decode_part(part: str, label: str) -> bytes:
 
 
 def _encode_part(obj) -> str:
-    return _keys.b64url_encode(json.dumps(obj, separators=(",", ":")).encode("utf-8"))
+    return _keys.b64url_encode(json.dumps(obj, separators=(",", ":")).encode())
 
 
 # -- minting --------------------------------------------------------------------------
@@ -167,15 +167,15 @@ def mint(*, agent: str, obo: str, sid: str, scope, chain=(), ttl, now=None, act=
     Returns ``(token, claims, kid)``.
     """
     if act is not None and not (isinstance(act, dict) and isinstance(act.get("sub"), str)):
-        raise AgentsessError("cannot mint a token: act must be an actor claim with a sub", USAGE)
+        raise AgentsessError("cannot mint a token: act must be an actor claim with a sub")
     for field, value in (("agent", agent), ("obo", obo), ("sid", sid)):
         if not isinstance(value, str) or not value:
-            raise AgentsessError(f"cannot mint a token: {field} must be a non-empty string", USAGE)
+            raise AgentsessError(f"cannot mint a token: {field} must be a non-empty string")
     chain = list(chain)
     if not all(isinstance(c, str) and c for c in chain):
-        raise AgentsessError("cannot mint a token: chain must be a list of run ids", USAGE)
+        raise AgentsessError("cannot mint a token: chain must be a list of run ids")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl < 1:
-        raise AgentsessError("cannot mint a token: ttl must be at least 1 second", USAGE)
+        raise AgentsessError("cannot mint a token: ttl must be at least 1 second")
     granted = _scopes.parse_scopes(scope)
     iat = int(time.time() if now is None else now)
     claims = {
@@ -197,7 +197,7 @@ def mint(*, agent: str, obo: str, sid: str, scope, chain=(), ttl, now=None, act=
     signing_input = _encode_part({"alg": "EdDSA", "typ": "JWT", "kid": kid}) + "." + _encode_part(
         claims
     )
-    signature = private.sign(signing_input.encode("ascii"))
+    signature = private.sign(signing_input.encode())  # base64url and dots: ASCII
     return signing_input + "." + _keys.b64url_encode(signature), claims, kid
 
 
@@ -261,10 +261,9 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0, regis
     """
     # 1. Form: three canonical base64url parts.
     if isinstance(token, (bytes, bytearray)):
-        try:
-            token = bytes(token).decode("ascii")
-        except UnicodeDecodeError:
+        if not token.isascii():
             return _fail(MALFORMED, "token is not ASCII")
+        token = bytes(token).decode()
     if not isinstance(token, str):
         return _fail(MALFORMED, "token is not a string")
     if not token:
@@ -303,7 +302,7 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0, regis
     if len(signature) != 64:
         return _fail(BAD_SIGNATURE, "token signature is not 64 bytes", kid=kid)
     try:
-        public.verify(signature, (parts[0] + "." + parts[1]).encode("ascii"))
+        public.verify(signature, (parts[0] + "." + parts[1]).encode())
     except Exception as exc:
         if not _keys.is_invalid_signature(exc):
             raise

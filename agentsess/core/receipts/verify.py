@@ -85,8 +85,8 @@ def _check_seal(result: Integrity, rec: dict, prev: dict | None, run_id: str, si
         result.fail(f"the seal at seq {rec['seq']} does not cover the records before it", rec["seq"])
         return
     try:
-        sig = b64url_decode(data.get("sig") or "")
-    except ValueError:
+        sig = b64url_decode(data["sig"])
+    except (KeyError, ValueError):
         result.fail(f"the seal at seq {rec['seq']} has a malformed signature", rec["seq"])
         return
     payload = seal_payload(run_id, count, head, data.get("output_bytes"), data.get("output_sha256"))
@@ -104,7 +104,7 @@ def _check_seal(result: Integrity, rec: dict, prev: dict | None, run_id: str, si
 def _check_output(result: Integrity, row: dict, seal: dict | None) -> None:
     from agentsess.edges.outputlog import file_digest
 
-    expected = (seal or {}).get("data", {}).get("output_sha256") if seal else row.get("output_sha256")
+    expected = seal["data"].get("output_sha256") if seal else row.get("output_sha256")
     if expected is None:
         return
     path = paths.output_log(row["id"])
@@ -288,8 +288,8 @@ def trusted_keys(jwks) -> dict:
         if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             continue
         try:
-            raw = b64url_decode(jwk.get("x") or "")
-        except (ValueError, TypeError):
+            raw = b64url_decode(jwk["x"])
+        except (KeyError, ValueError):
             continue
         if len(raw) != 32 or jwk.get("kid") != keys._kid_for(raw):
             continue
@@ -332,7 +332,7 @@ def verify_exported(data: bytes, jwks: dict | None) -> dict:
         if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
             return _exported(Integrity("?").fail("the bundle's receipts are not a list of lines"), None, jwks)
         try:
-            raw = [line.encode("utf-8", "surrogateescape") + b"\n" for line in lines]
+            raw = [line.encode(errors="surrogateescape") + b"\n" for line in lines]
         except UnicodeEncodeError:
             return _exported(Integrity("?").fail("a record of the bundle is not UTF-8 text"), None, jwks)
     else:

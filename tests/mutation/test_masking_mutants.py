@@ -1,0 +1,73 @@
+"""Masking of whole strings and cut-off summaries (`Masker.mask_text`, `Masker.mask_cut`),
+in-process: what receipts, `show-run` and `export` show of a run's secrets. These paths are
+otherwise reached only inside `python -m agentsess` processes, which mutmut cannot see; see
+docs/mutation-testing.md."""
+
+import pytest
+
+from agentsess.core.guard import masking
+from agentsess.core.guard.masking import Masker
+
+SECRET = b"hunter2-very-secret"
+
+
+@pytest.fixture
+def masker():
+    return Masker({"DB": SECRET})
+
+
+def test_a_secret_in_a_string_is_replaced_by_its_name(masker):
+    assert masker.mask_text("pw=hunter2-very-secret ok") == "pw=[masked:DB] ok"
+    assert masking.mask_text("pw=hunter2-very-secret ok", {"DB": SECRET}) == "pw=[masked:DB] ok"
+    assert masking.mask_text("pw=hunter2-very-secret ok", masker) == "pw=[masked:DB] ok"
+
+
+def test_text_without_secrets_comes_back_as_it_was(masker):
+    text = "nothing to see"
+    assert masker.mask_text(text) is text
+    assert masker.mask_text("") == ""
+    assert Masker({}).mask_text("hunter2-very-secret") == "hunter2-very-secret"
+    assert Masker({}).mask_text("hunter2-very-secret", cut=True) == "hunter2-very-secret"
+
+
+def test_bytes_that_are_not_utf8_survive_masking(masker):
+    assert masker.mask_text("x\udcff hunter2-very-secret \udc80") == "x\udcff [masked:DB] \udc80"
+    assert masker.mask_text("é hunter2-very-secret") == "é [masked:DB]"
+
+
+@pytest.mark.parametrize(
+    "text, whole, cut",
+    [
+        ("pw=hunter2-v", "pw=hunter2-v", "pw=[masked]"),  # 9 bytes of the secret at the cut
+        ("pw=hunt", "pw=hunt", "pw=[masked]"),  # 4 bytes: HOLD_MIN
+        ("pw=hun", "pw=hun", "pw=hun"),  # 3 bytes give nothing away
+        ("pw=hunter2-very-secret and hunter", "pw=[masked:DB] and hunter", "pw=[masked:DB] and [masked]"),
+        ("hunter2-very-secret", "[masked:DB]", "[masked:DB]"),
+        ("abc", "abc", "abc"),
+    ],
+)
+def test_a_cut_summary_never_ends_in_four_bytes_of_a_secret(masker, text, whole, cut):
+    assert masker.mask_text(text) == whole
+    assert masker.mask_text(text, cut=True) == cut
+    assert masker.mask_cut(text.encode()) == cut.encode()
+    assert masker.mask(text.encode()) == whole.encode()
+
+
+@pytest.mark.parametrize(
+    "data, cut",
+    [
+        (b"pw=\x1b[31mhunt", b"pw=\x1b[31m[masked]"),  # colour before the prefix stays
+        (b"pw=hun\x1b[31m", b"pw=[masked]"),  # noise after 3 bytes: the cut may hide more
+        (b"pw=hu\x1b[", b"pw=[masked]"),  # an escape cut off after the prefix
+        (b"pw=h\x1b[", b"pw=h\x1b["),  # too short to give anything away
+        (b"", b""),
+    ],
+)
+def test_a_cut_summary_with_escape_sequences(masker, data, cut):
+    assert masker.mask_cut(data) == cut
+    assert Masker({}).mask_cut(data) == data
+
+
+def test_masking_a_bytearray_gives_bytes(masker):
+    assert masker.mask(bytearray(b"a hunter2-very-secret")) == b"a [masked:DB]"
+    assert masker.mask_cut(bytearray(b"a hunter2-very-secret")) == b"a [masked:DB]"
