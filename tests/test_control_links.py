@@ -52,3 +52,28 @@ def test_a_supervisor_that_is_pid_1_elsewhere_does_not_capture_this_namespace(tm
     finally:
         outer.kill()
         outer.communicate(timeout=30)
+
+
+def test_a_link_left_by_a_killed_supervisor_does_not_capture_the_process_that_reuses_its_pid():
+    from agentsess.edges import host, paths
+
+    # a supervisor killed with SIGKILL leaves its pid link behind; this process stands in for
+    # the unrelated process that gets the same pid later (same pid, another start time)
+    folder = paths.control_dir()
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    started = host.process_start(os.getpid())
+    stale = paths.control_link(os.getpid(), started + 1, folder)
+    live = paths.control_link(os.getpid(), started, folder)
+    try:
+        with open(stale, "w"):
+            pass
+        agentsess("config", "set", "profiles.t.ttl", "5m", check=0)  # not taken for a command inside a run
+        os.rename(stale, live)  # the same name as a supervisor that is this very process
+        refused = agentsess("config", "set", "profiles.t.ttl", "6m")
+        assert refused.returncode != 0 and b"inside a run" in refused.stderr
+    finally:
+        for path in (stale, live):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

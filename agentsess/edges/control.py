@@ -17,7 +17,7 @@ rendered by the supervisor; no ``json``, ``socket`` or argument parser is loaded
 
 import os
 
-from agentsess.edges.host import ancestors
+from agentsess.edges.host import lineage, process_start
 from agentsess.edges.paths import control_dir, control_link, control_socket, inside_control_socket
 
 CONTROL_ENV = "AGENTSESS_CONTROL"
@@ -55,8 +55,8 @@ def find_socket(env=None) -> str | None:
         return inside
     if not _private(folder):
         return None
-    for pid in ancestors(os.getpid()):
-        link = control_link(pid, folder)
+    for pid, started in lineage(os.getpid()):
+        link = control_link(pid, started, folder)
         if os.path.exists(link):
             return link
     return None
@@ -159,7 +159,7 @@ class ControlServer:
     def __init__(self, run_id: str, handler=None, folder: str | None = None, fast_handler=None):
         self.folder = folder or control_dir()
         self.path = control_socket(run_id, self.folder)
-        self.link = control_link(os.getpid(), self.folder)
+        self.link = control_link(os.getpid(), process_start(os.getpid()), self.folder)
         self.handler = handler
         self.fast_handler = fast_handler
         self._sock: Any = None  # the listening _socket.socket, once listening

@@ -21,15 +21,9 @@ def hostname() -> str:
 
 def process_start(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), None if no such process."""
+    fields = _stat(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
+        return None if fields is None else int(fields[19])
     except (IndexError, ValueError):
         return None
 
@@ -37,18 +31,37 @@ def process_start(pid: int) -> int | None:
 def ancestors(pid: int):
     """Parent pids of ``pid``, nearest first, up to pid 1. Pid 1 is included: in a PID
     namespace (a container, ``unshare --pid``) it may be a run's own supervisor."""
+    for parent, _ in lineage(pid):
+        yield parent
+
+
+def lineage(pid: int):
+    """``(pid, start time)`` of each ancestor of ``pid``, nearest first, up to pid 1: a pid
+    together with its start time names one process, even after the pid is used again."""
+    stat = _stat(pid)
     for _ in range(256):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
+        if stat is None:
             return
-        pid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-        if pid < 1:
+        parent = int(stat[1])
+        if parent < 1:
             return
-        yield pid
-        if pid == 1:
+        stat = _stat(parent)
+        if stat is None:
             return
+        yield parent, int(stat[19])
+        if parent == 1:
+            return
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 first), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    return stat[stat.rfind(b")") + 2 :].split()
 
 
 def same_process(pid: int | None, started: int | float | None) -> bool:

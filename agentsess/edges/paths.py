@@ -277,14 +277,16 @@ def control_socket(run_id: str, folder: str | None = None) -> str:
     return os.path.join(folder or control_dir(), f"{run_id}.sock")
 
 
-def control_link(pid: int, folder: str | None = None) -> str:
-    """The name a supervisor's socket also has by the supervisor's pid (for nested lookups).
+def control_link(pid: int, started: int | None, folder: str | None = None) -> str:
+    """The name a supervisor's socket also has by the supervisor's pid and start time (for
+    nested lookups). The start time keeps a link a killed supervisor left behind from naming
+    the unrelated process that gets its pid later.
 
     A pid means something only in its PID namespace, and the folder is shared by every
     namespace of the machine that shares /tmp: the name carries this process's namespace, so
     a supervisor that is pid 1 of a container (or of ``unshare --pid``) is not taken for the
     host's init, the ancestor of every process outside it."""
-    return os.path.join(folder or control_dir(), f"pid-{_pid_namespace()}-{pid}.sock")
+    return os.path.join(folder or control_dir(), f"pid-{_pid_namespace()}-{pid}-{started}.sock")
 
 
 def _pid_namespace() -> str:
