@@ -20,7 +20,8 @@ command under test failed, a tool is missing); then the row says ERROR and the e
 Start-up figures are realistic only with byte-code caches: this environment sets
 PYTHONDONTWRITEBYTECODE=1, so the bench precompiles the package (``compileall``) and runs
 every command without that variable. Everything runs in a fresh data root
-(AGENTSESS_HOME, AGENTSESS_CONFIG and AGENTSESS_KEYRING=file under a temporary folder) in
+(XDG_DATA_HOME and XDG_CONFIG_HOME, so the default paths are used, and AGENTSESS_KEYRING=file,
+under a temporary folder) in
 the place where agentsess keeps its data by default (the parent of
 ``platformdirs.user_data_dir("agentsess")``, disk-backed on a normal machine), because that
 is what users get: a tmpfs data root would hide the cost of the disk. ``--workdir DIR``
@@ -305,11 +306,15 @@ class Bench:
             base = default_workdir()
         os.makedirs(base, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="agentsess-bench-", dir=base)
-        self.home = os.path.join(self.work, "home")
-        self.config = os.path.join(self.work, "config.toml")
+        # the data root and config where a user has them by default (XDG folders inside the
+        # bench's own folder), not AGENTSESS_HOME/AGENTSESS_CONFIG: the default paths' cost counts
+        data_home, config_home = os.path.join(self.work, "data"), os.path.join(self.work, "config")
+        self.home = os.path.join(data_home, "agentsess")
+        self.config = os.path.join(config_home, "agentsess", "config.toml")
+        os.makedirs(os.path.dirname(self.config), mode=0o700)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSESS_")}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env.update(AGENTSESS_HOME=self.home, AGENTSESS_CONFIG=self.config, AGENTSESS_KEYRING="file")
+        env.update(XDG_DATA_HOME=data_home, XDG_CONFIG_HOME=config_home, AGENTSESS_KEYRING="file")
         self.env = env
         script = os.path.join(os.path.dirname(PY), "agentsess")
         self.ag = [script] if os.access(script, os.X_OK) else [PY, "-m", "agentsess"]

@@ -2,8 +2,11 @@
 names, canonical JSON, base64url and timestamps, complete plans, and docs/architecture.md."""
 
 import ast
+import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -251,3 +254,21 @@ def test_the_architecture_page_lists_every_module_and_nothing_else():
     packages = {os.path.dirname(rel).replace(os.sep, "/") for rel in modules() if os.sep in rel}
     for package in packages:
         assert f"`{package}/`" in page, f"docs/architecture.md has no section for {package}/"
+
+
+@pytest.mark.parametrize("env", [
+    {}, {"XDG_DATA_HOME": "/srv/data", "XDG_CONFIG_HOME": "/srv/config"}, {"XDG_DATA_HOME": "", "XDG_CONFIG_HOME": ""},
+    {"XDG_DATA_HOME": "relative/data", "XDG_CONFIG_HOME": "rel"}, {"HOME": "/home/someone/"}, {"HOME": "/"},
+    {"HOME": "relative-home"}, {"XDG_DATA_HOME": "/srv/data/", "HOME": "/home/x"},
+], ids=lambda env: ",".join(f"{k}={v}" for k, v in env.items()) or "defaults")
+def test_the_default_data_root_and_config_are_platformdirs_own(env):
+    # paths reads the XDG folders itself (platformdirs' import is ~10 ms of every run): they must agree
+    code = ("import json, platformdirs, os; from agentsess.edges import paths; "
+            "print(json.dumps([paths.data_root(), platformdirs.user_data_dir('agentsess'), paths.config_file(), "
+            "os.path.join(platformdirs.user_config_dir('agentsess'), 'config.toml')]))")
+    base = {k: v for k, v in os.environ.items() if k not in ("AGENTSESS_HOME", "AGENTSESS_CONFIG", "XDG_DATA_HOME",
+                                                            "XDG_CONFIG_HOME")}
+    proc = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    ours, theirs, our_config, their_config = json.loads(proc.stdout)
+    assert (ours, our_config) == (theirs, their_config)

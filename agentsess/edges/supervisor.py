@@ -271,10 +271,10 @@ class Terminal:
     """
 
     def __init__(self, screen: bool = False, fds: dict | None = None):
-        import threading
+        import _thread  # not threading: `run` never imports it (see tests/test_startup.py)
 
         self.fds = fds or {1: 1, 2: 2}  # stream -> the descriptor it is shown on
-        self._lock = threading.Lock()  # notices may come from the control socket's threads
+        self._lock = _thread.allocate_lock()  # notices may come from the control socket's threads
         self.ok = {1: True, 2: True}  # False once writing to it failed (EPIPE, EIO): stop showing
         self.screen = screen  # track the child's alternate screen (pty mode)
         self.alternate = False  # the child's alternate screen is up

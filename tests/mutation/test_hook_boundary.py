@@ -50,8 +50,8 @@ def hook(capsys, *argv) -> tuple[int, str, str]:
 def test_a_bare_hook_prints_its_help_and_blocks(capsys, stdin):
     code, out, err = hook(capsys)
     assert code == 2 and out == guard.hook_parser().format_help() and err == ""
-    assert out.startswith("usage: agentsess hook claude-code|codex|gemini [--run RUN]\n")
-    assert "Fails closed: on any error it exits 2 with\nthe reason on stderr" in out
+    assert out.startswith("Usage: agentsess hook claude-code|codex|gemini [--run RUN]\n")
+    assert "Fails closed: on any error it exits 2 with the reason on stderr" in " ".join(out.split())
     assert "--run RUN   the run's id (default: $AGENTSESS_RUN_ID)" in out
 
 

@@ -29,8 +29,8 @@ over :data:`MAX_ID` characters) or an ``agent_type`` that changes mid-way are re
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 import time
 
 TYPE_CHECKING = False
@@ -139,12 +139,14 @@ class SubAgents:
         self.pid = pid  # the authority's process: the sub-agents' runs' supervisor
         self.containment = containment
         self.socket = socket
-        self.lock = threading.RLock()
+        # _thread, not threading: every run builds this, and `run` never imports threading
+        # until a sub-agent appears (the watcher's thread)
+        self.lock = _thread.RLock()
         self.known: dict[tuple[str, str], SubAgent] = {}
         self.by_run: dict[str, SubAgent] = {}
         self.pending: dict[str, list[str]] = {}  # command sha256 -> sub-agent runs that allowed it
-        self._watcher: threading.Thread | None = None
-        self._closed = threading.Event()
+        self._watcher: Any = None  # a threading.Thread, from the first sub-agent on
+        self._closed: Any = None  # its threading.Event: set when the parent ends
 
     # -- routing a hook event ----------------------------------------------------------
 
@@ -270,7 +272,8 @@ class SubAgents:
 
     def end_all(self, store, why: str) -> None:
         """The parent's end is its sub-agents' end."""
-        self._closed.set()
+        if self._closed is not None:
+            self._closed.set()
         with self.lock:
             live = [s for s in self.known.values() if not s.ended]
         for sub in live:
@@ -281,6 +284,9 @@ class SubAgents:
 
     def _watch(self) -> None:
         if self._watcher is None:
+            import threading
+
+            self._closed = threading.Event()
             self._watcher = threading.Thread(target=self._watch_loop, name="agentsess-subagents", daemon=True)
             self._watcher.start()
 
