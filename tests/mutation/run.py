@@ -44,7 +44,7 @@ GROUPS = {
     ),
 }
 
-MEMORY_LIMIT = 4 << 30  # bytes of address space for mutmut and each mutant it runs
+MEMORY_LIMIT = 2 << 30  # bytes of address space for mutmut and each mutant it runs
 
 # the trampolines mutmut adds import modules of their own: import-cost tests do not apply
 DESELECT = ["tests/test_tokens.py::test_mint_does_not_import_pyjwt_or_keyring"]

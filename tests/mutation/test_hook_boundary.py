@@ -53,6 +53,7 @@ def test_a_bare_hook_prints_its_help_and_blocks(capsys, stdin):
     assert out.startswith("Usage: agentsess hook claude-code|codex|gemini [--run RUN]\n")
     assert "Fails closed: on any error it exits 2 with the reason on stderr" in " ".join(out.split())
     assert "--run RUN   the run's id (default: $AGENTSESS_RUN_ID)" in out
+    assert "\n  AGENT       the agent whose hook this is: claude-code, codex or gemini\n" in out
 
 
 @pytest.mark.parametrize("agent", ["aider", "Claude-Code", "claude-code "])
