@@ -65,3 +65,18 @@ def test_top_level_and_topic_help_use_the_same_headings():
     assert "  -h, --help     Show this message and exit." in top
     topics = agentsess("help", check=0).stdout.decode()
     assert topics.startswith("Usage: agentsess help ") and "\nTopics:\n" in topics
+
+
+def test_the_git_credential_helper_fails_in_the_same_style():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as closed:  # a loopback port nothing listens on: the supervisor is gone
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "agentsess.edges.gitcredential", f"http://127.0.0.1:{port}", "get"],
+                          input=b"protocol=https\nhost=github.com\n\n", capture_output=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == b"quit=1\n"  # git stops asking, and says why
+    line = proc.stderr.decode().strip()
+    assert re.fullmatch(r"agentsess: error: no credential for git: the run's supervisor does not answer \(.+\)", line)

@@ -81,5 +81,5 @@ def prune(
     if result.failed:
         err = render.console(stderr=True)
         for f in result.failed:
-            err.print(render.text(f"agentsess: {f['error']}"))
+            err.print(render.text(f"agentsess: error: {f['error']}"))
         raise typer.Exit(1)

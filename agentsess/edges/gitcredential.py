@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         answer = ask_supervisor(broker_url, {"op": "git_credential", **request})
     except OSError as exc:
-        print(f"agentsess: no credential for git: the run's supervisor does not answer ({exc})", file=sys.stderr)
+        print(f"agentsess: error: no credential for git: the run's supervisor does not answer ({exc})", file=sys.stderr)
         print("quit=1")
         return 0
     if answer.get("quit"):
-        print(f"agentsess: {answer.get('error') or 'no credential for git'}", file=sys.stderr)
+        print(f"agentsess: error: {answer.get('error') or 'no credential for git'}", file=sys.stderr)
         print("quit=1")
         return 0
     try:
