@@ -207,29 +207,89 @@ def hook_main(argv: list[str]) -> int:
         return 2
 
 
-def _bind_to_subagent(command: str, source: str) -> None:
+def _bind_to_subagent(command: str, source: str) -> bool:
     """Ask the supervisor whether this command is a sub-agent's (its allowed tool call); if so
-    it runs as the sub-agent's run (its id and scopes, not the orchestrator's token), and this
-    process adopts its orphans, so that they are still below it when it reports the end (the
-    supervisor then binds what is left to the sub-agent's run too)."""
+    it runs as the sub-agent's run (its id and scopes, not the orchestrator's token) below a
+    keeper (:func:`_run_kept`) that the supervisor binds to the sub-agent's run. True if so."""
     from agentsess.cli.inside import ask
 
     try:
         answer = ask("exec_start", command=command, source=source)
     except AgentsessError:
-        return
+        return False
     if not answer.get("bound"):
-        return
+        return False
     for name in answer.get("unset") or ():
         os.environ.pop(str(name), None)
     for name, value in (answer.get("env") or {}).items():
         os.environ[str(name)] = str(value)
-    try:
-        import ctypes
+    return True
 
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
+
+def _run_kept(command: str, shell: str) -> tuple[int, float, int | None]:
+    """Run a sub-agent's shell command below a keeper: a process of its own that is the
+    subreaper of everything the command starts and lives until the last of it is gone, so
+    that whatever the command leaves running (backgrounded, double-forked, forked later by a
+    leftover) stays below it, and the supervisor binds the keeper to the sub-agent's run.
+    The command stays in the agent's process group (the agent's kill reaches it); the keeper
+    leaves it, and lets go of the command's stdio. Returns (exit code, seconds, keeper pid)."""
+    import signal
+
+    from agentsess.edges.supervisor import become_subreaper
+
+    started = time.monotonic()
+    report_r, report_w = os.pipe()
+    keeper = os.fork()
+    if keeper == 0:
+        os.close(report_r)
+        try:
+            become_subreaper()
+            pid = os.fork()
+            if pid == 0:
+                os.close(report_w)
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                try:
+                    os.execv(shell, [shell, "-c", command])
+                except OSError as exc:
+                    os.write(2, f"agentsess: {shell}: {exc.strerror}\n".encode())
+                os._exit(127)
+            os.setsid()  # out of the agent's process group: a kill of the command's group spares the keeper
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            while True:  # the command first, then whatever it left, until none is left
+                try:
+                    done, status = os.waitpid(-1, 0)
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+                if done == pid:
+                    code = os.waitstatus_to_exitcode(status)
+                    os.write(report_w, str(128 - code if code < 0 else code).encode())
+                    os.close(report_w)
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)]
+    try:
+        parts = []
+        while True:
+            try:
+                part = os.read(report_r, 64)
+            except InterruptedError:
+                continue
+            if not part:
+                break
+            parts.append(part)
+    finally:
+        os.close(report_r)
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGQUIT, old[1])
+    text = b"".join(parts)
+    # no report: the keeper was killed before the command ended (as a shell reports SIGKILL)
+    code = int(text) if text.isdigit() else 128 + signal.SIGKILL
+    return code, time.monotonic() - started, keeper
 
 
 def exec_main(argv: list[str]) -> int:
@@ -237,13 +297,15 @@ def exec_main(argv: list[str]) -> int:
     if _help_if_bare(argv, parser):
         return USAGE
     args, command = parser.parse(argv)
-    if args.shell_command is not None and args.subagents:
-        _bind_to_subagent(args.shell_command, args.source)
+    keeper = None
     if args.shell_command is not None:
         if command is not None:
             parser.fail("-c takes exactly one COMMAND string, and no CMD besides")
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-        code, took = _run([args.shell_command], shell=shell)
+        if args.subagents and _bind_to_subagent(args.shell_command, args.source):
+            code, took, keeper = _run_kept(args.shell_command, shell)
+        else:
+            code, took = _run([args.shell_command], shell=shell)
         text = _shown([args.shell_command])[0]
     else:
         if not command:
@@ -253,7 +315,7 @@ def exec_main(argv: list[str]) -> int:
     try:
         from agentsess.cli.inside import ask
 
-        ask("exec", command=text, cwd=os.getcwd(), exit_code=code, duration=took, source=args.source)
+        ask("exec", command=text, cwd=os.getcwd(), exit_code=code, duration=took, source=args.source, keeper=keeper)
     except AgentsessError as exc:
         sys.stderr.write(f"agentsess: could not record the command: {exc.message}\n")
     return code

@@ -28,6 +28,31 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid``, None if there is no such process."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
+def child_known_as(parent: int, pid: int) -> int | None:
+    """The child of ``parent`` (a pid as this process sees it) that calls itself ``pid`` in
+    its own PID namespace (the last entry of its ``NSpid``), None if it has no such child: a
+    pid a contained process names, translated."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or parent_of(int(name)) != parent:
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"NSpid:"):
+                        if int(line.split()[-1]) == pid:
+                            return int(name)
+                        break
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def ancestors(pid: int):
     """Parent pids of ``pid``, nearest first, up to pid 1. Pid 1 is included: in a PID
     namespace (a container, ``unshare --pid``) it may be a run's own supervisor."""

@@ -287,6 +287,31 @@ def test_what_a_subagents_command_leaves_running_stays_the_subagents(run, tmp_pa
     assert json.loads(text.split("\n", 1)[1])["id"] == child["id"]
 
 
+def test_what_a_leftover_forks_later_and_its_own_execs_stay_the_subagents(run, tmp_path):
+    """A process forked after the command ended, by a leftover that then exits (so it is
+    orphaned twice), and that sends an exec of its own, still answers for the sub-agent: the
+    keeper holds it. (Found in review: it used to fall back to the orchestrator's scopes.)"""
+    out = tmp_path / "later.txt"
+    ag = f"{shlex.quote(sys.executable)} -m agentsess"
+    late = (f"{ag} exec -c true; {ag} check git:push; echo CHECK=$? > {out}.tmp; {ag} whoami --json >> {out}.tmp; "
+            f"mv {out}.tmp {out}")
+    command = f"( (sleep 1; ( ({late}) & ) ) & ) ; echo started"
+    assert decision(hook(run, pre("Bash", {"command": command}, "w8"))) is None
+    child = children(run.run_id)[0]
+    proc = run.call("exec", "--source", "claude-code", "--subagents", "-c", command)
+    assert b"started" in proc.stdout and proc.returncode == 0
+    text = wait_for(lambda: out.exists() and out.read_text(), timeout=30, what="the later check")
+    assert "CHECK=1" in text  # the sub-agent lacks git:push; the orchestrator holds it
+    assert json.loads(text.split("\n", 1)[1])["id"] == child["id"]
+
+
+def test_a_subagents_command_keeps_its_exit_code_and_output(run):
+    command = "echo out; echo err >&2; exit 3"
+    assert decision(hook(run, pre("Bash", {"command": command}, "w9"))) is None
+    proc = run.call("exec", "--source", "claude-code", "--subagents", "-c", command)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, b"out\n", b"err\n")
+
+
 def test_codex_subagent_calls_get_their_own_run_too(run):
     event = {"hook_event_name": "PreToolUse", "session_id": "s1", "tool_name": "Bash", "tool_use_id": "c1",
              "tool_input": {"command": "git push"}, "agent_id": "codex-sub-1", "agent_type": "worker", "cwd": "/tmp"}

@@ -66,6 +66,7 @@ class Authority:
         self.subagents = SubAgents(self.pid, containment)
         # a sub-agent's command (its `agentsess exec`): pid -> (start time, the sub-agent's run)
         self.bound: dict[int, tuple[int | None, str]] = {}
+        self.commands: set[int] = set()  # the execs among them: only these end their own binding
         self.say = say  # the run's terminal notice (the supervisor's), for held approvals
 
     def caller_run(self, pid: int) -> str | None:
@@ -223,6 +224,7 @@ def _exec_start(auth: Authority, store, run_id: str, message: dict, pid: int) ->
         return {"ok": True, "bound": None}
     with auth.lock:
         auth.bound[pid] = (process_start(pid), sub.run_id)
+        auth.commands.add(pid)
     row = store.get_run(sub.run_id) or {}
     from agentsess.timefmt import rfc3339
 
@@ -240,15 +242,20 @@ def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
                 int(message.get("exit_code", 0)), float(message.get("duration", 0.0)),
                 str(message.get("source", "exec")))
     with auth.lock:
-        binding = auth.bound.pop(pid, None)  # the command is done: its process is no longer the sub-agent's
-    if binding is not None:
-        # what it leaves running (adopted by the exec, its subreaper) stays the sub-agent's
-        from agentsess.edges.host import process_start
-        from agentsess.edges.supervisor import descendants
+        if pid not in auth.commands:  # only the command's own exec ends its binding
+            return {"ok": True}
+        auth.commands.discard(pid)
+        binding = auth.bound.pop(pid)
+    keeper = message.get("keeper")
+    if isinstance(keeper, int) and not isinstance(keeper, bool):
+        from agentsess.edges.host import child_known_as, process_start
 
-        left = {child: (process_start(child), binding[1]) for child in descendants(pid)}
-        with auth.lock:
-            auth.bound.update(left)
+        # the exec's child by the name it gave (a contained process counts in its namespace);
+        # it holds everything the command left running, for as long as any of it lives
+        held = child_known_as(pid, keeper)
+        if held is not None:
+            with auth.lock:
+                auth.bound[held] = (process_start(held), binding[1])
     return {"ok": True}
 
 
