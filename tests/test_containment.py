@@ -76,16 +76,19 @@ def test_the_humans_credential_files_and_key_stores_are_hidden(tmp_path):
     for rel, text in [(".aws/credentials", "aws-canary"), (".netrc", "netrc-canary"),
                       (".ssh/id_ed25519", "ssh-canary"), (".config/gh/hosts.yml", "gh-canary"),
                       (".local/share/python_keyring/keyring_pass.cfg", "keyring-canary"),
+                      (".postgresql/postgresql.key", "pgkey-canary"), (".pg_service.conf", "pgservice-canary"),
                       (".ssh/id_ed25519.pub", "public-key-ok"), ("notes.txt", "visible-ok")]:
         path = home / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     proc = inside(f"cat {home}/.aws/credentials {home}/.netrc {home}/.ssh/id_ed25519 {home}/.config/gh/hosts.yml "
                   f"{home}/.local/share/python_keyring/keyring_pass.cfg {home}/.ssh/id_ed25519.pub "
+                  f"{home}/.postgresql/postgresql.key {home}/.pg_service.conf "
                   f"{home}/notes.txt 2>/dev/null; echo",
                   env={"HOME": str(home)})
     out = proc.stdout.decode()
-    for canary in ("aws-canary", "netrc-canary", "ssh-canary", "gh-canary", "keyring-canary"):
+    for canary in ("aws-canary", "netrc-canary", "ssh-canary", "gh-canary", "keyring-canary", "pgkey-canary",
+                   "pgservice-canary"):
         assert canary not in out
     assert "public-key-ok" in out and "visible-ok" in out
 

@@ -32,6 +32,8 @@ HUMAN_CREDENTIAL_FILES = (
     ".terraform.d/credentials.tfrc.json",
     ".vault-token",
     ".pgpass",
+    ".pg_service.conf",  # libpq connection services: may hold passwords
+    ".postgresql/",  # libpq's client certificate and key
     ".ssh/",  # the private keys in it: id_* other than *.pub
     ".gnupg/",
     ".password-store/",
