@@ -12,13 +12,15 @@ the receipts the code writes:
   ``action.checked`` of the same stream; no link (``checked: null``) is unchecked;
 - an ``action.exec`` of shell capture (one simple command as bash ran it) or of a plain
   ``agentsess exec`` matches a shell call whose command it is: the same command's SHA-256
-  (``command_sha256``), or its text among the call's simple commands or within its command
-  line; Claude Code's own wrapper around a checked command (its snapshot ``source``,
-  ``shopt``, ``eval``, ``pwd -P``) is covered by that command's check;
+  (``command_sha256``), or its text as one of the call's simple commands (not a substring:
+  ``sh`` is not in ``git push``); Claude Code's own wrapper around a checked command (its
+  snapshot ``source``, ``shopt``, ``pwd -P``) is covered by that command's check, and its
+  ``eval '…'`` by the check of the command it runs;
 - a ``net.request`` matches a call that names its upstream (its host, or its service's
   variables: ``$API_URL``, ``$GH_TOKEN``, the base URL and key the run gave the agent) and
   its path (a command line, a URL), in the run or in one of its sub-agents' runs; git's
-  smart-HTTP requests match a checked ``git`` command; the agent's own model API
+  smart-HTTP requests match a checked ``git`` command that makes them (a push ``git push``,
+  a fetch ``git fetch``, ``pull``, ``clone``…); the agent's own model API
   (the service on its integration's base-URL variable: ``ANTHROPIC_BASE_URL`` for Claude
   Code, ``OPENAI_BASE_URL`` for Codex, ``GOOGLE_GEMINI_BASE_URL`` for Gemini) is the agent
   talking to its model, not an action, and is not flagged.
@@ -36,7 +38,7 @@ MODEL_URL_VARS = {"claude_code": "ANTHROPIC_BASE_URL", "codex": "OPENAI_BASE_URL
 # -u extglob && unalias/unset -f of a few names && eval '<cmd>' < /dev/null && pwd -P >| /tmp/claude-…-cwd`,
 # run as `<run>/bin/agentsess-exec '<that>'`
 _WRAPPER = re.compile(r"^(source \S*shell-snapshots/\S+.*|shopt -u extglob.*|\\builtin (shopt|unalias|unset) .*"
-                      r"|pwd -P.*|true|eval .+|\S*/agentsess-exec .+)$", re.S)
+                      r"|pwd -P.*|true|\S*/agentsess-exec .+)$", re.S)
 
 
 def _checks(records: list[dict]) -> list[dict]:
@@ -119,19 +121,34 @@ def find(records: list[dict], policy: dict | None = None, related: list[dict] | 
     return out
 
 
-_GIT_PATHS = ("/info/refs", "/git-upload-pack", "/git-receive-pack")
+# git's smart-HTTP requests, and the git commands that make them
+_GIT_PUSH = re.compile(r"(^|[\s;&|(])git\s+(\S+\s+)*?push\b")
+_GIT_FETCH = re.compile(r"(^|[\s;&|(])git\s+(\S+\s+)*?(fetch|pull|clone|ls-remote|remote\s+update|submodule)\b")
 
 
 def _covers(text: str, names: list[str], path) -> bool:
     """Does a checked call's ``text`` cover a request: it names the upstream (host or service
     variable) and the request's path (``/`` needs none); git's smart-HTTP requests are
-    covered by a checked git command."""
-    path = path.split("?", 1)[0] if isinstance(path, str) else ""
-    if any(path.endswith(p) or p + "?" in path for p in _GIT_PATHS) or "/info/refs" in path:
-        return bool(re.search(r"(^|[\s;&|(])git\s", text))
+    covered by a checked git command that makes them (``git push`` a push, ``git fetch``,
+    ``pull``, ``clone``… a fetch)."""
+    full = path if isinstance(path, str) else ""
+    path = full.split("?", 1)[0]
+    if path.endswith("/git-receive-pack") or (path.endswith("/info/refs") and "service=git-receive-pack" in full):
+        return bool(_GIT_PUSH.search(text))
+    if path.endswith("/git-upload-pack") or path.endswith("/info/refs"):
+        return bool(_GIT_FETCH.search(text) or _GIT_PUSH.search(text))
     if not any(n in text for n in names):
         return False
     return path in ("", "/") or path in text
+
+
+def _among(command: str, text: str) -> bool:
+    """``command`` is ``text``, or one of the simple commands in it (bounded by the start or
+    end, blanks, ``;``, ``&``, ``|`` or parentheses): not a mere substring (``sh`` is not in
+    ``git push``)."""
+    if command == text:
+        return True
+    return re.search(r"(^|[\s;&|()])" + re.escape(command) + r"($|[\s;&|()])", text) is not None
 
 
 def _exec_matched(data: dict, checked_at: dict, allowing: list[dict]) -> bool:
@@ -146,11 +163,37 @@ def _exec_matched(data: dict, checked_at: dict, allowing: list[dict]) -> bool:
     for check in reversed(allowing):
         if digest and check.get("command_sha256") == digest:
             return True
-        if isinstance(command, str) and command and any(command == t or command in t for t in _texts(check)):
+        if isinstance(command, str) and command and any(_among(command, t) for t in _texts(check)):
             return True
-    if data.get("source") == "shell-capture" and isinstance(command, str) and _WRAPPER.match(command):
-        return any(c.get("source") == "claude-code" and c.get("command_sha256") for c in allowing)
+    if data.get("source") == "shell-capture" and isinstance(command, str):
+        if command.startswith("eval "):  # Claude Code's wrapper runs the model's command with eval '…'
+            inner = _unquoted(command[5:])
+            if inner is None:
+                return False
+            from agentsess.digest import sha256_text
+
+            return _exec_matched({"command": inner, "command_sha256": sha256_text(inner)}, checked_at, allowing)
+        if _WRAPPER.match(command):
+            return any(c.get("source") == "claude-code" and c.get("command_sha256") for c in allowing)
     return False
+
+
+def _unquoted(words: str) -> str | None:
+    """The command ``eval WORDS`` runs: its words unquoted and joined, up to a redirection
+    (Claude Code's ``eval '…' < /dev/null``); None if they do not parse."""
+    import shlex
+
+    lexer = shlex.shlex(words, posix=True, punctuation_chars="<>|&;")
+    lexer.whitespace_split = True
+    out = []
+    try:
+        for token in lexer:
+            if token and not token.strip("<>|&;"):
+                break
+            out.append(token)
+    except ValueError:
+        return None
+    return " ".join(out)
 
 
 def of_run(row: dict, store=None) -> list[dict]:
