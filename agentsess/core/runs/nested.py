@@ -13,7 +13,7 @@ import os
 import signal
 
 from agentsess.core.runs.plan import Request
-from agentsess.core.runs.start import notice
+from agentsess.edges.supervisor import notice
 from agentsess.errors import RUN_FAILED, RUN_STOPPED, USAGE, AgentsessError
 
 FIELDS = ("name", "use_pty", "profile", "scopes", "ttl", "pass_env", "keep_env", "isolate_home", "mask_terminal",

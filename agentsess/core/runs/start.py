@@ -35,15 +35,6 @@ AGENT_KEYS = {
 __all__ = ["Request", "start_run", "launch_nested"]
 
 
-def notice(text: str) -> None:
-    """One line for the user on stderr (never into the child's output or the log)."""
-    try:
-        end = "\r\n" if os.isatty(2) else "\n"
-        os.write(2, f"agentsess: {text}{end}".encode(errors="replace"))
-    except OSError:
-        pass
-
-
 def _record_denied(store: Store, request: Request, refusal: Refused) -> str:
     plan = refusal.plan
     run_id = ids.new_run_id()
@@ -291,6 +282,8 @@ def start_run(request: Request) -> int:
         # an agent set up so that its hooks could not run is refused before the run exists
         agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
         launch = _launch(store, request, plan, injected, secrets)
+        from agentsess.edges.supervisor import notice
+
         for line in launch.notices:
             notice(line)
         from agentsess.core.runs.supervise import supervise

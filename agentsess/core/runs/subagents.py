@@ -274,13 +274,14 @@ class SubAgents:
         """The parent's end is its sub-agents' end."""
         if self._closed is not None:
             self._closed.set()
+            self._watcher.join(5)  # not left inside the store's client when the process exits
         with self.lock:
             live = [s for s in self.known.values() if not s.ended]
-        for sub in live:
-            try:
-                self._end(store, sub, "parent", why, error=why)
-            except Exception:
-                pass
+            for sub in live:
+                try:
+                    self._end(store, sub, "parent", why, error=why)
+                except Exception:
+                    pass
 
     def _watch(self) -> None:
         if self._watcher is None:
@@ -295,15 +296,24 @@ class SubAgents:
         (``revoke`` waits for that), every later call of it denied with the reason."""
         from agentsess.edges.store import Store
 
-        with Store() as store:
-            while not self._closed.wait(WATCH_INTERVAL):
+        store = None
+        while not self._closed.wait(WATCH_INTERVAL):
+            try:
+                if store is None:
+                    store = Store()  # opened again after a failure: the watch never dies
                 with self.lock:
                     live = [s for s in self.by_run.values() if not s.ended]
                 for sub in live:
+                    self._check(store, sub)
+            except Exception:  # noqa: BLE001 - an unreachable store is tried again on the next turn
+                if store is not None:
                     try:
-                        self._check(store, sub)
-                    except Exception:
+                        store.close()
+                    except Exception:  # noqa: BLE001
                         pass
+                store = None
+        if store is not None:
+            store.close()
 
     def _check(self, store, sub: SubAgent) -> None:
         assert sub.run_id is not None and sub.plan is not None
@@ -314,10 +324,12 @@ class SubAgents:
             why = f"sub-agent {sub.agent_id}'s run {sub.run_id} was revoked" + (f": {reason}" if reason else "")
             sub.watch.revoked = True
             with self.lock:
-                self._end(store, sub, "revoked", why)
+                if not sub.ended:
+                    self._end(store, sub, "revoked", why)
         elif sub.plan.expires_at <= time.time():
             with self.lock:
-                self._end(store, sub, "expired", f"the credential of sub-agent {sub.agent_id}'s run {sub.run_id} expired")
+                if not sub.ended:
+                    self._end(store, sub, "expired", f"the credential of sub-agent {sub.agent_id}'s run {sub.run_id} expired")
 
     # -- commands a sub-agent runs -------------------------------------------------------
 

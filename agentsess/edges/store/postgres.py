@@ -664,10 +664,10 @@ def _replay(store: "PostgresStore", op: list, run_id: str, from_file: bool = Fal
 
 
 def _notice(text: str) -> None:
-    try:
-        os.write(2, f"agentsess: {text}\n".encode(errors="replace"))
-    except OSError:
-        pass
+    """Through the run's terminal (held while a full-screen program is up), else stderr."""
+    from agentsess.edges.supervisor import notice
+
+    notice(text)
 
 
 def _line(rec: dict) -> str:

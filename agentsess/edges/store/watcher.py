@@ -323,8 +323,7 @@ class FleetWatch:
 
 
 def _notice(text: str) -> None:
-    try:
-        end = "\r\n" if os.isatty(2) else "\n"
-        os.write(2, f"agentsess: {text}{end}".encode(errors="replace"))
-    except OSError:
-        pass
+    """Through the run's terminal (held while a full-screen program is up), else stderr."""
+    from agentsess.edges.supervisor import notice
+
+    notice(text)
