@@ -129,11 +129,17 @@ def request(store, row: dict, tool: str, args, source: str, decision: Decision, 
     rec = recording.record_action(store, run_id, "approval.requested", data)
     recorded = (rec or {}).get("data", data)  # as recorded: the run's exact secrets masked too
     shown, why = recorded.get("summary", summary), recorded.get("reason", why)
-    if not store.insert_approval({
-        "run_id": run_id, "request_id": request_id, "tool": tool, "source": source, "summary": shown,
-        "args_sha256": digest, "reason": why, "status": "pending", "requested_at": now, "expires_at": expires,
-    }):
-        raise AgentsessError(f"could not record approval request {request_id}: its id is taken", USAGE)
+    try:
+        failure = None if store.insert_approval({
+            "run_id": run_id, "request_id": request_id, "tool": tool, "source": source, "summary": shown,
+            "args_sha256": digest, "reason": why, "status": "pending", "requested_at": now, "expires_at": expires,
+        }) else "its id is taken"
+    except Exception as exc:  # noqa: BLE001 - SQLite's or the shared store's error, said in one line
+        failure = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    if failure is not None:  # the request has its outcome in the stream all the same
+        message = f"could not record approval request {request_id}: {failure}"
+        recording.record_action(store, run_id, "approval.denied", {"request_id": request_id, "reason": message})
+        raise AgentsessError(message, USAGE)
     _announce(say, run_id, request_id, tool, shown, seconds)
     return request_id
 

@@ -46,6 +46,8 @@ _TYPE_CHARS = _ID_CHARS | frozenset("@/ +")
 START_EVENTS = ("SubagentStart",)
 STOP_EVENTS = ("SubagentStop",)
 WATCH_INTERVAL = 0.2
+PENDING_PER_COMMAND = 64  # sub-agent calls waiting to run one command text
+PENDING_COMMANDS = 4096  # command texts waiting
 MAX_SUBAGENTS = 1000  # sub-agents one run may have: each is a run in the store
 
 
@@ -337,7 +339,13 @@ class SubAgents:
         """A sub-agent's shell call was let through: its command, when it runs, is the sub-agent's."""
         if run_id in self.by_run:
             with self.lock:
-                self.pending.setdefault(command_sha256, []).append(run_id)
+                waiting = self.pending.setdefault(command_sha256, [])
+                waiting.append(run_id)
+                # bounded (calls let through that never ran): the oldest are forgotten; never
+                # by time, which would hand a slow-to-start command to the orchestrator's scopes
+                del waiting[:-PENDING_PER_COMMAND]
+                while len(self.pending) > PENDING_COMMANDS:
+                    self.pending.pop(next(iter(self.pending)))
 
     def claim(self, command_sha256: str) -> SubAgent | None:
         """The sub-agent whose allowed call this command is (the oldest waiting), or None."""
