@@ -14,6 +14,7 @@ import signal
 import pytest
 from helpers import agentsess, cli, store_rows, wait_for, write_config
 from inrun import InRun
+from pg import backend  # noqa: F401 - the fixture
 from test_approvals import CONFIG, PY, answer_of, hook, receipts, waiting
 
 from agentsess.core.guard import approvals
@@ -162,3 +163,31 @@ def test_a_request_left_pending_by_an_older_agentsess_reads_as_ended(tmp_path, s
     why = {"exited": approvals.ENDED_REASON, "revoked": approvals.REVOKED_REASON,
            "abandoned": approvals.ABANDONED_REASON}[status]
     _late_answers_say(old, "abcdef", why)
+
+
+@pytest.mark.usefixtures("backend")
+def test_both_stores_end_only_what_is_still_pending():  # noqa: F811 - the fixture
+    """The store's half, on SQLite and PostgreSQL: one conditional UPDATE per request, so the
+    first of an answer, an expiry and the run's end wins, and the end never marks twice."""
+    from agentsess.edges.store import Store
+    from agentsess.ids import new_run_id
+
+    run_id = new_run_id()
+    with Store() as store:
+        store.insert_run({"id": run_id, "name": "a", "status": "running", "command": ["true"], "cwd": "/",
+                          "host": "h", "user": "u", "started_at": 1.0})
+        for request_id, expires in (("aaaaaa", 4e9), ("bbbbbb", 4e9), ("cccccc", 2.0)):
+            assert store.insert_approval({"run_id": run_id, "request_id": request_id, "tool": "Bash", "source": "check",
+                                          "summary": "x", "args_sha256": "0" * 64, "reason": None, "status": "pending",
+                                          "requested_at": 1.0, "expires_at": expires})
+        assert store.answer_approval(run_id, "bbbbbb", "granted", 3.0, "me@h")
+        assert [a["request_id"] for a in store.open_approvals(run_id)] == ["aaaaaa", "cccccc"]  # expired or not
+        assert store.end_approval(run_id, "aaaaaa", 5.0, approvals.ENDED_REASON)
+        assert not store.end_approval(run_id, "aaaaaa", 6.0, "again")
+        assert not store.end_approval(run_id, "bbbbbb", 6.0, "answered first")
+        assert not store.answer_approval(run_id, "aaaaaa", "granted", 7.0, "me@h")
+        row = store.get_approval(run_id, "aaaaaa")
+        assert (row["status"], row["answer_reason"], row["answered_by"], row["answered_at"]) == \
+            ("ended", approvals.ENDED_REASON, "agentsess", 5.0)
+        assert store.get_approval(run_id, "bbbbbb")["status"] == "granted"
+        assert [a["request_id"] for a in store.open_approvals(run_id)] == ["cccccc"]
