@@ -15,7 +15,7 @@ RUN_KEYS = {"id", "name", "status", "exit_code", "signal", "parent_id", "command
             "profile", "agent", "on_behalf_of", "scopes", "expires_at", "started_at", "ended_at",
             "duration", "mode", "depth", "containment", "unchecked_actions"}
 SHOW_KEYS = RUN_KEYS | {"credential", "revocation", "error", "output_bytes", "output_sha256", "children",
-                        "receipts", "integrity", "unchecked"}
+                        "receipts", "integrity", "unchecked", "pending_approvals"}
 
 
 def test_json_keys_are_the_documented_ones():

@@ -21,7 +21,9 @@ def approvals(
         return
     out = render.console()
     if not items:
-        out.print("no calls are waiting for approval", markup=False)
+        from agentsess.core.guard.approvals import run_note
+
+        out.print(render.text(run_note(run) or "no calls are waiting for approval"))
         return
     from rich.table import Table
 

@@ -289,6 +289,7 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
         value = (f"FAIL: {integ['failure']}", "bold red")
     write(render.columns([["integrity".ljust(width), value]], colour=colour, first_style="bold"))
     _unchecked_rows(data.get("unchecked") or [], width, colour, write)
+    _pending_rows(data.get("pending_approvals") or [], data["id"], width, colour, write)
     if data["children"]:
         write(render.paint("children", "bold", colour) + "\n")
 
@@ -305,11 +306,12 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
     title = "receipts" if not left_out else f"receipts ({len(all_records)} in all; {left_out} not shown: --all shows every one)"
     write(title + "\n")
     timeline = []
+    asked = _asked(all_records)
     for rec in shown:
         if rec is None:
             timeline.append(["…", "", "", f"{left_out} receipts not shown"])
             continue
-        timeline.append([str(rec.get("seq")), render.clock(rec.get("ts")), str(rec.get("type", "?")), _detail(rec)])
+        timeline.append([str(rec.get("seq")), render.clock(rec.get("ts")), str(rec.get("type", "?")), _detail(rec, asked)])
     write(render.columns(timeline, ["seq", "time (UTC)", "type", "detail"], colour))
     if data.get("output_tail"):
         size = data["output_bytes"] if data["output_bytes"] is not None else data.get("output_end") or 0
@@ -329,6 +331,23 @@ def _unchecked_rows(flagged: list, width: int, colour: bool, write) -> None:
         write(render.safe(f"    seq {item['seq']}  {item['type']}  {item['what']}") + "\n")
     if len(flagged) > 10:
         write(f"    … {len(flagged) - 10} more (show-run --json lists every one)\n")
+
+
+def _pending_rows(pending: list, run_id: str, width: int, colour: bool, write) -> None:
+    """A live run's calls held for a person's answer, one line each (at most 10)."""
+    if not pending:
+        return
+    from agentsess.core.durations import format_duration
+
+    count = len(pending)
+    value = (f"{count} call{'s' if count != 1 else ''} held for your answer: "
+             f"`agentsess approve {run_id} REQUEST` or `agentsess deny {run_id} REQUEST --reason …`", "bold yellow")
+    write(render.columns([["approvals".ljust(width), value]], colour=colour, first_style="bold"))
+    for item in pending[:10]:
+        left = format_duration(item["seconds_left"]) if item["seconds_left"] else "0s"
+        write(render.safe(f"    {item['request']}  denied in {left}  {item['tool']}: {item['summary']}") + "\n")
+    if count > 10:
+        write(f"    … {count - 10} more (`agentsess approvals {run_id}` lists every one)\n")
 
 
 def _cap(records: list, limit: int | None) -> tuple[list, int]:
@@ -355,7 +374,45 @@ def _secret_rows(receipts: list) -> list[tuple[str, str]]:
     return rows
 
 
-def _detail(rec: dict) -> str:
+APPROVAL_TYPES = ("approval.requested", "approval.granted", "approval.denied", "approval.expired")
+
+
+def _asked(records: list) -> dict:
+    """The masked summary each request of the stream asked about, by request id (the answer's
+    receipt names the request, its tool and its arguments hash, not what they were)."""
+    out = {}
+    for rec in records:
+        d = rec.get("data") or {}
+        if rec.get("type") == "approval.requested" and isinstance(d.get("request_id"), str):
+            out[d["request_id"]] = d.get("summary")
+    return out
+
+
+def _approval_detail(t: str, d: dict, asked: dict) -> str:
+    """One approval receipt as a line: what agentsess decided first (request id, who, for how
+    long, why), then the tool and the masked summary, which the agent chose and may say anything."""
+    from agentsess.core.durations import format_duration
+
+    def span(seconds) -> str:
+        return format_duration(seconds, 5) if isinstance(seconds, int) and not isinstance(seconds, bool) else "?"
+
+    request = d.get("request_id")
+    summary = d.get("summary") if t == "approval.requested" else asked.get(request)
+    call = f"{d.get('tool')}: {summary}" if summary is not None else str(d.get("tool"))
+    if t == "approval.requested":
+        head = f"request {request} asks a person (denied in {span(d.get('timeout'))} without an answer)"
+    elif t == "approval.granted":
+        lasting = (f" for {span(d.get('for'))}, this exact call until {render.short_time(d.get('until'))}"
+                   if d.get("for") else ", this one call")
+        head = f"request {request} approved by {d.get('by')}{lasting}"
+    elif t == "approval.denied":
+        head = f"request {request} denied by {d.get('by')} ({d.get('reason') or 'no reason given'})"
+    else:
+        head = f"request {request} {'ended' if d.get('ended') else 'expired'}: {d.get('reason')}"
+    return f"{head}  {call}"
+
+
+def _detail(rec: dict, asked: dict | None = None) -> str:
     d = rec.get("data") or {}
     t = rec.get("type")
     if t == "run.started":
@@ -397,4 +454,6 @@ def _detail(rec: dict) -> str:
         return f"{d.get('method')} {where} -> {d.get('status')} {d.get('decision')}{extra}"
     if t == "secret.injected":
         return f"{' '.join(d.get('vars') or [])} injected {d.get('mode', 'raw')}"
+    if t in APPROVAL_TYPES:
+        return _approval_detail(t, d, asked or {})
     return ", ".join(f"{k}={v}" for k, v in list(d.items())[:4])

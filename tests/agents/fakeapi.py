@@ -184,16 +184,50 @@ def _anthropic(h, model: FakeModel, body: dict):
 
 # --- OpenAI Responses ---
 
+SPAWNED = "$spawned"  # in a Call's input: the agent id spawn_agent answered (Codex's sub-agents)
+
+
+def _openai_script(model: FakeModel, items: list) -> list:
+    """A sub-agent's script when one of the conversation's user messages holds its marker (a
+    Codex sub-agent's conversation starts with its context, then the task it was given)."""
+    for item in items:
+        if isinstance(item, dict) and item.get("role") == "user":
+            text = json.dumps(item.get("content"))
+            for marker, steps in model.subs.items():
+                if marker in text:
+                    return steps
+    return model.script
+
+
+def _spawned_id(items: list) -> str:
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else json.dumps(output)
+            try:
+                found = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(found, dict) and isinstance(found.get("agent_id"), str):
+                return found["agent_id"]
+    return "unknown"
+
+
 def _openai(h, model: FakeModel, body: dict):
     items = body.get("input") or []
     done = sum(1 for i in items if isinstance(i, dict) and i.get("type") in ("function_call_output",
                                                                              "custom_tool_call_output"))
-    step = model.step_for(done) if body.get("tools") else Say("ok")
+    step = model.step_for(done, _openai_script(model, items)) if body.get("tools") else Say("ok")
     rid = "resp_" + uuid.uuid4().hex[:16]
     if isinstance(step, Call):
+        arguments = json.dumps(step.input)
+        if SPAWNED in arguments:  # the id of the agent the conversation's spawn_agent call started
+            arguments = arguments.replace(SPAWNED, _spawned_id(items))
         item = {"type": "function_call", "id": "fc_" + uuid.uuid4().hex[:12], "call_id": step.id,
-                "name": step.name, "arguments": json.dumps(step.input), "status": "completed"}
-        if step.name.startswith("mcp__") and step.name.count("__") >= 2:
+                "name": step.name, "arguments": arguments, "status": "completed"}
+        if step.name.startswith("multi_agent_v1__"):  # Codex's sub-agent tools: a namespace too
+            item.update(namespace="multi_agent_v1", name=step.name.split("__", 1)[1])
+        elif step.name.startswith("mcp__") and step.name.count("__") >= 2:
             # Codex offers an MCP server's tools as a namespace (`mcp__demo`) of functions (`add`)
             namespace, _, name = step.name.rpartition("__")
             item.update(namespace=namespace, name=name)

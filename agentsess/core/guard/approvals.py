@@ -41,6 +41,11 @@ NOTICE_SUMMARY = 120
 # before the agent gives up on the hook. Claude Code's PreToolUse waits approval_timeout + 30 s.
 HOOK_LIMIT = {"codex": 50, "gemini": 50}
 MAX_WAITING = 8  # calls of one run waiting at once: beyond that an agent only floods your screen
+# why a request nobody answered waits no more (the store's answer_reason, approval.expired's reason,
+# the held call's denial, and what `approve`/`deny` say), by how its run went
+ENDED_REASON = "the run ended before anyone answered"
+REVOKED_REASON = "the run was revoked before anyone answered"
+ABANDONED_REASON = "the run's supervisor died before anyone answered"
 
 _wake = threading.Condition()
 
@@ -188,6 +193,9 @@ def wait(store, row: dict, request_id: str, tool: str, args, decision: Decision)
                 "at": rfc3339((answer or {}).get("answered_at") or now), "reason": why})
             return decision.replace(decision="deny", reason=f"denied by {who} (request {request_id}): {why}; "
                                     f"{decision.reason}"), extra
+        if status == "ended":  # its run ended or was revoked: recorded (approval.expired) by whoever marked it
+            why = (answer or {}).get("answer_reason") or ENDED_REASON
+            return decision.replace(decision="deny", reason=f"{why} (request {request_id}); {decision.reason}"), extra
         if status == "expired" or now >= expires:
             if status == "expired" or store.answer_approval(run_id, request_id, "expired", now, None,
                                                             f"no answer within {seconds}s"):
@@ -198,18 +206,41 @@ def wait(store, row: dict, request_id: str, tool: str, args, decision: Decision)
                     "request_id": request_id, "tool": tool, "args_sha256": digest, "after": seconds, "reason": why})
                 return decision.replace(decision="deny", reason=f"{why}, request {request_id}; {decision.reason}"), extra
             continue  # answered at the last moment: read that answer
-        dead = _revoked(store, run_id)
-        if dead and store.answer_approval(run_id, request_id, "denied", now, "agentsess", dead):
+        if _revoked(store, run_id):
+            end_pending(store, run_id, REVOKED_REASON, [answer])
             continue
         with _wake:
             _wake.wait(min(POLL, max(0.0, expires - now)))
 
 
-def _revoked(store, run_id: str) -> str | None:
-    revoked_at, cause = store.revocation(run_id)
-    if revoked_at is None:
-        return None
-    return f"run {run_id} was revoked while the call waited ({cause or 'direct'})"
+def _revoked(store, run_id: str) -> bool:
+    return store.revocation(run_id)[0] is not None
+
+
+def end_pending(store, run_id: str, why: str, rows: list | None = None, record=None) -> list[str]:
+    """Mark the requests of run ``run_id`` still pending (``rows``, or all of them) ``ended``:
+    its run ended or was revoked, so nobody's answer can reach them now. Each one this marks
+    gets an ``approval.expired`` receipt naming ``why`` (written with ``record``: the run's
+    supervisor records it as an action; agentsess's own abandonment, after the run's end, as
+    a plain receipt). A waiting call sees ``ended`` and is denied with ``why``; ``approve`` and
+    ``deny`` say the same. Returns the request ids marked here."""
+    from agentsess.core.receipts import recording
+    from agentsess.edges.streams import ReceiptError
+
+    write = record or recording.record_action
+    now = time.time()
+    marked = []
+    for row in store.open_approvals(run_id) if rows is None else rows:
+        if not store.end_approval(run_id, row["request_id"], now, why):
+            continue  # answered, expired or ended a moment ago: that one is recorded by its winner
+        marked.append(row["request_id"])
+        try:
+            write(store, run_id, "approval.expired", {
+                "request_id": row["request_id"], "tool": row["tool"], "args_sha256": row["args_sha256"],
+                "after": round(now - row["requested_at"]), "reason": why, "ended": True})
+        except (AgentsessError, ReceiptError):
+            pass  # the stream is sealed or gone: the store still says why
+    return marked
 
 
 def _duration(seconds: int) -> str:
@@ -340,9 +371,9 @@ def answer(store, run_ref: str, request_id: str, grant: bool, for_seconds: int |
         raise AgentsessError(f"run {run_id} has no approval request {request_id}; list them with `agentsess approvals`",
                              USAGE)
     run = store.get_run(run_id) or {}
-    if run.get("status") != "running" and row["status"] == "pending":
-        raise AgentsessError(f"run {run_id} is {run.get('status') or 'gone'}: its request {request_id} waits no more",
-                             CHECK_FAILED)
+    if row["status"] == "ended" or (row["status"] == "pending" and run.get("status") != "running"):
+        raise AgentsessError(f"request {request_id} of run {run_id} waits no more: "
+                             f"{row.get('answer_reason') or _ended_reason(run)}", CHECK_FAILED)
     now = time.time()
     by = who()
     until = now + for_seconds if grant and for_seconds else None
@@ -360,6 +391,28 @@ def answer(store, run_ref: str, request_id: str, grant: bool, for_seconds: int |
             "args_sha256": row["args_sha256"], "decision": "granted" if grant else "denied", "by": by,
             "at": rfc3339(now), "until": None if until is None else rfc3339(until),
             "reason": None if grant else (reason or "denied")}
+
+
+def _ended_reason(run: dict) -> str:
+    """Why a request still marked pending waits no more, from its run's status."""
+    if run.get("status") == "revoked" or run.get("revoked_at") is not None:
+        return REVOKED_REASON
+    if run.get("status") == "abandoned":
+        return ABANDONED_REASON
+    return ENDED_REASON
+
+
+def run_note(run_ref: str | None) -> str | None:
+    """`agentsess approvals RUN` for a run that is no longer running: why none of its calls wait."""
+    if not run_ref:
+        return None
+    from agentsess.edges.store import Store
+
+    with Store() as store:
+        run = store.get_run(store.resolve(run_ref)) or {}
+    if not run or run.get("status") == "running":
+        return None
+    return f"run {run['id']} has ended ({run['status']}): none of its calls wait for approval"
 
 
 def _wake_supervisor(run_id: str) -> None:

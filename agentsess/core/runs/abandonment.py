@@ -77,6 +77,10 @@ def reap_abandoned(store) -> list[str]:
             continue
         found.append(row["id"])
         stopped = stop_leftovers(row)
+        if store.open_approvals(row["id"]):  # its held calls wait no more (issue 16)
+            from agentsess.core.guard import approvals
+
+            approvals.end_pending(store, row["id"], approvals.ABANDONED_REASON, record=recording.record)
         try:
             recording.record(
                 store,

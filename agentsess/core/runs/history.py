@@ -141,6 +141,11 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
         from agentsess.core.receipts import unchecked as bypass
 
         flagged = bypass.of_run(row, store)
+        pending = []
+        if row.get("status") == "running":  # calls held for a person's answer (issue 16)
+            from agentsess.core.guard import approvals
+
+            pending = approvals.pending(store, run_id)
     out = run_object(row)
     out["credential"] = {
         "state": credential_state(row),
@@ -168,6 +173,7 @@ def show_run(ref: str, with_output_lines: int = 20, with_integrity: bool = True,
     out["children"] = children
     out["unchecked"] = flagged  # actions no guard decision covers (bypass detection)
     out["unchecked_actions"] = len(flagged)
+    out["pending_approvals"] = pending  # as `agentsess approvals --json` lists them
     out["receipts"] = records
     out["integrity"] = checked
     tail, end = _tail(paths.output_log(run_id), with_output_lines)

@@ -108,7 +108,18 @@ class Watch:
             revoked_at, cause = self.store.revocation(self.run_id)
             if revoked_at is not None:
                 self.revoked = True
+                self.end_approvals()
                 self._confirm_revoked(cause)
+
+    def end_approvals(self) -> None:
+        """Requests of this run nobody answered wait no more once it is revoked or ends: marked
+        ``ended``, each with an ``approval.expired`` receipt that says why."""
+        if not self.store.open_approvals(self.run_id):
+            return
+        from agentsess.core.guard import approvals
+
+        revoked = self.revoked or self.store.revocation(self.run_id)[0] is not None
+        approvals.end_pending(self.store, self.run_id, approvals.REVOKED_REASON if revoked else approvals.ENDED_REASON)
 
     def __call__(self, sup) -> None:
         if not os.path.exists(self.receipts_path):
@@ -122,6 +133,7 @@ class Watch:
             revoked_at, cause = self.store.revocation(self.run_id)
             if revoked_at is not None:
                 self.revoked = True
+                self.end_approvals()
                 if self.fleet is None and getattr(self.store, "shared", False):
                     self._confirm_revoked(cause)
                 if self.profile.on_revoke == "stop":
@@ -312,6 +324,7 @@ def _sandbox_pid(info_r: int) -> int | None:
 def finish(store: Store, plan: Plan, watch: "Watch", log, code, sig, failure) -> int:
     """Record the exit (row, ``run.exited``, seal) and choose `run`'s exit code."""
     run_id = watch.run_id
+    watch.end_approvals()  # before the run ends: its receipts are still the supervisor's to write
     ended = time.time()
     store.update_run(
         run_id, ended_at=ended, exit_code=code, signal=sig, output_bytes=log.size,

@@ -415,6 +415,20 @@ class Store:
         sql += " ORDER BY approvals.requested_at, approvals.request_id"
         return [dict(r) for r in self._exec(sql, tuple(args))]
 
+    def open_approvals(self, run_id: str) -> list[dict]:
+        """Every request of a run still marked pending, whatever its time or the run's status."""
+        sql = "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY requested_at, request_id"
+        return [dict(r) for r in self._exec(sql, (run_id,))]
+
+    def end_approval(self, run_id: str, request_id: str, now: float, reason: str) -> bool:
+        """Mark a request still pending ``ended`` (its run ended or was revoked); True when this won."""
+        cur = self._exec(
+            "UPDATE approvals SET status = 'ended', answered_at = ?, answered_by = 'agentsess', answer_reason = ? "
+            "WHERE run_id = ? AND request_id = ? AND status = 'pending'",
+            (now, reason, run_id, request_id),
+        )
+        return cur.rowcount == 1
+
     def standing_grant(self, run_id: str, tool: str, args_sha256: str, now: float) -> dict | None:
         """A grant given ``--for`` a while that still covers this exact call, if any."""
         row = self._exec(
