@@ -343,7 +343,7 @@ def test_revoke_deletes_the_token_and_the_next_git_and_api_calls_fail(stand, ca,
     assert b"api 403" in out
     assert f"run {run_id} is revoked: its credentials are dead".encode() in err  # the broker, to git
     assert b"helper: quit=1" in out  # and the helper, asked directly, says quit
-    assert f"agentsess: run {run_id} is revoked: git gets no credential".encode() in err
+    assert f"agentsess: error: run {run_id} is revoked: git gets no credential".encode() in err
     assert latency < 5  # generous: the figure itself is in the benchmark and the report
     run = show(run_id)
     (revoked,) = receipts(run, "credential.revoked")
