@@ -86,3 +86,14 @@ def test_overlapping_stretches_merge_and_the_first_marker_wins():
     assert union([(0, 8, "A")], [(2, 4, "B"), (3, 9, "C")]) == [(0, 9, "A")]
     assert union([(0, 1, "Y"), (2, 3, "Z"), (4, 6, "A")], [(5, 8, "B")]) == [(0, 1, "Y"), (2, 3, "Z"), (4, 8, "A")]
     assert union([], []) == []
+
+
+@pytest.mark.xfail(strict=True, reason="masking bug found by test_masking's hypothesis run under mutmut: "
+                   "with the keys split over several automata (more than 64 keys), a match after a "
+                   "re-searched overlap is lost; see docs/mutation-testing.md")
+def test_a_secret_after_overlapping_matches_in_another_automaton_is_masked(monkeypatch):
+    pytest.importorskip("ahocorasick_rs")
+    monkeypatch.setattr(masking, "_GROUP", 3)  # three keys per automaton, as 64 are past 64 keys
+    secrets = {"s0": b"bb", "s1": b"abab", "s2": b"a", "s3": b"baba"}
+    out = Masker(secrets).mask(b"bbabababa")
+    assert out == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"  # today: ...[masked:s2]ba
