@@ -62,6 +62,7 @@ def test_a_cut_summary_never_ends_in_four_bytes_of_a_secret(masker, text, whole,
         (b"pw=h\x1b[", b"pw=h\x1b["),  # too short to give anything away
         (b"pw=h\x1b[3", b"pw=[masked]"),  # 4 bytes with an escape: HOLD_MIN
         (b"pw=\x1b[3", b"pw=\x1b[3"),
+        (b"pw=h\x1b[m", b"pw=[masked]"),  # 1 byte and a colour reset: 4 bytes at the cut
         (b"", b""),
     ],
 )
