@@ -50,10 +50,11 @@ def hook(capsys, *argv) -> tuple[int, str, str]:
 def test_a_bare_hook_prints_its_help_and_blocks(capsys, stdin):
     code, out, err = hook(capsys)
     assert code == 2 and out == guard.hook_parser().format_help() and err == ""
-    assert out.startswith("Usage: agentsess hook claude-code|codex|gemini [--run RUN]\n")
-    assert "Fails closed: on any error it exits 2 with the reason on stderr" in " ".join(out.split())
-    assert "--run RUN   the run's id (default: $AGENTSESS_RUN_ID)" in out
-    assert "\n  AGENT       the agent whose hook this is: claude-code, codex or gemini\n" in out
+    words = " ".join(out.split())  # the help's words, however it is laid out
+    assert words.lower().startswith("usage: agentsess hook claude-code|codex|gemini [--run run] ")
+    assert "Fails closed: on any error it exits 2 with the reason on stderr" in words
+    assert " --run RUN the run's id (default: $AGENTSESS_RUN_ID)" in words
+    assert " AGENT the agent whose hook this is: claude-code, codex or gemini " in words
 
 
 @pytest.mark.parametrize("agent", ["aider", "Claude-Code", "claude-code "])
@@ -151,3 +152,35 @@ def test_a_plain_word_is_short_printable_ascii_without_spaces_or_a_leading_dash(
 
 def test_words_that_are_not_utf8_are_recorded_escaped():
     assert guard._shown([os.fsdecode(b"echo \xff"), "ok"]) == ["echo \\xff", "ok"]
+
+
+# -- `check` before it asks -----------------------------------------------------------------
+
+
+def _check_error(argv) -> tuple[str, int]:
+    from agentsess.errors import AgentsessError
+
+    with pytest.raises(AgentsessError) as info:
+        guard.check_main(argv)
+    return info.value.message, info.value.exit_code
+
+
+def test_a_bare_check_prints_its_help_with_a_usage_code(capsys):
+    from agentsess.errors import USAGE
+
+    assert guard.check_main([]) == USAGE
+    out, err = capsys.readouterr()
+    assert out == guard.check_parser().format_help() and err == ""
+    assert " SCOPE the scope to check, e.g. github:pr:create " in " ".join(out.split())
+
+
+def test_check_with_an_empty_command_is_a_usage_error():
+    assert _check_error(["fs:read", "--"]) == ("check: no command after -- (see `agentsess check --help`)", 2)
+    assert _check_error(["--tool", "x", "fs:read", "--"])[0].startswith("check: no command after --")
+
+
+def test_check_outside_a_run_through_the_parser_is_refused(monkeypatch):
+    monkeypatch.delenv("AGENTSESS_CONTROL", raising=False)
+    if control.find_socket() is not None:
+        pytest.skip("this process's ancestry holds another run's control socket")
+    assert _check_error(["--tool", "x", "fs:read"]) == (NOT_INSIDE, 2)

@@ -60,6 +60,9 @@ def test_a_cut_summary_never_ends_in_four_bytes_of_a_secret(masker, text, whole,
         (b"pw=hun\x1b[31m", b"pw=[masked]"),  # noise after 3 bytes: the cut may hide more
         (b"pw=hu\x1b[", b"pw=[masked]"),  # an escape cut off after the prefix
         (b"pw=h\x1b[", b"pw=h\x1b["),  # too short to give anything away
+        (b"pw=h\x1b[3", b"pw=[masked]"),  # 4 bytes with an escape: HOLD_MIN
+        (b"pw=\x1b[3", b"pw=\x1b[3"),
+        (b"pw=h\x1b[m", b"pw=[masked]"),  # 1 byte and a colour reset: 4 bytes at the cut
         (b"", b""),
     ],
 )
@@ -71,3 +74,27 @@ def test_a_cut_summary_with_escape_sequences(masker, data, cut):
 def test_masking_a_bytearray_gives_bytes(masker):
     assert masker.mask(bytearray(b"a hunter2-very-secret")) == b"a [masked:DB]"
     assert masker.mask_cut(bytearray(b"a hunter2-very-secret")) == b"a [masked:DB]"
+
+
+def test_overlapping_stretches_merge_and_the_first_marker_wins():
+    # the raw reading and the noise-free reading of a stream can find overlapping stretches
+    union = masking._union
+    assert union([(0, 5, "A")], [(3, 8, "B")]) == [(0, 8, "A")]
+    assert union([(3, 8, "B")], [(0, 5, "A")]) == [(0, 8, "A")]
+    assert union([(0, 5, "A")], [(5, 8, "B")]) == [(0, 5, "A"), (5, 8, "B")]  # touching: both kept
+    assert union([(0, 8, "A")], [(2, 4, "B")]) == [(0, 8, "A")]  # inside: dropped
+    assert union([(2, 4, "B")], [(2, 8, "A")]) == [(2, 8, "A")]  # same start: the longest first
+    assert union([(0, 8, "A")], [(2, 4, "B"), (3, 9, "C")]) == [(0, 9, "A")]
+    assert union([(0, 1, "Y"), (2, 3, "Z"), (4, 6, "A")], [(5, 8, "B")]) == [(0, 1, "Y"), (2, 3, "Z"), (4, 8, "A")]
+    assert union([], []) == []
+
+
+@pytest.mark.xfail(strict=True, reason="masking bug found by test_masking's hypothesis run under mutmut: "
+                   "with the keys split over several automata (more than 64 keys), a match after a "
+                   "re-searched overlap is lost; see docs/mutation-testing.md")
+def test_a_secret_after_overlapping_matches_in_another_automaton_is_masked(monkeypatch):
+    pytest.importorskip("ahocorasick_rs")
+    monkeypatch.setattr(masking, "_GROUP", 3)  # three keys per automaton, as 64 are past 64 keys
+    secrets = {"s0": b"bb", "s1": b"abab", "s2": b"a", "s3": b"baba"}
+    out = Masker(secrets).mask(b"bbabababa")
+    assert out == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"  # today: ...[masked:s2]ba
