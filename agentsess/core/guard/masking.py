@@ -434,9 +434,12 @@ class Masker:
                         e = lst[i][2]
                         if e > at:
                             # `at` is inside a reported occurrence, which may hide others
-                            # that start before its end: search that stretch again.
+                            # that start before its end: search that stretch again, up to
+                            # the end of every listed occurrence it replaces (those hide
+                            # others too, even past `e`)
                             j = i + 1
                             while j < len(lst) and lst[j][1] < e:
+                                e = max(e, lst[j][2])
                                 j += 1
                             win = find(buf, at, min(n, e + _KEY - 1))
                             lst[:j] = [m for m in win if m[1] < e]
