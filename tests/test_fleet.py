@@ -304,8 +304,9 @@ def test_a_cut_connection_stops_the_run_under_on_store_unreachable_stop(fleet, r
     b.config('[defaults]\nstore_unreachable_after = "2s"\non_store_unreachable = "stop"\n')
     proc, rid = _start(b, a)
     r.cut()
-    assert proc.wait(30) == 124
+    code = proc.wait(30)
     err = proc.stderr.read().decode()
+    assert code == 124, err
     assert "unreachable" in err and "on_store_unreachable = stop" in err
     # what host B wrote while cut off is kept there, and reaches the store once it is back
     assert os.listdir(b.home / "store-pending") == [f"{rid}.json"]

@@ -12,7 +12,7 @@ from agentsess.core.runs.start import Launch
 from agentsess.edges import host, paths
 from agentsess.edges.store import Store
 from agentsess.edges.streams import ReceiptError
-from agentsess.errors import RUN_FAILED, RUN_STOPPED
+from agentsess.errors import RUN_FAILED, RUN_STOPPED, AgentsessError
 from agentsess.timefmt import rfc3339
 
 TYPE_CHECKING = False
@@ -113,13 +113,19 @@ class Watch:
 
     def end_approvals(self) -> None:
         """Requests of this run nobody answered wait no more once it is revoked or ends: marked
-        ``ended``, each with an ``approval.expired`` receipt that says why."""
-        if not self.store.open_approvals(self.run_id):
-            return
-        from agentsess.core.guard import approvals
+        ``ended``, each with an ``approval.expired`` receipt that says why. A shared store out of
+        reach holds them as they are: no answer can reach the run through it either, and the run
+        must still end, record its exit and seal."""
+        try:
+            if not self.store.open_approvals(self.run_id):
+                return
+            from agentsess.core.guard import approvals
 
-        revoked = self.revoked or self.store.revocation(self.run_id)[0] is not None
-        approvals.end_pending(self.store, self.run_id, approvals.REVOKED_REASON if revoked else approvals.ENDED_REASON)
+            revoked = self.revoked or self.store.revocation(self.run_id)[0] is not None
+            approvals.end_pending(self.store, self.run_id,
+                                  approvals.REVOKED_REASON if revoked else approvals.ENDED_REASON)
+        except AgentsessError:
+            pass
 
     def __call__(self, sup) -> None:
         if not os.path.exists(self.receipts_path):

@@ -518,6 +518,13 @@ class PostgresStore(Store):
         except self.pq.Error as exc:
             raise self.target.error("a transaction failed on", exc) from None
 
+    def open_approvals(self, run_id: str):
+        """A run's unanswered requests; none while its writes are held (a silent partition would
+        hang the query, and no answer can reach the run through the store then either)."""
+        if self._offline(run_id):
+            return []
+        return super().open_approvals(run_id)
+
     def revocation(self, run_id: str) -> tuple[float | None, str | None]:
         """A supervised run's revocation from its watcher (no query, never blocks); else the row's."""
         watch = self.watched.get(run_id)
