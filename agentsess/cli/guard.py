@@ -75,6 +75,21 @@ def _help_if_bare(argv: list[str], parser: "Parser") -> bool:
     return True
 
 
+def _become(argv: list[str], shell: str | None) -> None:
+    """In a forked child: become the command (``shell -c argv[0]`` with a shell); never returns."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        if shell is not None:
+            os.execv(shell, [shell, "-c", argv[0]])
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, f"agentsess: {argv[0]}: {exc.strerror}\n".encode())
+        os._exit(127 if exc.errno == 2 else 126)
+    os._exit(127)
+
+
 def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
     """Run a command with our stdio, like system(3); returns (exit code as a shell reports it, seconds)."""
     import signal
@@ -82,14 +97,7 @@ def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        try:
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            if shell is not None:
-                os.execv(shell, [shell, "-c", argv[0]])
-            os.execvp(argv[0], argv)
-        except OSError as exc:
-            os.write(2, f"agentsess: {argv[0]}: {exc.strerror}\n".encode())
-            os._exit(127 if exc.errno == 2 else 126)
+        _become(argv, shell)
     old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)]
     try:
         while True:
@@ -247,12 +255,7 @@ def _run_kept(command: str, shell: str) -> tuple[int, float, int | None]:
             pid = os.fork()
             if pid == 0:
                 os.close(report_w)
-                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                try:
-                    os.execv(shell, [shell, "-c", command])
-                except OSError as exc:
-                    os.write(2, f"agentsess: {shell}: {exc.strerror}\n".encode())
-                os._exit(127)
+                _become([command], shell)
             os.setsid()  # out of the agent's process group: a kill of the command's group spares the keeper
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):

@@ -13,6 +13,29 @@ def Migration(name: str, sqlite: str, postgres: str) -> tuple[str, str, str]:
     return (name, sqlite, postgres)
 
 
+_APPROVALS = """
+        CREATE TABLE approvals (
+            run_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            source TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            args_sha256 TEXT NOT NULL,
+            reason TEXT,
+            status TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            answered_at REAL,
+            answered_by TEXT,
+            answer_reason TEXT,
+            grant_until REAL,
+            consumed_at REAL,
+            PRIMARY KEY (run_id, request_id)
+        );
+        CREATE INDEX approvals_status ON approvals (status, requested_at);
+        CREATE INDEX approvals_call ON approvals (run_id, tool, args_sha256)
+        """
+
 MIGRATIONS_BY_BACKEND: list[tuple[str, str, str]] = [
     Migration(
         '0001_runs',
@@ -189,50 +212,8 @@ MIGRATIONS_BY_BACKEND: list[tuple[str, str, str]] = [
     Migration(
         # issue 16: calls held for a person's answer (`agentsess approve|deny`)
         "0006_approvals",
-        """
-        CREATE TABLE approvals (
-            run_id TEXT NOT NULL,
-            request_id TEXT NOT NULL,
-            tool TEXT NOT NULL,
-            source TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            args_sha256 TEXT NOT NULL,
-            reason TEXT,
-            status TEXT NOT NULL,
-            requested_at REAL NOT NULL,
-            expires_at REAL NOT NULL,
-            answered_at REAL,
-            answered_by TEXT,
-            answer_reason TEXT,
-            grant_until REAL,
-            consumed_at REAL,
-            PRIMARY KEY (run_id, request_id)
-        );
-        CREATE INDEX approvals_status ON approvals (status, requested_at);
-        CREATE INDEX approvals_call ON approvals (run_id, tool, args_sha256)
-        """,
-        """
-        CREATE TABLE approvals (
-            run_id TEXT NOT NULL,
-            request_id TEXT NOT NULL,
-            tool TEXT NOT NULL,
-            source TEXT NOT NULL,
-            summary TEXT NOT NULL,
-            args_sha256 TEXT NOT NULL,
-            reason TEXT,
-            status TEXT NOT NULL,
-            requested_at DOUBLE PRECISION NOT NULL,
-            expires_at DOUBLE PRECISION NOT NULL,
-            answered_at DOUBLE PRECISION,
-            answered_by TEXT,
-            answer_reason TEXT,
-            grant_until DOUBLE PRECISION,
-            consumed_at DOUBLE PRECISION,
-            PRIMARY KEY (run_id, request_id)
-        );
-        CREATE INDEX approvals_status ON approvals (status, requested_at);
-        CREATE INDEX approvals_call ON approvals (run_id, tool, args_sha256)
-        """,
+        _APPROVALS,
+        _APPROVALS.replace(" REAL", " DOUBLE PRECISION"),  # the same table, PostgreSQL's float type
     ),
 ]
 
