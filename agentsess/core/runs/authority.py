@@ -14,7 +14,7 @@ import _thread
 import os
 import time
 
-from agentsess.errors import CHECK_FAILED, USAGE, AgentsessError
+from agentsess.errors import CHECK_FAILED, RUN_FAILED, USAGE, AgentsessError
 
 # Ops a run may ask for; each is ``fn(authority, store, run_id, message, pid) -> answer``.
 OPS: dict = {}
@@ -49,6 +49,10 @@ class Nested:
         self.plan = plan
         self.watch = watch
         self.broker = broker  # lives here, with the authority, not in the nested supervisor
+        # its end is recorded once, by whichever comes first: its supervisor's run_exited or the
+        # parent's end, which waits for a run_exited in flight (the parent exits right after)
+        self.ending = _thread.allocate_lock()
+        self.ended: int | None = None
 
 
 class Authority:
@@ -447,9 +451,9 @@ def _run_exited(auth: Authority, store, run_id: str, message: dict, pid: int) ->
     run = auth.nested_supervisor(pid)
     if run is None:
         return refused("run_exited: only a nested run's own supervisor may say so")
+    code, notes = _finish_nested(store, run, message)
     with auth.lock:
         auth.nested.pop(pid, None)
-    code, notes = _finish_nested(store, run, message)
     return {"ok": True, "exit": code, "notices": notes}
 
 
@@ -463,6 +467,18 @@ class _LogSummary:
 
 
 def _finish_nested(store, run: Nested, message: dict) -> tuple[int, list[str]]:
+    if not run.ending.acquire(timeout=10):  # another thread's finish of it, wedged: give up
+        return RUN_FAILED, []
+    try:
+        if run.ended is None:
+            run.ended, notes = _record_end(store, run, message)
+            return run.ended, notes
+        return run.ended, []
+    finally:
+        run.ending.release()
+
+
+def _record_end(store, run: Nested, message: dict) -> tuple[int, list[str]]:
     from agentsess.core.runs.supervise import finish
 
     if run.broker is not None:
