@@ -63,7 +63,8 @@ class Database:
         self.passfile = write_passfile(tmp_path / "pgpass", self.base)
 
     def env(self) -> dict:
-        return {"AGENTSESS_STORE": self.url, "PGPASSFILE": self.passfile}
+        # a store agent a test started leaves soon after its last client (not after 10 min)
+        return {"AGENTSESS_STORE": self.url, "PGPASSFILE": self.passfile, "AGENTSESS_STORE_AGENT_IDLE": "5"}
 
     def query(self, sql: str, args=()):
         with admin(self.base) as conn:

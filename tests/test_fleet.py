@@ -54,7 +54,7 @@ class Host:
         self.config_path = root / "config.toml"
         self.env = {**os.environ, "AGENTSESS_HOME": str(self.home), "AGENTSESS_CONFIG": str(self.config_path),
                     "AGENTSESS_KEYRING": "file", "AGENTSESS_STORE": store_url or db.url,
-                    "PGPASSFILE": db.passfile}
+                    "PGPASSFILE": db.passfile, "AGENTSESS_STORE_AGENT_IDLE": "5"}
         for var in ("AGENTSESS_RUN_ID", "AGENTSESS_TOKEN", "AGENTSESS_PARENT_RUN_ID"):
             self.env.pop(var, None)
 

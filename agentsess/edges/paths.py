@@ -5,6 +5,7 @@ Folders are created 0700 and files 0600. The data root holds::
 
     store.db                the run registry (SQLite)
     store-pending/RUN.json  a shared store's writes held while it was unreachable
+    store-agent.log         the store agent's log (a PostgreSQL store; no secrets in it)
     runs/RUN/               one folder per run:
         receipts.jsonl          its receipt stream
         output.log, timing.log  its masked output and when it was written
@@ -74,6 +75,11 @@ def store_pending_dir() -> str:
 
 def store_pending_file(run_id: str, folder: str | None = None) -> str:
     return os.path.join(folder or store_pending_dir(), run_id + ".json")
+
+
+def store_agent_log() -> str:
+    """What the store agent (edges/store/agentserver.py) says: its start, its end, its errors."""
+    return os.path.join(data_root(), "store-agent.log")
 
 
 def config_cache() -> str:
@@ -315,3 +321,13 @@ def _pid_namespace() -> str:
 def inside_control_socket(folder: str | None = None) -> str:
     """Where a contained child finds its run's control socket: fixed, whatever the run."""
     return os.path.join(folder or control_dir(), "control.sock")
+
+
+def store_agent_socket(key: str, folder: str | None = None) -> str:
+    """The store agent's socket for one store (``key``: its URL, data root, host, user)."""
+    return os.path.join(folder or control_dir(), f"store-{key}.sock")
+
+
+def store_agent_lock(key: str, folder: str | None = None) -> str:
+    """Held while one process starts that store agent (two racing runs start one)."""
+    return os.path.join(folder or control_dir(), f"store-{key}.lock")

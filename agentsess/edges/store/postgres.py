@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from agentsess.edges.store import NOTIFY_CHANNEL, Store
+from agentsess.edges.store.holding import StoreUnreachable, SupervisedWrites, pending_exists, replay
 from agentsess.edges.store.migrations import POSTGRES
 from agentsess.errors import STATE, USAGE, AgentsessError
 
@@ -48,14 +49,15 @@ _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORE
 _URL_USERINFO = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
 
 
-class StoreUnreachable(AgentsessError):
-    """The shared store could not be reached (connection refused, cut, timed out)."""
+__all__ = ["PostgresStore", "StoreUnreachable", "Target", "driver", "mask"]
+_IMPORT_LOCK = threading.Lock()  # psycopg imported by one thread at a time (a fallback in a broker thread)
 
 
 def driver():
     """psycopg, imported on first use; a one-line error when it is not installed or has no libpq."""
     try:
-        import psycopg
+        with _IMPORT_LOCK:
+            import psycopg
     except ImportError as exc:
         raise AgentsessError(
             "the store is a postgresql:// URL but psycopg cannot be loaded "
@@ -215,7 +217,7 @@ def _sql(sql: str) -> str:
     return out
 
 
-class PostgresStore(Store):
+class PostgresStore(SupervisedWrites, Store):
     """One autocommit connection to the shared store."""
 
     backend = "postgresql"
@@ -229,12 +231,7 @@ class PostgresStore(Store):
             raise AgentsessError("no postgresql:// store is configured (AGENTSESS_STORE)", USAGE)
         self.url = url
         self._in_transaction = False
-        self._mirror_lag: set[str] = set()
-        self.watched: dict = {}  # run id -> FleetWatch: the live runs this process supervises
-        self.supervised: set[str] = set()  # runs whose writes are held back while unreachable
-        self._cache: dict[str, dict] = {}  # those runs' rows as this process last knew them
-        self._held: dict[str, list] = {}  # their writes made while the store was unreachable
-        self.offline: set[str] = set()  # runs whose watcher last saw the store unreachable
+        self._init_holding()
         # The TCP connection and its authentication (SCRAM) take ~15 ms: they happen in a
         # thread while the caller goes on (a run plans and mints meanwhile); the first query
         # waits for them. psycopg is imported here, in the caller's thread (two threads
@@ -280,7 +277,7 @@ class PostgresStore(Store):
             raise self._open_error
         if not self._current:
             self._migrate()
-        if os.path.isdir(_pending_dir()):
+        if pending_exists():
             self._replay_pending()
 
     @property
@@ -360,131 +357,11 @@ class PostgresStore(Store):
         except self.pq.Error as exc:
             raise self.target.error("a query failed on", exc) from None
 
-    # -- a supervisor's writes while the store is unreachable --------------------------------
-    #
-    # A supervised run goes on when the shared store is out of reach (on_store_unreachable =
-    # keep, or until stop takes effect): the writes to its own row are held and applied to
-    # this process's copy of the row, so the run can still end, write run.exited and seal.
-    # They reach the store at close(), or, if it is still unreachable, are kept in
-    # <data root>/store-pending/ and applied by the next agentsess command that opens it.
-
-    def supervise(self, run_id: str) -> None:
-        self.supervised.add(run_id)
-        if run_id not in self._cache:
-            row = super().get_run(run_id)
-            if row is not None:
-                self._cache[run_id] = row
-
-    def known_row(self, run_id: str) -> dict | None:
-        """The run's row as this process last wrote or read it (no query; may be stale)."""
-        row = self._cache.get(run_id)
-        return None if row is None else dict(row)
-
-    def _offline(self, run_id: str) -> bool:
-        """Writes for this run are held: some already are, or its watcher misses the store
-        (or missed it when it stopped: a silent partition would hang every query)."""
-        if self._held.get(run_id) or run_id in self.offline:
-            return True
-        watch = self.watched.get(run_id)
-        return watch is not None and watch.watcher.unreachable_for() > 0
-
-    def _hold(self, run_id: str, op: list) -> bool:
-        self._held.setdefault(run_id, []).append(op)
-        return _apply(self._cache.setdefault(run_id, {"id": run_id}), op)
-
-    def insert_run(self, row: dict) -> None:
-        super().insert_run(row)
-        self._cache[row["id"]] = json.loads(json.dumps(row))
-
-    def update_run(self, run_id: str, **fields) -> None:
-        op = ["update", fields]
-        if run_id in self.supervised:
-            if self._offline(run_id):
-                self._hold(run_id, op)
-                return
-            try:
-                super().update_run(run_id, **fields)
-            except StoreUnreachable:
-                self._hold(run_id, op)
-                return
-        else:
-            super().update_run(run_id, **fields)
-        if run_id in self._cache:
-            _apply(self._cache[run_id], op)
-
-    def set_status_if(self, run_id: str, expected: str, **fields) -> bool:
-        op = ["status_if", expected, fields]
-        if run_id in self.supervised:
-            if self._offline(run_id):
-                return self._hold(run_id, op)
-            try:
-                done = super().set_status_if(run_id, expected, **fields)
-            except StoreUnreachable:
-                return self._hold(run_id, op)
-        else:
-            done = super().set_status_if(run_id, expected, **fields)
-        if done and run_id in self._cache:
-            _apply(self._cache[run_id], op)
-        return done
-
-    def get_run(self, run_id: str) -> dict | None:
-        if run_id in self.supervised:
-            if self._offline(run_id) and run_id in self._cache:
-                return dict(self._cache[run_id])
-            try:
-                row = super().get_run(run_id)
-            except StoreUnreachable:
-                if run_id in self._cache:
-                    return dict(self._cache[run_id])
-                raise
-            if row is not None:
-                self._cache[run_id] = dict(row)
-            return row
-        return super().get_run(run_id)
-
-    def _flush(self) -> None:
-        """Apply the held writes and catch the mirrors up; raises StoreUnreachable if it cannot."""
-        from agentsess.edges.streams import ReceiptError
-
-        for run_id in list(self._held):
-            for op in self._held[run_id]:
-                _replay(self, op, run_id)
-            del self._held[run_id]
-        for run_id in list(self._mirror_lag):
-            try:
-                self.sync_mirror(run_id)
-            except (ReceiptError, FileNotFoundError):
-                self._mirror_lag.discard(run_id)
-
-    def _flush_or_keep(self) -> None:
-        from agentsess.edges import paths
-
-        if not (self.offline & (set(self._held) | self._mirror_lag)):  # else a try could hang
-            try:
-                self._flush()
-                return
-            except StoreUnreachable:
-                pass
-        folder = paths.ensure_dir(_pending_dir())
-        for run_id in set(self._held) | self._mirror_lag:
-            ops = self._held.get(run_id, [])
-            path = paths.store_pending_file(run_id, folder)
-            try:
-                with open(path, "rb") as fh:
-                    ops = json.load(fh)["ops"] + ops
-            except (OSError, ValueError, KeyError):
-                pass
-            paths.write_private(path, json.dumps({"run": run_id, "ops": ops}).encode())
-            _notice(f"the shared store {self.location} is unreachable: what run {run_id} wrote meanwhile "
-                    "is kept on this machine and reaches the store with the next agentsess command here")
-        self._held.clear()
-        self._mirror_lag.clear()
-
     def _replay_pending(self) -> None:
         from agentsess.edges import paths
         from agentsess.edges.streams import ReceiptError
 
-        folder = _pending_dir()
+        folder = paths.store_pending_dir()
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
             try:
@@ -494,7 +371,7 @@ class PostgresStore(Store):
                 if path != paths.store_pending_file(run_id, folder):
                     raise ValueError(name)
                 for op in doc["ops"]:
-                    _replay(self, op, run_id, from_file=True)
+                    replay(self, op, run_id, from_file=True)
                 try:
                     self.sync_mirror(run_id)
                 except (ReceiptError, FileNotFoundError):
@@ -517,20 +394,6 @@ class PostgresStore(Store):
                     self._in_transaction = False
         except self.pq.Error as exc:
             raise self.target.error("a transaction failed on", exc) from None
-
-    def open_approvals(self, run_id: str):
-        """A run's unanswered requests; none while its writes are held (a silent partition would
-        hang the query, and no answer can reach the run through the store then either)."""
-        if self._offline(run_id):
-            return []
-        return super().open_approvals(run_id)
-
-    def revocation(self, run_id: str) -> tuple[float | None, str | None]:
-        """A supervised run's revocation from its watcher (no query, never blocks); else the row's."""
-        watch = self.watched.get(run_id)
-        if watch is not None:
-            return watch.revocation()
-        return super().revocation(run_id)
 
     def _notify_revoked(self, run_ids: list[str]) -> None:
         # payloads stay under PostgreSQL's 8000 bytes; a supervisor re-reads the list anyway
@@ -624,57 +487,16 @@ class PostgresStore(Store):
         self._mirror_lag.discard(run_id)
         return added
 
-    def lagging(self) -> set[str]:
-        return set(self._mirror_lag)
-
     def watch_run(self, run_id: str, profile, wake) -> Any:
         from agentsess.edges.store.watcher import FleetWatch
 
         return FleetWatch(self, run_id, profile, wake)
 
+    def revocation_watcher(self, run_ids: list[str], on_change) -> Any:
+        """A watcher of the revocation list on its own connection (a FleetWatch's)."""
+        from agentsess.edges.store.watcher import RevocationWatcher
 
-def _pending_dir() -> str:
-    from agentsess.edges import paths
-
-    return paths.store_pending_dir()
-
-
-def _apply(row: dict, op: list) -> bool:
-    """Apply a held write to a cached row; for status_if, whether it applied."""
-    if op[0] == "update":
-        row.update(op[1])
-        return True
-    if op[0] == "status_if":
-        if row.get("status") != op[1]:
-            return False
-        row.update(op[2])
-        return True
-    return False
-
-
-# what a supervisor writes to its own row while the store is out of reach: a pending file
-# (in the data root, which a contained run cannot see) may hold nothing else, so that even a
-# forged one could never, say, clear a revocation
-REPLAYABLE = frozenset(("child_pid", "child_pgid", "child_started", "sandbox_pid", "ended_at", "exit_code", "signal",
-                        "output_bytes", "output_sha256", "error", "status"))
-
-
-def _replay(store: "PostgresStore", op: list, run_id: str, from_file: bool = False) -> None:
-    """A held write, now; one read back from a pending file only within REPLAYABLE."""
-    if op[0] == "update":
-        if not from_file or set(op[1]) <= REPLAYABLE - {"status"}:
-            Store.update_run(store, run_id, **op[1])
-    elif op[0] == "status_if" and (
-        not from_file or (op[1] == "running" and set(op[2]) <= REPLAYABLE and op[2].get("status") in ("exited", None))
-    ):
-        Store.set_status_if(store, run_id, op[1], **op[2])
-
-
-def _notice(text: str) -> None:
-    """Through the run's terminal (held while a full-screen program is up), else stderr."""
-    from agentsess.edges.supervisor import notice
-
-    notice(text)
+        return RevocationWatcher(self.target, run_ids, on_change=on_change)
 
 
 def _line(rec: dict) -> str:

@@ -10,6 +10,10 @@ The connection is psycopg's; the thread waits in a ``select`` on its socket (``c
 and its stop pipe, and a notification is taken in by psycopg during the re-read that follows
 (a notify handler counts it), so none piles up in the connection.
 
+A supervisor whose store is the store agent's client (:mod:`.agent`) watches through the agent
+instead (:class:`~agentsess.edges.store.agent.AgentWatcher`, the same state, fed by the agent's
+one LISTEN connection); the agent's own loop is this class too (:mod:`.agentserver`).
+
 :class:`FleetWatch` is what a supervisor holds (``store.watch_run(...)``): its
 :meth:`FleetWatch.tick`, called from the supervisor's own periodic check in the main thread,
 writes the ``run.revoked`` receipt that confirms the stop to the machine that revoked, and
@@ -120,6 +124,10 @@ class RevocationWatcher:
             "SELECT run_id, revoked_at, revoked_by, reason, cause FROM revocations WHERE run_id = ANY($1)",
             (list(self.run_ids),),
         ).fetchall()
+        self._seen(rows)
+
+    def _seen(self, rows) -> None:
+        """The revocation list was read (``rows``: those of ``run_ids``): the store is reachable."""
         self.reads += 1
         self.last_ok = time.monotonic()
         if self.down_since is not None:
@@ -216,7 +224,7 @@ class FleetWatch:
         store.supervise(run_id)
         row = store.known_row(run_id) or {}
         ids = [run_id] + (store.ancestors(run_id) if row.get("parent_id") else [])
-        self.watcher = RevocationWatcher(store.target, ids, on_change=wake)
+        self.watcher = store.revocation_watcher(ids, wake)
         store.watched[run_id] = self
 
     def start(self) -> "FleetWatch":
