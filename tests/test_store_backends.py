@@ -287,8 +287,9 @@ def test_schema_urls_keep_stores_apart(tmp_path, monkeypatch):
 
 
 def test_the_postgresql_store_loads_psycopg_and_no_hand_written_libpq(pg):
+    # the direct store (the store agent off; `run` goes through the agent: tests/test_store_agent.py)
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentsess", "run", "--no-pty", "--", "true"],
-                         capture_output=True, timeout=60)
+                         capture_output=True, timeout=60, env={**os.environ, "AGENTSESS_STORE_AGENT": "0"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert b"| psycopg\n" in out.stderr and b"agentsess.edges.store.postgres" in out.stderr
     assert b"agentsess.edges.store.libpq" not in out.stderr and b"agentsess.edges.store.sqlite" not in out.stderr

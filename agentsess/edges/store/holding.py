@@ -15,9 +15,12 @@ MRO, and raises nothing of psycopg's: the next class turns an outage into
 
 import json
 import os
-from typing import Any
 
 from agentsess.errors import AgentsessError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class StoreUnreachable(AgentsessError):
@@ -111,6 +114,14 @@ class SupervisedWrites:
             return row
         return super().get_run(run_id)  # type: ignore[misc]
 
+    def record_receipt(self, run_id: str, rec: dict) -> None:
+        """A supervised run's receipt while its store is out of reach: the mirror lags (the
+        receipt is on disk already; the mirror is caught up from the stream when it is back)."""
+        if run_id in self.supervised and self._offline(run_id):
+            self._mirror_lag.add(run_id)
+            return
+        super().record_receipt(run_id, rec)  # type: ignore[misc]
+
     def open_approvals(self, run_id: str):
         """A run's unanswered requests; none while its writes are held (a silent partition would
         hang the query, and no answer can reach the run through the store then either)."""
@@ -190,7 +201,7 @@ REPLAYABLE = frozenset(("child_pid", "child_pgid", "child_started", "sandbox_pid
 def replay(store, op: list, run_id: str, from_file: bool = False) -> None:
     """A held write, now (past the holding, to the store itself); one read back from a pending
     file only within REPLAYABLE."""
-    direct: Any = super(SupervisedWrites, store)
+    direct: "Any" = super(SupervisedWrites, store)
     if op[0] == "update":
         if not from_file or set(op[1]) <= REPLAYABLE - {"status"}:
             direct.update_run(run_id, **op[1])

@@ -194,15 +194,15 @@ class RevocationWatcher:
 def _interrupt(conn) -> None:
     """From another thread: make a call blocked on ``conn`` return at once (its socket is shut
     down; the connection is then broken). The caller keeps ``conn`` from being closed meanwhile."""
-    import socket
+    import _socket  # not socket: a run's supervisor must not pay for it (tests/test_startup.py)
 
     try:
         sock = conn.fileno()
-        dup = socket.socket(fileno=os.dup(sock))
+        dup = _socket.socket(fileno=os.dup(sock))
     except Exception:  # noqa: BLE001 - already closed or lost: nothing is blocked on it
         return
     try:
-        dup.shutdown(socket.SHUT_RDWR)
+        dup.shutdown(_socket.SHUT_RDWR)
     except OSError:
         pass
     finally:
