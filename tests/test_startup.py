@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from helpers import agentsess, runs_json, write_config
+from pg import pg  # noqa: F401 - fixture
 
 PY = sys.executable
 BWRAP = shutil.which("bwrap")
@@ -194,3 +195,16 @@ def test_a_refused_run_still_says_why(tmp_path):
     write_config('[profiles.p]\nscopes = ["a:*"]\n')
     proc = agentsess("run", "--profile", "p", "--scope", "b:c", "--", "true", check=125)
     assert proc.stderr.decode().startswith("agentsess: error: refused: scope b:c exceeds")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_run_on_a_postgresql_store_never_imports_psycopg(mode, pg):
+    """Through the store agent (edges/store/agent.py): the run's process has no psycopg, no
+    driver and no connection of its own; its watcher is one thread (threading is its only cost)."""
+    names = _imports(["run", "--no-pty", *mode, "--", "true"])  # the first run starts the agent
+    again = _imports(["run", "--no-pty", *mode, "--", "true"])  # the next one finds it
+    for seen in (names, again):
+        assert "agentsess.edges.store.agent" in seen and "agentsess.core.runs.supervise" in seen
+        assert not {n for n in seen if n.startswith(("psycopg", "agentsess.edges.store.postgres"))}, seen
+        assert _top(seen) & (NEVER_ON_RUN - {"threading"}) == set()
+    assert [r["status"] for r in runs_json()] == ["exited", "exited"]

@@ -208,17 +208,22 @@ def connect(url: str):
             pass
         except OSError as exc:
             raise AgentUnavailable(f"cannot remove {path}: {exc.strerror}") from None
-        _spawn(path, url)
-        import time
+        ready = _spawn(path, url)
+        try:
+            import select
 
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            found = _trusted(path, want)
-            if found is not None:
-                return found
-            time.sleep(0.005)
-        raise AgentUnavailable(f"it did not start listening within {START_TIMEOUT:.0f}s "
-                               f"(see {paths.store_agent_log()})")
+            said = b""
+            if select.select([ready], [], [], START_TIMEOUT)[0]:
+                said = os.read(ready, 16)
+        finally:
+            os.close(ready)
+        if said != b"ok\n":
+            why = "it did not start listening in time" if not said else "it could not start"
+            raise AgentUnavailable(f"{why} (see {paths.store_agent_log()})")
+        found = _trusted(path, want)
+        if found is None:
+            raise AgentUnavailable(f"it does not answer on {path} (see {paths.store_agent_log()})")
+        return found
     finally:
         os.close(lock)
 
@@ -237,12 +242,14 @@ def _ensure_private(folder: str) -> None:
         raise AgentUnavailable(f"the control folder {folder} is not a private folder of this user")
 
 
+READY_FD = 3  # the agent's end of the readiness pipe
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 
 
-def _spawn(path: str, url: str) -> None:
-    """Start the agent detached: ``setsid``, stdin/stdout /dev/null, stderr appended to its log.
+def _spawn(path: str, url: str) -> int:
+    """Start the agent detached: ``setsid``, stdin/stdout /dev/null, stderr appended to its log;
+    returns a pipe's read end on which it says ``ok`` once it listens (end of file: it failed).
 
     It must be nobody's descendant: a supervisor is a subreaper (every orphan below it becomes
     its child, and is killed at the run's end), so it stops being one for the moment of the
@@ -261,6 +268,10 @@ def _spawn(path: str, url: str) -> None:
     paths.ensure_dir(paths.data_root())
     log = paths.open_private(paths.store_agent_log())
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    if ready_w == READY_FD:  # dup2 onto itself would keep it close-on-exec
+        ready_w, old_w = os.dup(ready_w), ready_w
+        os.close(old_w)
     libc = ctypes.CDLL(None, use_errno=True)
     flag = ctypes.c_int(0)
     libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
@@ -274,7 +285,7 @@ def _spawn(path: str, url: str) -> None:
             try:
                 os.posix_spawn(sys.executable, argv, env, setsid=True, file_actions=[
                     (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-                    (os.POSIX_SPAWN_DUP2, log, 2)])
+                    (os.POSIX_SPAWN_DUP2, log, 2), (os.POSIX_SPAWN_DUP2, ready_w, READY_FD)])
                 code = 0
             finally:
                 os._exit(code)
@@ -284,6 +295,8 @@ def _spawn(path: str, url: str) -> None:
             libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         os.close(log)
         os.close(devnull)
+        os.close(ready_w)
+    return ready_r
 
 
 def attach(url: str) -> "AgentStore | None":

@@ -79,7 +79,10 @@ class Agent:
         self.url = url
         self.key = key(url)
         self.target = Target(url, _keyring_password())
-        self.idle = float(os.environ.get("AGENTSESS_STORE_AGENT_IDLE") or IDLE)
+        try:
+            self.idle = float(os.environ.get("AGENTSESS_STORE_AGENT_IDLE") or IDLE)
+        except ValueError:
+            raise AgentsessError("AGENTSESS_STORE_AGENT_IDLE must be a number of seconds", STATE) from None
         self.lock = threading.Lock()
         self.pool: list = []
         self.clients = 0
@@ -311,6 +314,17 @@ class Agent:
                 pass
 
 
+def _ready() -> None:
+    """Tell the client that started this agent that it listens (fd 3, then closed)."""
+    from agentsess.edges.store.agent import READY_FD
+
+    try:
+        os.write(READY_FD, b"ok\n")
+        os.close(READY_FD)
+    except OSError:
+        pass  # started by hand
+
+
 def main(argv: list[str]) -> int:
     from agentsess.edges.store import store_url
     from agentsess.edges.supervisor import not_dumpable
@@ -327,6 +341,7 @@ def main(argv: list[str]) -> int:
             raise AgentsessError("no postgresql:// store is configured (AGENTSESS_STORE)", STATE)
         agent = Agent(argv[0], url)
         agent.listen()
+        _ready()
     except AgentsessError as exc:
         log(f"cannot start: {exc.message}")
         return exc.exit_code
