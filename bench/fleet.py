@@ -12,8 +12,10 @@ Figures:
 - revoke on host A -> the child gone on host B: wall time from spawning `agentsess revoke`
   on A until B's child process no longer exists; A and B each run in their own PID and UTS
   namespace (unshare) with their own data roots, and reach the server over TCP on 127.0.0.1.
-- `run --no-pty -- true` with the PostgreSQL store, against `python -c pass` (and with SQLite, and
-  `python -c "import psycopg"`: the floor psycopg's import alone puts under the PostgreSQL run).
+- `run --no-pty -- true` with the PostgreSQL store (through its store agent, already running),
+  against `python -c pass`; and the run that starts the agent, the run without the agent
+  (`AGENTSESS_STORE_AGENT=0`, psycopg in the run's process), with SQLite, and
+  `python -c "import psycopg"` (what psycopg's import alone costs a process).
 - `runs --json` (newest 50) over a shared store holding 100k runs.
 - import time: what psycopg adds to `run` with PostgreSQL, and that SQLite never imports it.
 """
@@ -96,6 +98,7 @@ class Bench:
         self.rows: list[dict] = []
         self.notes: list[str] = []
         self.startup: dict | None = None  # run_startup's figures, for import_times
+        self.agent_envs: list[dict] = []  # the environments whose store agents cleanup() stops
         self.server = Server()
         self.work = tempfile.mkdtemp(prefix="agentsess-fleet-bench-")
         self.schema = "bench_" + secrets.token_hex(4)
@@ -117,8 +120,23 @@ class Bench:
                    AGENTSESS_KEYRING="file", PGPASSFILE=self.passfile)
         if store is not None:
             env["AGENTSESS_STORE"] = store
+            env["AGENTSESS_STORE_AGENT_IDLE"] = "120"  # and cleanup() stops it at once
+            self.agent_envs.append(env)
         os.makedirs(os.path.join(self.work, name), exist_ok=True)
         return env
+
+    def agent_socket(self, env) -> str:
+        code = ("from agentsess.edges.store import store_url; from agentsess.edges.store.agent import socket_path; "
+                "print(socket_path(store_url()))")
+        return subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, check=True,
+                              cwd=ROOT).stdout.strip()
+
+    def stop_agent(self, env) -> None:
+        """The store agent of ``env``'s store, told to leave (its socket file removed)."""
+        try:
+            os.unlink(self.agent_socket(env))
+        except (FileNotFoundError, subprocess.CalledProcessError):
+            pass
 
     def ag(self) -> list[str]:
         script = os.path.join(os.path.dirname(PY), "agentsess")
@@ -203,10 +221,23 @@ class Bench:
 
     def run_startup(self) -> None:
         pg_env = self.host_env("startup-pg", self.url)
+        cold_env = self.host_env("startup-pg-cold", self.url)
+        direct_env = {**self.host_env("startup-pg-direct", self.url), "AGENTSESS_STORE_AGENT": "0"}
         sq_env = self.host_env("startup-sqlite", None)
+        cold_socket = self.agent_socket(cold_env)
+
+        def cold() -> float:
+            try:
+                os.unlink(cold_socket)  # its agent leaves; this run starts a new one
+            except FileNotFoundError:
+                pass
+            return timed([*self.ag(), "run", "--no-pty", "--", "true"], cold_env)
+
         res = interleaved(
             {
                 "pg": lambda: timed([*self.ag(), "run", "--no-pty", "--", "true"], pg_env),
+                "pg_cold": cold,
+                "pg_direct": lambda: timed([*self.ag(), "run", "--no-pty", "--", "true"], direct_env),
                 "sqlite": lambda: timed([*self.ag(), "run", "--no-pty", "--", "true"], sq_env),
                 "python": lambda: timed([PY, "-c", "pass"], sq_env),
                 "psycopg": lambda: timed([PY, "-c", "import psycopg"], sq_env),
@@ -220,6 +251,13 @@ class Bench:
         self.add("fleet_run_startup", "`run --no-pty -- true`, PostgreSQL store (ms)", "ms", res["pg"],
                  "`python -c pass`", res["python"], "≤ 8× python", ratio <= 8)
         self.rows[-1]["ratio"] = ratio
+        self.add("fleet_run_startup_cold", "`run --no-pty -- true`, PostgreSQL, the run that starts the store agent (ms)",
+                 "ms", res["pg_cold"], "`python -c pass`", res["python"], None, None)
+        self.rows[-1]["ratio"] = res["pg_cold"]["median"] / res["python"]["median"]
+        self.add("fleet_run_startup_direct", "`run --no-pty -- true`, PostgreSQL without the agent "
+                 "(AGENTSESS_STORE_AGENT=0: psycopg in the run) (ms)", "ms", res["pg_direct"], "`python -c pass`",
+                 res["python"], None, None)
+        self.rows[-1]["ratio"] = res["pg_direct"]["median"] / res["python"]["median"]
         self.add("fleet_run_startup_sqlite", "`run --no-pty -- true`, SQLite store (ms), same rounds", "ms",
                  res["sqlite"], "`python -c pass`", res["python"], None, None)
         self.rows[-1]["ratio"] = res["sqlite"]["median"] / res["python"]["median"]
@@ -260,7 +298,7 @@ class Bench:
         if startup is not None:
             rest = startup["pg"]["median"] - startup["sqlite"]["median"] - psy["median"]
             self.add("fleet_store_beyond_import",
-                     "PostgreSQL run − SQLite run − psycopg import (ms): connections, queries, watcher",
+                     "PostgreSQL run − SQLite run − psycopg import (ms): the store agent's round trips, watcher",
                      "ms", {"median": rest, "min": rest, "max": rest, "n": 1, "samples": [rest]},
                      None, None, None, None)
         leaked = sorted(k for k in sq if k.startswith("psycopg"))
@@ -323,6 +361,8 @@ class Bench:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         except Exception as exc:  # noqa: BLE001 - the bench's own tidying
             self.notes.append(f"could not drop the bench schemas: {exc}")
+        for env in self.agent_envs:
+            self.stop_agent(env)
         shutil.rmtree(self.work, ignore_errors=True)
         self.server.stop()
 

@@ -46,7 +46,9 @@ CALLS = frozenset((
 
 
 def log(text: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} store agent {os.getpid()}: {text}\n")
+    from agentsess.timefmt import rfc3339
+
+    sys.stderr.write(f"{rfc3339(time.time())} store agent {os.getpid()}: {text}\n")
     sys.stderr.flush()
 
 
