@@ -57,6 +57,11 @@ def _hello(path: str) -> dict | None:
         s.close()
 
 
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -360,8 +365,13 @@ def test_killing_the_agent_mid_run_loses_no_revocation(agent, pg, tmp_path):  # 
         assert proc.stdout.readline() == b"up\n"
         first = _hello(agent)
         assert first is not None
+        assert _parent(first["pid"]) != proc.pid  # started before the child: not the run's process
         os.kill(first["pid"], signal.SIGKILL)
         wait_for(lambda: not _alive(first["pid"]), 10, what="the agent gone")
+        # the run's watch starts another at once; with the run's child alive, it stays below the
+        # supervisor (an orphan of the run's could otherwise escape while it is not a subreaper)
+        second = wait_for(lambda: (_hello(agent) or {}).get("pid"), 15, what="the agent restarted")
+        assert second != first["pid"] and _parent(second) == proc.pid
         # "host A": another data root, the direct store, revokes the run
         host_a = {"AGENTSESS_HOME": str(tmp_path / "host-a"), "AGENTSESS_CONFIG": str(tmp_path / "a.toml")}
         [row] = [r for r in json.loads(agentsess("runs", "--json", env=host_a, check=0).stdout)

@@ -251,14 +251,19 @@ def _spawn(path: str, url: str) -> int:
     """Start the agent detached: ``setsid``, stdin/stdout /dev/null, stderr appended to its log;
     returns a pipe's read end on which it says ``ok`` once it listens (end of file: it failed).
 
-    It must be nobody's descendant: a supervisor is a subreaper (every orphan below it becomes
-    its child, and is killed at the run's end), so it stops being one for the moment of the
-    double fork (an intermediate child starts the agent and exits at once), and is one again
-    before this returns. A supervisor that is pid 1 of its own PID namespace (`unshare`) keeps
-    every orphan whatever it does: that agent lives as long as the namespace."""
+    It should be nobody's descendant: a supervisor is a subreaper (every orphan below it
+    becomes its child, and is killed at the run's end), so it stops being one for the moment of
+    the double fork (an intermediate child starts the agent and exits at once), and is one again
+    before this returns, but only while no process of the run exists: an orphan of the run's
+    made in that moment would escape the run. With the run's processes alive (an agent that
+    died mid-run, restarted), the new agent stays below the supervisor and ends with the run;
+    the run's end starts another if it needs one. A supervisor that is pid 1 of its own PID
+    namespace (`unshare`) keeps every orphan whatever it does: that agent lives as long as the
+    namespace."""
     import ctypes
 
     from agentsess.edges import paths
+    from agentsess.edges.supervisor import descendants
 
     env = dict(os.environ)
     env.update(AGENTSESS_HOME=paths.data_root(), AGENTSESS_CONFIG=paths.config_file(), AGENTSESS_STORE=url)
@@ -275,7 +280,7 @@ def _spawn(path: str, url: str) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     flag = ctypes.c_int(0)
     libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
-    was = flag.value
+    was = flag.value and not descendants(os.getpid())
     try:
         if was:
             libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
