@@ -202,6 +202,17 @@ def test_an_agent_that_cannot_start_leaves_the_run_on_the_direct_store_said_once
     assert not os.path.exists(agent)
 
 
+def test_a_store_the_agent_refuses_is_the_direct_store_s_one_line_error(agent, monkeypatch):
+    monkeypatch.setenv("AGENTSESS_STORE", "postgresql://fleet:hunter2-secret@127.0.0.1:9/agentsess")
+    path = _path()
+    out = agentsess(*RUN, "--", "true")
+    assert out.returncode == 125, out.stderr  # as with the direct store: agentsess refused
+    assert out.stderr.startswith(b"agentsess: error: ") and out.stderr.count(b"\n") == 1, out.stderr
+    assert b"password in clear" in out.stderr and b"unter2" not in out.stderr
+    assert b"unter2" not in _log().encode() and "password in clear" in _log()
+    assert not os.path.exists(path)
+
+
 # -- what sits at the socket's path is never trusted unchecked -------------------------------
 
 

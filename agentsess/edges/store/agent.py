@@ -209,23 +209,46 @@ def connect(url: str):
         except OSError as exc:
             raise AgentUnavailable(f"cannot remove {path}: {exc.strerror}") from None
         ready = _spawn(path, url)
-        try:
-            import select
-
-            said = b""
-            if select.select([ready], [], [], START_TIMEOUT)[0]:
-                said = os.read(ready, 16)
-        finally:
-            os.close(ready)
+        said = _readiness(ready)
+        if said is None:
+            raise AgentUnavailable(f"it did not start listening within {START_TIMEOUT:.0f}s "
+                                   f"(see {paths.store_agent_log()})")
+        if said.startswith(b"error "):
+            # what the store itself refuses (its URL, psycopg missing): the direct store would
+            # say the same, so it is said as it is, not hidden behind a fallback
+            code, _, message = said[6:].decode(errors="replace").partition(" ")
+            raise AgentsessError(message.strip(), int(code) if code.isdigit() else STATE)
         if said != b"ok\n":
-            why = "it did not start listening in time" if not said else "it could not start"
-            raise AgentUnavailable(f"{why} (see {paths.store_agent_log()})")
+            raise AgentUnavailable(f"it exited at once (see {paths.store_agent_log()})")
         found = _trusted(path, want)
         if found is None:
             raise AgentUnavailable(f"it does not answer on {path} (see {paths.store_agent_log()})")
         return found
     finally:
         os.close(lock)
+
+
+def _readiness(ready: int) -> bytes | None:
+    """What a starting agent says on its pipe (``ok``, or ``error CODE MESSAGE``), up to its
+    end; None when it says nothing in time."""
+    import select
+    import time
+
+    said = b""
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([ready], [], [], left)[0]:
+                return None
+            part = os.read(ready, 4096)
+            if not part or said.endswith(b"\n") or len(said) > 8192:
+                return said
+            said += part
+            if said == b"ok\n":
+                return said
+    finally:
+        os.close(ready)
 
 
 def _ensure_private(folder: str) -> None:

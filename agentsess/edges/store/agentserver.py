@@ -81,10 +81,7 @@ class Agent:
         self.url = url
         self.key = key(url)
         self.target = Target(url, _keyring_password())
-        try:
-            self.idle = float(os.environ.get("AGENTSESS_STORE_AGENT_IDLE") or IDLE)
-        except ValueError:
-            raise AgentsessError("AGENTSESS_STORE_AGENT_IDLE must be a number of seconds", STATE) from None
+        self.idle = idle_seconds()
         self.lock = threading.Lock()
         self.pool: list = []
         self.clients = 0
@@ -316,12 +313,18 @@ class Agent:
                 pass
 
 
-def _ready() -> None:
-    """Tell the client that started this agent that it listens (fd 3, then closed)."""
+def idle_seconds() -> float:
+    """``AGENTSESS_STORE_AGENT_IDLE`` (seconds without a client before the agent leaves)."""
+    return float(os.environ.get("AGENTSESS_STORE_AGENT_IDLE") or IDLE)
+
+
+def _ready(said: str = "ok\n") -> None:
+    """Tell the client that started this agent that it listens, or why it cannot (fd 3, then
+    closed): ``ok``, or ``error CODE MESSAGE`` (the store's own one-line refusal, masked)."""
     from agentsess.edges.store.agent import READY_FD
 
     try:
-        os.write(READY_FD, b"ok\n")
+        os.write(READY_FD, said.encode()[:4096])
         os.close(READY_FD)
     except OSError:
         pass  # started by hand
@@ -338,6 +341,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        idle_seconds()
+    except ValueError:  # the agent's own setting: runs go on without it (the client falls back)
+        log("cannot start: AGENTSESS_STORE_AGENT_IDLE must be a number of seconds")
+        return 2
+    try:
         url = store_url()
         if url is None:
             raise AgentsessError("no postgresql:// store is configured (AGENTSESS_STORE)", STATE)
@@ -346,6 +354,7 @@ def main(argv: list[str]) -> int:
         _ready()
     except AgentsessError as exc:
         log(f"cannot start: {exc.message}")
+        _ready(f"error {exc.exit_code} {' '.join(exc.message.split())}\n")
         return exc.exit_code
     except OSError as exc:
         log(f"cannot listen on {argv[0]}: {exc.strerror}")
