@@ -263,6 +263,42 @@ def test_a_stale_socket_file_is_replaced(agent):
     _replaced(agent)
 
 
+def test_a_symlink_at_the_path_is_replaced_even_to_a_live_agent(agent, tmp_path, monkeypatch):
+    _run_ok("true")
+    real = _replaced(agent)
+    moved = str(tmp_path / "elsewhere.sock")
+    os.rename(agent, moved)  # the live agent's socket, now reached only through a symlink
+    os.symlink(moved, agent)
+    _run_ok("true")
+    assert _replaced(agent)["pid"] != real["pid"] and not os.path.islink(agent)
+
+
+def test_the_agent_serves_only_the_store_s_methods(agent):
+    from agentsess.edges.store.agent import recv, send
+
+    _run_ok("true")
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(agent)
+    for request, said in [
+        ({"m": "_exec", "a": ["DROP SCHEMA agentsess CASCADE"]}, "no such request"),
+        ({"m": "__class__"}, "no such request"),
+        ({"m": "close"}, "no such request"),
+        ({"m": "get_run", "a": "run_x"}, "malformed"),
+        ({"m": "update_run", "a": ["run_x"], "k": {"status = 'x' --": 1}}, "refused update_run"),
+        ({"m": "get_run", "a": [], "k": {"__init__": 1}}, "refused get_run"),
+    ]:
+        send(s, request)
+        answer = recv(s)
+        assert said in answer["e"], (request, answer)
+    send(s, {"m": "count"})
+    assert recv(s) == {"r": 1}  # the connection, and the agent, serve on
+    s.sendall((1 << 31).to_bytes(4, "big"))  # a frame too large: the agent hangs up on it
+    assert s.recv(10) == b""
+    s.close()
+    assert _hello(agent) is not None
+
+
 def test_a_regular_file_at_the_path_is_replaced(agent):
     _ensure_dir(agent)
     with open(agent, "w") as fh:
@@ -279,8 +315,9 @@ def _frame(obj) -> bytes:
 ANOTHER_AGENT = _frame({"r": {"agent": "agentsess-store-agent", "protocol": 1, "key": "0" * 24, "pid": 1}})
 
 
-@pytest.mark.parametrize("answer", [b"\x00\x00\x00\x02{}", b"HTTP/1.0 200 OK\r\n\r\n", ANOTHER_AGENT, None],
-                         ids=["wrong-hello", "not-a-frame", "another-store-s-agent", "silent"])
+@pytest.mark.parametrize("answer", [b"\x00\x00\x00\x02{}", b"HTTP/1.0 200 OK\r\n\r\n", ANOTHER_AGENT,
+                                    b"\xff\xff\xff\xff" + b"x" * 64, _frame({"r": ["not", "a", "hello"]}), None],
+                         ids=["wrong-hello", "not-a-frame", "another-store-s-agent", "huge-frame", "a-list", "silent"])
 def test_a_listener_that_is_not_the_agent_is_replaced_and_hears_only_the_hello(agent, answer):
     _ensure_dir(agent)
     srv, got = _listener(agent, answer)

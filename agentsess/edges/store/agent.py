@@ -359,8 +359,11 @@ class _Remote(Store):
     _mirror_lag: "set[str]"
 
     def _attach(self, url: str, sock, hello: dict) -> None:
+        import _thread
+
         self.url = url
         self._sock = sock
+        self._lock = _thread.allocate_lock()  # one request at a time on the connection
         self.location = str(hello.get("location") or "")
         self.agent_pid = hello.get("pid")
         self._attached = True
@@ -380,6 +383,10 @@ class _Remote(Store):
         self._attach(found, sock, hello)
 
     def _call(self, method: str, *args, **kwargs):
+        with self._lock:
+            return self._call_locked(method, args, kwargs)
+
+    def _call_locked(self, method: str, args, kwargs):
         request = {"m": method, "a": args, "k": kwargs}
         answer = None
         for attempt in (0, 1):

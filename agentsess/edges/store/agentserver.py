@@ -260,7 +260,7 @@ class Agent:
 
     def ours(self) -> bool:
         try:
-            return os.stat(self.path).st_ino == self.inode
+            return os.lstat(self.path).st_ino == self.inode
         except OSError:
             return False
 
