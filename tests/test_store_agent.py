@@ -472,3 +472,77 @@ def test_the_agent_leaves_when_its_socket_file_is_removed(agent):
     os.unlink(agent)
     wait_for(lambda: not _alive(pid), 10, what="the agent to leave")
     assert "its socket file is gone" in _log()
+
+
+# -- the store out of reach, through the agent (one host, no namespaces) ----------------------
+
+
+@pytest.fixture
+def via_relay(agent, pg, monkeypatch):  # noqa: F811
+    """The store reached through a relay the test cuts or freezes (tests/test_fleet.py's)."""
+    import urllib.parse
+
+    from test_fleet import Relay
+
+    parts = urllib.parse.urlsplit(pg.base)
+    relay = Relay((parts.hostname, parts.port))
+    monkeypatch.setenv("AGENTSESS_STORE", pg.url.replace(f":{parts.port}/", f":{relay.port}/", 1))
+    path = _path()
+    yield relay
+    relay.close()
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def _running(pg) -> str:  # noqa: F811
+    rows = wait_for(lambda: pg.query("SELECT id FROM runs WHERE status = 'running'"), 20, what="a running run")
+    return rows[0][0]
+
+
+def test_a_cut_store_stops_a_run_under_stop_through_the_agent(via_relay, pg, tmp_path):  # noqa: F811
+    write = os.environ["AGENTSESS_CONFIG"]
+    with open(write, "w") as fh:
+        fh.write('[defaults]\nstore_unreachable_after = "2s"\non_store_unreachable = "stop"\n')
+    proc = subprocess.Popen([PY, "-m", "agentsess", *RUN, "--", "sh", "-c", "echo up; exec sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n"
+    rid = _running(pg)
+    via_relay.cut()
+    assert proc.wait(30) == 124
+    err = proc.stderr.read().decode()
+    assert "unreachable" in err and "on_store_unreachable = stop" in err and "Traceback" not in err, err
+    home = os.environ["AGENTSESS_HOME"]
+    assert os.listdir(os.path.join(home, "store-pending")) == [f"{rid}.json"]
+    via_relay.restore()
+    [mine] = json.loads(agentsess("verify", rid, "--json", check=0).stdout)
+    assert mine["ok"] and mine["sealed"] and mine["mirror"] == "agrees", mine
+    types = [r[0] for r in pg.query("SELECT type FROM receipts WHERE run_id = %s ORDER BY seq", (rid,))]
+    assert "store.unreachable" in types and types[-2:] == ["run.exited", "run.sealed"]
+
+
+def test_a_silent_store_stops_a_run_under_stop_through_the_agent(via_relay, pg):  # noqa: F811
+    with open(os.environ["AGENTSESS_CONFIG"], "w") as fh:
+        fh.write('[defaults]\nstore_unreachable_after = "2s"\non_store_unreachable = "stop"\n')
+    proc = subprocess.Popen([PY, "-m", "agentsess", *RUN, "--", "sh", "-c", "echo up; exec sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n"
+    rid = _running(pg)
+    via_relay.freeze()  # the agent's connections hang; the agent itself still answers
+    assert proc.wait(40) == 124
+    assert "on_store_unreachable = stop" in proc.stderr.read().decode()
+    via_relay.cut()
+    via_relay.restore()
+    [mine] = json.loads(agentsess("verify", rid, "--json", check=0).stdout)
+    assert mine["ok"] and mine["mirror"] == "agrees", mine
+
+
+def test_a_run_in_its_own_pid_namespace_connects_directly(pg):  # noqa: F811
+    if subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0:
+        if os.environ.get("AGENTSESS_CI") == "1":
+            pytest.fail("unshare --pid is required in CI")
+        pytest.skip("unshare --pid is not allowed here")
+    out = subprocess.run(["unshare", "--pid", "--fork", "--", PY, "-X", "importtime", "-m", "agentsess", *RUN,
+                          "--", "true"], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert b"| psycopg\n" in out.stderr, out.stderr[-3000:]
+    assert not os.path.exists(_path())  # pid 1 of its namespace: an agent would die with it

@@ -75,13 +75,15 @@ def use_agent() -> None:
 
 def wanted() -> bool:
     """Whether ``Store()`` goes through the agent: ``AGENTSESS_STORE_AGENT`` (1/0) wins, else
-    whether this process asked (:func:`use_agent`)."""
+    whether this process asked (:func:`use_agent`) and is not pid 1 of its PID namespace (a
+    container's entry point, ``unshare --pid``): there every orphan is this process's, so an
+    agent would die with it and only add its start to every run."""
     value = os.environ.get("AGENTSESS_STORE_AGENT", "").strip().lower()
     if value in OFF:
         return False
     if value in ON:
         return True
-    return _wanted
+    return _wanted and os.getpid() != 1
 
 
 # -- where the agent is ---------------------------------------------------------------------
