@@ -413,6 +413,9 @@ class PostgresStore(SupervisedWrites, Store):
         """
         from agentsess.edges import host
 
+        if run_id in self.supervised and self._offline(run_id):  # as SupervisedWrites does
+            self._mirror_lag.add(run_id)
+            return
         line = _line(rec)
         seq = rec["seq"]
         sql = (
