@@ -344,13 +344,18 @@ class Bench:
                "cols=[d.name for d in cur.description];"
                "sys.stdout.write(json.dumps([dict(zip(cols,r)) for r in cur],indent=2,default=str))")
         ref_env = {**env, "PGPW": self.server.password}
+        agent_env = {**env, "AGENTSESS_STORE_AGENT": "1"}  # `runs` as a client of the store agent
         res = interleaved({"runs": lambda: timed([*self.ag(), "runs", "--json"], env),
+                           "runs_agent": lambda: timed([*self.ag(), "runs", "--json"], agent_env),
                            "ref": lambda: timed([PY, "-c", ref], ref_env)}, 5 if self.quick else 11, warmup=1)
         res = {k: {**v, "median": v["median"] * 1000, "min": v["min"] * 1000, "max": v["max"] * 1000,
                    "samples": [x * 1000 for x in v["samples"]]} for k, v in res.items()}
         self.add("fleet_runs_100k", "`runs --json` (newest 50) over 100k runs, PostgreSQL (ms)", "ms",
                  res["runs"], "python: psycopg query + json.dumps of 50 rows", res["ref"], "≤ 300 ms",
                  res["runs"]["median"] <= 300)
+        self.add("fleet_runs_100k_agent", "`runs --json` over 100k runs through the store agent "
+                 "(AGENTSESS_STORE_AGENT=1) (ms)", "ms", res["runs_agent"], "python: psycopg query + json.dumps "
+                 "of 50 rows", res["ref"], None, None)
 
     def cleanup(self) -> None:
         try:
@@ -410,6 +415,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", choices=["revoke_cross_host", "run_startup", "import_times", "big_store"])
     args = parser.parse_args(argv)
     bench = Bench(args.quick)
+    bench.notes.append("load average at the start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     failed = False
     try:
         for name in args.only or ["revoke_cross_host", "run_startup", "import_times", "big_store"]:
@@ -420,6 +426,7 @@ def main(argv=None) -> int:
                 bench.notes.append(f"ERROR in {name}: {exc}")
     finally:
         bench.cleanup()
+    bench.notes.append("load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     text = markdown(bench.rows, bench.notes, args.quick)
     sys.stdout.write(text)
     if not args.only:
