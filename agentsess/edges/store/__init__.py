@@ -5,8 +5,8 @@ plain SQL: SQLite in WAL mode (:mod:`.sqlite`, the default, one machine) and Pos
 (:mod:`.postgres`, a fleet of machines sharing one store). ``Store()`` opens the one chosen
 by ``AGENTSESS_STORE`` or the config's top-level ``store = "postgresql://…"``; anything else
 is the SQLite file under the data root. The PostgreSQL code (and psycopg) loads only for a
-``postgresql://`` URL, and not even then in ``agentsess run``: its process talks to the store
-agent (:mod:`.agent`, :mod:`.agentserver`), which holds the connections.
+``postgresql://`` URL, and not even then in an ``agentsess`` command: its process talks to the
+store agent (:mod:`.agent`, :mod:`.agentserver`), which holds the connections.
 
 Rows come back as plain dicts; JSON columns (command, scopes, chain, policy) are decoded.
 Timestamps are UNIX seconds (float). The SQL below is written once with ``?`` placeholders;
@@ -104,7 +104,7 @@ class Store:
         if url is not None and url.startswith(SCHEMES):
             from agentsess.edges.store import agent
 
-            if agent.wanted():  # `run`: through the store agent, without psycopg here
+            if agent.wanted():  # a command: through the store agent, without psycopg here
                 through = agent.attach(url)
                 if through is not None:
                     return through

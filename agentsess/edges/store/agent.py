@@ -1,7 +1,8 @@
 """The store agent's client: a PostgreSQL store without psycopg in this process.
 
-A ``postgresql://`` store opened by ``agentsess run`` (or by any process under
-``AGENTSESS_STORE_AGENT=1``) is an :class:`AgentStore`: each Store method is one request to
+A ``postgresql://`` store opened by an ``agentsess`` command (``run``, ``runs``, ``revoke``, …;
+not a program that imports agentsess, unless ``AGENTSESS_STORE_AGENT=1``) is an
+:class:`AgentStore`: each Store method is one request to
 the **store agent** (:mod:`.agentserver`), a long-lived agentsess process of this user, one per
 store (URL, data root, host, PG* settings), outside every run, which holds the PostgreSQL
 connections, runs the method (with its own transactions) and answers. It is the ssh-agent
@@ -75,15 +76,25 @@ def use_agent() -> None:
 
 def wanted() -> bool:
     """Whether ``Store()`` goes through the agent: ``AGENTSESS_STORE_AGENT`` (1/0) wins, else
-    whether this process asked (:func:`use_agent`) and is not pid 1 of its PID namespace (a
-    container's entry point, ``unshare --pid``): there every orphan is this process's, so an
-    agent would die with it and only add its start to every run."""
+    whether this process is the agentsess command (or asked, :func:`use_agent`) and is not pid 1
+    of its PID namespace (a container's entry point, ``unshare --pid``): there every orphan is
+    this process's, so an agent would die with it and only add its start to every command.
+    Library use in another program (``Store()`` imported) connects directly."""
     value = os.environ.get("AGENTSESS_STORE_AGENT", "").strip().lower()
     if value in OFF:
         return False
     if value in ON:
         return True
-    return _wanted and os.getpid() != 1
+    return (_wanted or _command()) and os.getpid() != 1
+
+
+def _command() -> bool:
+    """This process is `agentsess …` (the console script or ``python -m agentsess``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "agentsess.__main__":
+        return True
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "agentsess"
 
 
 # -- where the agent is ---------------------------------------------------------------------
