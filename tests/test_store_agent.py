@@ -546,3 +546,19 @@ def test_a_run_in_its_own_pid_namespace_connects_directly(pg):  # noqa: F811
     assert out.returncode == 0, out.stderr[-2000:]
     assert b"| psycopg\n" in out.stderr, out.stderr[-3000:]
     assert not os.path.exists(_path())  # pid 1 of its namespace: an agent would die with it
+
+
+def test_every_command_is_a_client_and_a_program_importing_agentsess_connects_directly(agent):
+    _run_ok("true")
+    pid = _hello(agent)["pid"]
+    out = subprocess.run([PY, "-X", "importtime", "-m", "agentsess", "runs", "--json"], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert b"psycopg" not in out.stderr and len(json.loads(out.stdout)) == 1
+    assert _hello(agent)["pid"] == pid  # the same agent
+    code = ("from agentsess.edges.store import Store; s = Store(); print(type(s).__name__, s.count()); "
+            "import sys; print('psycopg' in sys.modules)")
+    lib = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert lib.stdout.split() == ["PostgresStore", "1", "True"], lib.stderr
+    forced = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "AGENTSESS_STORE_AGENT": "1"})
+    assert forced.stdout.split() == ["AgentStore", "1", "False"], forced.stderr
