@@ -315,11 +315,22 @@ def _frame(obj) -> bytes:
 ANOTHER_AGENT = _frame({"r": {"agent": "agentsess-store-agent", "protocol": 1, "key": "0" * 24, "pid": 1}})
 
 
+def _older_agent(path: str) -> bytes:
+    from agentsess.edges.store.agent import key
+
+    return _frame({"r": {"agent": "agentsess-store-agent", "protocol": 1, "key": key(store_url()),
+                         "version": "0.0.1", "pid": 1}})
+
+
 @pytest.mark.parametrize("answer", [b"\x00\x00\x00\x02{}", b"HTTP/1.0 200 OK\r\n\r\n", ANOTHER_AGENT,
-                                    b"\xff\xff\xff\xff" + b"x" * 64, _frame({"r": ["not", "a", "hello"]}), None],
-                         ids=["wrong-hello", "not-a-frame", "another-store-s-agent", "huge-frame", "a-list", "silent"])
+                                    b"\xff\xff\xff\xff" + b"x" * 64, _frame({"r": ["not", "a", "hello"]}), b"older",
+                                    None],
+                         ids=["wrong-hello", "not-a-frame", "another-store-s-agent", "huge-frame", "a-list",
+                              "an-agent-of-another-version", "silent"])
 def test_a_listener_that_is_not_the_agent_is_replaced_and_hears_only_the_hello(agent, answer):
     _ensure_dir(agent)
+    if answer == b"older":
+        answer = _older_agent(agent)
     srv, got = _listener(agent, answer)
     try:
         _run_ok("echo", "hi")

@@ -187,13 +187,19 @@ def _trusted(path: str, want: str):
         answer = recv(sock)
         hello = answer.get("r") if isinstance(answer, dict) else None
         if not isinstance(hello, dict) or hello.get("agent") != AGENT or hello.get("protocol") != PROTOCOL \
-                or hello.get("key") != want:
+                or hello.get("key") != want or hello.get("version") != _version():
             raise FrameError("not the store agent")
         sock.settimeout(CALL_TIMEOUT)
         return sock, hello
     except (OSError, FrameError, ValueError):
         sock.close()
         return None
+
+
+def _version() -> str:
+    from agentsess import __version__
+
+    return __version__
 
 
 def connect(url: str):
