@@ -83,6 +83,10 @@ def agent(pg):  # noqa: F811
         pass
     if hello:
         wait_for(lambda: not _alive(hello["pid"]), 10, what="the agent to leave")
+    try:
+        os.unlink(path[: -len(".sock")] + ".lock")  # the test's own: nobody else takes it
+    except FileNotFoundError:
+        pass
 
 
 def _run_ok(*argv, env=None):

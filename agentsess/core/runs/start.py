@@ -17,7 +17,7 @@ from agentsess.core.receipts import recording
 from agentsess.core.runs.plan import Plan, Refused, Request, make_plan
 from agentsess.digest import sha256_text
 from agentsess.edges import host, paths, streams
-from agentsess.edges.store import Store, store_url
+from agentsess.edges.store import Store
 from agentsess.edges.streams import ReceiptError
 from agentsess.errors import RUN_FAILED, AgentsessError
 from agentsess.timefmt import rfc3339
@@ -265,11 +265,6 @@ def start_run(request: Request) -> int:
 
         return start_nested(request, parent_socket)
     config = load_config()
-    if store_url() is not None:
-        # a shared store through the store agent: no psycopg, no connection in this process
-        from agentsess.edges.store.agent import use_agent
-
-        use_agent()
     with Store() as store:
         try:
             plan = make_plan(request, config, store)

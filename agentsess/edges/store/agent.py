@@ -69,7 +69,8 @@ class AgentUnavailable(Exception):
 
 
 def use_agent() -> None:
-    """From now on this process opens a PostgreSQL store through the store agent (`run` does)."""
+    """From now on this process opens a PostgreSQL store through the store agent (as the
+    agentsess command does without asking: :func:`wanted`)."""
     global _wanted
     _wanted = True
 
