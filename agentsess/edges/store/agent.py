@@ -327,7 +327,12 @@ def _spawn(path: str, url: str) -> int:
     try:
         if was:
             libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        pid = os.fork()
+        import warnings
+
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of fork() beside threads: the child only spawns and leaves
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the intermediate: start the agent, leave at once
             code = 1
             try:
