@@ -134,7 +134,8 @@ class Authority:
             duration = float(took)
         except ValueError:
             duration = -1.0
-        if len(parts) != 3 or not code.isdigit() or not 0 <= duration < float("inf") or not (keeper == "-" or keeper.isdigit()):
+        if (len(parts) != 3 or not (code.isascii() and code.isdigit()) or not 0 <= duration < float("inf")
+                or not (keeper == "-" or (keeper.isascii() and keeper.isdigit()))):
             return USAGE, b"", b"agentsess: could not record the command: malformed request\n"
         cwd, source, command = (part.decode("utf-8", "surrogateescape") for part in parts)
         answer = self.handle({"op": "exec", "command": command, "cwd": cwd, "exit_code": int(code),
