@@ -208,3 +208,30 @@ def test_run_on_a_postgresql_store_never_imports_psycopg(mode, pg):
         assert not {n for n in seen if n.startswith(("psycopg", "agentsess.edges.store.postgres"))}, seen
         assert _top(seen) & (NEVER_ON_RUN - {"threading"}) == set()
     assert [r["status"] for r in runs_json()] == ["exited", "exited"]
+
+
+# -- exec inside a run: the fast frame, as hook and check -----------------------------------
+
+# what `exec` loaded before it went onto the fast frame (~8 ms of every shell command Claude
+# Code runs): the argument parser, json and socket for the request, signal's enums
+NEVER_ON_EXEC = {"argparse", "json", "socket", "selectors", "signal", "enum", "re", "typing", "dataclasses",
+                 "subprocess", "threading", "typer", "rich", "tomllib", "sqlite3", "hashlib"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("spelling", [["-c", "exit 3"], ["--source", "claude-code", "-c", "exit 3"],
+                                      ["--source", "claude-code", "--subagents", "-c", "exit 3"],
+                                      ["--", "sh", "-c", "exit 3"]], ids=["-c", "source", "subagents", "--"])
+def test_exec_inside_a_run_imports_no_parser_json_or_socket(mode, spelling):
+    script = ("import subprocess, sys; p = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'agentsess', "
+              f"'exec', *{spelling!r}], capture_output=True); sys.stdout.write(p.stderr.decode()); sys.exit(p.returncode)")
+    proc = agentsess("run", "--no-pty", *mode, "--", PY, "-c", script, check=3)
+    names = set()
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if line.startswith("import time:") and "|" in line and "imported package" not in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert "agentsess.edges.control" in names and "agentsess.cli.parsing" not in names
+    assert _top(names) & NEVER_ON_EXEC == set()
+    show = agentsess("show-run", "last", "--json", check=0)
+    (rec,) = [r["data"] for r in json.loads(show.stdout)["receipts"] if r["type"] == "action.exec"]
+    assert rec["exit_code"] == 3  # and it was recorded

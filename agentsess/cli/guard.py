@@ -1,7 +1,10 @@
 """The guard's commands, paid on every tool call: `check`, `hook AGENT`, `exec`.
 
-Parsed by :class:`agentsess.cli.parsing.Parser` (argparse; no typer or rich), so each stays
-near the interpreter's own start-up.
+The spellings agentsess itself writes (``check SCOPE``, ``hook AGENT --run RUN``, ``exec
+[--source NAME] [--subagents] -c COMMAND``, ``exec [--source NAME] -- CMD…``) take the fast
+path: no argument parser, one fast frame to the run's supervisor, which decides, records and
+renders the answer (see :mod:`agentsess.edges.control`). Any other spelling (help, errors) is
+parsed by :class:`agentsess.cli.parsing.Parser` (argparse; no typer or rich).
 """
 
 import os
@@ -75,12 +78,18 @@ def _help_if_bare(argv: list[str], parser: "Parser") -> bool:
     return True
 
 
+def _signals():
+    """The signal functions without the ``signal`` module's enums (1-2 ms of every exec)."""
+    import _signal  # type: ignore[import-not-found]  # typeshed has no stubs for it
+
+    return _signal
+
+
 def _become(argv: list[str], shell: str | None) -> None:
     """In a forked child: become the command (``shell -c argv[0]`` with a shell); never returns."""
-    import signal
-
+    _signal = _signals()
     try:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
         if shell is not None:
             os.execv(shell, [shell, "-c", argv[0]])
         os.execvp(argv[0], argv)
@@ -92,13 +101,12 @@ def _become(argv: list[str], shell: str | None) -> None:
 
 def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
     """Run a command with our stdio, like system(3); returns (exit code as a shell reports it, seconds)."""
-    import signal
-
+    _signal = _signals()
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
         _become(argv, shell)
-    old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)]
+    old = [_signal.signal(s, _signal.SIG_IGN) for s in (_signal.SIGINT, _signal.SIGQUIT)]
     try:
         while True:
             try:
@@ -107,15 +115,15 @@ def _run(argv: list[str], shell: str | None = None) -> tuple[int, float]:
             except InterruptedError:
                 continue
     finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGQUIT, old[1])
+        _signal.signal(_signal.SIGINT, old[0])
+        _signal.signal(_signal.SIGQUIT, old[1])
     code = os.waitstatus_to_exitcode(status)
     return (128 - code if code < 0 else code), time.monotonic() - started
 
 
-def _fast(words: list[str], body: bytes, blocked: int) -> int:
-    """One frame to the run's supervisor, which decides, records and renders the answer;
-    ``blocked`` is the exit code when the supervisor cannot be reached."""
+def _frame(words: list[str], body: bytes, blocked: int) -> tuple[int, bytes, bytes]:
+    """One fast frame to the run's supervisor: (exit code, stdout, stderr) as it rendered them;
+    ``blocked`` is the exit code of the AgentsessError raised when it cannot be reached."""
     from agentsess.cli.inside import NOT_INSIDE
     from agentsess.edges.control import find_socket, request_fast
 
@@ -123,9 +131,15 @@ def _fast(words: list[str], body: bytes, blocked: int) -> int:
     if path is None:
         raise AgentsessError(NOT_INSIDE, blocked)
     try:
-        code, out, err = request_fast(path, words, body)
+        return request_fast(path, words, body)
     except OSError as exc:
         raise AgentsessError(f"cannot reach the run's supervisor at {path}: {exc.strerror or exc}", blocked) from None
+
+
+def _fast(words: list[str], body: bytes, blocked: int) -> int:
+    """One frame to the run's supervisor, which decides, records and renders the answer;
+    ``blocked`` is the exit code when the supervisor cannot be reached."""
+    code, out, err = _frame(words, body, blocked)
     if out:
         sys.stdout.buffer.write(out)
         sys.stdout.flush()
@@ -218,19 +232,23 @@ def hook_main(argv: list[str]) -> int:
 def _bind_to_subagent(command: str, source: str) -> bool:
     """Ask the supervisor whether this command is a sub-agent's (its allowed tool call); if so
     it runs as the sub-agent's run (its id and scopes, not the orchestrator's token) below a
-    keeper (:func:`_run_kept`) that the supervisor binds to the sub-agent's run. True if so."""
-    from agentsess.cli.inside import ask
-
+    keeper (:func:`_run_kept`) that the supervisor binds to the sub-agent's run. True if so.
+    The answer (:meth:`Authority.fast`) is the sub-agent's run (``=RUN``), the variables to
+    unset (``-NAME``), then to set (``+NAME=VALUE``), separated by NULs; nothing when the
+    command is not a sub-agent's."""
     try:
-        answer = ask("exec_start", command=command, source=source)
+        code, out, _ = _frame(["exec_start"], os.fsencode(source) + b"\0" + os.fsencode(command), USAGE)
     except AgentsessError:
         return False
-    if not answer.get("bound"):
+    if code != 0 or not out:
         return False
-    for name in answer.get("unset") or ():
-        os.environ.pop(str(name), None)
-    for name, value in (answer.get("env") or {}).items():
-        os.environ[str(name)] = str(value)
+    for item in out.split(b"\0"):
+        text = os.fsdecode(item)
+        if text[:1] == "-":
+            os.environ.pop(text[1:], None)
+        elif text[:1] == "+":
+            name, _, value = text[1:].partition("=")
+            os.environ[name] = value
     return True
 
 
@@ -241,10 +259,9 @@ def _run_kept(command: str, shell: str) -> tuple[int, float, int | None]:
     leftover) stays below it, and the supervisor binds the keeper to the sub-agent's run.
     The command stays in the agent's process group (the agent's kill reaches it); the keeper
     leaves it, and lets go of the command's stdio. Returns (exit code, seconds, keeper pid)."""
-    import signal
-
     from agentsess.edges.supervisor import become_subreaper
 
+    _signal = _signals()
     started = time.monotonic()
     report_r, report_w = os.pipe()
     keeper = os.fork()
@@ -274,7 +291,7 @@ def _run_kept(command: str, shell: str) -> tuple[int, float, int | None]:
         finally:
             os._exit(0)
     os.close(report_w)
-    old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)]
+    old = [_signal.signal(s, _signal.SIG_IGN) for s in (_signal.SIGINT, _signal.SIGQUIT)]
     try:
         parts = []
         while True:
@@ -287,38 +304,74 @@ def _run_kept(command: str, shell: str) -> tuple[int, float, int | None]:
             parts.append(part)
     finally:
         os.close(report_r)
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGQUIT, old[1])
+        _signal.signal(_signal.SIGINT, old[0])
+        _signal.signal(_signal.SIGQUIT, old[1])
     text = b"".join(parts)
     # no report: the keeper was killed before the command ended (as a shell reports SIGKILL)
-    code = int(text) if text.isdigit() else 128 + signal.SIGKILL
+    code = int(text) if text.isdigit() else 128 + _signal.SIGKILL
     return code, time.monotonic() - started, keeper
 
 
-def exec_main(argv: list[str]) -> int:
-    parser = exec_parser()
-    if _help_if_bare(argv, parser):
-        return USAGE
-    args, command = parser.parse(argv)
-    keeper = None
-    if args.shell_command is not None:
-        if command is not None:
-            parser.fail("-c takes exactly one COMMAND string, and no CMD besides")
-        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-        if args.subagents and _bind_to_subagent(args.shell_command, args.source):
-            code, took, keeper = _run_kept(args.shell_command, shell)
+def _plain_exec_call(argv: list[str]) -> tuple[str | None, list[str] | None, str, bool] | None:
+    """(shell command, command, source, subagents) when ``argv`` is one of the spellings that
+    take the fast path: ``[--source NAME] [--subagents]`` (each at most once, NAME a plain word)
+    then ``-c COMMAND`` as the last two words (COMMAND not starting with ``-``, which the parser
+    reads as an option) or ``-- CMD [ARGS…]``. Any other spelling goes through :func:`exec_parser`."""
+    source, subagents, i = None, False, 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--source" and source is None and i + 1 < len(argv) and _plain_word(argv[i + 1]):
+            source, i = argv[i + 1], i + 2
+        elif word == "--subagents" and not subagents:
+            subagents, i = True, i + 1
+        elif word == "-c" and i + 2 == len(argv) and not argv[i + 1].startswith("-"):
+            return argv[i + 1], None, source or "exec", subagents
+        elif word == "--" and i + 1 < len(argv):
+            return None, argv[i + 1 :], source or "exec", subagents
         else:
-            code, took = _run([args.shell_command], shell=shell)
-        text = _shown([args.shell_command])[0]
-    else:
-        if not command:
+            return None
+    return None
+
+
+def exec_main(argv: list[str]) -> int:
+    plain = _plain_exec_call(argv)
+    if plain is None:
+        parser = exec_parser()
+        if _help_if_bare(argv, parser):
+            return USAGE
+        args, command = parser.parse(argv)
+        if args.shell_command is not None and command is not None:
+            parser.fail("-c takes exactly one COMMAND string, and no CMD besides")
+        if args.shell_command is None and not command:
             parser.fail("no command given: put it after --, e.g. `agentsess exec -- make test`")
+        plain = args.shell_command, command, args.source, args.subagents
+    return _exec(*plain)
+
+
+def _exec(shell_command: str | None, command: list[str] | None, source: str, subagents: bool) -> int:
+    """Run the command, then have the supervisor record it (one fast frame: ``exec CODE SECONDS
+    KEEPER`` and the cwd, source and command, NUL-separated); exits with the command's code."""
+    try:
+        cwd = os.getcwd()  # where the command runs (it may remove the folder)
+    except OSError:
+        cwd = ""
+    keeper = None
+    if shell_command is not None:
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        if subagents and _bind_to_subagent(shell_command, source):
+            code, took, keeper = _run_kept(shell_command, shell)
+        else:
+            code, took = _run([shell_command], shell=shell)
+        text = _shown([shell_command])[0]
+    else:
+        assert command
         code, took = _run(command)
         text = " ".join(_shown(command))
+    body = b"\0".join((os.fsencode(cwd), _shown([source])[0].encode(), text.encode()))
     try:
-        from agentsess.cli.inside import ask
-
-        ask("exec", command=text, cwd=os.getcwd(), exit_code=code, duration=took, source=args.source, keeper=keeper)
+        _, _, err = _frame(["exec", str(code), repr(took), "-" if keeper is None else str(keeper)], body, USAGE)
     except AgentsessError as exc:
-        sys.stderr.write(f"agentsess: could not record the command: {exc.message}\n")
+        err = f"agentsess: could not record the command: {exc.message}\n".encode()
+    if err:
+        sys.stderr.buffer.write(err)
     return code

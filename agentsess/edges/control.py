@@ -9,10 +9,11 @@ from anything the caller says about itself.
 A client finds its run's socket, in order: ``AGENTSESS_CONTROL``; the fixed path a
 contained child sees (:func:`agentsess.edges.containment.inside_socket`); the socket of the
 nearest ancestor process that is a supervisor (advisory runs, when the agent dropped the
-variable). The client half runs on every tool call, so it imports almost nothing: a hook or a
-plain check (:func:`request_fast`) sends one frame, ``FAST1 OP WORDS…`` and the raw input
-(the agent's event), over ``_socket`` and gets the exit code and the bytes to print back,
-rendered by the supervisor; no ``json``, ``socket`` or argument parser is loaded for it.
+variable). The client half runs on every tool call, so it imports almost nothing: a hook, a
+plain check and `exec` (:func:`request_fast`) send one frame, ``FAST1 OP WORDS…`` and the raw
+input (the agent's event; exec's cwd, source and command), over ``_socket`` and get the exit
+code and the bytes to print back, rendered by the supervisor; no ``json``, ``socket`` or
+argument parser is loaded for them.
 """
 
 import os

@@ -136,6 +136,36 @@ def load(run_id: str) -> list[dict]:
     return out
 
 
+def load_since(run_id: str, offset: int = 0, ident: tuple[int, int] | None = None):
+    """The records appended to the run's stream since byte ``offset`` of the file ``ident``
+    (what an earlier call returned): ``(ident, offset read up to, records, restarted)``, the
+    records those that parse, in file order, and only whole lines (a line being written is
+    read next time). A different file (replaced) or a shorter one (truncated) is read from its
+    start, and ``restarted`` says so: what the caller kept from before no longer holds."""
+    try:
+        fh = open(paths.receipts_file(run_id), "rb")
+    except FileNotFoundError:
+        return None, 0, [], ident is not None or offset != 0
+    with fh:
+        st = os.fstat(fh.fileno())
+        now = (st.st_dev, st.st_ino)
+        restarted = now != ident or st.st_size < offset
+        if restarted:
+            offset = 0
+        fh.seek(offset)
+        data = fh.read(max(0, st.st_size - offset))
+    end = data.rfind(b"\n") + 1
+    out = []
+    for line in data[:end].split(b"\n"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return now, offset + end, out, restarted
+
+
 def copy_stream(run_id: str, out) -> int:
     """Copy the run's stream to binary file ``out`` byte for byte; returns its size."""
     path = paths.receipts_file(run_id)

@@ -159,31 +159,101 @@ def record_exec(store, env: dict, command: str, cwd: str, exit_code: int, durati
     row = find_run(store, env)
     shown = command
     link: dict = {}
-    if source == "claude-code":
-        from agentsess.core.guard.agents import claude
+    if source != "claude-code":
+        data = actions.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
+        recording.record_action(store, row["id"], "action.exec", data)
+        return
+    from agentsess.core.guard.agents import claude
 
-        inner = claude.unwrap(command)
-        if inner is not None:
-            shown = inner
-            link["wrapper_sha256"] = sha256_text(command)
-        link.update(_checked_link(row["id"], sha256_text(shown), source))
-    data = actions.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
-    data.update(link)
-    recording.record_action(store, row["id"], "action.exec", data)
+    inner = claude.unwrap(command)
+    if inner is not None:
+        shown = inner
+        link["wrapper_sha256"] = sha256_text(command)
+    links = _links(row["id"])
+    with links.lock:  # two execs at once never take the same check: each sees the other's link
+        link.update(links.find(sha256_text(shown), source))
+        data = actions.exec_receipt(shown, cwd, exit_code, duration, source, os.getpid())
+        data.update(link)
+        recording.record_action(store, row["id"], "action.exec", data)
 
 
 def _checked_link(run_id: str, command_sha256: str, source: str) -> dict:
     """The newest allowed ``action.checked`` of ``source`` for this command not yet linked to an
-    exec: ``{"tool_use_id": …, "checked": {"seq": …, "hash": …}}``, or ``{"checked": None}``."""
-    from agentsess.edges import streams
+    exec (by a later ``action.exec`` naming its ``tool_use_id``): ``{"tool_use_id": …,
+    "checked": {"seq": …, "hash": …}}``, or ``{"checked": None}``."""
+    links = _links(run_id)
+    with links.lock:
+        return links.find(command_sha256, source)
 
-    linked = set()
-    for rec in reversed(streams.load(run_id)):
-        data = rec.get("data") or {}
-        if rec.get("type") == "action.exec" and data.get("tool_use_id"):
-            linked.add(data["tool_use_id"])
-        elif (rec.get("type") == "action.checked" and data.get("source") == source
-              and data.get("command_sha256") == command_sha256 and data.get("decision") != "deny"
-              and data.get("tool_use_id") not in linked):
-            return {"tool_use_id": data.get("tool_use_id"), "checked": {"seq": rec["seq"], "hash": rec["hash"]}}
-    return {"checked": None}
+
+class _Links:
+    """What :func:`_checked_link` needs of one run's stream, read once and kept: each
+    allowed check's place by (source, command), and the place of the newest exec naming each
+    ``tool_use_id``. The stream is read on from where it was read up to (another process may
+    have appended: `revoke`), so a long run's execs cost what their own receipts cost, not the
+    whole stream each (issue 18: a run of 3,000 commands re-read 6,000 receipts per command)."""
+
+    def __init__(self, run_id: str):
+        import _thread
+
+        self.run_id = run_id
+        self.lock = _thread.allocate_lock()
+        self.ident: tuple[int, int] | None = None
+        self.offset = 0
+        self.place = 0  # records read
+        # (source, command_sha256) -> [(place, key, tool_use_id, seq, hash)], oldest first
+        self.checks: dict[tuple, list[tuple]] = {}
+        self.linked: dict[tuple, int] = {}  # tool_use_id key -> place of the newest exec naming it
+
+    def find(self, command_sha256: str, source: str) -> dict:
+        self._read()
+        checks = self.checks.get((source, command_sha256))
+        while checks:
+            place, key, tool_use_id, seq, digest = checks[-1]
+            if key is not None and self.linked.get(key, -1) > place:
+                checks.pop()  # linked by a later exec: for good (later execs only come later)
+                continue
+            return {"tool_use_id": tool_use_id, "checked": {"seq": seq, "hash": digest}}
+        return {"checked": None}
+
+    def _read(self) -> None:
+        from agentsess.edges import streams
+
+        ident, offset, records, restarted = streams.load_since(self.run_id, self.offset, self.ident)
+        if restarted:
+            self.place, self.checks, self.linked = 0, {}, {}
+        self.ident, self.offset = ident, offset
+        for rec in records:
+            place, self.place = self.place, self.place + 1
+            data = rec.get("data")
+            if not isinstance(data, dict):
+                continue
+            rtype, tool_use_id = rec.get("type"), data.get("tool_use_id")
+            if rtype == "action.exec" and tool_use_id:
+                self.linked[_key(tool_use_id)] = place
+            elif (rtype == "action.checked" and data.get("decision") != "deny"
+                  and isinstance(data.get("command_sha256"), str) and isinstance(data.get("source"), str)):
+                key = _key(tool_use_id) if tool_use_id else None
+                self.checks.setdefault((data.get("source"), data["command_sha256"]), []).append(
+                    (place, key, tool_use_id, rec.get("seq"), rec.get("hash")))
+
+
+def _key(tool_use_id) -> tuple:
+    """A tool_use_id as a key: the agent chose it, so it may be any JSON value."""
+    if isinstance(tool_use_id, str):
+        return ("s", tool_use_id)
+    return ("j", canonical_text(tool_use_id))
+
+
+_LINKS: dict[str, _Links] = {}
+
+
+def _links(run_id: str) -> _Links:
+    """The run's :class:`_Links`, one per receipt file (the data root is the environment's)."""
+    from agentsess.edges import paths
+
+    path = paths.receipts_file(run_id)
+    links = _LINKS.get(path)
+    if links is None:
+        links = _LINKS.setdefault(path, _Links(run_id))
+    return links

@@ -93,8 +93,9 @@ class Authority:
         return None
 
     def fast(self, words: list[str], body: bytes, pid: int) -> tuple[int, bytes, bytes]:
-        """A fast frame (`hook AGENT --run RUN`, a plain `check SCOPE`): the exit code and the
-        bytes the command prints, rendered here so that the client loads nothing to do it."""
+        """A fast frame (`hook AGENT --run RUN`, a plain `check SCOPE`, `exec`'s start and its
+        record): the exit code and the bytes the command prints, rendered here so that the
+        client loads nothing to do it."""
         import json
 
         if words[:1] == ["hook"] and len(words) == 3:
@@ -117,7 +118,50 @@ class Authority:
             if not answer["allowed"]:
                 return CHECK_FAILED, b"", f"agentsess: denied: {answer['reason']}\n".encode()
             return 0, b"", b""
+        if words[:1] == ["exec"] and len(words) == 4:
+            return self._fast_exec(words, body, pid)
+        if words == ["exec_start"]:
+            return self._fast_exec_start(body, pid)
         return USAGE, b"", b"agentsess: error: malformed request\n"
+
+    def _fast_exec(self, words: list[str], body: bytes, pid: int) -> tuple[int, bytes, bytes]:
+        """`exec`'s record: ``exec CODE SECONDS KEEPER`` (KEEPER ``-`` for none), the body the
+        cwd, source and command, NUL-separated. The command's own exit code is the client's:
+        only the reason a record failed comes back, on stderr."""
+        parts = body.split(b"\0", 2)
+        code, took, keeper = words[1], words[2], words[3]
+        try:
+            duration = float(took)
+        except ValueError:
+            duration = -1.0
+        if (len(parts) != 3 or not (code.isascii() and code.isdigit()) or not 0 <= duration < float("inf")
+                or not (keeper == "-" or (keeper.isascii() and keeper.isdigit()))):
+            return USAGE, b"", b"agentsess: could not record the command: malformed request\n"
+        cwd, source, command = (part.decode("utf-8", "surrogateescape") for part in parts)
+        answer = self.handle({"op": "exec", "command": command, "cwd": cwd, "exit_code": int(code),
+                              "duration": duration, "source": source,
+                              "keeper": None if keeper == "-" else int(keeper)}, pid)
+        if not answer.get("ok"):
+            error = " ".join(str(answer.get("error") or "refused").splitlines())
+            return int(answer.get("code") or USAGE), b"", f"agentsess: could not record the command: {error}\n".encode()
+        return 0, b"", b""
+
+    def _fast_exec_start(self, body: bytes, pid: int) -> tuple[int, bytes, bytes]:
+        """Whether the command about to run (body: source NUL command) is a sub-agent's: the
+        sub-agent's run (``=RUN``), the variables to unset (``-NAME``) and set (``+NAME=VALUE``),
+        NUL-separated; nothing if not."""
+        source, sep, command = body.partition(b"\0")
+        if not sep:
+            return USAGE, b"", b""
+        answer = self.handle({"op": "exec_start", "source": source.decode("utf-8", "surrogateescape"),
+                              "command": command.decode("utf-8", "surrogateescape")}, pid)
+        if not answer.get("ok"):
+            return int(answer.get("code") or USAGE), b"", b""
+        if not answer.get("bound"):
+            return 0, b"", b""
+        items = [f"={answer['bound']}"] + [f"-{name}" for name in answer.get("unset") or ()]
+        items += [f"+{name}={value}" for name, value in (answer.get("env") or {}).items()]
+        return 0, "\0".join(items).encode("utf-8", "surrogateescape"), b""
 
     def nested_supervisor(self, pid: int) -> Nested | None:
         with self.lock:

@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 
 POLL = 0.1
 MAX_CONNECTIONS = 256  # open client connections at once
+# a receipt write that fails is tried again after these pauses (a store busy a moment, a lock)
+RETRIES = (0.05, 0.2, 0.5)
+# stop(): the recorder may take this long without writing anything before the run's end goes
+# on without it (what is left is counted in a net.unrecorded receipt)
+STALLED = 30.0
 RAW_MIN = 1 << 20  # response bodies this large are read in RAW_CHUNK reads, past h11's buffer
 RAW_CHUNK = 1 << 22
 LOOPBACK_NO_PROXY = "localhost,127.0.0.1,::1"
@@ -150,6 +155,9 @@ class Broker:
         self._active: dict[int, socket.socket] = {}
         self._active_lock = threading.Lock()
         self._receipts: queue.Queue = queue.Queue()
+        self._written = 0  # receipts the recorder wrote, and those it could not (with why)
+        self._unwritten = 0
+        self._unwritten_why: str | None = None
         self._threads: list[threading.Thread] = []
         self._handlers: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -247,7 +255,8 @@ class Broker:
         for thread in self._threads:  # the recorder only: the others are daemons with nothing to finish
             if thread.name.endswith("record"):
                 self._receipts.put(None)
-                thread.join(timeout=5)
+                self._drain(thread)
+        self._account()
         if self.bundle:
             try:
                 os.unlink(self.bundle)
@@ -307,12 +316,52 @@ class Broker:
                 if self._stopping.is_set() and self._receipts.empty():
                     return
                 continue
+            why = self._write("net.request", item)
+            if why is None:
+                self._written += 1
+                continue
+            self._unwritten += 1
+            self._unwritten_why = why
+            # fail closed: a run whose requests cannot be recorded makes no more of them
+            self.dead = "its receipts cannot be written"
+            self._cut_all()
+
+    def _write(self, rtype: str, data: dict) -> str | None:
+        """Write one receipt, trying again after a failure (:data:`RETRIES`); None once written,
+        else why not (the error's type: its text could hold anything)."""
+        for pause in (*RETRIES, None):
             try:
-                self._record("net.request", item)
-            except Exception:  # noqa: BLE001
-                # fail closed: a run whose requests cannot be recorded makes no more of them
-                self.dead = "its receipts cannot be written"
-                self._cut_all()
+                self._record(rtype, data)
+                return None
+            except Exception as exc:  # noqa: BLE001
+                why = type(exc).__name__
+            if pause is None:
+                return why
+            time.sleep(pause)
+        return None  # unreachable
+
+    def _drain(self, recorder: threading.Thread) -> None:
+        """Wait for the recorder to write every receipt noted: the run's end (run.exited, the
+        seal) must come after them, or a late one is refused after the seal and lost without a
+        trace. It is given up on only when it has written nothing for :data:`STALLED` seconds."""
+        last, since = -1, time.monotonic()
+        while recorder.is_alive():
+            recorder.join(0.25)
+            done = self._written + self._unwritten
+            if done != last:
+                last, since = done, time.monotonic()
+            elif time.monotonic() - since > STALLED:
+                return
+
+    def _account(self) -> None:
+        """A receipt noted and never written is said so in the stream (count and why), so that
+        the record shows it is missing requests instead of looking whole."""
+        with self._receipts.mutex:  # left when the recorder was given up on
+            left = sum(1 for item in self._receipts.queue if item is not None)
+        missing = self._unwritten + left
+        if missing:  # if even this cannot be written, neither can the run's end: it fails on that
+            self._write("net.unrecorded", {"count": missing,
+                                           "reason": self._unwritten_why or f"the recorder stalled for {STALLED:.0f} s"})
 
     # -- connections --------------------------------------------------------------------
 

@@ -36,6 +36,15 @@ _APPROVALS = """
         CREATE INDEX approvals_call ON approvals (run_id, tool, args_sha256)
         """
 
+def _not_null(table: str, column: str) -> str:
+    """SQLite: refuse a NULL ``column`` in ``table`` as a NOT NULL constraint would, in its words."""
+    refuse = f"SELECT RAISE(ABORT, 'NOT NULL constraint failed: {table}.{column}')"
+    return (f"CREATE TRIGGER {table}_{column}_not_null BEFORE INSERT ON {table} WHEN NEW.{column} IS NULL "
+            f"BEGIN {refuse}; END;\n"
+            f"CREATE TRIGGER {table}_{column}_stays_not_null BEFORE UPDATE OF {column} ON {table} "
+            f"WHEN NEW.{column} IS NULL BEGIN {refuse}; END;\n")
+
+
 MIGRATIONS_BY_BACKEND: list[tuple[str, str, str]] = [
     Migration(
         '0001_runs',
@@ -214,6 +223,15 @@ MIGRATIONS_BY_BACKEND: list[tuple[str, str, str]] = [
         "0006_approvals",
         _APPROVALS,
         _APPROVALS.replace(" REAL", " DOUBLE PRECISION"),  # the same table, PostgreSQL's float type
+    ),
+    Migration(
+        # SQLite lets a primary key that is not an INTEGER one hold NULL (a quirk it keeps for
+        # old databases); PostgreSQL refuses it. The same refusal, without rebuilding the tables
+        # (found by tests/test_schema_twins.py)
+        "0007_primary_keys_not_null",
+        "".join(_not_null(table, column) for table, column in
+                (("runs", "id"), ("revocations", "run_id"), ("migrations", "name"))),
+        "",  # PostgreSQL's primary keys are NOT NULL already
     ),
 ]
 

@@ -26,6 +26,20 @@ def _state_error(path: str, exc: Exception) -> AgentsessError:
     return AgentsessError(f"the store {path} failed: {text}", STATE)
 
 
+
+def statements(sql: str):
+    """The statements of one migration step: split at each ``;`` that ends one (a trigger's
+    body holds ``;``s of its own)."""
+    part = ""
+    for piece in sql.split(";"):
+        part += piece + ";"
+        if sqlite3.complete_statement(part):
+            if part.strip(" \n;"):
+                yield part
+            part = ""
+    if part.strip(" \n;"):
+        yield part  # unfinished: executing it says what is wrong
+
 class SqliteStore(Store):
     """This machine's store file."""
 
@@ -78,9 +92,8 @@ class SqliteStore(Store):
                 if self.db.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
                     self.db.execute("ROLLBACK")
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                for statement in statements(sql):
+                    self.db.execute(statement)
                 self.db.execute(
                     "INSERT INTO migrations (name, applied_at) VALUES (?, strftime('%s','now'))",
                     (name,),
