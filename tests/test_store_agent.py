@@ -467,6 +467,7 @@ def test_the_agent_leaves_when_idle(agent, monkeypatch):
     pid = _hello(agent)["pid"]
     wait_for(lambda: not _alive(pid), 20, what="the idle agent to leave")
     assert not os.path.exists(agent) and "exits: idle for 1s" in _log()
+    assert not os.path.exists(agent[: -len(".sock")] + ".lock")  # nothing left in the control folder
 
 
 def test_a_live_run_keeps_its_agent_however_long(agent, monkeypatch):

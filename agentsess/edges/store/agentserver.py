@@ -264,6 +264,28 @@ class Agent:
         except OSError:
             return False
 
+    def _drop_lock(self) -> None:
+        """Remove the start lock's file when no client holds it (none is starting an agent): the
+        control folder keeps no file per store ever used. A client that opened it just before
+        works on a removed file; two agents may then start, and the one whose socket file is
+        replaced leaves at once (:meth:`ours`)."""
+        import fcntl
+
+        from agentsess.edges import paths
+
+        path = paths.store_agent_lock(self.key, os.path.dirname(self.path))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass  # a client is starting one
+        finally:
+            os.close(fd)
+
     def run(self) -> int:
         import _socket
 
@@ -300,6 +322,7 @@ class Agent:
                 os.unlink(self.path)
             except OSError:
                 pass
+            self._drop_lock()
         if self.sock is not None:
             self.sock.close()
         if self.listener is not None:
