@@ -583,7 +583,8 @@ class Bench:
         Same setup under a terminal: each wrapper runs inside `script` (whose pty stands for the
         user's terminal emulator), so its output crosses two ptys, `script` inside `script`
         likewise. The old row (agentsess under `script` against one `script`, two ptys against
-        one) stays as information: the second pty's kernel work is what it measures.
+        one) stays as information: the second pty's kernel work is what it measures; so does
+        `script` keeping its typescript in a file (agentsess writes and hashes its output log).
         All cases alternate round by round, so drift and other load hit them alike."""
         if shutil.which("script") is None:
             raise HarnessError("util-linux `script` is not installed")
@@ -592,12 +593,15 @@ class Bench:
         size = os.path.getsize(self.data)
         src = self.data
         out = os.path.join(self.work, "out-pty.bin")
+        typescript = os.path.join(self.work, "typescript.log")
         ours = self.agentsess("run", "--pty", "--profile", "bench", "--", "cat", src)
         cases = {
             "agentsess": ours,
             "script": ["script", "-q", "-c", f"cat {src}", "/dev/null"],
             "agentsess_in_script": ["script", "-q", "-c", " ".join(ours), "/dev/null"],
             "script_in_script": ["script", "-q", "-c", f"script -q -c 'cat {src}' /dev/null", "/dev/null"],
+            # agentsess writes (and hashes) its output log; this `script` keeps its typescript too
+            "script_logging": ["script", "-q", "-c", f"cat {src}", typescript],
         }
         secrets = [v.encode() for v in self.secret_values]
 
@@ -616,6 +620,8 @@ class Bench:
                         if any(s in block for s in secrets):
                             raise HarnessError(f"a secret reached the terminal unmasked ({name})")
             os.remove(out)
+            if os.path.exists(typescript):
+                os.remove(typescript)
             if name.startswith("agentsess"):
                 self._drop_log(self._last_run()[0])
             return took
@@ -636,6 +642,9 @@ class Bench:
         self.add(row("pty_throughput_vs_one_pty", f"`run --pty` under `script` (two ptys), {label}", "MB/s",
                      mbps(times["agentsess_in_script"]), "`script -q -c 'cat FILE'` (one pty)",
                      mbps(times["script"]), None))
+        self.add(row("pty_throughput_vs_logging_script", f"`run --pty -- cat FILE > OUT` (same runs), {label}", "MB/s",
+                     mbps(times["agentsess"]), "`script -q -c 'cat FILE' LOG > OUT` (keeps a log on disk, as agentsess)",
+                     mbps(times["script_logging"]), None))
 
     # -- 4. revoke ---------------------------------------------------------------------------------
 
