@@ -174,7 +174,7 @@ class ControlServer:
     def listen(self) -> str:
         import _socket
 
-        _ensure_private(self.folder)
+        ensure_private(self.folder)
         for stale in (self.path, self.link):
             try:
                 os.unlink(stale)
@@ -295,7 +295,7 @@ def _send_fds(conn, data: bytes, fds: list[int]) -> None:
     conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))])
 
 
-def _ensure_private(folder: str) -> None:
+def ensure_private(folder: str) -> None:
     from agentsess.errors import STATE, AgentsessError
 
     try:

@@ -272,17 +272,12 @@ def _readiness(ready: int) -> bytes | None:
 
 
 def _ensure_private(folder: str) -> None:
-    import stat
+    from agentsess.edges.control import ensure_private
 
     try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise AgentUnavailable(f"cannot create the control folder {folder}: {exc.strerror}") from None
-    st = os.lstat(folder)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise AgentUnavailable(f"the control folder {folder} is not a private folder of this user")
+        ensure_private(folder)
+    except AgentsessError as exc:
+        raise AgentUnavailable(exc.message) from None
 
 
 READY_FD = 3  # the agent's end of the readiness pipe
