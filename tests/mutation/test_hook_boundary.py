@@ -184,3 +184,316 @@ def test_check_outside_a_run_through_the_parser_is_refused(monkeypatch):
     if control.find_socket() is not None:
         pytest.skip("this process's ancestry holds another run's control socket")
     assert _check_error(["--tool", "x", "fs:read"]) == (NOT_INSIDE, 2)
+
+
+# -- inside a run: the success paths, against the run's real authority --------------------------
+#
+# The run is recorded as `agentsess run` records it (a real plan from a real config, a real
+# token minted with the data root's key, its row and first receipts), and its authority (the
+# code a supervisor runs, core/runs/authority.py) answers a real control socket in this
+# process. The caller is this process, the run's supervisor here: its ancestry (SO_PEERCRED,
+# /proc) makes it one of the run's own processes. What `check` and `hook` print and exit with
+# is then exactly what an agent gets, and mutmut sees every line of it.
+
+RULES = """
+[profiles.claude]
+scopes = ["git:*", "fs:*"]
+default_scopes = ["fs:*", "git:commit"]
+default_decision = "allow"
+
+[[profiles.claude.rules]]
+tool = "Bash"
+args = "rm -rf /*"
+decision = "deny"
+reason = "never wipe the disk"
+
+[[profiles.claude.rules]]
+tool = "Bash"
+args = "git push*"
+scope = "git:push"
+decision = "allow"
+
+[[profiles.claude.rules]]
+tool = "WebFetch"
+decision = "ask"
+"""
+
+ALLOW = "agentsess: no rule matched; default_decision is allow"
+WIPE = "agentsess: never wipe the disk; matched `rm -rf /x`"
+
+
+@pytest.fixture
+def inside(tmp_path, monkeypatch):
+    """A live run whose authority answers this process: yields the run id."""
+    import signal
+
+    from helpers import write_config
+
+    from agentsess.core.runs.authority import Authority
+    from agentsess.core.runs.plan import Request, make_plan
+    from agentsess.core.runs.start import _launch, _resolve_secrets
+    from agentsess.edges.config import load_config
+    from agentsess.edges.store import Store
+
+    write_config(RULES)
+    usr1 = signal.getsignal(signal.SIGUSR1)  # _launch hands SIGUSR1 (revoke's) to the supervisor
+    request = Request(["sh"], profile="claude", contain=False, env=dict(os.environ), cwd=str(tmp_path))
+    with Store() as store:
+        plan = make_plan(request, load_config(), store)
+        injected, secrets = _resolve_secrets(plan.profile)
+        launch = _launch(store, request, plan, injected, secrets)
+    signal.signal(signal.SIGUSR1, usr1)
+    authority = Authority(launch.run_id, "advisory")
+    server = control.ControlServer(launch.run_id, folder=str(tmp_path / "control"))
+    server.listen()
+    server.serve(authority.handle, authority.fast)
+    monkeypatch.setenv("AGENTSESS_CONTROL", server.path)
+    monkeypatch.delenv("AGENTSESS_RUN_ID", raising=False)
+    yield launch.run_id
+    server.close()
+
+
+def receipts(run_id: str, rtype: str) -> list[dict]:
+    import json
+
+    from agentsess.edges import paths
+
+    with open(paths.receipts_file(run_id), "rb") as fh:
+        return [r["data"] for r in map(json.loads, fh) if r["type"] == rtype]
+
+
+def check(capsys, *argv) -> tuple[int, str, str]:
+    code = guard.check_main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_plain_check_inside_a_run_allows_and_denies(capsys, inside):
+    assert check(capsys, "fs:read") == (0, "", "")
+    assert check(capsys, "git:commit") == (0, "", "")
+    denied = f"agentsess: denied: run {inside} lacks scope git:push (has: fs:* git:commit)\n"
+    assert check(capsys, "git:push") == (1, "", denied)
+    got = [(r["scope"], r["decision"], r["tool"]) for r in receipts(inside, "action.checked")]
+    assert got == [("fs:read", "allow", "check"), ("git:commit", "allow", "check"), ("git:push", "deny", "check")]
+
+
+def test_a_check_through_the_parser_names_its_tool(capsys, inside):
+    denied = f"agentsess: denied: run {inside} lacks scope git:push (has: fs:* git:commit)\n"
+    assert check(capsys, "--tool", "deploy", "git:push") == (1, "", denied)
+    assert check(capsys, "fs:write", "--tool", "editor") == (0, "", "")
+    got = [(r["scope"], r["decision"], r["tool"]) for r in receipts(inside, "action.checked")]
+    assert got == [("git:push", "deny", "deploy"), ("fs:write", "allow", "editor")]
+
+
+def test_a_check_as_json_prints_the_decision(capsys, inside):
+    import json
+
+    code, out, err = check(capsys, "--json", "fs:read")
+    assert (code, err) == (0, "") and out.endswith("}\n") and out.count("\n") == 1
+    assert list(json.loads(out).items()) == [
+        ("run", inside), ("decision", "allow"), ("reason", f"run {inside} holds scope fs:read"), ("scope", "fs:read")]
+    code, out, err = check(capsys, "git:push", "--json")
+    assert code == 1 and err == f"agentsess: denied: run {inside} lacks scope git:push (has: fs:* git:commit)\n"
+    assert json.loads(out) == {"run": inside, "decision": "deny",
+                               "reason": f"run {inside} lacks scope git:push (has: fs:* git:commit)",
+                               "scope": "git:push"}
+
+
+def test_a_check_runs_its_command_only_when_allowed(capfd, inside, tmp_path):
+    import json
+
+    mark = tmp_path / "ran"
+    assert guard.check_main(["git:commit", "--", "sh", "-c", f"echo ran > {mark}; exit 7"]) == 7
+    assert mark.read_text() == "ran\n"
+    mark.unlink()
+    assert guard.check_main(["git:push", "--", "sh", "-c", f"echo ran > {mark}"]) == 1
+    assert not mark.exists()
+    capfd.readouterr()
+    # the decision is printed before the command's own output
+    assert guard.check_main(["--json", "fs:read", "--", "echo", "after"]) == 0
+    out, err = capfd.readouterr()
+    first, second = out.splitlines()
+    assert json.loads(first)["decision"] == "allow" and second == "after" and err == ""
+    got = [(r["scope"], r["decision"], json.loads(r["summary"])) for r in receipts(inside, "action.checked")]
+    assert got == [("git:commit", "allow", ["sh", "-c", f"echo ran > {mark}; exit 7"]),
+                   ("git:push", "deny", ["sh", "-c", f"echo ran > {mark}"]), ("fs:read", "allow", ["echo", "after"])]
+
+
+def test_a_checked_command_that_is_not_utf8_is_recorded_escaped(capfd, inside):
+    assert guard.check_main(["fs:read", "--", "true", os.fsdecode(b"\xff")]) == 0
+    assert [r["summary"] for r in receipts(inside, "action.checked")] == ['["true","\\\\xff"]']
+
+
+BAD = ("bad scope '{}': 'B' is not allowed; segments are lowercase letters, digits and ._-/@, separated by ':'; "
+       "a final '*' covers everything below")
+
+
+def test_a_check_of_a_malformed_scope_is_refused_by_the_run(capsys, inside):
+    from agentsess.errors import AgentsessError
+
+    assert check(capsys, "Bad") == (2, "", f"agentsess: error: {BAD.format('Bad')}\n")  # the fast frame
+    with pytest.raises(AgentsessError) as info:  # through the parser: the CLI's boundary prints it
+        guard.check_main(["--tool", "x", "Bad"])
+    assert (info.value.message, info.value.exit_code) == (BAD.format("Bad"), 2)
+    assert receipts(inside, "action.checked") == []
+
+
+def event(name: str, tool: str | None = "Bash", command: str | None = "ls", **more) -> bytes:
+    import json
+
+    data: dict = {"hook_event_name": name, "session_id": "sess-1", "tool_use_id": "toolu_1", **more}
+    if tool is not None:
+        data["tool_name"] = tool
+    if command is not None:
+        data["tool_input"] = {"command": command}
+    return json.dumps(data).encode()
+
+
+def claude_answer(decision: str, reason: str) -> str:
+    import json
+
+    return json.dumps({"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": decision,
+                                              "permissionDecisionReason": reason}}) + "\n"
+
+
+# the call agentsess writes into the settings (the fast frame), and other spellings (the parser)
+SPELLINGS = [
+    pytest.param(lambda agent, run: [agent, "--run", run], id="settings"),
+    pytest.param(lambda agent, run: [agent, f"--run={run}"], id="parser"),
+]
+
+
+@pytest.mark.parametrize("spell", SPELLINGS)
+def test_a_claude_hook_inside_a_run_answers_each_call(capsys, stdin, inside, spell):
+    argv = spell("claude-code", inside)
+    stdin(event("PreToolUse", command="ls -la"))
+    assert hook(capsys, *argv) == (0, claude_answer("allow", ALLOW), "")
+    stdin(event("PreToolUse", command="rm -rf /x"))
+    assert hook(capsys, *argv) == (0, claude_answer("deny", WIPE), "")
+    stdin(event("PreToolUse", tool="WebFetch", command=None, tool_input={"url": "https://example.org"}))
+    code, out, err = hook(capsys, *argv)
+    assert (code, err) == (0, "") and '"permissionDecision": "ask"' in out
+    stdin(event("PostToolUse", tool_response={"stdout": "total 0\n", "stderr": ""}))
+    assert hook(capsys, *argv) == (0, "", "")  # a result is recorded, nothing is answered
+    stdin(event("SessionStart", tool=None, command=None, source="startup"))
+    assert hook(capsys, *argv) == (0, "", "")
+    checked = receipts(inside, "action.checked")
+    assert [(r["tool"], r["decision"], r["source"]) for r in checked] == [
+        ("Bash", "allow", "claude-code"), ("Bash", "deny", "claude-code"), ("WebFetch", "ask", "claude-code")]
+    assert [r["tool"] for r in receipts(inside, "action.result")] == ["Bash"]
+    assert [r["session_id"] for r in receipts(inside, "agent.session")] == ["sess-1"]
+
+
+@pytest.mark.parametrize("spell", SPELLINGS)
+def test_codex_and_gemini_hooks_answer_in_their_own_formats(capsys, stdin, inside, spell):
+    import json
+
+    stdin(event("PreToolUse", command="rm -rf /x"))
+    assert hook(capsys, *spell("codex", inside)) == (0, claude_answer("deny", WIPE), "")
+    stdin(event("PreToolUse", tool="WebFetch", command=None, tool_input={"url": "u"}))
+    code, out, err = hook(capsys, *spell("codex", inside))
+    assert (code, err) == (0, "") and json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    stdin(event("BeforeTool", tool="run_shell_command", command="ls"))
+    assert hook(capsys, *spell("gemini", inside)) == (0, json.dumps({"decision": "allow", "reason": ALLOW}) + "\n", "")
+    stdin(event("BeforeTool", tool="run_shell_command", command="rm -rf /x"))
+    assert hook(capsys, *spell("gemini", inside)) == (0, json.dumps({"decision": "deny", "reason": WIPE}) + "\n", "")
+    sources = [r["source"] for r in receipts(inside, "action.checked")]
+    assert sources == ["codex", "codex", "gemini", "gemini"]
+
+
+def test_a_hook_may_take_its_run_from_agentsess_run_id(capsys, stdin, inside, monkeypatch):
+    monkeypatch.setenv("AGENTSESS_RUN_ID", inside)
+    stdin(event("PreToolUse", command="rm -rf /x"))
+    assert hook(capsys, "claude-code") == (0, claude_answer("deny", WIPE), "")
+
+
+@pytest.mark.parametrize("spell", SPELLINGS)
+def test_a_hook_cannot_act_for_another_run(capsys, stdin, inside, spell):
+    other = "run_01jzzzzzzzzzzzzzzzzzzzzzzz"
+    stdin(event("PreToolUse", command="ls"))
+    expected = (f"agentsess: denied: this process belongs to run {inside}, not {other}; "
+                "a run cannot act for another\n")
+    assert hook(capsys, *spell("claude-code", other)) == (2, "", expected)
+    assert receipts(inside, "action.checked") == []
+
+
+@pytest.mark.parametrize("spell", SPELLINGS)
+@pytest.mark.parametrize("data, reason", [
+    (b"[]", "hook input is not a JSON object"),
+    (b'{"tool_name": "Bash"}', "hook input has no hook_event_name"),
+    (b'{"hook_event_name": "Stop"}', "hook: claude-code event 'Stop' is not one agentsess handles"),
+    (b'{"hook_event_name": "PreToolUse"}', "hook: PreToolUse without a tool_name"),
+    (b"not json", "hook: the input on stdin is not JSON"),
+])
+def test_hook_input_the_run_cannot_handle_blocks(capsys, stdin, inside, spell, data, reason):
+    stdin(data)
+    assert hook(capsys, *spell("claude-code", inside)) == (2, "", f"agentsess: denied: {reason}\n")
+
+
+@pytest.fixture
+def answering(tmp_path, monkeypatch):
+    """A control socket that answers every frame with the bytes given: a supervisor as a hostile
+    or broken one would answer (the frame's framing is the client's to check)."""
+    import threading
+
+    path = str(tmp_path / "answering.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    reply = [b""]
+    asked: list[bytes] = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while True:
+                    part = conn.recv(65536)
+                    if not part:
+                        break
+                    data += part
+                asked.append(data)
+                conn.sendall(reply[0])
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setenv("AGENTSESS_CONTROL", path)
+
+    def give(data: bytes) -> list[bytes]:
+        reply[0] = data
+        return asked
+
+    yield give
+    srv.shutdown(socket.SHUT_RDWR)
+    srv.close()
+
+
+def test_the_fast_frame_prints_what_the_supervisor_rendered(capfd, stdin, answering):
+    asked = answering(b"N0 4\nout\nerr\n")
+    stdin(b'{"x": 1}')
+    assert guard.hook_main(["claude-code", "--run", RUN]) == 0
+    assert capfd.readouterr() == ("out\n", "err\n")
+    assert asked == [b"FAST1 hook claude-code " + RUN.encode() + b'\n{"x": 1}']
+    answering(b"N7 0\n")
+    assert guard.check_main(["fs:read"]) == 7
+    assert capfd.readouterr() == ("", "")
+    assert asked[-1] == b"FAST1 check fs:read\n"
+    answering(b"N1 0\nagentsess: denied: no\n")
+    assert guard.check_main(["fs:read"]) == 1
+    assert capfd.readouterr() == ("", "agentsess: denied: no\n")
+
+
+@pytest.mark.parametrize("reply", [b"", b"N", b"Nx 0\n", b"N0\n", b"N0 x\n", b"N-1 0\n"])
+def test_an_unreadable_answer_blocks_the_hook(capsys, stdin, answering, reply):
+    answering(reply)
+    path = os.environ["AGENTSESS_CONTROL"]
+    expected = f"agentsess: denied: cannot reach the run's supervisor at {path}: the run's supervisor sent an unreadable answer\n"
+    assert hook(capsys, "claude-code", "--run", RUN) == (2, "", expected)
+    from agentsess.errors import AgentsessError
+
+    with pytest.raises(AgentsessError) as info:
+        guard.check_main(["fs:read"])
+    assert info.value.exit_code == 2 and info.value.message == expected[len("agentsess: denied: "):-1]
