@@ -223,8 +223,8 @@ WIPE = "agentsess: never wipe the disk; matched `rm -rf /x`"
 
 
 @pytest.fixture
-def inside(tmp_path, monkeypatch):
-    """A live run whose authority answers this process: yields the run id."""
+def live(tmp_path, monkeypatch):
+    """A live run whose authority answers this process: yields the authority."""
     import signal
 
     from helpers import write_config
@@ -249,8 +249,14 @@ def inside(tmp_path, monkeypatch):
     server.serve(authority.handle, authority.fast)
     monkeypatch.setenv("AGENTSESS_CONTROL", server.path)
     monkeypatch.delenv("AGENTSESS_RUN_ID", raising=False)
-    yield launch.run_id
+    yield authority
     server.close()
+
+
+@pytest.fixture
+def inside(live):
+    """The live run's id."""
+    return live.run_id
 
 
 def receipts(run_id: str, rtype: str) -> list[dict]:
@@ -497,3 +503,62 @@ def test_an_unreadable_answer_blocks_the_hook(capsys, stdin, answering, reply):
     with pytest.raises(AgentsessError) as info:
         guard.check_main(["fs:read"])
     assert info.value.exit_code == 2 and info.value.message == expected[len("agentsess: denied: "):-1]
+
+
+# -- the authority itself: who may ask, and the fast frame's other shapes --------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_process_outside_the_run_is_refused(live):
+    outsider = 1  # init: not a descendant of this run's supervisor
+    assert live.caller_run(outsider) is None
+    assert live.caller_run(os.getpid()) == live.run_id
+    refusal = {"ok": False, "code": 2,
+               "error": f"process 1 is not part of run {live.run_id}; only the run's own processes may ask it"}
+    assert live.handle({"op": "check", "scope": "fs:read"}, outsider) == refusal
+    assert live.fast(["check", "fs:read"], b"", outsider) == (2, b"", f"agentsess: error: {refusal['error']}\n".encode())
+    assert live.fast(["hook", "claude-code", live.run_id], b"{}", outsider) == (
+        2, b"", f"agentsess: denied: {refusal['error']}\n".encode())
+    assert live.caller_run(_dead_pid()) is None  # a process that is gone is nobody's
+    assert receipts(live.run_id, "action.checked") == []
+
+
+def test_the_authority_refuses_what_it_does_not_know(live):
+    me = os.getpid()
+    assert live.handle({"op": "launch_missiles"}, me) == {"ok": False, "code": 2,
+                                                          "error": "unknown request 'launch_missiles'"}
+    assert live.handle({}, me) == {"ok": False, "code": 2, "error": "unknown request None"}
+    assert live.handle({"op": "check"}, me) == {"ok": False, "code": 2, "error": "check: expected exactly one SCOPE"}
+    assert live.handle({"op": "check", "scope": ["fs:read"]}, me)["error"] == "check: expected exactly one SCOPE"
+    assert live.handle({"op": "hook", "agent": "aider", "event": {}}, me) == {
+        "ok": False, "code": 2, "error": "hook: unknown agent 'aider': expected claude-code, codex or gemini"}
+    assert live.handle({"op": "hook", "agent": "codex", "event": []}, me)["error"] == "hook input is not a JSON object"
+
+
+@pytest.mark.parametrize("words", [[], ["check"], ["check", "a", "b"], ["hook", "claude-code"], ["exec", "x"],
+                                   ["hook", "claude-code", "r", "x"], ["Check", "fs:read"]])
+def test_a_malformed_fast_frame_is_a_usage_error(live, words):
+    assert live.fast(words, b"", os.getpid()) == (2, b"", b"agentsess: error: malformed request\n")
+
+
+def test_the_fast_frame_answers_as_the_hook_would(live):
+    me, run = os.getpid(), live.run_id
+    assert live.fast(["check", "fs:read"], b"", me) == (0, b"", b"")
+    denied = f"agentsess: denied: run {run} lacks scope git:push (has: fs:* git:commit)\n".encode()
+    assert live.fast(["check", "git:push"], b"anything", me) == (1, b"", denied)
+    nested = b"[" * 100000
+    code, out, err = live.fast(["hook", "claude-code", run], nested, me)
+    assert (code, out) == (2, b"") and err.startswith(b"agentsess: denied: internal error in the hook: RecursionError: ")
+    assert live.fast(["hook", "claude-code", run], b"\xff", me) == (
+        2, b"", b"agentsess: denied: hook: the input on stdin is not JSON\n")
+    post = event("PostToolUse", tool_response={"stdout": "", "stderr": ""})
+    assert live.fast(["hook", "claude-code", run], post, me) == (0, b"", b"")
+    pre = event("PreToolUse", command="rm -rf /x")
+    assert live.fast(["hook", "claude-code", run], pre, me) == (0, claude_answer("deny", WIPE).encode(), b"")
