@@ -97,3 +97,42 @@ def test_a_secret_after_overlapping_matches_in_another_automaton_is_masked(monke
     secrets = {"s0": b"bb", "s1": b"abab", "s2": b"a", "s3": b"baba"}
     out = Masker(secrets).mask(b"bbabababa")
     assert out == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"  # today: ...[masked:s2]ba
+
+
+# -- the end of the data is the end: an escape cut off there is part of the secret -----------------
+
+
+def test_a_whole_piece_ending_in_an_escape_byte_of_a_secret_hides_it():
+    # mask() has the whole data: a trailing ESC cannot become a colour any more, so a secret
+    # that ends in one is masked with it (a stream would wait for the next read)
+    masker = Masker({"s": b"cab\x1b"})
+    assert masker.mask(b"x cab\x1b") == b"x [masked:s]"
+    assert masker.mask_text("x cab\x1b") == "x [masked:s]"
+
+
+def test_an_idle_release_reads_what_it_holds_as_complete():
+    # held: a secret that a longer one continues, ending in a cut-off escape; the release
+    # lets it out masked, without the escape bytes that belong to the secret
+    masker = Masker({"s1": b"b\x1b[", "s2": b"b\x1b[3"})
+    assert (masker.feed(b"b\x1b["), masker.pending, masker.releasable) == (b"", 3, True)
+    assert masker.release() == b"[masked:s1]"
+    assert masker.flush() == b""
+    # the same with a line break inside: only the noise-free reading sees that secret
+    masker = Masker({"s1": b"b\x1b[", "s2": b"b\x1b[3"})
+    assert (masker.feed(b"b\r\n\x1b["), masker.pending, masker.releasable) == (b"", 5, True)
+    assert masker.release() == b"[masked:s1]\r\n"
+    assert masker.flush() == b""
+
+
+def test_without_ahocorasick_rs_the_plain_search_masks_the_same(monkeypatch):
+    # a platform without its wheel: the import fails and bytes.find searches instead
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ahocorasick_rs", None)  # `import` now raises ImportError
+    secrets = {"s0": b"bb", "s1": b"abab", "s2": b"a", "s3": b"baba", "TOKEN": b"hunter2-very-secret"}
+    masker = Masker(secrets)
+    ((find, offset),) = masker._finders
+    assert offset == 0
+    assert masker.mask(b"bbabababa") == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"
+    assert masker.mask(b"pw=hunter2-very-secret;") == b"pw=[masked:TOKEN];"
+    assert masker.feed(b"x bab") == b"x " and masker.feed(b"a!") == b"[masked:s3]!"
