@@ -136,3 +136,33 @@ def test_without_ahocorasick_rs_the_plain_search_masks_the_same(monkeypatch):
     assert masker.mask(b"bbabababa") == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"
     assert masker.mask(b"pw=hunter2-very-secret;") == b"pw=[masked:TOKEN];"
     assert masker.feed(b"x bab") == b"x " and masker.feed(b"a!") == b"[masked:s3]!"
+
+
+def _backends():
+    out = [pytest.param(masking._find_keys, id="bytes.find")]
+    try:
+        import ahocorasick_rs  # noqa: F401
+    except ImportError:
+        return out
+    return out + [pytest.param(lambda keys: masking._finders(keys)[0][0], id="ahocorasick_rs")]
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_a_finder_lists_key_index_start_and_end_within_the_stretch_asked(backend):
+    # the contract of _finders' find(buf, start=0, stop=None): occurrences in buf[start:stop] as
+    # (key index, start, end) in buf's positions, sorted by start, longest first at equal starts
+    keys = [b"ab", b"b", b"cab"]
+    find = backend(keys)
+    buf = b"ab-cab-b"
+    full = find(buf)
+    assert full == find(buf, 0) and full == find(buf, 0, None)
+    assert full[0] == (0, 0, 2)  # from the very first byte
+    assert [m for m in full if m[1] == 3] == [(2, 3, 6)]  # leftmost-longest: "cab", not the "ab" in it
+    assert full[-1] == (1, 7, 8)
+    assert all(e - s == len(keys[k]) for k, s, e in full)
+    assert [s for _, s, _ in full] == sorted(s for _, s, _ in full)
+    assert find(buf, 3) == [m for m in full if m[1] >= 3]  # nothing before start
+    for start, stop, first in ((0, 2, (0, 0, 2)), (4, 6, (0, 4, 6)), (7, None, (1, 7, 8)), (3, 8, (2, 3, 6))):
+        found = find(buf, start, stop)
+        assert found[0] == first, (start, stop)  # a bytes.find backend also lists overlapping ones
+        assert all(start <= s and e <= (stop or len(buf)) for _, s, e in found), (start, stop)
