@@ -166,3 +166,11 @@ def test_a_finder_lists_key_index_start_and_end_within_the_stretch_asked(backend
         found = find(buf, start, stop)
         assert found[0] == first, (start, stop)  # a bytes.find backend also lists overlapping ones
         assert all(start <= s and e <= (stop or len(buf)) for _, s, e in found), (start, stop)
+
+
+def test_the_end_of_the_stream_lets_out_every_held_byte():
+    # held: a prefix of the secret with a colour inside, whose raw bytes also end in a byte that
+    # could start it; at the end of the stream nothing can follow, so nothing stays held
+    masker = Masker({"s": b"abXaZ"})
+    assert (masker.feed(b"ab\x1b[mXa"), masker.pending) == (b"", 7)
+    assert (masker.flush(), masker.pending) == (b"ab\x1b[mXa", 0)
