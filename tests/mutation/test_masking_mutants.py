@@ -174,3 +174,11 @@ def test_the_end_of_the_stream_lets_out_every_held_byte():
     masker = Masker({"s": b"abXaZ"})
     assert (masker.feed(b"ab\x1b[mXa"), masker.pending) == (b"", 7)
     assert (masker.flush(), masker.pending) == (b"ab\x1b[mXa", 0)
+
+
+def test_a_secret_starting_in_the_last_byte_of_a_longer_key_is_masked():
+    # the 16-byte search key of "long" is found at 0 but "long" itself is not there; "short", a
+    # prefix of it, is; the stretch searched again after it must reach the end of a 16-byte key
+    # that starts in the last byte of the first one
+    secrets = {"long": b"abcdefghijklmnopZ", "short": b"ab", "next": b"pqrstuvwxyz01234"}
+    assert Masker(secrets).mask(b"abcdefghijklmnopqrstuvwxyz01234!") == b"[masked:short]cdefghijklmno[masked:next]!"
