@@ -34,6 +34,18 @@ def _alarm(signum, frame):
     raise Timeout
 
 
+def _overlapping(rng: random.Random) -> tuple[dict, bytes]:
+    """Secrets cut from one random string, and data made of pieces of it: overlapping
+    occurrences, keys that are prefixes of others, 16-byte keys of longer secrets."""
+    base = bytes(rng.choice(b"abc" if rng.random() < 0.5 else b"ab") for _ in range(rng.randint(10, 40)))
+    secrets = {}
+    for n in range(rng.randint(2, 6)):
+        i = rng.randrange(len(base))
+        secrets[f"s{n}"] = base[i : i + rng.choice([1, 2, 3, 4, 7, 15, 16, 17, 20])]
+    data = b"".join(base[i : i + rng.randint(1, 24)] for i in (rng.randrange(len(base)) for _ in range(rng.randint(1, 4))))
+    return secrets, data
+
+
 def _secrets(rng: random.Random) -> dict:
     out = {}
     for n in range(rng.randint(1, 4)):
@@ -97,8 +109,11 @@ def _observe(masking, secrets: dict, data: bytes, cuts: list, releases: set, gro
 def differ(masking, name: str, trials: int, seed: int):
     rng = random.Random(seed)
     for trial in range(trials):
-        secrets = _secrets(rng)
-        data = _stream(rng, masking, secrets)
+        if rng.random() < 0.4:
+            secrets, data = _overlapping(rng)
+        else:
+            secrets = _secrets(rng)
+            data = _stream(rng, masking, secrets)
         cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(0, 4))))
         releases = {i for i in range(len(cuts) + 1) if rng.random() < 0.5}
         group = rng.choice([64, 64, 1, 2, 3])
