@@ -182,3 +182,17 @@ def test_a_secret_starting_in_the_last_byte_of_a_longer_key_is_masked():
     # that starts in the last byte of the first one
     secrets = {"long": b"abcdefghijklmnopZ", "short": b"ab", "next": b"pqrstuvwxyz01234"}
     assert Masker(secrets).mask(b"abcdefghijklmnopqrstuvwxyz01234!") == b"[masked:short]cdefghijklmno[masked:next]!"
+
+
+def test_a_read_that_starts_with_an_escape_sequence_is_read_without_its_noise():
+    # a coloured line from the start of a read, and a colour change inside the secret
+    masker = Masker({"s": b"hunter2"})
+    assert masker.mask(b"\x1b[31mhun\x1b[0mter2") == b"\x1b[31m[masked:s]\x1b[0m"
+    assert masking.normalize(b"\x1b[31mab\x1b[0m") == b"ab"
+    assert masker.feed(b"\x1b[1mhun\x1b[mter2 ok") == b"\x1b[1m[masked:s]\x1b[m ok"
+
+
+def test_the_search_goes_on_one_byte_after_a_key_that_is_no_secret():
+    # "long"'s 16-byte key is there but "long" is not: the next byte may start another secret
+    secrets = {"long": b"abcdefghijklmnopZ", "other": b"bcd"}
+    assert Masker(secrets).mask(b"abcdefghijklmnop!") == b"a[masked:other]efghijklmnop!"
