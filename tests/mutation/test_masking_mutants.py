@@ -203,3 +203,15 @@ def test_an_escape_sequence_cut_off_at_the_start_of_a_read_is_held():
     masker = Masker({"s": b"hunter2"})
     assert (masker.feed(b"\x1b[3"), masker.pending) == (b"", 3)
     assert masker.feed(b"1mhunter2 ok") == b"\x1b[31m[masked:s] ok"
+
+
+def test_a_secret_read_from_the_environment_with_bytes_that_are_not_utf8_is_masked():
+    # os.environ holds such bytes as lone surrogates (surrogateescape): masked as the bytes
+    assert Masker({"s": "pw\udcff-secret"}).mask(b"x pw\xff-secret") == b"x [masked:s]"
+    assert Masker({"n\udcff": b"hunter2"}).mask(b"hunter2") == b"[masked:n?]"  # a name like that too
+
+
+def test_an_empty_secret_is_skipped_and_the_others_still_masked():
+    masker = Masker({"empty": "", "also": b"", "s": b"hunter2", "t": "tiger-lily"})
+    assert masker.names == ("s", "t")
+    assert masker.mask(b"a hunter2 tiger-lily") == b"a [masked:s] [masked:t]"
