@@ -215,3 +215,10 @@ def test_an_empty_secret_is_skipped_and_the_others_still_masked():
     masker = Masker({"empty": "", "also": b"", "s": b"hunter2", "t": "tiger-lily"})
     assert masker.names == ("s", "t")
     assert masker.mask(b"a hunter2 tiger-lily") == b"a [masked:s] [masked:t]"
+
+
+def test_a_secret_made_only_of_noise_is_not_masked_or_named():
+    masker = Masker({"nl": "\r\n", "csi": b"\x1b[0m", "s": b"hunter2"})
+    assert masker.names == ("s",)
+    assert repr(masker) == "Masker(names=['s'], pending=0)"
+    assert Masker({"nl": "\r\n"}).feed(b"a\r\nb") == b"a\r\nb"
