@@ -216,6 +216,18 @@ decision = "allow"
 [[profiles.claude.rules]]
 tool = "WebFetch"
 decision = "ask"
+
+[[profiles.claude.rules]]
+tool = "mcp:github:*"
+decision = "deny"
+reason = "no GitHub from here"
+
+[profiles.watch]
+scopes = ["fs:*"]
+
+[[profiles.watch.rules]]
+tool = "WebFetch"
+decision = "ask"
 """
 
 ALLOW = "agentsess: no rule matched; default_decision is allow"
@@ -223,8 +235,9 @@ WIPE = "agentsess: never wipe the disk; matched `rm -rf /x`"
 
 
 @pytest.fixture
-def live(tmp_path, monkeypatch):
-    """A live run whose authority answers this process: yields the authority."""
+def live(request, tmp_path, monkeypatch):
+    """A live run whose authority answers this process (profile ``claude``, or the one given
+    by indirect parametrization): yields the authority."""
     import signal
 
     from helpers import write_config
@@ -237,11 +250,12 @@ def live(tmp_path, monkeypatch):
 
     write_config(RULES)
     usr1 = signal.getsignal(signal.SIGUSR1)  # _launch hands SIGUSR1 (revoke's) to the supervisor
-    request = Request(["sh"], profile="claude", contain=False, env=dict(os.environ), cwd=str(tmp_path))
+    profile = getattr(request, "param", "claude")
+    asked = Request(["sh"], profile=profile, contain=False, env=dict(os.environ), cwd=str(tmp_path))
     with Store() as store:
-        plan = make_plan(request, load_config(), store)
+        plan = make_plan(asked, load_config(), store)
         injected, secrets = _resolve_secrets(plan.profile)
-        launch = _launch(store, request, plan, injected, secrets)
+        launch = _launch(store, asked, plan, injected, secrets)
     signal.signal(signal.SIGUSR1, usr1)
     authority = Authority(launch.run_id, "advisory")
     server = control.ControlServer(launch.run_id, folder=str(tmp_path / "control"))
@@ -305,29 +319,76 @@ def test_a_check_as_json_prints_the_decision(capsys, inside):
                                "scope": "git:push"}
 
 
+def mine(script: str) -> list[str]:
+    """``sh -c SCRIPT`` that first checks it was started by this test process: a check that
+    replaced the test process by the command (exec without fork) ends it with exit 1."""
+    return ["sh", "-c", f'[ "$PPID" = "{os.getpid()}" ] || exit 1; {script}']
+
+
 def test_a_check_runs_its_command_only_when_allowed(capfd, inside, tmp_path):
     import json
 
     mark = tmp_path / "ran"
-    assert guard.check_main(["git:commit", "--", "sh", "-c", f"echo ran > {mark}; exit 7"]) == 7
+    assert guard.check_main(["git:commit", "--", *mine(f"echo ran > {mark}; exit 7")]) == 7
     assert mark.read_text() == "ran\n"
     mark.unlink()
-    assert guard.check_main(["git:push", "--", "sh", "-c", f"echo ran > {mark}"]) == 1
+    assert guard.check_main(["git:push", "--", *mine(f"echo ran > {mark}")]) == 1
     assert not mark.exists()
     capfd.readouterr()
     # the decision is printed before the command's own output
-    assert guard.check_main(["--json", "fs:read", "--", "echo", "after"]) == 0
+    assert guard.check_main(["--json", "fs:read", "--", *mine("echo after")]) == 0
     out, err = capfd.readouterr()
     first, second = out.splitlines()
     assert json.loads(first)["decision"] == "allow" and second == "after" and err == ""
     got = [(r["scope"], r["decision"], json.loads(r["summary"])) for r in receipts(inside, "action.checked")]
-    assert got == [("git:commit", "allow", ["sh", "-c", f"echo ran > {mark}; exit 7"]),
-                   ("git:push", "deny", ["sh", "-c", f"echo ran > {mark}"]), ("fs:read", "allow", ["echo", "after"])]
+    assert got == [("git:commit", "allow", mine(f"echo ran > {mark}; exit 7")),
+                   ("git:push", "deny", mine(f"echo ran > {mark}")), ("fs:read", "allow", mine("echo after"))]
+
+
+def test_a_checked_command_killed_by_a_signal_exits_as_a_shell_reports_it(capfd, inside):
+    import signal
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT))
+    assert guard.check_main(["fs:read", "--", *mine("kill -TERM $$")]) == 128 + signal.SIGTERM
+    assert guard.check_main(["fs:read", "--", *mine("kill -KILL $$")]) == 128 + signal.SIGKILL
+    # while the command ran, ^C and ^\ were its own; now they are this process's again
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT)) == before
 
 
 def test_a_checked_command_that_is_not_utf8_is_recorded_escaped(capfd, inside):
-    assert guard.check_main(["fs:read", "--", "true", os.fsdecode(b"\xff")]) == 0
-    assert [r["summary"] for r in receipts(inside, "action.checked")] == ['["true","\\\\xff"]']
+    assert guard.check_main(["fs:read", "--", *mine("true"), os.fsdecode(b"\xff")]) == 0
+    assert [json_list(r["summary"]) for r in receipts(inside, "action.checked")] == [[*mine("true"), "\\xff"]]
+
+
+def json_list(text: str) -> list:
+    import json
+
+    return json.loads(text)
+
+
+CHECK_HELP = (
+    "Usage: agentsess check SCOPE [--tool NAME] [--json] [-- CMD [ARGS...]] Inside a run: may it act with SCOPE "
+    "now? Records the decision. Checks that the run is live (not revoked, not expired) and holds SCOPE, writes an "
+    "action.checked receipt, and exits 0 (allowed) or 1 with the reason on stderr. With -- CMD, runs CMD only "
+    "when allowed and exits with its code. Arguments: SCOPE the scope to check, e.g. github:pr:create Options: "
+    "-h, --help Show this message and exit. --tool NAME the tool asking, recorded in the receipt (default: check) "
+    "--json print the decision as JSON on stdout")
+HOOK_HELP = (
+    "Usage: agentsess hook claude-code|codex|gemini [--run RUN] Agent hook handler (`hook claude-code --run RUN`); "
+    "fails closed. An agent's hook: reads the hook's JSON on stdin, applies the run's rules, writes receipts, and "
+    "answers in that agent's format. Claude Code and Codex: PreToolUse, PostToolUse, PostToolUseFailure (Claude), "
+    "PermissionRequest, SessionStart, SessionEnd. Gemini CLI: BeforeTool, AfterTool, SessionStart, SessionEnd. "
+    "Fails closed: on any error it exits 2 with the reason on stderr, which blocks the tool call in all three. "
+    "agentsess run writes the settings that call it; you do not normally run it yourself. Arguments: AGENT the "
+    "agent whose hook this is: claude-code, codex or gemini Options: -h, --help Show this message and exit. "
+    "--run RUN the run's id (default: $AGENTSESS_RUN_ID)")
+
+
+def test_the_help_of_check_and_hook_word_for_word(capsys, stdin):
+    assert guard.check_main([]) == 2
+    assert " ".join(capsys.readouterr().out.split()) == CHECK_HELP
+    code, out, _ = hook(capsys)
+    assert code == 2 and " ".join(out.split()) == HOOK_HELP
 
 
 BAD = ("bad scope '{}': 'B' is not allowed; segments are lowercase letters, digits and ._-/@, separated by ':'; "
@@ -562,3 +623,98 @@ def test_the_fast_frame_answers_as_the_hook_would(live):
     assert live.fast(["hook", "claude-code", run], post, me) == (0, b"", b"")
     pre = event("PreToolUse", command="rm -rf /x")
     assert live.fast(["hook", "claude-code", run], pre, me) == (0, claude_answer("deny", WIPE).encode(), b"")
+
+
+# -- what each agent's events become: tool names, results, answers -----------------------------
+
+
+def test_mcp_tools_of_all_three_agents_meet_the_same_rule(capsys, stdin, inside):
+    import json
+
+    no = "agentsess: no GitHub from here"
+    stdin(event("PreToolUse", tool="mcp__github__create_pr", command=None, tool_input={"title": "x"}))
+    assert hook(capsys, "claude-code", "--run", inside) == (0, claude_answer("deny", no), "")
+    stdin(event("PreToolUse", tool="mcp__github__create_pr", command=None, tool_input={"title": "x"}))
+    assert hook(capsys, "codex", "--run", inside) == (0, claude_answer("deny", no), "")
+    for context in ({"server_name": "github", "tool_name": "create_pr"}, {"server_name": "github"},
+                    {"server_name": "github", "tool_name": ""}):
+        stdin(event("BeforeTool", tool="mcp_github_create_pr", command=None, tool_input={}, mcp_context=context))
+        assert hook(capsys, "gemini", "--run", inside) == (0, json.dumps({"decision": "deny", "reason": no}) + "\n", "")
+    # not MCP names: no server, no tool, or no context
+    for name in ("mcp__github", "mcp____create_pr", "mcp__github__", "github__create_pr"):
+        stdin(event("PreToolUse", tool=name, command=None, tool_input={}))
+        assert hook(capsys, "claude-code", "--run", inside) == (0, claude_answer("allow", ALLOW), "")
+    stdin(event("BeforeTool", tool="mcp_github_create_pr", command=None, tool_input={}, mcp_context={"server_name": 7}))
+    assert hook(capsys, "gemini", "--run", inside) == (0, json.dumps({"decision": "allow", "reason": ALLOW}) + "\n", "")
+    checked = receipts(inside, "action.checked")
+    assert [(r["tool"], r.get("agent_tool")) for r in checked[:5]] == [("mcp:github:create_pr", "mcp__github__create_pr")] * 2 + [
+        ("mcp:github:create_pr", "mcp_github_create_pr")] * 3
+    assert [r["tool"] for r in checked[5:]] == ["mcp__github", "mcp____create_pr", "mcp__github__", "github__create_pr",
+                                               "mcp_github_create_pr"]
+    assert all("agent_tool" not in r for r in checked[5:])
+
+
+def test_results_and_failures_are_recorded_as_each_agent_reports_them(capsys, stdin, inside):
+    calls = [
+        ("claude-code", event("PostToolUse", tool_response={"stdout": "hi", "stderr": ""})),
+        ("claude-code", event("PostToolUseFailure", error="boom", is_interrupt=False, duration_ms=5)),
+        ("claude-code", event("PostToolUseFailure")),
+        ("codex", event("PostToolUse", tool_response={"error": "denied by sandbox"})),
+        ("codex", event("PostToolUse", tool_response={"error": ""})),
+        ("gemini", event("AfterTool", tool="run_shell_command", tool_response={"llmContent": "x\nExit Code: 3"})),
+        ("gemini", event("AfterTool", tool="run_shell_command", tool_response={"llmContent": "Exit Code: 0"})),
+        ("gemini", event("AfterTool", tool="read_file", tool_response={"error": "no such file"})),
+    ]
+    for agent, data in calls:
+        stdin(data)
+        assert hook(capsys, agent, "--run", inside) == (0, "", "")
+    results = receipts(inside, "action.result")
+    assert [(r["source"], r["tool"], r["is_error"], r.get("error")) for r in results] == [
+        ("claude-code", "Bash", False, None), ("claude-code", "Bash", True, "boom"), ("claude-code", "Bash", True, "failed"),
+        ("codex", "Bash", True, "denied by sandbox"), ("codex", "Bash", False, None),
+        ("gemini", "Bash", True, "exit code 3"), ("gemini", "Bash", False, None), ("gemini", "read_file", True, "no such file")]
+    assert "hi" in results[0]["result"] and "result" not in results[1]
+    assert (results[1]["is_interrupt"], results[1]["duration_ms"]) == (False, 5)
+    assert all(len(r["args_sha256"]) == 64 for r in results)
+
+
+@pytest.mark.parametrize("live", ["watch"], indirect=True)
+def test_without_a_rule_the_agents_own_prompt_decides(capsys, stdin, inside):
+    import json
+
+    for agent, name in (("claude-code", "PreToolUse"), ("codex", "PreToolUse"), ("gemini", "BeforeTool")):
+        stdin(event(name, command="ls"))
+        assert hook(capsys, agent, "--run", inside) == (0, "", ""), agent  # observed: no answer at all
+    stdin(event("PreToolUse", tool="WebFetch", command=None, tool_input={"url": "u"}))
+    code, out, err = hook(capsys, "claude-code", "--run", inside)
+    assert (code, err) == (0, "") and json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "ask"
+    reason = json.loads(out)["hookSpecificOutput"]["permissionDecisionReason"]
+    stdin(event("PreToolUse", tool="WebFetch", command=None, tool_input={"url": "u"}))
+    assert hook(capsys, "codex", "--run", inside) == (0, claude_answer(
+        "deny", f"{reason} (the rule asks for a person's approval, which Codex cannot ask for: denied)"), "")
+    stdin(event("BeforeTool", tool="WebFetch", command=None, tool_input={"url": "u"}))
+    assert hook(capsys, "gemini", "--run", inside) == (0, json.dumps({"decision": "deny", "reason": (
+        f"{reason} (the rule asks for a person's approval, which a Gemini hook cannot ask for: denied)")}) + "\n", "")
+    assert [r["decision"] for r in receipts(inside, "action.checked")] == ["observe"] * 3 + ["ask"] * 3
+
+
+def test_the_callers_ancestry_decides_its_run(live):
+    import subprocess
+
+    from agentsess.edges.host import process_start
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert live.caller_run(child.pid) == live.run_id  # a process of the run: below its supervisor
+        live.bound[child.pid] = (process_start(child.pid), "run_01jsubagentsubagentsubagent")
+        assert live.caller_run(child.pid) == "run_01jsubagentsubagentsubagent"  # a sub-agent's command
+        live.bound[child.pid] = ((process_start(child.pid) or 0) + 1, "run_01jsubagentsubagentsubagent")
+        assert live.caller_run(child.pid) == live.run_id  # the pid reused by another process: not bound
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_an_approval_wake_is_taken_from_anyone(live):
+    assert live.handle({"op": "approval_wake"}, 1) == {"ok": True}
+    assert live.handle({"op": "approval_wake", "run": "run_01jzzzzzzzzzzzzzzzzzzzzzzz"}, os.getpid()) == {"ok": True}
