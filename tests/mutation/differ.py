@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
         if isinstance(got, str):
             print(f"    mutant: {got}")
         else:
-            for i, (w, g) in enumerate(zip(want, got)):
+            for i, (w, g) in enumerate(zip(want, got, strict=False)):
                 if w != g:
                     print(f"    observation {i}: real {w!r}, mutant {g!r}")
                     break
