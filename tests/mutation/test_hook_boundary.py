@@ -348,11 +348,17 @@ def test_a_check_runs_its_command_only_when_allowed(capfd, inside, tmp_path):
 def test_a_checked_command_killed_by_a_signal_exits_as_a_shell_reports_it(capfd, inside):
     import signal
 
+    # handlers of this process's own, distinct for ^C and ^\\ (a test runner may leave both default)
+    old = (signal.signal(signal.SIGINT, lambda *_: None), signal.signal(signal.SIGQUIT, lambda *_: None))
     before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT))
-    assert guard.check_main(["fs:read", "--", *mine("kill -TERM $$")]) == 128 + signal.SIGTERM
-    assert guard.check_main(["fs:read", "--", *mine("kill -KILL $$")]) == 128 + signal.SIGKILL
-    # while the command ran, ^C and ^\ were its own; now they are this process's again
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT)) == before
+    try:
+        assert guard.check_main(["fs:read", "--", *mine("kill -TERM $$")]) == 128 + signal.SIGTERM
+        assert guard.check_main(["fs:read", "--", *mine("kill -KILL $$")]) == 128 + signal.SIGKILL
+        # while the command ran, ^C and ^\\ were its own; now they are this process's again
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT)) == before
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGQUIT, old[1])
 
 
 def test_a_checked_command_that_is_not_utf8_is_recorded_escaped(capfd, inside):
@@ -640,6 +646,13 @@ def test_mcp_tools_of_all_three_agents_meet_the_same_rule(capsys, stdin, inside)
                     {"server_name": "github", "tool_name": ""}):
         stdin(event("BeforeTool", tool="mcp_github_create_pr", command=None, tool_input={}, mcp_context=context))
         assert hook(capsys, "gemini", "--run", inside) == (0, json.dumps({"decision": "deny", "reason": no}) + "\n", "")
+    # a tool whose own name holds "__": the server is the first part
+    stdin(event("PreToolUse", tool="mcp__github__create__pr", command=None, tool_input={}))
+    assert hook(capsys, "claude-code", "--run", inside) == (0, claude_answer("deny", no), "")
+    # Gemini's own name for the tool is its context's, whatever the full name looks like
+    stdin(event("BeforeTool", tool="github__create_pr", command=None, tool_input={},
+                mcp_context={"server_name": "github", "tool_name": "create_pr"}))
+    assert hook(capsys, "gemini", "--run", inside) == (0, json.dumps({"decision": "deny", "reason": no}) + "\n", "")
     # not MCP names: no server, no tool, or no context
     for name in ("mcp__github", "mcp____create_pr", "mcp__github__", "github__create_pr"):
         stdin(event("PreToolUse", tool=name, command=None, tool_input={}))
@@ -647,8 +660,10 @@ def test_mcp_tools_of_all_three_agents_meet_the_same_rule(capsys, stdin, inside)
     stdin(event("BeforeTool", tool="mcp_github_create_pr", command=None, tool_input={}, mcp_context={"server_name": 7}))
     assert hook(capsys, "gemini", "--run", inside) == (0, json.dumps({"decision": "allow", "reason": ALLOW}) + "\n", "")
     checked = receipts(inside, "action.checked")
-    assert [(r["tool"], r.get("agent_tool")) for r in checked[:5]] == [("mcp:github:create_pr", "mcp__github__create_pr")] * 2 + [
-        ("mcp:github:create_pr", "mcp_github_create_pr")] * 3
+    assert [(r["tool"], r.get("agent_tool")) for r in checked[:7]] == [("mcp:github:create_pr", "mcp__github__create_pr")] * 2 + [
+        ("mcp:github:create_pr", "mcp_github_create_pr")] * 3 + [("mcp:github:create__pr", "mcp__github__create__pr"),
+                                                                  ("mcp:github:create_pr", "github__create_pr")]
+    checked = checked[2:]
     assert [r["tool"] for r in checked[5:]] == ["mcp__github", "mcp____create_pr", "mcp__github__", "github__create_pr",
                                                "mcp_github_create_pr"]
     assert all("agent_tool" not in r for r in checked[5:])
@@ -718,3 +733,21 @@ def test_the_callers_ancestry_decides_its_run(live):
 def test_an_approval_wake_is_taken_from_anyone(live):
     assert live.handle({"op": "approval_wake"}, 1) == {"ok": True}
     assert live.handle({"op": "approval_wake", "run": "run_01jzzzzzzzzzzzzzzzzzzzzzzz"}, os.getpid()) == {"ok": True}
+
+
+def test_which_agent_a_command_is():
+    from agentsess.core.guard import agents
+    from agentsess.errors import AgentsessError
+
+    assert agents.detect(["claude"], None) == "claude-code"
+    assert agents.detect(["/opt/bin/claude-code", "-p"], None) == "claude-code"
+    assert agents.detect(["/usr/bin/codex"], None) == "codex"
+    assert agents.detect(["gemini"], None) == "gemini"
+    assert agents.detect(["sh"], None) is None
+    assert agents.detect(["claude"], "none") is None  # --agent none: no integration
+    assert agents.detect(["sh"], "gemini") == "gemini"  # named by --agent or the profile
+    assert agents.detect(["sh"], "aider") is None
+    with pytest.raises(AgentsessError) as info:
+        agents.protocol("aider")
+    assert info.value.message == "hook: unknown agent 'aider': expected claude-code, codex or gemini"
+    assert agents.protocol("codex").SOURCE == "codex"
