@@ -231,6 +231,7 @@ decision = "ask"
 """
 
 ALLOW = "agentsess: no rule matched; default_decision is allow"
+TOKENS: dict = {}  # run id -> the token minted for it (the child's AGENTSESS_TOKEN)
 WIPE = "agentsess: never wipe the disk; matched `rm -rf /x`"
 
 
@@ -257,6 +258,7 @@ def live(request, tmp_path, monkeypatch):
         injected, secrets = _resolve_secrets(plan.profile)
         launch = _launch(store, asked, plan, injected, secrets)
     signal.signal(signal.SIGUSR1, usr1)
+    TOKENS[launch.run_id] = launch.env["AGENTSESS_TOKEN"]
     authority = Authority(launch.run_id, "advisory")
     server = control.ControlServer(launch.run_id, folder=str(tmp_path / "control"))
     server.listen()
@@ -751,3 +753,28 @@ def test_which_agent_a_command_is():
         agents.protocol("aider")
     assert info.value.message == "hook: unknown agent 'aider': expected claude-code, codex or gemini"
     assert agents.protocol("codex").SOURCE == "codex"
+
+
+def test_whoami_inside_a_run_says_who_it_is(live):
+    answer = live.handle({"op": "whoami"}, os.getpid())
+    assert answer["ok"] is True
+    me = answer["run"]
+    assert (me["id"], me["name"], me["profile"], me["status"], me["revoked"]) == (live.run_id, "sh", "claude", "running", False)
+    assert (me["scopes"], me["ceiling"], me["containment"], me["parents"]) == (["fs:*", "git:commit"], ["git:*", "fs:*"], "advisory", [])
+    assert me["expires_at"].endswith("Z") and 0 < me["seconds_left"] <= 3600
+    assert me["agent"] == "claude"  # the profile's agent name, the token's sub
+    assert live.handle({"op": "whoami"}, 1)["ok"] is False
+
+
+def test_token_verify_inside_a_run(live):
+    me = os.getpid()
+    token = TOKENS[live.run_id]
+    answer = live.handle({"op": "token_verify", "token": token, "scopes": ["fs:read", 7]}, me)
+    assert (answer["ok"], answer["valid"], answer["verdict"]["valid"]) == (True, True, True)
+    denied = live.handle({"op": "token_verify", "token": token, "scopes": ["git:push"]}, me)
+    assert (denied["ok"], denied["valid"], denied["reason"]) == (True, False, "missing scope")
+    assert "git:push" in denied["detail"]
+    forged = live.handle({"op": "token_verify", "token": token[:-4] + "AAAA"}, me)
+    assert (forged["ok"], forged["valid"]) == (True, False)
+    assert live.handle({"op": "token_verify"}, me) == {"ok": False, "code": 2, "error": "token verify: no token given"}
+    assert live.handle({"op": "token_verify", "token": 7}, me)["error"] == "token verify: no token given"
