@@ -778,3 +778,31 @@ def test_token_verify_inside_a_run(live):
     assert (forged["ok"], forged["valid"]) == (True, False)
     assert live.handle({"op": "token_verify"}, me) == {"ok": False, "code": 2, "error": "token verify: no token given"}
     assert live.handle({"op": "token_verify", "token": 7}, me)["error"] == "token verify: no token given"
+
+
+def test_whoami_names_every_run_above_and_a_revocation():
+    from agentsess import ids
+    from agentsess.core.runs.authority import describe
+    from agentsess.edges.store import Store
+
+    def add(store, name, parent=None, **more):
+        rid = ids.new_run_id()
+        store.insert_run({"id": rid, "name": name, "status": "running", "command": ["sh"], "cwd": "/", "host": "h",
+                          "user": "u", "started_at": 1.0, "parent_id": parent, "agent": f"{name}-agent", **more})
+        return rid
+
+    with Store() as store:
+        top = add(store, "top")
+        mid = add(store, "mid", top)
+        leaf = add(store, "leaf", mid, expires_at=1.0)  # expired long ago
+        orphan = add(store, "orphan", "run_01jgonegonegonegonegonegone")
+        store.update_run(leaf, revoked_at=2.0, status="revoked")
+        me = describe(store, leaf, "contained")
+        assert me["parents"] == [{"id": mid, "name": "mid", "agent": "mid-agent"},
+                                 {"id": top, "name": "top", "agent": "top-agent"}]
+        assert (me["revoked"], me["status"], me["seconds_left"], me["containment"]) == (True, "revoked", 0, "contained")
+        assert me["expires_at"] == "1970-01-01T00:00:01Z"
+        assert describe(store, top, "advisory")["parents"] == []
+        top_row = describe(store, top, "advisory")
+        assert (top_row["revoked"], top_row["expires_at"], top_row["seconds_left"]) == (False, None, None)  # no expiry
+        assert describe(store, orphan, "advisory")["parents"] == []  # a parent pruned away ends the chain
