@@ -97,3 +97,128 @@ def test_a_secret_after_overlapping_matches_in_another_automaton_is_masked(monke
     secrets = {"s0": b"bb", "s1": b"abab", "s2": b"a", "s3": b"baba"}
     out = Masker(secrets).mask(b"bbabababa")
     assert out == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"  # today: ...[masked:s2]ba
+
+
+# -- the end of the data is the end: an escape cut off there is part of the secret -----------------
+
+
+def test_a_whole_piece_ending_in_an_escape_byte_of_a_secret_hides_it():
+    # mask() has the whole data: a trailing ESC cannot become a colour any more, so a secret
+    # that ends in one is masked with it (a stream would wait for the next read)
+    masker = Masker({"s": b"cab\x1b"})
+    assert masker.mask(b"x cab\x1b") == b"x [masked:s]"
+    assert masker.mask_text("x cab\x1b") == "x [masked:s]"
+
+
+def test_an_idle_release_reads_what_it_holds_as_complete():
+    # held: a secret that a longer one continues, ending in a cut-off escape; the release
+    # lets it out masked, without the escape bytes that belong to the secret
+    masker = Masker({"s1": b"b\x1b[", "s2": b"b\x1b[3"})
+    assert (masker.feed(b"b\x1b["), masker.pending, masker.releasable) == (b"", 3, True)
+    assert masker.release() == b"[masked:s1]"
+    assert masker.flush() == b""
+    # the same with a line break inside: only the noise-free reading sees that secret
+    masker = Masker({"s1": b"b\x1b[", "s2": b"b\x1b[3"})
+    assert (masker.feed(b"b\r\n\x1b["), masker.pending, masker.releasable) == (b"", 5, True)
+    assert masker.release() == b"[masked:s1]\r\n"
+    assert masker.flush() == b""
+
+
+def test_without_ahocorasick_rs_the_plain_search_masks_the_same(monkeypatch):
+    # a platform without its wheel: the import fails and bytes.find searches instead
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ahocorasick_rs", None)  # `import` now raises ImportError
+    secrets = {"s0": b"bb", "s1": b"abab", "s2": b"a", "s3": b"baba", "TOKEN": b"hunter2-very-secret"}
+    masker = Masker(secrets)
+    ((find, offset),) = masker._finders
+    assert offset == 0
+    assert masker.mask(b"bbabababa") == b"[masked:s0][masked:s1][masked:s2]b[masked:s2]"
+    assert masker.mask(b"pw=hunter2-very-secret;") == b"pw=[masked:TOKEN];"
+    assert masker.feed(b"x bab") == b"x " and masker.feed(b"a!") == b"[masked:s3]!"
+
+
+def _backends():
+    out = [pytest.param(masking._find_keys, id="bytes.find")]
+    try:
+        import ahocorasick_rs  # noqa: F401
+    except ImportError:
+        return out
+    return out + [pytest.param(lambda keys: masking._finders(keys)[0][0], id="ahocorasick_rs")]
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_a_finder_lists_key_index_start_and_end_within_the_stretch_asked(backend):
+    # the contract of _finders' find(buf, start=0, stop=None): occurrences in buf[start:stop] as
+    # (key index, start, end) in buf's positions, sorted by start, longest first at equal starts
+    keys = [b"ab", b"b", b"cab"]
+    find = backend(keys)
+    buf = b"ab-cab-b"
+    full = find(buf)
+    assert full == find(buf, 0) and full == find(buf, 0, None)
+    assert full[0] == (0, 0, 2)  # from the very first byte
+    assert [m for m in full if m[1] == 3] == [(2, 3, 6)]  # leftmost-longest: "cab", not the "ab" in it
+    assert full[-1] == (1, 7, 8)
+    assert all(e - s == len(keys[k]) for k, s, e in full)
+    assert [s for _, s, _ in full] == sorted(s for _, s, _ in full)
+    assert find(buf, 3) == [m for m in full if m[1] >= 3]  # nothing before start
+    for start, stop, first in ((0, 2, (0, 0, 2)), (4, 6, (0, 4, 6)), (7, None, (1, 7, 8)), (3, 8, (2, 3, 6))):
+        found = find(buf, start, stop)
+        assert found[0] == first, (start, stop)  # a bytes.find backend also lists overlapping ones
+        assert all(start <= s and e <= (stop or len(buf)) for _, s, e in found), (start, stop)
+
+
+def test_the_end_of_the_stream_lets_out_every_held_byte():
+    # held: a prefix of the secret with a colour inside, whose raw bytes also end in a byte that
+    # could start it; at the end of the stream nothing can follow, so nothing stays held
+    masker = Masker({"s": b"abXaZ"})
+    assert (masker.feed(b"ab\x1b[mXa"), masker.pending) == (b"", 7)
+    assert (masker.flush(), masker.pending) == (b"ab\x1b[mXa", 0)
+
+
+def test_a_secret_starting_in_the_last_byte_of_a_longer_key_is_masked():
+    # the 16-byte search key of "long" is found at 0 but "long" itself is not there; "short", a
+    # prefix of it, is; the stretch searched again after it must reach the end of a 16-byte key
+    # that starts in the last byte of the first one
+    secrets = {"long": b"abcdefghijklmnopZ", "short": b"ab", "next": b"pqrstuvwxyz01234"}
+    assert Masker(secrets).mask(b"abcdefghijklmnopqrstuvwxyz01234!") == b"[masked:short]cdefghijklmno[masked:next]!"
+
+
+def test_a_read_that_starts_with_an_escape_sequence_is_read_without_its_noise():
+    # a coloured line from the start of a read, and a colour change inside the secret
+    masker = Masker({"s": b"hunter2"})
+    assert masker.mask(b"\x1b[31mhun\x1b[0mter2") == b"\x1b[31m[masked:s]\x1b[0m"
+    assert masking.normalize(b"\x1b[31mab\x1b[0m") == b"ab"
+    assert masker.feed(b"\x1b[1mhun\x1b[mter2 ok") == b"\x1b[1m[masked:s]\x1b[m ok"
+
+
+def test_the_search_goes_on_one_byte_after_a_key_that_is_no_secret():
+    # "long"'s 16-byte key is there but "long" is not: the next byte may start another secret
+    secrets = {"long": b"abcdefghijklmnopZ", "other": b"bcd"}
+    assert Masker(secrets).mask(b"abcdefghijklmnop!") == b"a[masked:other]efghijklmnop!"
+
+
+def test_an_escape_sequence_cut_off_at_the_start_of_a_read_is_held():
+    # it may yet become a colour (noise) with the next read: held, as at any other position
+    masker = Masker({"s": b"hunter2"})
+    assert (masker.feed(b"\x1b[3"), masker.pending) == (b"", 3)
+    assert masker.feed(b"1mhunter2 ok") == b"\x1b[31m[masked:s] ok"
+
+
+def test_a_secret_read_from_the_environment_with_bytes_that_are_not_utf8_is_masked():
+    # os.environ holds such bytes as lone surrogates (surrogateescape): masked as the bytes
+    assert Masker({"s": "pw\udcff-secret"}).mask(b"x pw\xff-secret") == b"x [masked:s]"
+    assert Masker({"n\udcff": b"hunter2"}).mask(b"hunter2") == b"[masked:n?]"  # a name like that too
+
+
+def test_an_empty_secret_is_skipped_and_the_others_still_masked():
+    masker = Masker({"empty": "", "also": b"", "s": b"hunter2", "t": "tiger-lily"})
+    assert masker.names == ("s", "t")
+    assert masker.mask(b"a hunter2 tiger-lily") == b"a [masked:s] [masked:t]"
+
+
+def test_a_secret_made_only_of_noise_is_not_masked_or_named():
+    masker = Masker({"nl": "\r\n", "csi": b"\x1b[0m", "s": b"hunter2"})
+    assert masker.names == ("s",)
+    assert repr(masker) == "Masker(names=['s'], pending=0)"
+    assert Masker({"nl": "\r\n"}).feed(b"a\r\nb") == b"a\r\nb"
