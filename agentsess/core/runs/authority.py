@@ -16,17 +16,6 @@ import time
 
 from agentsess.errors import CHECK_FAILED, RUN_FAILED, USAGE, AgentsessError
 
-# Ops a run may ask for; each is ``fn(authority, store, run_id, message, pid) -> answer``.
-OPS: dict = {}
-
-
-def op(name: str):
-    def register(fn):
-        OPS[name] = fn
-        return fn
-
-    return register
-
 
 def refused(error: str, code: int = USAGE) -> dict:
     return {"ok": False, "error": error, "code": code}
@@ -207,7 +196,6 @@ def _env(run_id: str) -> dict:
     return {"AGENTSESS_RUN_ID": run_id}
 
 
-@op("check")
 def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import check
 
@@ -220,7 +208,6 @@ def _check(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict
             "scope": decision.scope, "allowed": decision.allowed}
 
 
-@op("hook")
 def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import agent_hook
 
@@ -252,7 +239,6 @@ def _hook(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     return {"ok": True, "answer": answer}
 
 
-@op("exec_start")
 def _exec_start(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     """A command the agent's shell prefix is about to run: a sub-agent's own (its allowed call
     waits for it) is bound to the sub-agent's run while it runs, and told so."""
@@ -282,7 +268,6 @@ def _exec_start(auth: Authority, store, run_id: str, message: dict, pid: int) ->
     return {"ok": True, "bound": sub.run_id, "env": env, "unset": ["AGENTSESS_TOKEN"]}
 
 
-@op("exec")
 def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import record_exec
 
@@ -307,12 +292,10 @@ def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     return {"ok": True}
 
 
-@op("whoami")
 def _whoami(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     return {"ok": True, "run": describe(store, run_id, auth.containment)}
 
 
-@op("token_verify")
 def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.credentials.verify import verify_token
 
@@ -325,7 +308,6 @@ def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) 
             "reason": verdict.reason}
 
 
-@op("mcp_call")
 def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import _refresh_liveness
     from agentsess.core.guard.mcp import Deferred, decide_call
@@ -344,7 +326,6 @@ def _mcp_call(auth: Authority, store, run_id: str, message: dict, pid: int) -> d
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
 
 
-@op("mcp_await")
 def _mcp_await(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.calls import _refresh_liveness
     from agentsess.core.guard.mcp import await_call
@@ -360,7 +341,6 @@ def _mcp_await(auth: Authority, store, run_id: str, message: dict, pid: int) -> 
     return {"ok": True, "allowed": decision.allowed, "reason": decision.reason, "args_sha256": data.get("args_sha256")}
 
 
-@op("mcp_refused")
 def _mcp_refused(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.mcp import refused_line
     from agentsess.core.receipts import recording
@@ -373,7 +353,6 @@ def _mcp_refused(auth: Authority, store, run_id: str, message: dict, pid: int) -
     return {"ok": True}
 
 
-@op("mcp_result")
 def _mcp_result(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.core.guard.mcp import SOURCE
     from agentsess.core.receipts import recording
@@ -417,7 +396,6 @@ REQUEST_FIELDS = ("argv", "name", "use_pty", "profile", "scopes", "ttl", "pass_e
                   "mask_terminal", "capture_shell", "integration", "cwd", "env")
 
 
-@op("run")
 def _run(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     """A nested `agentsess run`: plan, mint and record it as a child of the caller's run."""
     from agentsess.core.runs.plan import Request
@@ -454,7 +432,6 @@ def _run(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     }
 
 
-@op("run_started")
 def _run_started(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     from agentsess.edges import host
 
@@ -477,7 +454,6 @@ class _StopRequest:
         self.grace = 0.0 if grace is None else grace
 
 
-@op("status")
 def _status(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     """A nested run's periodic watch: revocation, expiry, the stream's presence."""
     run = auth.nested_supervisor(pid)
@@ -490,7 +466,6 @@ def _status(auth: Authority, store, run_id: str, message: dict, pid: int) -> dic
     return {"ok": True, "stop": stop.grace is not None, "grace": stop.grace, "notices": notes}
 
 
-@op("run_exited")
 def _run_exited(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
     run = auth.nested_supervisor(pid)
     if run is None:
@@ -540,3 +515,23 @@ def _record_end(store, run: Nested, message: dict) -> tuple[int, list[str]]:
     code = finish(store, run.plan, run.watch, log, code if isinstance(code, int) else None,
                   sig if isinstance(sig, int) else None, error if isinstance(error, str) else None)
     return code, notes
+
+
+# Ops a run may ask for; each is ``fn(authority, store, run_id, message, pid) -> answer``.
+# A plain table, not a registering decorator: mutmut 3 does not mutate decorated functions.
+OPS: dict = {
+    "check": _check,
+    "hook": _hook,
+    "exec_start": _exec_start,
+    "exec": _exec,
+    "whoami": _whoami,
+    "token_verify": _token_verify,
+    "mcp_call": _mcp_call,
+    "mcp_await": _mcp_await,
+    "mcp_refused": _mcp_refused,
+    "mcp_result": _mcp_result,
+    "run": _run,
+    "run_started": _run_started,
+    "status": _status,
+    "run_exited": _run_exited,
+}
