@@ -806,3 +806,64 @@ def test_whoami_names_every_run_above_and_a_revocation():
         top_row = describe(store, top, "advisory")
         assert (top_row["revoked"], top_row["expires_at"], top_row["seconds_left"]) == (False, None, None)  # no expiry
         assert describe(store, orphan, "advisory")["parents"] == []  # a parent pruned away ends the chain
+
+
+def test_a_sub_agent_gets_its_own_run_and_its_revocation_denies_only_it(capsys, stdin, live):
+    """Claude Code's sub-agent calls (``agent_id``/``agent_type``) are routed to a child run of
+    their own; once that run is revoked, its next call is denied with the reason and noted in
+    the parent, while the orchestrator's calls go on."""
+    import time
+
+    from agentsess.edges.store import Store
+
+    parent = live.run_id
+    sub = {"agent_id": "agent-7", "agent_type": "Explore"}
+    try:
+        stdin(event("PreToolUse", command="ls", **sub))
+        assert hook(capsys, "claude-code", "--run", parent) == (0, claude_answer("allow", ALLOW), "")
+        with Store() as store:
+            [child] = store.children(parent)
+        assert child["name"] == "Explore" and child["status"] == "running"
+        assert [(r["tool"], r["decision"]) for r in receipts(child["id"], "action.checked")] == [("Bash", "allow")]
+        assert receipts(parent, "action.checked") == []
+        [started] = receipts(child["id"], "subagent.started")
+        assert (started["agent_id"], started["agent_type"], started["parent"], started["source"]) == (
+            "agent-7", "Explore", parent, "claude-code")
+
+        stdin(event("PreToolUse", command="rm -rf /x"))  # the orchestrator's own call: its own run
+        assert hook(capsys, "claude-code", "--run", parent) == (0, claude_answer("deny", WIPE), "")
+        assert [r["decision"] for r in receipts(parent, "action.checked")] == ["deny"]
+
+        with Store() as store:
+            store.mark_revoked({child["id"]: "direct"}, time.time(), "tester@host", "enough")
+            deadline = time.monotonic() + 30
+            while (store.get_run(child["id"]) or {}).get("ended_at") is None:  # the sub-agents' watch ends it
+                assert time.monotonic() < deadline, "the revoked sub-agent's run did not end"
+                time.sleep(0.05)
+        why = f"sub-agent agent-7's run {child['id']} was revoked: enough"
+        stdin(event("PreToolUse", command="ls", **sub))
+        assert hook(capsys, "claude-code", "--run", parent) == (0, claude_answer("deny", f"agentsess: {why}"), "")
+        assert receipts(parent, "subagent.refused")[-1]["reason"] == why
+        assert len(receipts(child["id"], "action.checked")) == 1  # nothing more recorded in the revoked run
+        stdin(event("PostToolUse", tool_response={"stdout": ""}, **sub))  # its result: noted, nothing answered
+        assert hook(capsys, "claude-code", "--run", parent) == (0, "", "")
+        assert receipts(child["id"], "action.result") == []
+
+        stdin(event("PreToolUse", command="ls"))  # the orchestrator goes on
+        assert hook(capsys, "claude-code", "--run", parent) == (0, claude_answer("allow", ALLOW), "")
+    finally:
+        with Store() as store:
+            live.subagents.end_all(store, "the test ended")
+
+
+@pytest.mark.parametrize("agent_id, reason", [
+    ("agent 7", "hook: agent_id agent 7 holds characters a sub-agent id never has"),
+    ("", "hook: agent_id is not a non-empty string"),
+])
+def test_a_tool_call_naming_a_malformed_sub_agent_blocks_and_is_noted(capsys, stdin, inside, agent_id, reason):
+    stdin(event("PreToolUse", command="ls", agent_id=agent_id))
+    assert hook(capsys, "claude-code", "--run", inside) == (2, "", f"agentsess: denied: {reason}\n")
+    [noted] = receipts(inside, "subagent.refused")
+    assert (noted["event"], noted["agent_id"], noted["agent_id_length"], noted["reason"], noted["source"]) == (
+        "PreToolUse", agent_id, len(agent_id), reason, "claude-code")
+    assert receipts(inside, "action.checked") == []
