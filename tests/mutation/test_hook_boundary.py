@@ -6,7 +6,9 @@ a real file, stdout and stderr are captured; see docs/mutation-testing.md."""
 
 import io
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
@@ -260,13 +262,16 @@ def live(request, tmp_path, monkeypatch):
     signal.signal(signal.SIGUSR1, usr1)
     TOKENS[launch.run_id] = launch.env["AGENTSESS_TOKEN"]
     authority = Authority(launch.run_id, "advisory")
-    server = control.ControlServer(launch.run_id, folder=str(tmp_path / "control"))
+    # a short folder: a socket's path is at most 107 bytes, and pytest's tmp_path can be long
+    folder = tempfile.mkdtemp(prefix="as-ctl-", dir="/tmp")
+    server = control.ControlServer(launch.run_id, folder=folder)
     server.listen()
     server.serve(authority.handle, authority.fast)
     monkeypatch.setenv("AGENTSESS_CONTROL", server.path)
     monkeypatch.delenv("AGENTSESS_RUN_ID", raising=False)
     yield authority
     server.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
