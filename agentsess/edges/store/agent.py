@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 from agentsess.edges.store import Store
 from agentsess.edges.store.holding import StoreUnreachable, SupervisedWrites, pending_exists
-from agentsess.edges.store.watcher import BACKOFF_FIRST, BACKOFF_MAX, RevocationWatcher
+from agentsess.edges.store.watcher import RevocationWatcher
 from agentsess.errors import STATE, AgentsessError
 
 PROTOCOL = 1
@@ -604,59 +604,25 @@ class AgentWatcher(RevocationWatcher):
             super().__init__(None, run_ids, on_change, poll)
         self.url = url
 
-    def _down(self, since: float | None = None) -> None:
+    def _connect(self):
+        sock, _ = connect(self.url)
+        return sock
+
+    def _subscribe(self, sock) -> None:
+        send(sock, {"m": "watch", "ids": self.run_ids})
+
+    def _take(self, sock, ready: bool) -> None:
         import time
 
-        if self.down_since is None:
-            self.down_since = since if since is not None else time.time()
-            self._changed()
-
-    def _main(self) -> None:
-        import select
-        import time
-
-        backoff = BACKOFF_FIRST
-        while not self._stop.is_set():
-            sock = None
-            try:
-                sock, _ = connect(self.url)
-                with self._conn_lock:
-                    self._conn = sock
-                if self._stop.is_set():
-                    break
-                send(sock, {"m": "watch", "ids": self.run_ids})
-                self.connected = True
-                backoff = BACKOFF_FIRST
-                while not self._stop.is_set():
-                    ready, _, _ = select.select([sock, self._stop_r], [], [], self.poll)
-                    if self._stop_r in ready:
-                        break
-                    if sock in ready:
-                        frame = recv(sock)
-                        if isinstance(frame, dict) and isinstance(frame.get("rows"), list):
-                            self._seen(frame["rows"])
-                        elif isinstance(frame, dict) and frame.get("down"):
-                            self._down()
-                    gap = self.unreachable_for()
-                    if gap:  # the agent says nothing: the store is as good as unreachable
-                        self._down(time.time() - gap)
-            except Exception:  # noqa: BLE001 - any failure is an outage; the loop must live on
-                if self._stop.is_set():
-                    break
-                self.connected = False
+        if ready:
+            frame = recv(sock)
+            if isinstance(frame, dict) and isinstance(frame.get("rows"), list):
+                self._seen(frame["rows"])
+            elif isinstance(frame, dict) and frame.get("down"):
                 self._down()
-            finally:
-                with self._conn_lock:
-                    self._conn = None
-                    if sock is not None:
-                        try:
-                            sock.close()
-                        except OSError:
-                            pass
-            if self._stop.is_set():
-                break
-            select.select([self._stop_r], [], [], backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+        gap = self.unreachable_for()
+        if gap:  # the agent says nothing: the store is as good as unreachable
+            self._down(time.time() - gap)
 
 
 __all__ = ["AgentStore", "AgentUnavailable", "AgentWatcher", "attach", "connect", "socket_path", "use_agent",

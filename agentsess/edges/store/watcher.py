@@ -148,35 +148,50 @@ class RevocationWatcher:
     def _notified(self, _notify) -> None:
         self.notified += 1
 
+    def _down(self, since: float | None = None) -> None:
+        """The store is out of reach (since ``since``, default now)."""
+        if self.down_since is None:
+            self.down_since = since if since is not None else time.time()
+            self._changed()
+
+    # -- the connection followed: a LISTEN connection here, the store agent's in AgentWatcher --
+
+    def _connect(self):
+        return self.target.connect(cancel_fd=self._stop_r)
+
+    def _subscribe(self, conn) -> None:
+        conn.add_notify_handler(self._notified)
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self._read(conn)
+
+    def _take(self, conn, ready: bool) -> None:
+        # a notification (taken in by this query) or the poll: read the list now
+        self._read(conn)
+
     def _main(self) -> None:
         backoff = BACKOFF_FIRST
         while not self._stop.is_set():
             conn = None
             try:
-                conn = self.target.connect(cancel_fd=self._stop_r)
+                conn = self._connect()
                 with self._conn_lock:
                     self._conn = conn
                 if self._stop.is_set():
                     break
-                conn.add_notify_handler(self._notified)
-                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                self._read(conn)
+                self._subscribe(conn)
                 self.connected = True
                 backoff = BACKOFF_FIRST
                 while not self._stop.is_set():
-                    # a notification, the poll interval, or stop(): whichever comes first
+                    # something to read, the poll interval, or stop(): whichever comes first
                     ready, _, _ = select.select([conn.fileno(), self._stop_r], [], [], self.poll)
                     if self._stop_r in ready:
                         break
-                    # a notification (taken in by this query) or the poll: read the list now
-                    self._read(conn)
+                    self._take(conn, bool(ready))
             except Exception:  # noqa: BLE001 - any failure is an outage; the loop must live on
                 if self._stop.is_set():
                     break
                 self.connected = False
-                if self.down_since is None:
-                    self.down_since = time.time()
-                    self._changed()
+                self._down()
             finally:
                 with self._conn_lock:
                     self._conn = None
