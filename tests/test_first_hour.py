@@ -36,6 +36,18 @@ def test_the_scrub_says_how_to_keep_the_agents_key(tmp_path):
     assert b"needs ANTHROPIC_API_KEY" not in kept.stderr
 
 
+def test_no_key_hint_when_the_agent_got_one_of_the_keys_it_can_use(tmp_path):
+    """aider works with any one of its keys: with OPENAI_API_KEY passed, a scrubbed
+    GEMINI_API_KEY is no reason to say it "needs" one; with none of them, say it."""
+    write_config('[profiles.aider]\npass_env = ["OPENAI_API_KEY"]\n')
+    env = {**_fake_agent(tmp_path, "aider"), "OPENAI_API_KEY": "sk-openai-notreal", "GEMINI_API_KEY": "g-notreal-1"}
+    proc = agentsess("run", "--", "aider", env=env, check=0)
+    assert b"GEMINI_API_KEY" in proc.stderr  # still named as kept back
+    assert b"aider needs" not in proc.stderr, proc.stderr
+    none = agentsess("run", "--profile", "default", "--", "aider", env=env, check=0)
+    assert b"aider needs ANTHROPIC_API_KEY or OPENAI_API_KEY or GEMINI_API_KEY: add pass_env" in none.stderr
+
+
 # -- help topics ---------------------------------------------------------------------------
 
 

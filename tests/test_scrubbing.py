@@ -140,6 +140,27 @@ def test_allowlist_profile_in_a_real_run(tmp_path):
     assert "env allowlist" in err
 
 
+def test_env_allow_is_the_allowlist_mode_as_the_issue_spells_it(tmp_path):
+    write_config('[profiles.p]\nenv = "allow"\npass_env = ["OPENAI_API_KEY"]\n')
+    env, err = _child_env(tmp_path, "--profile", "p", env={"OPENAI_API_KEY": "sk-allowed-2", "EDITOR": "vim"})
+    assert env["OPENAI_API_KEY"] == "sk-allowed-2" and "EDITOR" not in env and "PATH" in env
+    write_config('[profiles.p]\nenv = "allow"\nenv_mode = "scrub"\n')
+    proc = agentsess("run", "--profile", "p", "--", "true", check=125)
+    assert proc.stderr.count(b"\n") == 1 and b"disagrees with env_mode" in proc.stderr
+    write_config('[profiles.p]\nenv = "everything"\n')
+    proc = agentsess("run", "--profile", "p", "--", "true", check=125)
+    assert proc.stderr.count(b"\n") == 1 and b'or "scrub" or "allow"' in proc.stderr
+    assert b"everything" in proc.stderr  # a mode word, not a variable's value: safe to show
+
+
+@pytest.mark.parametrize("name", ["SSL_CERT_PASSWORD", "CA_CERT_PRIVATE_KEY", "SSL_CERT_KEY", "CA_BUNDLE_TOKEN",
+                                  "MY_CAFILE_SECRET"])
+def test_a_credential_named_beside_a_certificate_bundle_is_still_scrubbed(name):
+    assert scrub_rule(name) is not None
+    child, scrubbed, _ = scrub_env({name: "hunter2", "SSL_CERT_FILE": "/etc/ssl/ca.pem"})
+    assert child == {"SSL_CERT_FILE": "/etc/ssl/ca.pem"} and scrubbed == [name]
+
+
 def test_bad_env_mode_is_a_one_line_usage_error():
     write_config('[profiles.p]\nenv_mode = "everything"\n')
     proc = agentsess("run", "--profile", "p", "--", "true", check=125)  # run: agentsess refused

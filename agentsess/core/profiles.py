@@ -361,6 +361,13 @@ def _check_table(path: str, keypath: str, table: dict) -> dict:
         kp = f"{keypath}.{key_text(key)}"
         if key not in BUILTIN:
             raise _unknown_key(path, kp, key, PROFILE_KEYS)
+        if key == "env" and isinstance(value, str) and value in _ENUMS["env_mode"]:
+            # `env = "allow"` is short for env_mode = "allow" (with no literal variables)
+            if table.get("env_mode", value) != value:
+                raise config_error(path, kp, f"env = {value!r} disagrees with env_mode = {table['env_mode']!r}; "
+                                   "keep one of them")
+            out["env_mode"] = value
+            continue
         out[key] = _check_value(path, kp, key, value)
     return out
 
@@ -512,7 +519,8 @@ def _check_env(path: str, kp: str, value) -> dict:
         raise config_error(
             path,
             kp,
-            f'expected a table of VAR = "value" or {{ secret = "name" }}, got {show_value(value)}',
+            f'expected a table of VAR = "value" or {{ secret = "name" }}, or "scrub" or "allow" (the '
+            f'env_mode), got {show_value(value)}',
         )
     out: dict[str, str | dict[str, str]] = {}
     for var, item in value.items():

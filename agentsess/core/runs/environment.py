@@ -26,8 +26,9 @@ compared case-insensitively, matches any of these rules:
 Certificate bundles are not credentials: a variable naming a CA bundle or certificate
 folder (:data:`CA_BUNDLE_NAMES`, and any name holding ``CA_CERT``, ``CA_BUNDLE``,
 ``CAINFO``, ``CAFILE``, ``CAPATH`` or ``SSL_CERT``, such as
-``CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE``) is kept by the built-in rules; a profile's own
-``scrub_env`` patterns still apply to it.
+``CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE``) is kept by the built-in rules, unless its name also
+holds a credential word or suffix above (``SSL_CERT_PASSWORD``, ``CA_CERT_PRIVATE_KEY``,
+``SSL_CERT_KEY`` are scrubbed); a profile's own ``scrub_env`` patterns still apply to it.
 
 Credentials in URLs. In a variable that is kept, any URL that carries a password
 (``scheme://user:password@host``: ``DATABASE_URL``, ``REDIS_URL``, ``PIP_INDEX_URL``,
@@ -167,7 +168,11 @@ def scrub_rule(name: str, extra_patterns=()):
 def is_ca_bundle(name: str) -> bool:
     """True if variable ``name`` names a certificate bundle or folder (not a credential)."""
     upper = name.upper()
-    return upper in CA_BUNDLE_NAMES or any(part in upper for part in _CA_PARTS)
+    if upper in CA_BUNDLE_NAMES:
+        return True
+    if any(part in upper for part in SCRUB_SUBSTRINGS) or upper.endswith(SCRUB_SUFFIXES):
+        return False  # SSL_CERT_PASSWORD, CA_CERT_PRIVATE_KEY: a credential beside a bundle
+    return any(part in upper for part in _CA_PARTS)
 
 
 def strip_url_passwords(value: str) -> str:

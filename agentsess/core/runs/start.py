@@ -416,8 +416,9 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
     if env_notice:
         notices.append(env_notice)
     tool = os.path.basename(request.argv[0]) if request.argv else ""
-    needed = [v for v in AGENT_KEYS.get(tool, ()) if v in (env_facts.get("scrubbed") or ())]
-    if needed:
+    keys = AGENT_KEYS.get(tool, ())
+    needed = [v for v in keys if v in (env_facts.get("scrubbed") or ())]
+    if needed and not any(v in env for v in keys):  # it has none of the keys it could use
         notices.append(
             f"{tool} needs {' or '.join(needed)}: add pass_env = [\"{needed[0]}\"] to "
             f"[profiles.{plan.profile.name}], or run with --pass-env {needed[0]}"
