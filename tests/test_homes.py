@@ -119,6 +119,12 @@ def test_isolated_home_layout_and_modes(human, data_root):
         "NPM_CONFIG_USERCONFIG": str(home / ".npmrc"),
         "GNUPGHOME": str(home / ".gnupg"),
         "PGPASSFILE": str(home / ".pgpass"),
+        "npm_config_userconfig": str(home / ".npmrc"),
+        "PIP_CONFIG_FILE": str(home / ".config" / "pip" / "pip.conf"),
+        "BOTO_CONFIG": str(home / ".boto"),
+        "TF_CLI_CONFIG_FILE": str(home / ".terraformrc"),
+        "HELM_REGISTRY_CONFIG": str(home / ".config" / "helm" / "registry" / "config.json"),
+        "HELM_REPOSITORY_CONFIG": str(home / ".config" / "helm" / "repositories.yaml"),
     }
     assert env["HOME"] == paths.agent_home("claude")
     for folder in (

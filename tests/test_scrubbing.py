@@ -190,6 +190,13 @@ def test_isolate_home_repoints_variables_that_lead_into_the_humans_home(tmp_path
         "NPM_CONFIG_USERCONFIG": str(human / ".npmrc"),
         "GNUPGHOME": str(human / ".gnupg"),
         "PGPASSFILE": str(human / ".pgpass"),
+        # npm reads npm_config_* in any case; the other tools' own credential files
+        "npm_config_userconfig": str(human / ".npmrc"),
+        "PIP_CONFIG_FILE": str(human / ".config" / "pip" / "pip.conf"),
+        "BOTO_CONFIG": str(human / ".boto"),
+        "TF_CLI_CONFIG_FILE": str(human / ".terraformrc"),
+        "HELM_REGISTRY_CONFIG": str(human / ".config" / "helm" / "registry" / "config.json"),
+        "HELM_REPOSITORY_CONFIG": str(human / ".config" / "helm" / "repositories.yaml"),
     }
     env, _ = _child_env(tmp_path, "--isolate-home", "--pass-env", "*", env={"HOME": str(human), **pointers})
     agent_home = env["HOME"]

@@ -57,14 +57,21 @@ XDG_DIRS = (
 # Variables that lead tools to the human's own configuration and credentials even when
 # HOME is the agent's: under an isolated home each is re-pointed to the same place inside it
 # (its default there; REGISTRY_AUTH_FILE's default is outside HOME, in XDG_RUNTIME_DIR).
+# npm reads its npm_config_* variables in any case, so both spellings are re-pointed.
 HOME_POINTERS = (
     ("GIT_CONFIG_GLOBAL", ".gitconfig"),
     ("GH_CONFIG_DIR", ".config/gh"),
     ("CARGO_HOME", ".cargo"),
     ("REGISTRY_AUTH_FILE", ".config/containers/auth.json"),
     ("NPM_CONFIG_USERCONFIG", ".npmrc"),
+    ("npm_config_userconfig", ".npmrc"),
     ("GNUPGHOME", ".gnupg"),
     ("PGPASSFILE", ".pgpass"),
+    ("PIP_CONFIG_FILE", ".config/pip/pip.conf"),  # index URLs with passwords
+    ("BOTO_CONFIG", ".boto"),  # boto and gsutil credentials
+    ("TF_CLI_CONFIG_FILE", ".terraformrc"),  # Terraform registry credentials
+    ("HELM_REGISTRY_CONFIG", ".config/helm/registry/config.json"),
+    ("HELM_REPOSITORY_CONFIG", ".config/helm/repositories.yaml"),
 )
 
 # Git config files whose [credential] sections and http.extraHeader are left behind when
@@ -118,7 +125,8 @@ def isolated_home(agent: str, human_home: str, carry=(".gitconfig",)) -> dict:
     Returns ``{"HOME": ..., "XDG_CONFIG_HOME": ..., "XDG_DATA_HOME": ...,
     "XDG_CACHE_HOME": ..., "XDG_STATE_HOME": ...}`` and each variable of
     :data:`HOME_POINTERS` (``GIT_CONFIG_GLOBAL``, ``GH_CONFIG_DIR``, ``CARGO_HOME``,
-    ``REGISTRY_AUTH_FILE``, ``NPM_CONFIG_USERCONFIG``, ``GNUPGHOME``, ``PGPASSFILE``…)
+    ``REGISTRY_AUTH_FILE``, ``NPM_CONFIG_USERCONFIG`` in either case, ``GNUPGHOME``,
+    ``PGPASSFILE``, ``PIP_CONFIG_FILE``, ``BOTO_CONFIG``, ``TF_CLI_CONFIG_FILE``, Helm's…)
     pointing at its place inside the agent's home, whatever the human's value was: left
     as it was, it would lead the agent's tools back to the human's files.
     """
