@@ -80,3 +80,23 @@ def test_the_git_credential_helper_fails_in_the_same_style():
     assert proc.returncode == 0 and proc.stdout == b"quit=1\n"  # git stops asking, and says why
     line = proc.stderr.decode().strip()
     assert re.fullmatch(r"agentsess: error: no credential for git: the run's supervisor does not answer \(.+\)", line)
+
+
+def test_verdicts_use_one_word_each_inside_and_outside_a_run():
+    """`denied:` for a refused check, `invalid token (…)` for a refused token, and a valid token
+    said once ("valid token of run …", not "valid: valid token …"); "has: none" both ways."""
+    from inrun import InRun
+
+    with InRun("--agent", "none") as run:
+        token = run["AGENTSESS_TOKEN"]
+        rid = run["AGENTSESS_RUN_ID"]
+        valid = run.call("token", "verify", token)
+        missing = run.call("token", "verify", "--scope", "git:push", token)
+        denied = run.call("check", "git:push")
+    assert valid.returncode == 0 and valid.stdout.decode() == f"valid token of run {rid} (agent {run['AGENTSESS_AGENT']})\n"
+    assert missing.returncode == 1
+    assert missing.stderr.decode() == f"agentsess: invalid token (missing scope): run {rid} lacks scope git:push (has: none)\n"
+    assert denied.returncode == 1
+    assert denied.stderr.decode() == f"agentsess: denied: run {rid} lacks scope git:push (has: none)\n"
+    outside = agentsess("token", "verify", "not-a-token")
+    assert outside.returncode == 1 and outside.stderr.startswith(b"agentsess: invalid token (malformed): ")

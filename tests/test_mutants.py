@@ -361,4 +361,4 @@ def test_failures_after_the_signature_carry_the_kid_and_the_claims():
     ancestor = tokens.verify(chained, is_revoked=lambda ids: ("run_0", "x"))
     assert (ancestor.kid, ancestor.claims["chain"]) == (kid, ["run_0"])
     missing = tokens.verify(_signed(scope=""), required_scopes="fs:read")
-    assert (missing.detail, missing.kid, missing.claims["scope"]) == ("run run_1 lacks scope fs:read (has: (none))", kid, "")
+    assert (missing.detail, missing.kid, missing.claims["scope"]) == ("run run_1 lacks scope fs:read (has: none)", kid, "")

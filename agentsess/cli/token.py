@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     if args.as_json:
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
     elif valid:
-        sys.stdout.write(f"valid: {detail}\n")
+        sys.stdout.write(f"{detail}\n")  # "valid token of run …", as "invalid token (…)"
         act = (shown.get("claims") or {}).get("act")
         if isinstance(act, dict):
             sys.stdout.write(f"acting for: {_chain(act)}\n")

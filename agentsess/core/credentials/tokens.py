@@ -354,7 +354,7 @@ def verify(token, required_scopes=(), is_revoked=None, now=None, leeway=0, regis
         granted = claims["scope"].split()
         missing = [w for w in wanted if not any(_scopes.covers(g, w) for g in granted)]
         if missing:
-            has = _shown(claims["scope"]) or "(none)"
+            has = _shown(claims["scope"]) or "none"
             detail = f"run {sid} lacks scope {' '.join(missing)} (has: {has})"
             return _fail(MISSING_SCOPE, detail, claims, kid)
 
