@@ -49,6 +49,7 @@ def test_a_bundle_does_not_vouch_for_itself(exported):
     """Without --jwks, only this machine's own keys count: the bundle's JWKS is not trusted."""
     code, result, _ = verify(exported["bundle"])
     assert code == 1 and "unknown key" in result["failure"]
+    assert "verify it with --jwks" in result["failure"]  # what to do about it
 
 
 def test_a_jwks_of_other_keys_fails(exported, tmp_path):
@@ -163,3 +164,11 @@ def test_a_bad_jwks_file_is_a_usage_error(exported, content):
 def test_a_missing_file_is_one_line():
     proc = agentsess("verify", "nothere.jsonl", "--jwks", "nothere.json")
     assert proc.returncode == 2 and proc.stderr.startswith(b"agentsess: error: cannot read the exported stream ")
+
+
+def test_a_missing_file_without_jwks_is_named_as_a_file_not_a_run_id(tmp_path):
+    for name in ("nothere.jsonl", str(tmp_path / "gone" / "stream.jsonl")):
+        proc = agentsess("verify", name)
+        assert proc.returncode == 2, proc
+        assert proc.stderr.startswith(b"agentsess: error: cannot read the exported stream "), proc.stderr
+        assert b"not a run id" not in proc.stderr and proc.stderr.count(b"\n") == 1

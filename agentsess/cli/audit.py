@@ -62,10 +62,9 @@ def verify(
 
 
 def _names_file(ref: str) -> bool:
-    """A run reference never holds a dot or a slash; a file name that exists does."""
-    import os
-
-    return ("/" in ref or "." in ref) and os.path.isfile(ref)
+    """A run reference never holds a dot or a slash: a name with one is a file (one that is
+    missing is then "cannot read the exported stream", not "not a run id")."""
+    return "/" in ref or "." in ref
 
 
 def _read(path: str, what: str) -> bytes:
@@ -92,7 +91,11 @@ def _verify_file(path: str, jwks_path: str | None) -> dict:
         jwks = doc.get("jwks") if isinstance(doc, dict) and doc.get("format") else doc
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
             raise AgentsessError(f"the JWKS file {jwks_path} holds no key set ({{\"keys\": [...]}})", USAGE)
-    return verify_exported(data, jwks)
+    result = verify_exported(data, jwks)
+    if jwks is None and not result["ok"] and "unknown key" in (result["failure"] or ""):
+        # the usual case of a CI artefact checked on a laptop: the keys are the other machine's
+        result["failure"] += " (made on another machine? verify it with --jwks and that machine's `agentsess jwks`)"
+    return result
 
 
 def revoke(
