@@ -5,6 +5,8 @@ Actions example run step by step."""
 import os
 import stat
 
+import pytest
+
 from helpers import agentsess, show, write_config
 
 
@@ -120,6 +122,85 @@ def test_bash_completes_commands_subcommands_options_and_runs(tmp_path):
     run_id = show()["id"]
     assert set(_bash_complete(tmp_path, "agentsess show-run ")) == {"last", run_id}
     assert _bash_complete(tmp_path, "agentsess run -- agentsess") == []  # the child's: the shell's own
+
+
+def _shell(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("AGENTSESS_CI") == "1":
+            pytest.fail(f"{name} is required in CI (its completion script is tried in it)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+# zsh's own completion system, driven through a pty (zsh/zpty) as a person would press TAB:
+# the line is typed, TAB completes it, and a widget bound to ^X prints what the line became.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+zpty z 'zsh -f -i'
+zpty -w z "PS1='%% '; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D; dump() { print -r -- \"<BUF>\$BUFFER<END>\" }; zle -N dump; bindkey '^X' dump; print READY"
+zpty -r -m z out '*READY*'
+zpty -n -w z "$2"$'\t\x18'
+zpty -r -m z out '*<END>*'
+print -r -- "${${out##*<BUF>}%<END>*}"
+zpty -d z
+"""
+
+
+def _zsh_complete(tmp_path, line: str) -> str:
+    import subprocess
+    import sys
+
+    zsh = _shell("zsh")
+    fdir = tmp_path / "zfunc"
+    fdir.mkdir(exist_ok=True)
+    (fdir / "_agentsess").write_bytes(agentsess("--show-completion", "zsh", check=0).stdout)
+    (tmp_path / "driver.zsh").write_text(ZSH_DRIVER)
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + ":" + env["PATH"]
+    proc = subprocess.run([zsh, "-f", str(tmp_path / "driver.zsh"), str(fdir), line], capture_output=True, env=env,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode().rstrip("\n")
+
+
+def _fish_complete(tmp_path, line: str) -> list[str]:
+    import subprocess
+    import sys
+
+    fish = _shell("fish")
+    (tmp_path / "c.fish").write_bytes(agentsess("--show-completion", "fish", check=0).stdout)
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + ":" + env["PATH"]
+    proc = subprocess.run([fish, "--no-config", "-c", f"source {tmp_path / 'c.fish'}; complete -C '{line}'"],
+                          capture_output=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return [w.split("\t")[0] for w in proc.stdout.decode().splitlines() if w]
+
+
+def test_zsh_completes_in_the_real_shell(tmp_path):
+    (tmp_path / "stream.jsonl").write_text("")
+    assert _zsh_complete(tmp_path, "agentsess sh") == "agentsess show-run "
+    assert _zsh_complete(tmp_path, "agentsess help exit") == "agentsess help exit-codes "
+    assert _zsh_complete(tmp_path, "agentsess runs --tr") == "agentsess runs --tree "
+    # where agentsess has nothing to offer (a FILE), the shell completes files
+    assert _zsh_complete(tmp_path, "agentsess verify ./str") == "agentsess verify ./stream.jsonl "
+    agentsess("run", "--", "true", check=0)
+    run_id = show()["id"]
+    assert _zsh_complete(tmp_path, "agentsess show-run " + run_id[:12]) == f"agentsess show-run {run_id} "
+
+
+def test_fish_completes_in_the_real_shell(tmp_path):
+    (tmp_path / "stream.jsonl").write_text("")
+    assert _fish_complete(tmp_path, "agentsess sh") == ["show-run"]
+    assert set(_fish_complete(tmp_path, "agentsess key ")) == {"rotate", "list"}
+    assert "--tree" in _fish_complete(tmp_path, "agentsess runs --t")
+    assert "exit-codes" in _fish_complete(tmp_path, "agentsess help e")
+    assert _fish_complete(tmp_path, "agentsess verify ./str") == ["./stream.jsonl"]
+    agentsess("run", "--", "true", check=0)
+    assert set(_fish_complete(tmp_path, "agentsess show-run ")) == {"last", show()["id"]}
 
 
 def test_every_shell_has_a_script_and_installs(tmp_path):

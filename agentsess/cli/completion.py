@@ -27,7 +27,12 @@ ZSH = """\
 _agentsess() {
     local -a candidates
     candidates=("${(@f)$(agentsess --complete $((CURRENT - 1)) "${words[@]}" 2>/dev/null)}")
-    compadd -a candidates
+    candidates=(${candidates:#})
+    if (( ${#candidates} )); then
+        compadd -a candidates
+    else
+        _default  # a FILE, or the child's command line after `run --`: the shell's own
+    fi
 }
 if [ "$funcstack[1]" = "_agentsess" ]; then
     _agentsess "$@"
@@ -42,7 +47,8 @@ function __agentsess_complete
     set -l words (commandline -opc) (commandline -ct)
     agentsess --complete (math (count $words) - 1) $words 2>/dev/null
 end
-complete -c agentsess -f -a '(__agentsess_complete)'
+complete -c agentsess -f -n 'test -n "$(__agentsess_complete)"' -a '(__agentsess_complete)'
+complete -c agentsess -F -n 'test -z "$(__agentsess_complete)"'  # a FILE: the shell's own
 """
 
 SCRIPTS = {"bash": BASH, "zsh": ZSH, "fish": FISH}

@@ -124,7 +124,8 @@ itself when you got it from a place you trust).
 Installed places: bash ~/.local/share/bash-completion/completions/agentsess, zsh
 ~/.zfunc/_agentsess (add `fpath+=~/.zfunc; autoload -U compinit; compinit` to ~/.zshrc),
 fish ~/.config/fish/completions/agentsess.fish. Commands, subcommands and help topics
-complete; so do run ids after `show-run`, `verify`, `export` and `revoke`.
+complete; so do run ids after `show-run`, `verify`, `export` and `revoke`. Where agentsess
+has nothing to offer (a FILE, the command after `run --`), the shell completes file names.
 """,
     ),
 }
