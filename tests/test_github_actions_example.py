@@ -144,3 +144,28 @@ def test_the_workflow_runs_step_by_step_and_a_headless_push_goes_through(tmp_pat
     for name in ("agent-run.bundle.json", "run.json", "session.cast"):
         text = (workspace / name).read_text()
         assert context["secrets.AGENT_GH_TOKEN"] not in text and context["secrets.ANTHROPIC_API_KEY"] not in text
+
+
+def test_the_install_step_installs_agentsess_from_the_repository(tmp_path):
+    """The install step, run as written (`python -m pip install "$AGENTSESS_SOURCE"` with the
+    job's AGENTSESS_SOURCE, in the checkout) into a fresh virtual environment that has no
+    agentsess: the package is not on an index, the repository is its source."""
+    job, steps = _steps()
+    step = next(s for s in steps if "pip install" in s.get("run", ""))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTSESS_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    env.update({k: _expand(str(v), {"runner.temp": str(runner_temp)}) for k, v in job["env"].items()})
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    proc = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=ROOT, env=env, capture_output=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import agentsess; print(agentsess.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(venv)), where.stdout  # installed, not read from the checkout
+    version = subprocess.run([str(venv / "bin" / "agentsess"), "--version"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("agentsess "), version
+    assert (runner_temp / "agentsess.toml").read_bytes() == open(
+        os.path.join(ROOT, "examples", "github-actions", "agentsess.toml"), "rb").read()
