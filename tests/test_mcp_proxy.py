@@ -538,6 +538,18 @@ SMUGGLED = [
     (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"},"PARAMS":{"name":"delete_repo"}}\n', -32600),
     # Unicode case folding: U+017F LATIN SMALL LETTER LONG S folds to "s"
     ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"},"param\u017f":{"name":"delete_repo"}}\n'.encode(), -32600),
+    # a key the proxy decides by, spelled otherwise and alone: no collision, but a server that
+    # ignores case reads it as the real one (the proxy saw no method, no params, no name)
+    (b'{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"delete_repo"}}\n', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","Params":{"name":"delete_repo"}}\n', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"delete_repo"}}\n', -32600),
+    ('{"jsonrpc":"2.0","id":1,"method":"tools/call","param\u017f":{"name":"delete_repo"}}\n'.encode(), -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"Command":"delete"}}}\n',
+     -32600),
+    (b'[{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"delete_repo"}}]\n', -32600),
+    # a tools/call that names no tool is decided as nothing: refused
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"x":"delete"}}}\n', -32600),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_repo"]}}\n', -32600),
     # duplicate keys: parsers disagree on which one wins
     (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","name":"add"}}\n', -32600),
     (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"delete_repo"}}\n', -32600),
@@ -611,6 +623,63 @@ def test_smuggled_calls_never_reach_a_real_sdk_server(tmp_path, live_run):
     assert len(refused) == 3
 
 
+def _go_server(tmp_path) -> str:
+    """tests/mcp_go_server.go built: a server that decodes requests with Go's encoding/json."""
+    import shutil
+
+    go = shutil.which("go")
+    if go is None:
+        if os.environ.get("AGENTSESS_CI") == "1":
+            pytest.fail("go is required in CI (the MCP proxy's test against Go's case-insensitive decoding)")
+        pytest.skip("go is not installed")
+    exe = tmp_path / "go-server"
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcp_go_server.go")
+    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GOPATH": str(tmp_path / "gopath"), "GO111MODULE": "off"}
+    subprocess.run([go, "build", "-o", str(exe), source], check=True, env=env, timeout=300, capture_output=True)
+    return str(exe)
+
+
+def test_smuggled_calls_never_reach_a_go_server(tmp_path, live_run):
+    """Go's encoding/json reads "METHOD", "Params", "paramſ" and "NAME" as method, params and
+    name (CVE-2026-27896's class): each spelling alone, which collides with nothing, must not
+    carry a denied call past the proxy to such a server."""
+    exe = _go_server(tmp_path)
+    marker = tmp_path / "deleted"
+    attacks = [
+        b'{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"delete_repo"}}',
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/call","Params":{"name":"delete_repo"}}',
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"NAME":"delete_repo"}}',
+        '{"jsonrpc":"2.0","id":4,"method":"tools/call","param\u017f":{"name":"delete_repo"}}'.encode(),
+        b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"nAmE":"delete_repo","arguments":{}}}',
+        b'[{"jsonrpc":"2.0","id":6,"Method":"tools/call","params":{"Name":"delete_repo"}}]',
+    ]
+    # the attacks really are calls to this server: straight to it, each one deletes
+    for raw in attacks[:5]:
+        if marker.exists():
+            marker.unlink()
+        subprocess.run([exe, str(marker)], input=raw + b"\n", capture_output=True, timeout=30, check=True)
+        assert marker.exists(), raw
+    marker.unlink()
+    devnull = open(os.devnull, "wb")
+    proc = live_run.spawn([PY, "-m", "agentsess", "mcp-proxy", "--name", "demo", "--", exe, str(marker)],
+                          stderr=devnull)
+    for raw in attacks:
+        proc.stdin.write(raw + b"\n")
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline())
+        answer = answer[0] if isinstance(answer, list) else answer
+        assert answer["error"]["code"] == -32600, answer
+    proc.stdin.write(b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"ID":1}}}\n')
+    proc.stdin.flush()
+    reply = json.loads(proc.stdout.readline())
+    assert reply == {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "called add"}]}}
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert not marker.exists(), "a smuggled call reached the Go server"
+    refused = [r for r in _mcp_receipts(live_run["AGENTSESS_RUN_ID"]) if r["data"].get("refused")]
+    assert len(refused) == len(attacks)
+
+
 def test_blank_lines_are_dropped_quietly(session):
     session.send(b"\n \r\n\t\n")
     session.request({"jsonrpc": "2.0", "id": 1, "method": "ping"})
@@ -644,6 +713,10 @@ def test_strict_parser_unit():
     for bad in (b'{"K":1,"\xe2\x84\xaa":2}', b'{"a":1,"a":1}', b"[1]", b"{", b'{"x":Infinity}'):
         with pytest.raises(mcp.Unparseable):
             mcp.parse_message(bad)
+    # other keys keep any case: a tool's own "Name" or "ID" argument, clientInfo, protocolVersion
+    ok = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"Name":"x","ID":2},'
+          b'"_meta":{"progressToken":1}}}')
+    assert mcp.parse_message(ok)[0]["params"]["arguments"] == {"Name": "x", "ID": 2}
 
 
 # -- pure parts --------------------------------------------------------------------------------

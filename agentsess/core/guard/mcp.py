@@ -8,7 +8,11 @@ Client to server, it fails closed:
 
 - Each line is parsed strictly: UTF-8, JSON without ``NaN``/``Infinity``, no duplicate keys
   and no keys that differ only in case (``"method"`` and ``"Method"``, compared with Unicode
-  case folding) in any object at any depth, an object or a non-empty array of objects. A line
+  case folding) in any object at any depth, an object or a non-empty array of objects; the
+  keys the proxy decides by (the envelope's ``method``, ``params``, ``id``…, a call's ``name``
+  and ``arguments``, and the arguments rules match: ``command``, ``path``, ``url``…) spelled
+  exactly, not ``"Method"`` or ``"paramſ"`` alone, which a server ignoring case would read as
+  them; a ``tools/call`` with a string ``params.name``. A line
   that fails is **refused**: not relayed, answered with a JSON-RPC error (``-32700`` parse
   error or ``-32600`` invalid request, id null) and recorded as a denied ``action.checked``
   (tool ``mcp:SERVER:?``, the line's SHA-256, never its text). Blank lines are dropped.
@@ -77,6 +81,38 @@ def _strict_object(pairs: list) -> dict:
     return obj
 
 
+# The words the proxy decides by: the JSON-RPC envelope, a call's params, and the arguments
+# rules match (policy.MAIN_ARGUMENT_KEYS). A server that decodes keys case-insensitively (Go's
+# encoding/json, with Unicode folding: "ſ" is "s", "K" is "k") reads "Method", "PARAMS",
+# "paramſ" or "Command" as these, where the proxy saw no such key: such a spelling is refused.
+ENVELOPE_KEYS = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+PARAMS_KEYS = frozenset({"name", "arguments", "_meta"})
+ARGUMENT_KEYS = frozenset(policy.MAIN_ARGUMENT_KEYS)
+
+
+def _spelled_as_is(obj: dict, words: frozenset, where: str) -> None:
+    for k in obj:
+        if k not in words and k.casefold() in words:
+            raise Unparseable(
+                INVALID_REQUEST,
+                f"{where} key {json.dumps(k)[:80]} is {json.dumps(k.casefold())} in another spelling "
+                "(a server that ignores case would read it so)",
+            )
+
+
+def _checked_message(msg: dict) -> None:
+    """The keys the proxy decides by are spelled exactly, and a tools/call names its tool."""
+    _spelled_as_is(msg, ENVELOPE_KEYS, "message")
+    params = msg.get("params")
+    if isinstance(params, dict):
+        _spelled_as_is(params, PARAMS_KEYS, "params")
+        args = params.get("arguments")
+        if isinstance(args, dict):
+            _spelled_as_is(args, ARGUMENT_KEYS, "arguments")
+    if msg.get("method") == "tools/call" and not (isinstance(params, dict) and isinstance(params.get("name"), str)):
+        raise Unparseable(INVALID_REQUEST, "a tools/call without params.name (the tool it calls)")
+
+
 def _no_constant(name: str):
     raise Unparseable(PARSE_ERROR, f"{name} is not JSON")
 
@@ -105,6 +141,8 @@ def parse_message(line: bytes):
             raise Unparseable(INVALID_REQUEST, "a batch must be a non-empty array of objects")
     elif not isinstance(value, dict):
         raise Unparseable(INVALID_REQUEST, "not a JSON-RPC object or batch")
+    for msg in value if isinstance(value, list) else (value,):
+        _checked_message(msg)
     try:
         encoded = encode(value)
     except (ValueError, UnicodeEncodeError) as exc:
