@@ -770,6 +770,26 @@ class Bench:
             every = stats([spawn_timed(self.agentsess("runs", "--json", "--limit", "0"), env) * 1000 for _ in range(3)])
             self.add(row("runs_json_all_100k", "`runs --json --limit 0` (all 100k runs)", "ms", every, None, None, None))
 
+    def inspect_startup(self) -> None:
+        """`runs` and `show-run` as a person types them (issue 18: their start-up without typer's
+        pydantic import, at most 80 ms), on the bench's own data root, against `python -c pass`."""
+        env = self.env
+        self.cli("run", "--no-pty", "--", "sh", "-c", "echo inspected")
+        self.import_profile("runs", ["runs"], env)
+        res = interleaved(
+            {
+                "runs": lambda: spawn_timed(self.agentsess("runs"), env),
+                "show": lambda: spawn_timed(self.agentsess("show-run", "last"), env),
+                "python": lambda: spawn_timed([PY, "-c", "pass"], env),
+            },
+            self.reps,
+        )
+        res = {k: ms(v) for k, v in res.items()}
+        self.add(row("runs_startup", "`runs` start-up", "ms", res["runs"], "`python -c pass`", res["python"],
+                     ("abs_max", 80.0)))
+        self.add(row("show_run_startup", "`show-run last` start-up", "ms", res["show"], "`python -c pass`",
+                     res["python"], ("abs_max", 80.0)))
+
     def show_run_first_byte(self) -> None:
         run_id = getattr(self, "big_run", None)
         if run_id is None:
@@ -939,8 +959,8 @@ def main(argv=None) -> int:
             shutil.rmtree(bench.work, ignore_errors=True)
         return 1
     print(HEADER, flush=True)
-    sections = [bench.run_startup, bench.tool_call_paths, bench.pipe_throughput, bench.show_run_first_byte,
-                bench.pty_throughput, bench.revoke, bench.big_store]
+    sections = [bench.run_startup, bench.tool_call_paths, bench.inspect_startup, bench.pipe_throughput,
+                bench.show_run_first_byte, bench.pty_throughput, bench.revoke, bench.big_store]
     try:
         for fn in sections:
             if args.only and fn.__name__ not in args.only:

@@ -377,3 +377,22 @@ def test_revoke_says_it_is_waiting_out_a_child_that_ignores_term(tmp_path):
         assert b"waiting" not in proc.stderr  # a child that stops on TERM: nothing to say
     finally:
         p.wait(30)
+
+
+@pytest.mark.parametrize("argv", [["runs"], ["runs", "--json"], ["show-run", "last"], ["show-run", "last", "--json"]],
+                         ids=" ".join)
+def test_runs_and_show_run_start_without_typer_rich_click_or_pydantic(argv):
+    """Their start-up target (issue 18: at most 80 ms, measured by bench/run.py's
+    inspect_startup rows) rests on never importing typer, rich, click or pydantic."""
+    import sys
+
+    agentsess("run", "--no-pty", "--", "sh", "-c", "echo seen", check=0)
+    probe = (
+        "import sys\n"
+        "from agentsess.cli import entry\n"
+        "code = entry.main(sys.argv[1:])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'rich', 'click', 'pydantic'))\n"
+        "print('HEAVY', heavy, code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, timeout=60)
+    assert proc.stdout.decode().splitlines()[-1] == "HEAVY [] 0", (proc.stdout[-800:], proc.stderr[-800:])
