@@ -256,6 +256,7 @@ def read_only(*args: str, ro: list[str], env: dict | None = None) -> subprocess.
         cmd += ["--ro-bind", folder, folder]
     full = dict(os.environ)
     full.update(env or {})
+    full = {k: v for k, v in full.items() if v is not None}  # None unsets
     return subprocess.run([*cmd, sys.executable, "-m", "agentsess", *args], capture_output=True, env=full,
                           timeout=60, stdin=subprocess.DEVNULL)
 
@@ -300,6 +301,13 @@ def test_doctor_fails_a_data_root_it_cannot_create(tmp_path):
     assert proc.returncode == 1
     assert re.search(rb"FAIL data root: .*cannot be created", proc.stdout), proc.stdout
     assert b"ok   data root" not in proc.stdout
+    # no check that needs the data root says "ok" about it, whichever keyring is asked for
+    for keyring in ("file", None):
+        proc = read_only("doctor", ro=[str(locked)], env={"AGENTSESS_HOME": str(locked / "x" / "y"),
+                                                          "AGENTSESS_KEYRING": keyring})
+        assert proc.returncode == 1
+        for line in proc.stdout.decode().splitlines():
+            assert not (line.startswith("ok ") and "cannot" in line), (keyring, proc.stdout)
 
 
 # -- the cases a broken check would let through --------------------------------------------

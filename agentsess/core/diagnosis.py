@@ -24,7 +24,8 @@ def diagnose() -> dict:
         add("store", "fail", exc.message)
     try:
         status = keychain.backend_status()
-        level = "warn" if status.get("backend") == "file" else "ok"
+        backend = status.get("backend")
+        level = "fail" if backend == "unavailable" else "warn" if backend == "file" else "ok"
         detail = status.get("detail") or status.get("backend")
         if status.get("backend") == "file":
             detail = f"no OS keyring in use: secrets and signing keys are kept in {status.get('path')} (mode 0600); {detail}"
