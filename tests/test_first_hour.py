@@ -232,3 +232,19 @@ def test_the_readme_rule_for_claudes_mcp_tools_matches_claudes_names():
         proc = run.call("hook", "claude-code", "--run", run["AGENTSESS_RUN_ID"], input=json.dumps(event).encode())
     out = json.loads(proc.stdout)["hookSpecificOutput"]
     assert out["permissionDecision"] == "deny", out
+
+
+def test_the_readme_aider_line_runs_with_its_model_key(tmp_path):
+    """README: `agentsess config init` then `agentsess run --scope git:commit --ttl 30m -- aider`
+    runs under [profiles.aider] with its model key (it used to run without it)."""
+    agentsess("config", "init", check=0)
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    exe = folder / "aider"
+    exe.write_text('#!/bin/sh\necho "key=${OPENAI_API_KEY:+set} other=${GH_TOKEN:+leaked}"\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    env = {"PATH": f"{folder}:{os.environ['PATH']}", "OPENAI_API_KEY": "sk-proj-notreal-0123456789", "GH_TOKEN": "ghp_x"}
+    proc = agentsess("run", "--scope", "git:commit", "--ttl", "30m", "--", "aider", env=env, check=0)
+    assert proc.stdout == b"key=set other=\n", proc
+    assert b"profile 'aider'" in proc.stderr and b"aider needs" not in proc.stderr
+    assert show()["profile"] == "aider" and show()["scopes"] == ["git:commit"]
