@@ -404,3 +404,14 @@ def test_runs_and_show_run_start_without_typer_rich_click_or_pydantic(argv):
     )
     proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, timeout=60)
     assert proc.stdout.decode().splitlines()[-1] == "HEAVY [] 0", (proc.stdout[-800:], proc.stderr[-800:])
+
+
+@pytest.mark.parametrize("argv", [["show-run", "run_\x1b]52;c;aGk=\x07"], ["verify", "x\x1b[2K.jsonl"],
+                                  ["\x1b[2Kfoo"], ["export", "\u202elast"]], ids=["run id", "file", "command", "bidi"])
+def test_error_messages_quoting_what_was_typed_escape_it(argv):
+    """An id or a file name pasted from an agent's output reaches the error line escaped."""
+    proc = agentsess(*argv)
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert err.startswith("agentsess: error: ") and err.count("\n") == 1
+    _no_raw_control(err.rstrip("\n"), "an error message")

@@ -34,7 +34,11 @@ def debugging(argv: list[str]) -> bool:
 
 
 def error(message: str) -> None:
-    text = " ".join(str(message).splitlines()) or "failed"
+    from agentsess.cli.render import safe
+
+    # a message may quote what the user typed or an agent chose (a run id, a file name): its
+    # control characters are shown escaped, never sent to the terminal
+    text = safe(" ".join(str(message).splitlines())) or "failed"
     try:
         sys.stderr.write(f"agentsess: error: {text}\n")
         sys.stderr.flush()
