@@ -235,3 +235,24 @@ def test_exec_inside_a_run_imports_no_parser_json_or_socket(mode, spelling):
     show = agentsess("show-run", "last", "--json", check=0)
     (rec,) = [r["data"] for r in json.loads(show.stdout)["receipts"] if r["type"] == "action.exec"]
     assert rec["exit_code"] == 3  # and it was recorded
+
+
+# -- the `agentsess` command itself ---------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_installed_command_adds_no_import_to_check(mode):
+    """pip's generated wrapper imported `re` (and with it enum, functools: ~5 ms) before any
+    agentsess code ran; the script agentsess installs (scripts/agentsess) imports only `sys`."""
+    command = os.path.join(os.path.dirname(PY), "agentsess")
+    with open(command) as fh:
+        assert fh.readline().startswith("#!") and "import re" not in fh.read()
+    script = ("import subprocess, sys; p = subprocess.run([sys.executable, '-X', 'importtime', "
+              f"{command!r}, 'check', 'repo:read'], capture_output=True); sys.stdout.write(p.stderr.decode()); "
+              "sys.exit(p.returncode)")
+    proc = agentsess("run", "--no-pty", *mode, "--scope", "repo:read", "--", PY, "-c", script, check=0)
+    names = set()
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if line.startswith("import time:") and "|" in line and "imported package" not in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert "agentsess.edges.control" in names
+    assert _top(names) & NEVER_ON_EXEC == set()

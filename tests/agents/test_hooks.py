@@ -350,7 +350,7 @@ def test_a_hook_that_answers_keeps_its_answer():
 
 
 def test_a_parser_that_crashes_or_hangs_denies(monkeypatch):
-    from agentsess.core.guard import commands
+    from agentsess.core.guard import commands, isolation
 
     def crash(text):
         import os
@@ -365,6 +365,6 @@ def test_a_parser_that_crashes_or_hangs_denies(monkeypatch):
 
     monkeypatch.setattr(commands, "_parse_json", crash)
     assert "failed" in commands.parse("git push").error
-    monkeypatch.setattr(commands, "PARSE_TIMEOUT", 0.5)
-    ok, why = commands.isolated(hang, "x", timeout=0.5)
+    monkeypatch.setattr(isolation, "PARSE_TIMEOUT", 0.5)
+    ok, why = isolation.isolated(hang, "x", timeout=0.5)
     assert not ok and "longer than" in why

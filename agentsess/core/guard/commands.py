@@ -801,77 +801,13 @@ def _git(words: list[_Word]) -> list[_Word]:
     return out + words[i:]
 
 
-PARSE_TIMEOUT = 5.0
-
-
-def isolated(fn, arg, timeout: float = PARSE_TIMEOUT):
-    """``fn(arg)`` computed in a forked child, its JSON-able result handed back on a pipe:
-    ``(True, result)``, or ``(False, why)`` when the child crashed, hung past ``timeout`` or
-    answered nonsense. tree-sitter-bash is C code fed by the adversary; a crash or a hang in it
-    must not take the hook down (a hook killed by a signal lets the call through in Claude Code)."""
-    import json
-    import os
-    import select
-    import time
-
-    _get_parser()  # loaded once here, inherited by every child
-    try:
-        r, w = os.pipe()
-        pid = os.fork()
-    except OSError as exc:
-        return False, f"the shell parser could not start ({exc.strerror})"
-    if pid == 0:  # the child: compute, answer on the pipe, leave without running anything else
-        try:
-            os.close(r)
-            view = memoryview(json.dumps(fn(arg)).encode())
-            while view:
-                view = view[os.write(w, view):]
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 - whatever happens, the child never returns
-            os._exit(3)
-    os.close(w)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                timed_out = True
-                break
-            chunk = os.read(r, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        if timed_out:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        status: int | None
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            # a supervisor reaps every child of its own (it is a subreaper): the answer on the
-            # pipe then decides, and a child that died mid-answer left no complete JSON object
-            status = None
-    if timed_out:
-        return False, f"the shell parser took longer than {timeout:g}s"
-    if status is not None and (not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0):
-        return False, "the shell parser failed on this command"
-    try:
-        return True, json.loads(b"".join(chunks))
-    except ValueError:
-        return False, "the shell parser failed on this command"
-
-
 def parse(text: str) -> Parsed:
-    """The simple commands of the command line ``text``, parsed in a child process
-    (:func:`isolated`): a line the parser crashes or hangs on is unparseable, so denied where a
-    rule could apply."""
-    ok, answer = isolated(_parse_json, text)
+    """The simple commands of the command line ``text``, parsed in another process
+    (:func:`agentsess.core.guard.isolation.isolated`): a line the parser crashes or hangs on
+    is unparseable, so denied where a rule could apply."""
+    from agentsess.core.guard.isolation import isolated
+
+    ok, answer = isolated(_parse_json, text, prepare=_get_parser)
     if not ok:
         return Parsed((), answer)
     try:

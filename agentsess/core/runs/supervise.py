@@ -238,6 +238,9 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         # a held approval's one-line notice goes where the run's notices go
         authority = Authority(run_id, contained.mode, say=watch.say)
         authorities.append(authority)
+        from agentsess.core.guard.isolation import keep_worker
+
+        keep_worker()  # the hooks' command lines are parsed by one worker, not a fork each
         server.serve(authority.handle, authority.fast)
         sandbox = None
         if info_r is not None:
@@ -280,6 +283,10 @@ def supervise(store: Store, request: Request, plan: Plan, launch: Launch) -> int
         server.close()
         for authority in authorities:
             authority.end_nested(store)
+        if authorities:
+            from agentsess.core.guard.isolation import stop_worker
+
+            stop_worker()  # before the leftovers are counted: the worker is not one of the run's
         collect_again()
         for fd in list(own_fds):
             close_own(fd)

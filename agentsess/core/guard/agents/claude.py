@@ -229,12 +229,13 @@ def unwrap(text: str) -> str | None:
     """The model's command inside Claude's wrapper (``… && eval 'CMD' < /dev/null && pwd -P
     >| …``), or None when ``text`` is not such a wrapper. Only an ``eval`` of the wrapper's own
     top-level list counts: one inside the model's command is part of the model's command.
-    Parsed in a child process, as every command line is (see ``commands.isolated``)."""
+    Parsed in another process, as every command line is (see :mod:`agentsess.core.guard.isolation`)."""
     if "eval" not in text:
         return None
     from agentsess.core.guard import commands
+    from agentsess.core.guard.isolation import isolated
 
-    ok, inner = commands.isolated(_unwrap_here, text)
+    ok, inner = isolated(_unwrap_here, text, prepare=commands._get_parser)
     return inner if ok and isinstance(inner, str) else None
 
 
