@@ -30,6 +30,10 @@ event = {"hook_event_name": "PreToolUse", "session_id": "ci", "tool_name": "Bash
          "tool_input": {"command": "git push origin HEAD:agent"}, "tool_use_id": "t1",
          "cwd": os.getcwd(), "transcript_path": "/dev/null"}
 p = subprocess.run(hook, shell=True, input=json.dumps(event).encode(), capture_output=True)
+# then a sub-agent (the Task tool) looks around: its calls get a child run of their own,
+# started after the agent's, so `last` is no longer the agent's run
+sub = dict(event, tool_input={"command": "ls"}, tool_use_id="t2", agent_id="sub1", agent_type="explorer")
+subprocess.run(hook, shell=True, input=json.dumps(sub).encode(), capture_output=True, check=True)
 out = json.loads(p.stdout or b"{}").get("hookSpecificOutput", {})
 decision = out.get("permissionDecision", "allow" if p.returncode == 0 else "deny")
 print(f"task={task!r} hook={p.returncode} decision={decision}")
@@ -115,7 +119,7 @@ def test_the_workflow_runs_step_by_step_and_a_headless_push_goes_through(tmp_pat
         if "pip install" in script:  # the package is installed in this venv already
             script = "\n".join(line for line in script.splitlines() if "pip install" not in line)
         if not granted:
-            assert "--scope git:push " in script or "agentsess run" not in script
+            assert "--scope git:push " in script or "agentsess run " not in script
             script = script.replace("--scope git:push ", "")
         step_env = dict(env)
         step_env.update({k: _expand(str(v), context) for k, v in (step.get("env") or {}).items()})
@@ -137,11 +141,19 @@ def test_the_workflow_runs_step_by_step_and_a_headless_push_goes_through(tmp_pat
     assert pushed.returncode == 0
     for name in ("run.json", "agent-run.bundle.json", "session.cast", "jwks.json"):
         assert (workspace / name).stat().st_size > 0, name
+    # the agent's own run, not the sub-agent's that started after it; the sub-agent's kept too
+    kept = json.loads((workspace / "run.json").read_text())
+    assert kept["name"] == "agent" and kept["parent_id"] is None
+    assert any(r["type"] == "action.checked" and "git push" in json.dumps(r["data"]) for r in kept["receipts"])
+    (sub,) = list((workspace / "subagents").iterdir())
+    assert sub.name == kept["children"][0]["id"] + ".bundle.json", (sub.name, kept["children"])
     # the artefacts verify on another machine, with only the uploaded files
     os.environ["AGENTSESS_HOME"] = str(tmp_path / "elsewhere")
     proc = agentsess("verify", str(workspace / "agent-run.bundle.json"), "--jwks", str(workspace / "jwks.json"), "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["sealed"]
-    for name in ("agent-run.bundle.json", "run.json", "session.cast"):
+    proc = agentsess("verify", str(sub), "--jwks", str(workspace / "jwks.json"), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)[0]["sealed"]
+    for name in ("agent-run.bundle.json", "run.json", "session.cast", f"subagents/{sub.name}"):
         text = (workspace / name).read_text()
         assert context["secrets.AGENT_GH_TOKEN"] not in text and context["secrets.ANTHROPIC_API_KEY"] not in text
 
