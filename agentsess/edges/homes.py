@@ -34,7 +34,7 @@ HUMAN_CREDENTIAL_FILES = (
     ".pgpass",
     ".pg_service.conf",  # libpq connection services: may hold passwords
     ".postgresql/",  # libpq's client certificate and key
-    ".ssh/",  # the private keys in it: id_* other than *.pub
+    ".ssh/",  # the private keys in it, whatever their name, and its sockets (see _ssh_keys)
     ".gnupg/",
     ".password-store/",
     ".local/share/keyrings/",
@@ -42,6 +42,15 @@ HUMAN_CREDENTIAL_FILES = (
     ".mozilla/firefox/",
     ".config/google-chrome/",
     ".config/chromium/",
+    ".config/BraveSoftware/",
+    ".config/microsoft-edge/",
+    ".config/vivaldi/",
+    ".config/opera/",
+    "snap/firefox/common/.mozilla/firefox/",
+    "snap/chromium/common/chromium/",
+    ".var/app/org.mozilla.firefox/.mozilla/firefox/",
+    ".var/app/com.google.Chrome/config/google-chrome/",
+    ".var/app/org.chromium.Chromium/config/chromium/",
     "Library/Application Support/Google/Chrome/",
     "Library/Application Support/Firefox/",
     "Library/Keychains/",
@@ -75,7 +84,8 @@ _GIT_CONFIGS = (".gitconfig", ".config/git/config")
 def readable_credential_files(home: str) -> list:
     """Absolute paths of the entries of :data:`HUMAN_CREDENTIAL_FILES` under ``home``
     that exist and that this process can read, in list order. For ``.ssh`` these are
-    the private key files themselves; other folders are named when they can be listed."""
+    the private key files themselves (and its sockets); other folders are named when they can
+    be listed."""
     found = []
     for rel in HUMAN_CREDENTIAL_FILES:
         path = os.path.join(home, rel.rstrip("/"))
@@ -89,7 +99,18 @@ def readable_credential_files(home: str) -> list:
     return found
 
 
-def _ssh_keys(folder: str) -> list:
+# What ~/.ssh holds that is not a secret: public keys, host keys, the client's own settings
+SSH_PUBLIC = ("known_hosts", "known_hosts.old", "authorized_keys", "authorized_keys2", "config", "environment")
+# How a private key file begins (OpenSSH, PEM/PKCS#8, PuTTY, ssh.com): its name does not matter
+_PRIVATE_MARKS = (b"PRIVATE KEY", b"PuTTY-User-Key-File", b"SSH2 ENCRYPTED PRIVATE KEY")
+
+
+def _ssh_keys(folder: str, depth: int = 3) -> list:
+    """What in ``folder`` (``~/.ssh``) gives the human's SSH access: private keys whatever
+    their name (``id_*`` by name, any other file by how it begins), in sub-folders too, and
+    sockets (a ControlMaster socket is a logged-in connection)."""
+    import stat
+
     try:
         names = sorted(os.listdir(folder))
     except OSError:
@@ -97,10 +118,30 @@ def _ssh_keys(folder: str) -> list:
     keys = []
     for name in names:
         path = os.path.join(folder, name)
-        private = name.startswith("id_") and not name.endswith(".pub")
-        if private and os.path.isfile(path) and os.access(path, os.R_OK):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISSOCK(st.st_mode):
             keys.append(path)
+        elif stat.S_ISDIR(st.st_mode):
+            if depth > 1 and not os.path.islink(path):
+                keys.extend(_ssh_keys(path, depth - 1))
+        elif stat.S_ISREG(st.st_mode) and not name.endswith(".pub") and name not in SSH_PUBLIC:
+            if not os.access(path, os.R_OK):
+                continue
+            if name.startswith("id_") or _looks_private(path):
+                keys.append(path)
     return keys
+
+
+def _looks_private(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return any(mark in head for mark in _PRIVATE_MARKS)
 
 
 def isolated_home(agent: str, human_home: str, carry=(".gitconfig",)) -> dict:
