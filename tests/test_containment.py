@@ -364,3 +364,401 @@ def test_doctor_says_which_mode_runs_get():
     proc = agentsess("doctor", "--json")
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["containment"]["level"] == ("ok" if CONTAINED else "warn")
+
+
+# -- contained: every credential place the issue names, however the agent spells the path -------
+
+# (path under HOME, what it holds); each must read as nothing inside a contained run
+CREDENTIALS = [
+    (".aws/credentials", "aws-credentials-canary"), (".aws/config", "aws-config-canary"),
+    (".aws/sso/cache/token.json", "aws-sso-canary"), (".aws/cli/cache/role.json", "aws-cli-cache-canary"),
+    (".config/gh/hosts.yml", "gh-hosts-canary"), (".config/gh/config.yml", "gh-config-canary"),
+    (".netrc", "netrc-canary"), (".git-credentials", "git-credentials-canary"),
+    (".docker/config.json", "docker-canary"), (".kube/config", "kube-canary"), (".kube/prod.yaml", "kube-prod-canary"),
+    (".ssh/id_ed25519", "ssh-id-canary"),
+    (".ssh/deploy", "-----BEGIN OPENSSH PRIVATE KEY-----\nssh-deploy-canary\n"),
+    (".ssh/keys/work.pem", "-----BEGIN RSA PRIVATE KEY-----\nssh-subfolder-canary\n"),
+    (".npmrc", "npmrc-canary"), (".pypirc", "pypirc-canary"),
+    (".gnupg/private-keys-v1.d/ABCD.key", "gnupg-canary"),
+    (".mozilla/firefox/x.default/logins.json", "firefox-canary"),
+    (".config/google-chrome/Default/Cookies", "chrome-canary"), (".config/chromium/Default/Login Data", "chromium-canary"),
+    (".config/BraveSoftware/Brave-Browser/Default/Cookies", "brave-canary"),
+    (".local/share/keyrings/login.keyring", "gnome-keyring-canary"),
+    (".local/share/python_keyring/keyring_pass.cfg", "keyrings-alt-canary"),
+    (".local/share/python_keyring/crypted_pass.cfg", "keyrings-alt-crypted-canary"),
+]
+# what stays visible, as the human sees it
+VISIBLE = [(".ssh/id_ed25519.pub", "public-key-ok"), (".ssh/known_hosts", "known-hosts-ok"),
+           (".ssh/config", "ssh-config-ok"), ("notes.txt", "notes-ok"), (".config/nvim/init.lua", "nvim-ok")]
+
+
+def _canary(text: str) -> str:
+    return next(word for word in text.split() if "canary" in word)
+
+
+def _fill(home, entries) -> None:
+    for rel, text in entries:
+        path = home / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@needs_bwrap
+def test_every_credential_place_is_hidden_however_the_path_is_spelled(tmp_path):
+    home = tmp_path / "human"
+    _fill(home, CREDENTIALS + VISIBLE)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "aws-link").symlink_to(home / ".aws" / "credentials")  # planted before the run
+    spellings = []
+    for rel, _ in CREDENTIALS:
+        spellings += [f"{home}/{rel}", f"/proc/self/root{home}/{rel}", f"{home}//./{rel}",
+                      f"{home}/.config/../{rel}"]
+    script = ("for f in \"$@\"; do cat \"$f\" 2>/dev/null; echo; done; cat aws-link 2>/dev/null; "
+              "ln -s ~/.netrc in-run-link; cat in-run-link 2>/dev/null; "
+              "grep -rs canary ~ /proc/self/root/$HOME 2>/dev/null; echo END")
+    proc = agentsess("run", "--no-pty", "--", "sh", "-c", script, "sh", *spellings,
+                     *[f"{home}/{rel}" for rel, _ in VISIBLE], env={"HOME": str(home)}, cwd=str(work))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0 and out.rstrip().endswith("END"), proc.stderr
+    leaked = [rel for rel, text in CREDENTIALS if _canary(text) in out]
+    assert leaked == [], leaked
+    for _, text in VISIBLE:
+        assert text in out
+    # the human's own files are untouched, and readable outside the run
+    assert (home / ".aws" / "credentials").read_text() == "aws-credentials-canary"
+
+
+@needs_bwrap
+def test_credentials_the_environment_moved_and_the_key_agents_are_hidden(tmp_path):
+    """GNUPGHOME, KUBECONFIG, AWS_*_FILE, DOCKER_CONFIG and keyrings under XDG_DATA_HOME point
+    away from HOME; ssh-agent, gpg-agent and gnome-keyring answer on sockets. None of it is
+    reachable inside; a socket the human did not name still is (the test can fail)."""
+    import socket as sk
+
+    home, elsewhere, runtime = tmp_path / "human", tmp_path / "elsewhere", tmp_path / "runtime"
+    _fill(elsewhere, [("gnupg/private-keys-v1.d/A.key", "moved-gnupg-canary"), ("kube/a", "moved-kube-a-canary"),
+                      ("kube/b", "moved-kube-b-canary"), ("aws/creds", "moved-aws-canary"),
+                      ("aws/conf", "moved-aws-config-canary"), ("docker/config.json", "moved-docker-canary"),
+                      ("data/python_keyring/keyring_pass.cfg", "moved-keyring-canary"),
+                      ("data/keyrings/login.keyring", "moved-gnome-keyring-canary"),
+                      ("config/gh/hosts.yml", "moved-gh-canary")])
+    (home / ".ssh").mkdir(parents=True)
+    (runtime / "gnupg").mkdir(parents=True)
+    (runtime / "keyring").mkdir()
+    listening = []
+    paths = {"ssh_agent": str(tmp_path / "ssh-agent.sock"), "gpg_agent": str(runtime / "gnupg" / "S.gpg-agent"),
+             "gnome_keyring": str(runtime / "keyring" / "ssh"), "control_master": str(home / ".ssh" / "cm-git@host"),
+             "unnamed": str(tmp_path / "unnamed.sock")}
+    for path in paths.values():
+        s = sk.socket(sk.AF_UNIX)
+        s.bind(path)
+        s.listen(4)
+        listening.append(s)
+    env = {"HOME": str(home), "GNUPGHOME": str(elsewhere / "gnupg"),
+           "KUBECONFIG": f"{elsewhere}/kube/a:{elsewhere}/kube/b", "AWS_SHARED_CREDENTIALS_FILE": str(elsewhere / "aws/creds"),
+           "AWS_CONFIG_FILE": str(elsewhere / "aws/conf"), "DOCKER_CONFIG": str(elsewhere / "docker"),
+           "XDG_DATA_HOME": str(elsewhere / "data"), "XDG_CONFIG_HOME": str(elsewhere / "config"),
+           "SSH_AUTH_SOCK": paths["ssh_agent"], "XDG_RUNTIME_DIR": str(runtime)}
+    probe = ("import json,socket,sys,subprocess\nout={}\nfor name,path in json.loads(sys.argv[1]).items():\n"
+             "    s=socket.socket(socket.AF_UNIX)\n    try:\n        s.connect(path); out[name]=True\n"
+             "    except OSError:\n        out[name]=False\n"
+             "out['files']=subprocess.run(['sh','-c','cat \"$@\" 2>/dev/null; grep -rs canary '+sys.argv[2]+' 2>/dev/null',"
+             "'sh',*sys.argv[3:]],capture_output=True).stdout.decode()\nprint(json.dumps(out))")
+    files = [str(p) for p in elsewhere.rglob("*") if p.is_file()]
+    try:
+        proc = agentsess("run", "--no-pty", "--", PY, "-c", probe, json.dumps(paths), str(elsewhere), *files, env=env)
+    finally:
+        for s in listening:
+            s.close()
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert "canary" not in seen.pop("files")
+    assert seen == {"ssh_agent": False, "gpg_agent": False, "gnome_keyring": False, "control_master": False,
+                    "unnamed": True}, seen
+
+
+@needs_bwrap
+def test_a_variable_naming_the_home_itself_does_not_hide_it(tmp_path):
+    home = tmp_path / "human"
+    _fill(home, [("notes.txt", "notes-ok"), (".netrc", "netrc-canary")])
+    proc = inside("cat ~/notes.txt ~/.netrc 2>/dev/null; pwd", env={"HOME": str(home), "GNUPGHOME": str(home),
+                                                                     "KUBECONFIG": str(tmp_path)})
+    out = proc.stdout.decode()
+    assert "notes-ok" in out and "netrc-canary" not in out, out
+
+
+@needs_bwrap
+def test_unhide_brings_back_one_file_of_a_folder_hidden_whole(tmp_path):
+    home = tmp_path / "human"
+    _fill(home, [(".aws/config", "[profile dev]\nregion = eu-west-1\n"), (".aws/credentials", "aws-secret-canary")])
+    write_config('[profiles.p]\nunhide = ["~/.aws/config"]\n')
+    proc = inside("cat ~/.aws/config ~/.aws/credentials 2>/dev/null; echo", args=("--profile", "p"),
+                  env={"HOME": str(home)})
+    out = proc.stdout.decode()
+    assert "region = eu-west-1" in out and "aws-secret-canary" not in out, out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_descriptor_the_child_inherits_leads_into_agentsess_state(mode, agentsess_home):
+    write_config('[profiles.default]\nscopes = ["fs:*"]\n')
+    agentsess("secret", "set", "canary", input=b"fd-canary-value\n", check=0)
+    probe = ("import os,json\nout={}\nfor n in os.listdir('/proc/self/fd'):\n    try:\n"
+             "        out[n]=os.readlink('/proc/self/fd/'+n)\n    except OSError:\n        pass\nprint(json.dumps(out))")
+    proc = agentsess("run", "--no-pty", *mode, "--", PY, "-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    targets = json.loads(proc.stdout).values()
+    root = os.path.realpath(str(agentsess_home))
+    assert [t for t in targets if t.startswith(root) or "store.db" in t or "receipts" in t] == [], targets
+
+
+# -- every process dies with the run, whoever ends it -----------------------------------------
+
+SPAWN_THREE = ("setsid sh -c 'echo $$ >> {pids}; exec sleep {n}0.4242' & "
+               "(sh -c 'echo $$ >> {pids}; exec sleep {n}1.4242' &) ; "
+               "nohup sh -c 'echo $$ >> {pids}; trap \"\" TERM HUP; exec sleep {n}2.4242' >/dev/null 2>&1 & "
+               "while [ $(wc -l < {pids} 2>/dev/null || echo 0) -lt 3 ]; do sleep 0.01; done; ")
+
+
+def _survivors(n: int) -> list:
+    return subprocess.run(["pgrep", "-x", "-f", f"sleep {n}[012]\\.4242"], capture_output=True).stdout.split()
+
+
+@needs_bwrap
+def test_a_contained_runs_processes_die_when_its_supervisor_is_killed(tmp_path):
+    pids = tmp_path / "pids"
+    script = SPAWN_THREE.format(pids=pids, n=31) + "sleep 300"
+    sup = subprocess.Popen([PY, "-m", "agentsess", "run", "--no-pty", "--", "sh", "-c", script],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3, what="three daemons")
+        assert len(_survivors(31)) == 3
+        os.kill(sup.pid, signal.SIGKILL)
+        sup.wait(10)
+        wait_for(lambda: _survivors(31) == [], timeout=10, what="the daemons to die with the supervisor")
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+        for pid in _survivors(31):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_expiry_under_on_expiry_stop_kills_setsid_and_double_forked_processes(mode, tmp_path):
+    write_config('[defaults]\non_expiry = "stop"\nrevoke_grace = "1s"\n')
+    pids = tmp_path / "pids"
+    n = 32 if mode else 33
+    proc = inside(SPAWN_THREE.format(pids=pids, n=n) + "sleep 60", args=("--ttl", "2s", *mode), timeout=60)
+    try:
+        assert proc.returncode == 124, proc.stderr
+        wait_for(lambda: _survivors(n) == [], timeout=10, what="no process of the expired run left")
+    finally:
+        for pid in _survivors(n):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@needs_bwrap
+def test_revoke_stops_a_contained_run_whose_supervisor_is_stopped(tmp_path):
+    marker = tmp_path / "ticks"
+    write_config('[profiles.default]\nrevoke_grace = "1s"\n')
+    script = f"setsid sh -c 'while true; do echo t >> {marker}; sleep 0.05; done' & sleep 300"
+    run = subprocess.Popen([PY, "-m", "agentsess", "run", "--no-pty", "--", "sh", "-c", script],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: marker.exists() and marker.stat().st_size > 0, what="the child running")
+        run_id = runs_json()[0]["id"]
+        wait_for(lambda: runs_json()[0].get("status") == "running", what="the run's row")
+        os.kill(run.pid, signal.SIGSTOP)  # someone stops the supervisor (not the child: it cannot see it)
+        out = agentsess("revoke", run_id, check=0)
+        assert b"still running" not in out.stdout, out.stdout
+        size = marker.stat().st_size
+        time.sleep(0.3)
+        assert marker.stat().st_size == size, "the contained run goes on after revoke"
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+        run.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_supervisor_is_not_dumpable_in_either_mode(mode, tmp_path):
+    """Another process of the same unprivileged user cannot read the supervisor's environment or
+    memory through /proc, while it can read a dumpable process's (the test could fail)."""
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to drop to an unprivileged user with setpriv")
+    import tempfile
+
+    root = __import__("pathlib").Path(tempfile.mkdtemp(prefix="ag-nobody-", dir="/tmp"))
+    os.chmod(root, 0o777)
+    env = {**os.environ, "AGENTSESS_HOME": str(root / "data"), "AGENTSESS_CONFIG": str(root / "c.toml"),
+           "HOME": str(root), "HUMAN_ONLY_TOKEN": "human-canary-5a4b3c"}
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    sup = subprocess.Popen([*nobody, PY, "-m", "agentsess", "run", "--no-pty", *mode, "--", "sleep", "60"],
+                           env=env, cwd=str(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: subprocess.run(["pgrep", "-P", str(sup.pid)], capture_output=True).stdout,
+                 what="the supervisor's child")
+        if sup.poll() is not None:
+            pytest.fail(sup.stderr.read().decode())
+
+        def read_as_nobody(pid: int) -> subprocess.CompletedProcess:
+            return subprocess.run([*nobody, "sh", "-c", f"cat /proc/{pid}/environ; head -c 16 /proc/{pid}/mem"],
+                                  capture_output=True)
+
+        peek = read_as_nobody(sup.pid)
+        assert b"human-canary-5a4b3c" not in peek.stdout and peek.returncode != 0
+        other = subprocess.Popen([*nobody, "sleep", "30"], env=env)
+        try:
+            wait_for(lambda: b"human-canary" in read_as_nobody(other.pid).stdout, what="a dumpable process is readable")
+        finally:
+            other.kill()
+            other.wait()
+    finally:
+        sup.kill()
+        sup.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- inside a run: revoke reaches only descendants; nothing opens agentsess's state ------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_revoke_inside_a_run_reaches_only_its_descendants(mode, tmp_path):
+    marker = tmp_path / "nested-ticks"
+    agentsess("run", "--", "true", check=0)
+    unrelated = runs_json()[0]["id"]
+    with InRun(*mode) as run, InRun(*mode) as sibling:
+        proc = run.run(["sh", "-c", f"{PY} -m agentsess run --no-pty -- sh -c "
+                        f"'while true; do echo t >> {marker}; sleep 0.05; done' >/dev/null 2>&1 & echo started"])
+        assert proc.returncode == 0
+        child = wait_for(lambda: [r for r in runs_json() if r["parent_id"] == run.run_id], what="the nested run")[0]
+        wait_for(lambda: marker.exists() and marker.stat().st_size > 0, what="the nested run's child")
+        for target in (run.run_id, sibling.run_id, sibling.run_id[:20], unrelated, "last", "not-a-run"):
+            refused = run.call("revoke", target)
+            assert refused.returncode == 2 and b"only the run's own descendants" in refused.stderr, (target, refused)
+        assert {r["id"]: r for r in runs_json()}[sibling.run_id]["status"] == "running"
+        assert show(sibling.run_id)["credential"]["state"] != "revoked"
+        # the nested run, by a prefix typed in capitals
+        done = run.call("revoke", "--json", "--reason", "loop", child["id"][:20].upper())
+        assert done.returncode == 0, done.stderr
+        (result,) = json.loads(done.stdout)
+        assert result["id"] == child["id"] and result["newly_revoked"] and result["process"] == "stopped", result
+        size = marker.stat().st_size
+        time.sleep(0.3)
+        assert marker.stat().st_size == size
+        revoked = [r for r in show(child["id"])["receipts"] if r["type"] == "run.revoked"]
+        assert revoked and f"from inside run {run.run_id}: loop" == revoked[0]["data"]["reason"]
+        assert {r["id"]: r for r in runs_json()}[run.run_id]["status"] == "running"  # the caller goes on
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_commands_that_open_agentsess_state_are_refused_inside_a_run(mode):
+    agentsess("run", "--", "true", check=0)
+    with InRun(*mode) as run:
+        for argv in (["runs"], ["runs", "--json"], ["show-run", "last"], ["verify", "--all"], ["export", "last"],
+                     ["jwks"], ["key", "list"], ["secret", "list"], ["doctor"], ["key", "rotate"],
+                     ["secret", "set", "x"], ["config", "set", "profiles.default.ttl", "12h"]):
+            for unset in ((), ("AGENTSESS_CONTROL", "AGENTSESS_RUN_ID", "AGENTSESS_TOKEN")):
+                proc = run.call(*argv, input=b"value\n", unset=list(unset))
+                assert proc.returncode == 2 and b"refused inside a run" in proc.stderr, (argv, unset, proc.stderr)
+                assert proc.stderr.count(b"\n") == 1 and b"Traceback" not in proc.stderr
+        debug = run.call("--debug", "key", "rotate")  # a traceback then, but refused all the same
+        assert debug.returncode != 0 and b"refused inside a run" in debug.stderr
+        # help is still help, and what the run may ask still answers
+        assert run.call("runs", "--help").returncode == 0
+        assert run.call("whoami").returncode == 0
+        assert run.call("config", "path").returncode == 0
+
+
+def test_a_nested_run_whose_socket_link_was_deleted_is_still_a_child_or_refused():
+    """Advisory: the child unsets every variable and deletes its supervisor's socket link, then
+    asks for `run --scope '*'`: the store still knows its supervisor is an ancestor."""
+    from agentsess.edges.paths import control_dir
+
+    write_config('[profiles.default]\nscopes = ["fs:*"]\ndefault_scopes = ["fs:read"]\n')
+    folder = control_dir()
+    wipe = ["AGENTSESS_CONTROL", "AGENTSESS_RUN_ID", "AGENTSESS_TOKEN", "AGENTSESS_SCOPES", "AGENTSESS_PARENT_RUN_ID"]
+    with InRun("--no-contain") as run:
+        sup = run.proc.pid
+        links = [n for n in os.listdir(folder) if n.startswith("pid-") and f"-{sup}-" in n]
+        assert links
+        for name in links:
+            os.unlink(os.path.join(folder, name))
+        env = {"AGENTSESS_HOME": os.environ["AGENTSESS_HOME"], "AGENTSESS_CONFIG": os.environ["AGENTSESS_CONFIG"]}
+        proc = run.call("run", "--no-pty", "--no-contain", "--scope", "*", "--", "true", unset=wipe, env=env)
+        assert proc.returncode == 125 and b"exceeds the parent run" in proc.stderr, proc.stderr
+        proc = run.call("run", "--no-pty", "--no-contain", "--", "sh", "-c", "echo nested-ok", unset=wipe, env=env)
+        assert proc.returncode == 0 and b"nested-ok" in proc.stdout, proc.stderr
+        assert {r["parent_id"] for r in runs_json() if r["id"] != run.run_id} == {run.run_id}
+        # and with the run's socket itself gone too, it is refused rather than let out
+        os.rename(os.path.join(folder, f"{run.run_id}.sock"), os.path.join(folder, f"{run.run_id}.moved"))
+        try:
+            proc = run.call("run", "--no-pty", "--no-contain", "--", "true", unset=wipe, env=env)
+        finally:
+            os.rename(os.path.join(folder, f"{run.run_id}.moved"), os.path.join(folder, f"{run.run_id}.sock"))
+        assert proc.returncode == 125 and b"control socket is gone" in proc.stderr, proc.stderr
+        assert all(r["parent_id"] == run.run_id for r in runs_json() if r["id"] != run.run_id)
+
+
+# -- whoami, and the advisory notice ----------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_whoami_in_a_nested_run_names_its_parent_chain(mode):
+    write_config('[profiles.default]\nscopes = ["fs:*"]\ndefault_scopes = ["fs:read"]\n')
+    with InRun(*mode) as run:
+        proc = run.call("run", "--no-pty", "--", PY, "-m", "agentsess", "whoami", "--json")
+        assert proc.returncode == 0, proc.stderr
+        info = json.loads(proc.stdout[proc.stdout.index(b"{"):])
+        assert info["parents"] and info["parents"][0]["id"] == run.run_id and info["id"] != run.run_id
+        assert info["agent"] and info["profile"] == "default" and info["scopes"] == ["fs:read"]
+        assert info["expires_at"].endswith("Z") and info["seconds_left"] > 0
+        assert info["containment"] == ("advisory" if mode else "contained")
+        text = run.call("run", "--no-pty", "--", PY, "-m", "agentsess", "whoami").stdout.decode()
+        assert f"parents    {run.run_id}" in text and "expires" in text and "left)" in text
+
+
+def test_whoami_outside_a_run_is_one_line_and_json():
+    text = agentsess("whoami")
+    assert text.returncode == 1 and text.stdout.count(b"\n") == 1 and text.stderr == b""
+    js = agentsess("whoami", "--json")
+    assert js.returncode == 1 and json.loads(js.stdout) == {"inside_run": False}
+
+
+def test_an_advisory_run_says_so_once_on_stderr():
+    proc = agentsess("run", "--no-pty", "--no-contain", "--", "sh", "-c", "echo out; echo err >&2")
+    assert proc.stderr.count(b"advisory run") == 1, proc.stderr
+    assert b"advisory" not in proc.stdout
+
+
+@needs_bwrap
+def test_a_contained_run_with_on_exit_keep_says_its_processes_end_with_it(tmp_path):
+    write_config('[profiles.keeper]\non_exit = "keep"\n')
+    pids = tmp_path / "pids"
+    proc = inside(SPAWN_THREE.format(pids=pids, n=34), args=("--profile", "keeper"))
+    try:
+        assert proc.returncode == 0 and b"on_exit = keep needs an advisory run" in proc.stderr, proc.stderr
+        wait_for(lambda: _survivors(34) == [], timeout=10, what="the contained run's processes gone")
+    finally:
+        for pid in _survivors(34):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+# -- the CI flag: contained tests never skip there ---------------------------------------------
+
+def test_without_bubblewrap_contained_tests_skip_here_and_fail_in_ci(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("sh", "true", "pgrep"):
+        found = shutil.which(tool)
+        if found:
+            (bare / tool).symlink_to(found)
+    env = {**os.environ, "PATH": str(bare)}
+    env.pop("AGENTSESS_CI", None)
+    here = os.path.dirname(os.path.abspath(__file__))
+    argv = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", os.path.join(here, "test_containment.py")]
+    local = subprocess.run([*argv[:-2], "-rs", "-k", "hidden", os.path.join(here, "test_containment.py")],
+                           env=env, capture_output=True, cwd=os.path.dirname(here), timeout=120)
+    assert local.returncode == 0 and b"skipped" in local.stdout, local.stdout[-2000:]
+    assert b"bubblewrap with user namespaces is not available here" in local.stdout
+    ci = subprocess.run(argv, env={**env, "AGENTSESS_CI": "1"}, capture_output=True, cwd=os.path.dirname(here),
+                        timeout=120)
+    assert ci.returncode != 0 and b"CI must run the contained tests" in ci.stdout + ci.stderr, ci.stdout[-2000:]
