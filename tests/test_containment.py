@@ -762,3 +762,28 @@ def test_without_bubblewrap_contained_tests_skip_here_and_fail_in_ci(tmp_path):
     ci = subprocess.run(argv, env={**env, "AGENTSESS_CI": "1"}, capture_output=True, cwd=os.path.dirname(here),
                         timeout=120)
     assert ci.returncode != 0 and b"CI must run the contained tests" in ci.stdout + ci.stderr, ci.stdout[-2000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_commands_inside_a_run_open_no_store_receipts_or_keys_of_their_own(mode, tmp_path):
+    """Every client command inside a run, with a fresh HOME where agentsess's default data root
+    would be: each one answers, and nothing of agentsess's appears under that HOME."""
+    from agentsess.edges.paths import control_dir, inside_control_socket
+
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    write_config('[profiles.default]\nscopes = ["fs:*"]\ndefault_scopes = ["fs:read"]\n')
+    event = json.dumps({"hook_event_name": "PreToolUse", "tool_name": "Read", "tool_input": {"file_path": "x"}})
+    with InRun(*mode, env={"HOME": str(home)}) as run:
+        expected = os.path.join(control_dir(), f"{run.run_id}.sock") if mode else inside_control_socket()
+        assert run.env["AGENTSESS_CONTROL"] == expected
+        assert run.call("check", "fs:read").returncode == 0
+        assert run.call("hook", "claude-code", "--run", run.run_id, input=event.encode()).returncode == 0
+        assert run.call("exec", "--", "true").returncode == 0
+        assert run.call("whoami").returncode == 0
+        assert run.call("token", "verify").returncode == 0
+        run_id = run.run_id
+    made = [os.path.join(d, f) for d, _dirs, files in os.walk(home) for f in files]
+    assert made == [], made
+    types = [r["type"] for r in show(run_id)["receipts"]]
+    assert types.count("action.checked") >= 2 and "action.exec" in types
