@@ -787,3 +787,29 @@ def test_commands_inside_a_run_open_no_store_receipts_or_keys_of_their_own(mode,
     assert made == [], made
     types = [r["type"] for r in show(run_id)["receipts"]]
     assert types.count("action.checked") >= 2 and "action.exec" in types
+
+
+def test_an_advisory_runs_setsid_daemon_dies_when_its_killed_supervisor_is_found_abandoned(tmp_path):
+    """Advisory: the agent (or anyone) SIGKILLs the supervisor; its setsid daemon, outside the
+    child's process group, is killed once agentsess finds the run abandoned. (A daemon that
+    also scrubbed its environment is not found: the README says so.)"""
+    pids = tmp_path / "pids"
+    script = SPAWN_THREE.format(pids=pids, n=35) + "sleep 300"
+    sup = subprocess.Popen([PY, "-m", "agentsess", "run", "--no-pty", "--no-contain", "--", "sh", "-c", script],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3, what="three daemons")
+        run_id = runs_json()[0]["id"]
+        os.kill(sup.pid, signal.SIGKILL)
+        sup.wait(10)
+        time.sleep(0.2)
+        assert len(_survivors(35)) == 3  # nothing has looked yet: they outlive the supervisor
+        assert agentsess("verify", run_id).returncode == 0  # this look finds it abandoned
+        assert {r["id"]: r for r in runs_json()}[run_id]["status"] == "abandoned"
+        wait_for(lambda: _survivors(35) == [], timeout=10, what="the daemons killed with the abandoned run")
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+        for pid in _survivors(35):
+            os.kill(int(pid), signal.SIGKILL)
