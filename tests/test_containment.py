@@ -314,6 +314,20 @@ def test_advisory_runs_say_so_and_record_it():
     assert runs_json()[0]["containment"] == "advisory"
     started = show()["receipts"][0]["data"]
     assert started["containment"] == "advisory" and started["containment_reason"] == "--no-contain"
+    assert show()["containment"] == "advisory"
+    assert b"containment      advisory  (--no-contain)" in agentsess("show-run", "last", check=0).stdout
+    write_config('[profiles.open]\ncontain = false\n')
+    agentsess("run", "--no-pty", "--profile", "open", "--", "true", check=0)
+    assert b"advisory  (profile open has contain = false)" in agentsess("show-run", "last", check=0).stdout
+
+
+@needs_bwrap
+def test_a_contained_run_says_so_in_show_run_and_its_working_tree_is_writable(tmp_path):
+    proc = agentsess("run", "--no-pty", "--", "sh", "-c", "echo made-inside > made.txt", cwd=str(tmp_path))
+    assert proc.returncode == 0 and b"advisory" not in proc.stderr, proc.stderr
+    assert (tmp_path / "made.txt").read_text() == "made-inside\n"
+    assert runs_json()[0]["containment"] == "contained" and show()["containment"] == "contained"
+    assert b"containment      contained  (bubblewrap" in agentsess("show-run", "last", check=0).stdout
 
 
 def test_the_child_is_never_told_where_agentsess_keeps_its_state():
