@@ -827,3 +827,15 @@ def test_an_advisory_runs_setsid_daemon_dies_when_its_killed_supervisor_is_found
             sup.wait()
         for pid in _survivors(35):
             os.kill(int(pid), signal.SIGKILL)
+
+
+@needs_bwrap
+def test_the_config_folder_of_agentsess_is_hidden_whole(tmp_path):
+    folder = tmp_path / "cfg" / "agentsess"
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text('[profiles.default]\nttl = "1h"\n# config-canary\n')
+    (folder / "config.toml.bak").write_text("backup-canary")
+    proc = agentsess("run", "--no-pty", "--", "sh", "-c", f"cat {folder}/* 2>/dev/null; ls -A {folder}; echo END",
+                     env={"AGENTSESS_CONFIG": str(folder / "config.toml")})
+    out = proc.stdout.decode()
+    assert proc.returncode == 0 and out.strip() == "END", (out, proc.stderr)

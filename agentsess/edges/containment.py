@@ -232,13 +232,16 @@ def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict
 
     Paths that only the human's environment names (``GNUPGHOME=…``, ``KUBECONFIG=…``) are
     never hidden when that would cover the human's HOME or the run's working folder."""
+    kept = [os.path.realpath(p) for p in (human_home, cwd or os.getcwd())]
     wanted = [data_root, config_file]
+    folder = os.path.dirname(config_file)  # a folder of agentsess's own (…/agentsess/config.toml): all of it
+    if os.path.basename(folder) == "agentsess" and not _covers(os.path.realpath(folder), kept):
+        wanted.append(folder)
     wanted += [os.path.join(human_home, rel) for rel in KEY_STORES + CREDENTIAL_FOLDERS]
     bus = bus_socket(env)
     if bus:
         wanted.append(bus)
     wanted += credential_files
-    kept = [os.path.realpath(p) for p in (human_home, cwd or os.getcwd())]
     wanted += [p for p in _relocated(env) if not _covers(os.path.realpath(p), kept)]
     wanted += [os.path.expanduser(p) if p.startswith("~") else p for p in hide]
     spared = {os.path.realpath(os.path.expanduser(p)) for p in unhide}
