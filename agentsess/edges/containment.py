@@ -252,8 +252,11 @@ def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict
             continue
         seen.add(real)
         out.append(real)
-    # a folder hidden later would cover what an earlier bind put inside it: parents first
-    return sorted(out, key=lambda p: (p.count("/"), p))
+    # a folder hidden later would cover what an earlier bind put inside it: parents first; and
+    # nothing is covered inside a folder already hidden (it would show up there by its name)
+    out.sort(key=lambda p: (p.count("/"), p))
+    folders = [p for p in out if os.path.isdir(p)]
+    return [p for p in out if not any(p.startswith(f.rstrip("/") + "/") for f in folders)]
 
 
 def unhidden_inside(hidden: list[str], unhide: tuple = ()) -> list[str]:
