@@ -243,7 +243,7 @@ def _stream_output(run_id: str, offset: int, follow: bool) -> None:
 
 def _containment_text(data: dict) -> str:
     """``contained`` or ``advisory``, and why, as the run's ``run.started`` receipt says."""
-    started = next((r["data"] for r in data.get("receipts") or () if r.get("type") == "run.started"), {})
+    started: dict = next((r["data"] for r in data.get("receipts") or () if r.get("type") == "run.started"), {})
     why = started.get("containment_reason") if isinstance(started, dict) else None
     return (data.get("containment") or "-") + (f"  ({why})" if why else "")
 

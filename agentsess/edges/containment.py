@@ -187,39 +187,6 @@ def bus_socket(env: dict) -> str | None:
     return uid_bus if os.path.exists(uid_bus) else None
 
 
-# The human's credential folders hidden whole (their caches hold live credentials too: AWS SSO
-# and CLI caches, every kubeconfig, gh's whole config)
-CREDENTIAL_FOLDERS = (".aws", ".kube", ".config/gh")
-# Variables that move a credential file or folder away from HOME, and what to hide there
-# ("" the path itself; a name: that file inside it). A list variable (KUBECONFIG) is split.
-RELOCATED = (
-    ("GNUPGHOME", ""), ("AWS_SHARED_CREDENTIALS_FILE", ""), ("AWS_CONFIG_FILE", ""), ("KUBECONFIG", ""),
-    ("DOCKER_CONFIG", "config.json"), ("GH_CONFIG_DIR", ""), ("NPM_CONFIG_USERCONFIG", ""),
-    ("npm_config_userconfig", ""), ("CLOUDSDK_CONFIG", ""), ("AZURE_CONFIG_DIR", ""), ("REGISTRY_AUTH_FILE", ""),
-    ("PGPASSFILE", ""), ("SSH_AUTH_SOCK", ""), ("XDG_CONFIG_HOME", "gh"), ("XDG_CONFIG_HOME", "gcloud"),
-    ("XDG_CONFIG_HOME", "agentsess"), ("XDG_DATA_HOME", "python_keyring"), ("XDG_DATA_HOME", "keyrings"),
-    ("XDG_DATA_HOME", "kwalletd"), ("XDG_DATA_HOME", "agentsess"),
-)
-# In the user's runtime folder: the agents that sign and decrypt with the human's keys
-# (gpg-agent's sockets, gnome-keyring's ssh and control sockets)
-RUNTIME_AGENTS = ("gnupg", "keyring")
-
-
-def _relocated(env: dict) -> list[str]:
-    """Credential paths the human's environment moved out of HOME, and the key agents' sockets."""
-    out = []
-    for var, name in RELOCATED:
-        for value in (env.get(var) or "").split(os.pathsep if var == "KUBECONFIG" else "\0"):
-            if os.path.isabs(value):
-                out.append(os.path.join(value, name) if name else value)
-    gpg = (env.get("GPG_AGENT_INFO") or "").split(":", 1)[0]  # gpg 1: SOCKET:PID:1
-    if os.path.isabs(gpg):
-        out.append(gpg)
-    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    out += [os.path.join(runtime, name) for name in RUNTIME_AGENTS] if os.path.isabs(runtime) else []
-    return out
-
-
 def _covers(path: str, kept: list[str]) -> bool:
     """True when hiding ``path`` would hide one of ``kept`` (it is one of them, or holds one)."""
     return any(k == path or k.startswith(path.rstrip("/") + "/") for k in kept)
@@ -232,17 +199,19 @@ def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict
 
     Paths that only the human's environment names (``GNUPGHOME=…``, ``KUBECONFIG=…``) are
     never hidden when that would cover the human's HOME or the run's working folder."""
+    from agentsess.edges import homes
+
     kept = [os.path.realpath(p) for p in (human_home, cwd or os.getcwd())]
     wanted = [data_root, config_file]
     folder = os.path.dirname(config_file)  # a folder of agentsess's own (…/agentsess/config.toml): all of it
     if os.path.basename(folder) == "agentsess" and not _covers(os.path.realpath(folder), kept):
         wanted.append(folder)
-    wanted += [os.path.join(human_home, rel) for rel in KEY_STORES + CREDENTIAL_FOLDERS]
+    wanted += [os.path.join(human_home, rel) for rel in KEY_STORES + homes.CREDENTIAL_FOLDERS]
     bus = bus_socket(env)
     if bus:
         wanted.append(bus)
     wanted += credential_files
-    wanted += [p for p in _relocated(env) if not _covers(os.path.realpath(p), kept)]
+    wanted += [p for p in homes.relocated_credentials(env) if not _covers(os.path.realpath(p), kept)]
     wanted += [os.path.expanduser(p) if p.startswith("~") else p for p in hide]
     spared = {os.path.realpath(os.path.expanduser(p)) for p in unhide}
     seen, out = set(), []

@@ -76,6 +76,39 @@ HOME_POINTERS = (
     ("PGPASSFILE", ".pgpass"),
 )
 
+# The human's credential folders hidden whole (their caches hold live credentials too: AWS SSO
+# and CLI caches, every kubeconfig, gh's whole config)
+CREDENTIAL_FOLDERS = (".aws", ".kube", ".config/gh")
+# Variables that move a credential file or folder away from HOME, and what to hide there
+# ("" the path itself; a name: that file inside it). A list variable (KUBECONFIG) is split.
+RELOCATED = (
+    ("GNUPGHOME", ""), ("AWS_SHARED_CREDENTIALS_FILE", ""), ("AWS_CONFIG_FILE", ""), ("KUBECONFIG", ""),
+    ("DOCKER_CONFIG", "config.json"), ("GH_CONFIG_DIR", ""), ("NPM_CONFIG_USERCONFIG", ""),
+    ("npm_config_userconfig", ""), ("CLOUDSDK_CONFIG", ""), ("AZURE_CONFIG_DIR", ""), ("REGISTRY_AUTH_FILE", ""),
+    ("PGPASSFILE", ""), ("SSH_AUTH_SOCK", ""), ("XDG_CONFIG_HOME", "gh"), ("XDG_CONFIG_HOME", "gcloud"),
+    ("XDG_CONFIG_HOME", "agentsess"), ("XDG_DATA_HOME", "python_keyring"), ("XDG_DATA_HOME", "keyrings"),
+    ("XDG_DATA_HOME", "kwalletd"), ("XDG_DATA_HOME", "agentsess"),
+)
+# In the user's runtime folder: the agents that sign and decrypt with the human's keys
+# (gpg-agent's sockets, gnome-keyring's ssh and control sockets)
+RUNTIME_AGENTS = ("gnupg", "keyring")
+
+
+def relocated_credentials(env: dict) -> list[str]:
+    """Credential paths the human's environment moved out of HOME, and the key agents' sockets."""
+    out = []
+    for var, name in RELOCATED:
+        for value in (env.get(var) or "").split(os.pathsep if var == "KUBECONFIG" else "\0"):
+            if os.path.isabs(value):
+                out.append(os.path.join(value, name) if name else value)
+    gpg = (env.get("GPG_AGENT_INFO") or "").split(":", 1)[0]  # gpg 1: SOCKET:PID:1
+    if os.path.isabs(gpg):
+        out.append(gpg)
+    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    out += [os.path.join(runtime, name) for name in RUNTIME_AGENTS] if os.path.isabs(runtime) else []
+    return out
+
+
 # Git config files whose [credential] sections and http.extraHeader are left behind when
 # carried: they would hand the agent the human's git credentials through a helper.
 _GIT_CONFIGS = (".gitconfig", ".config/git/config")
