@@ -839,3 +839,44 @@ def test_the_config_folder_of_agentsess_is_hidden_whole(tmp_path):
                      env={"AGENTSESS_CONFIG": str(folder / "config.toml")})
     out = proc.stdout.decode()
     assert proc.returncode == 0 and out.strip() == "END", (out, proc.stderr)
+
+
+@needs_bwrap
+def test_unhide_never_shows_agentsess_own_state(agentsess_home, tmp_path):
+    agentsess("secret", "set", "canary", input=b"unhide-canary-value\n", check=0)
+    root = str(agentsess_home)
+    cfg = os.environ["AGENTSESS_CONFIG"]
+    write_config(f'[profiles.p]\nunhide = ["{root}", "{root}/secrets.json", "{cfg}", "{os.path.dirname(root)}"]\n'
+                 '# config-unhide-canary\n')
+    proc = inside(f"cat {root}/secrets.json {cfg} 2>/dev/null; ls -A {root}; echo END", args=("--profile", "p"))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr
+    assert "unhide-canary-value" not in out and "config-unhide-canary" not in out, out
+    assert out.split("END")[0].split() == ["runs"]
+
+
+@needs_bwrap
+def test_a_contained_child_cannot_edit_its_row_or_plant_a_key(agentsess_home):
+    """The child writes where the store, the file keyring and jwks.json are: it only ever
+    writes into its own empty, throw-away folder; the run's row and the keys are untouched."""
+    write_config('[profiles.default]\nscopes = ["fs:read"]\n')
+    root = str(agentsess_home)
+    script = (
+        "import json,os,sqlite3,sys\nroot=sys.argv[1]\nout=[]\n"
+        "try:\n    db=sqlite3.connect(os.path.join(root,'store.db'))\n"
+        "    db.execute(\"UPDATE runs SET scopes='[\\\"*\\\"]', revoked_at=NULL\"); db.commit(); out.append('updated')\n"
+        "except Exception as e:\n    out.append(type(e).__name__)\n"
+        "for name in ('secrets.json','keys/jwks.json'):\n    p=os.path.join(root,name)\n"
+        "    try:\n        os.makedirs(os.path.dirname(p),exist_ok=True); open(p,'w').write('{\"planted\": true}'); out.append('wrote')\n"
+        "    except OSError as e:\n        out.append(e.strerror)\n"
+        "print(json.dumps(out))")
+    agentsess("run", "--", "true", check=0)  # the store and keys exist
+    keys_before = agentsess("jwks", check=0).stdout
+    proc = agentsess("run", "--no-pty", "--", PY, "-c", script, root)
+    assert proc.returncode == 0, proc.stderr
+    run = show()
+    assert run["scopes"] == [] and agentsess("verify", run["id"]).returncode == 0
+    assert agentsess("jwks", check=0).stdout == keys_before
+    assert b"planted" not in open(os.path.join(root, "secrets.json"), "rb").read()
+    assert not os.path.exists(os.path.join(root, "keys", "jwks.json")) or \
+        b"planted" not in open(os.path.join(root, "keys", "jwks.json"), "rb").read()

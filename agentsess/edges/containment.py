@@ -228,6 +228,26 @@ def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict
     return [p for p in out if not any(p.startswith(f.rstrip("/") + "/") for f in folders)]
 
 
+def sparable(unhide: tuple, *, data_root: str, config_file: str, human_home: str, env: dict) -> tuple:
+    """The profile's ``unhide`` entries that may be shown: none that is, holds or lies inside
+    agentsess's own state (the data root, the config, their default folders, the control
+    folder), whatever the profile says."""
+    from agentsess.edges.paths import control_dir
+
+    own = [data_root, config_file, os.path.join(human_home, ".local/share/agentsess"),
+           os.path.join(human_home, ".config/agentsess"), control_dir()]
+    own += [os.path.join(env[v], "agentsess") for v in ("XDG_DATA_HOME", "XDG_CONFIG_HOME") if os.path.isabs(env.get(v) or "")]
+    if os.path.basename(os.path.dirname(config_file)) == "agentsess":
+        own.append(os.path.dirname(config_file))
+    own = [os.path.realpath(o) for o in own]
+    kept = []
+    for p in unhide:
+        real = os.path.realpath(os.path.expanduser(p))
+        if not any(real == o or real.startswith(o + "/") or o.startswith(real.rstrip("/") + "/") for o in own):
+            kept.append(p)
+    return tuple(kept)
+
+
 def unhidden_inside(hidden: list[str], unhide: tuple = ()) -> list[str]:
     """The profile's ``unhide`` paths that lie inside a folder hidden whole (``~/.aws/config``
     when ``~/.aws`` is hidden): bound back over the empty folder, as the human sees them."""
