@@ -880,3 +880,73 @@ def test_a_contained_child_cannot_edit_its_row_or_plant_a_key(agentsess_home):
     assert b"planted" not in open(os.path.join(root, "secrets.json"), "rb").read()
     assert not os.path.exists(os.path.join(root, "keys", "jwks.json")) or \
         b"planted" not in open(os.path.join(root, "keys", "jwks.json"), "rb").read()
+
+
+def _need_program(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("AGENTSESS_CI") == "1":
+            pytest.fail(f"CI must run this test: {name} is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+@needs_bwrap
+def test_a_contained_child_cannot_have_the_humans_tmux_run_a_command_outside(agentsess_home, tmp_path):
+    """The human runs agentsess inside tmux: `tmux new-window CMD` from the child would run CMD
+    outside the sandbox, where the data root is. The human's tmux servers are out of reach; a
+    tmux of the agent's own still works inside."""
+    _need_program("tmux")
+    agentsess("secret", "set", "canary", input=b"tmux-canary-value\n", check=0)
+    name = f"ag-{os.getpid()}-{time.monotonic_ns()}"
+    subprocess.run(["tmux", "-L", name, "new-session", "-d", "sleep 120"], check=True)
+    try:
+        sock = subprocess.run(["tmux", "-L", name, "display", "-p", "#{socket_path}"], capture_output=True,
+                              check=True).stdout.decode().strip()
+        escaped = tmp_path / "escaped"
+        script = (f"tmux new-window -d 'cat {agentsess_home}/secrets.json > {escaped}'; echo human=$?; "
+                  f"tmux -L {name} new-window -d 'cat {agentsess_home}/secrets.json > {escaped}'; echo named=$?; "
+                  "tmux -L own new-session -d 'sleep 5' && tmux -L own ls >/dev/null; echo own=$?; "
+                  "tmux -L own kill-server")
+        proc = inside(script, env={"TMUX": f"{sock},1,0"})
+        out = proc.stdout.decode()
+        assert "human=1" in out and "named=1" in out and "own=0" in out, (out, proc.stderr)
+        time.sleep(0.5)
+        assert not escaped.exists()
+        # the same command outside the run does reach the human's server (the test can fail)
+        subprocess.run(["tmux", "-L", name, "new-window", "-d", f"echo reached > {escaped}"], check=True)
+        wait_for(escaped.exists, what="the human's tmux to run a command")
+    finally:
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+
+
+@needs_bwrap
+def test_sockets_that_run_commands_for_their_caller_are_out_of_reach(tmp_path):
+    """An editor's server, a terminal's remote control, VS Code's hook, systemd's private socket
+    in the runtime folder: each would run a command outside the run for whoever connects."""
+    import socket as sk
+
+    runtime = tmp_path / "runtime"
+    (runtime / "systemd").mkdir(parents=True)
+    paths = {"NVIM": str(tmp_path / "nvim.sock"), "KITTY_LISTEN_ON": str(tmp_path / "kitty.sock"),
+             "WEZTERM_UNIX_SOCKET": str(tmp_path / "wez.sock"), "VSCODE_IPC_HOOK_CLI": str(tmp_path / "vscode.sock"),
+             "systemd": str(runtime / "systemd" / "private"), "unnamed": str(tmp_path / "other.sock")}
+    listening = []
+    for path in paths.values():
+        s = sk.socket(sk.AF_UNIX)
+        s.bind(path)
+        s.listen(4)
+        listening.append(s)
+    env = {"NVIM": paths["NVIM"], "KITTY_LISTEN_ON": "unix:" + paths["KITTY_LISTEN_ON"],
+           "WEZTERM_UNIX_SOCKET": paths["WEZTERM_UNIX_SOCKET"], "VSCODE_IPC_HOOK_CLI": paths["VSCODE_IPC_HOOK_CLI"],
+           "XDG_RUNTIME_DIR": str(runtime)}
+    probe = ("import json,socket,sys\nout={}\nfor name,path in json.loads(sys.argv[1]).items():\n"
+             "    s=socket.socket(socket.AF_UNIX)\n    try:\n        s.connect(path); out[name]=True\n"
+             "    except OSError:\n        out[name]=False\nprint(json.dumps(out))")
+    try:
+        proc = agentsess("run", "--no-pty", "--", PY, "-c", probe, json.dumps(paths), env=env)
+    finally:
+        for s in listening:
+            s.close()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {name: name == "unnamed" for name in paths}

@@ -270,7 +270,7 @@ def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str
             control_dir: str, control_socket: str, info_fd: int) -> list[str]:
     """The bubblewrap command line that runs ``argv`` contained.
 
-    ``hidden`` paths are covered (a folder by an empty tmpfs, anything else by /dev/null);
+    ``hidden`` paths are covered (a folder by an empty private tmpfs, anything else by /dev/null);
     ``visible`` paths under a hidden folder are bound back read-only, ``writable`` ones
     read-write; the control folder is covered and the run's socket bound at
     :func:`inside_socket`. bubblewrap writes its namespace's first pid to ``info_fd``.
@@ -279,7 +279,7 @@ def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str
            "--die-with-parent", "--info-fd", str(info_fd)]
     for path in hidden:
         if os.path.isdir(path) and not os.path.islink(path):
-            out += ["--tmpfs", path]
+            out += ["--perms", "0700", "--tmpfs", path]  # private, as tmux and ssh want their folders
         else:
             out += ["--ro-bind", "/dev/null", path]
     for path in visible:

@@ -77,8 +77,9 @@ HOME_POINTERS = (
 )
 
 # The human's credential folders hidden whole (their caches hold live credentials too: AWS SSO
-# and CLI caches, every kubeconfig, gh's whole config)
-CREDENTIAL_FOLDERS = (".aws", ".kube", ".config/gh")
+# and CLI caches, every kubeconfig, gh's whole config), and the folders where screen and an
+# emacs server keep what lets a client in
+CREDENTIAL_FOLDERS = (".aws", ".kube", ".config/gh", ".screen", ".emacs.d/server")
 # Variables that move a credential file or folder away from HOME, and what to hide there
 # ("" the path itself; a name: that file inside it). A list variable (KUBECONFIG) is split.
 RELOCATED = (
@@ -89,13 +90,21 @@ RELOCATED = (
     ("XDG_CONFIG_HOME", "agentsess"), ("XDG_DATA_HOME", "python_keyring"), ("XDG_DATA_HOME", "keyrings"),
     ("XDG_DATA_HOME", "kwalletd"), ("XDG_DATA_HOME", "agentsess"),
 )
-# In the user's runtime folder: the agents that sign and decrypt with the human's keys
-# (gpg-agent's sockets, gnome-keyring's ssh and control sockets)
-RUNTIME_AGENTS = ("gnupg", "keyring")
+# Programs that run commands, or type, for whoever reaches their socket, outside any sandbox:
+# terminal multiplexers (`tmux new-window CMD`), editors' servers (`nvim --server`,
+# `emacsclient --eval`), terminals' remote control, VS Code's CLI hook. Named by the variable
+# that tells a program inside them where the socket is (its first field, before a comma),
+# and found in their default folders.
+SERVER_VARIABLES = ("TMUX", "NVIM", "NVIM_LISTEN_ADDRESS", "WEZTERM_UNIX_SOCKET", "KITTY_LISTEN_ON",
+                    "VSCODE_IPC_HOOK_CLI", "VSCODE_IPC_HOOK", "ZELLIJ_SOCKET_DIR", "SCREENDIR")
 
 
 def relocated_credentials(env: dict) -> list[str]:
-    """Credential paths the human's environment moved out of HOME, and the key agents' sockets."""
+    """Credential paths the human's environment moved out of HOME, the key agents' sockets,
+    and the sockets of programs that would run a command outside the run for whoever asks:
+    the user's whole runtime folder (the session bus, systemd's private socket, gpg-agent,
+    gnome-keyring, Wayland, editors' servers live there), tmux's, zellij's, screen's and
+    emacs's folders in /tmp, and every socket a variable of :data:`SERVER_VARIABLES` names."""
     out = []
     for var, name in RELOCATED:
         for value in (env.get(var) or "").split(os.pathsep if var == "KUBECONFIG" else "\0"):
@@ -104,8 +113,18 @@ def relocated_credentials(env: dict) -> list[str]:
     gpg = (env.get("GPG_AGENT_INFO") or "").split(":", 1)[0]  # gpg 1: SOCKET:PID:1
     if os.path.isabs(gpg):
         out.append(gpg)
-    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    out += [os.path.join(runtime, name) for name in RUNTIME_AGENTS] if os.path.isabs(runtime) else []
+    uid = os.getuid()
+    out += [p for p in (env.get("XDG_RUNTIME_DIR") or "", f"/run/user/{uid}") if os.path.isabs(p)]
+    tmp = [d for d in {"/tmp", env.get("TMUX_TMPDIR") or "/tmp", env.get("TMPDIR") or "/tmp"} if os.path.isabs(d)]
+    out += [os.path.join(d, f"{name}{uid}") for d in tmp for name in ("tmux-", "zellij-", "emacs")]
+    user = env.get("USER") or env.get("LOGNAME") or ""
+    if user and "/" not in user:
+        out += [f"/run/screen/S-{user}", f"/var/run/screen/S-{user}"]
+    for var in SERVER_VARIABLES:
+        value = (env.get(var) or "").split(",", 1)[0]
+        value = value[len("unix:"):] if value.startswith("unix:") else value  # kitty: unix:/path
+        if os.path.isabs(value):
+            out.append(os.path.dirname(value) if var == "TMUX" else value)  # tmux: all the user's servers
     return out
 
 
