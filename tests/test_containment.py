@@ -950,3 +950,10 @@ def test_sockets_that_run_commands_for_their_caller_are_out_of_reach(tmp_path):
             s.close()
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {name: name == "unnamed" for name in paths}
+
+
+@needs_bwrap
+def test_a_session_bus_on_an_abstract_socket_is_named_as_out_of_reach_of_hiding():
+    proc = inside("true", env={"DBUS_SESSION_BUS_ADDRESS": "unix:abstract=/tmp/dbus-abc,guid=1"})
+    assert proc.returncode == 0 and b"abstract socket, which a contained child can still reach" in proc.stderr
+    assert b"abstract" not in inside("true", env={"DBUS_SESSION_BUS_ADDRESS": "unix:path=/tmp/nothing"}).stderr

@@ -454,6 +454,9 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         notices.append(f"advisory run: {contained.reason}; the agent runs as you and can reach what you can")
     elif contained.contained and profile.on_exit == "keep":
         notices.append("on_exit = keep needs an advisory run (--no-contain): a contained run's processes end with it")
+    if contained.contained and caller is None and "abstract=" in request.env.get("DBUS_SESSION_BUS_ADDRESS", ""):
+        notices.append("your session bus listens on an abstract socket, which a contained child can still reach "
+                       "(and the Secret Service through it): only a bus on a path is hidden")
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
     # variables let through despite a scrub rule are masked like injected secrets
