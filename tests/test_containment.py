@@ -957,3 +957,17 @@ def test_a_session_bus_on_an_abstract_socket_is_named_as_out_of_reach_of_hiding(
     proc = inside("true", env={"DBUS_SESSION_BUS_ADDRESS": "unix:abstract=/tmp/dbus-abc,guid=1"})
     assert proc.returncode == 0 and b"abstract socket, which a contained child can still reach" in proc.stderr
     assert b"abstract" not in inside("true", env={"DBUS_SESSION_BUS_ADDRESS": "unix:path=/tmp/nothing"}).stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_python_api_inside_a_run_asks_the_supervisor(mode):
+    """A tool the agent runs calls agentsess.verify_token: the supervisor answers (the tool's
+    process opens no store: in a contained run it would find an empty one and say no)."""
+    write_config('[profiles.default]\nscopes = ["fs:*"]\ndefault_scopes = ["fs:read"]\n')
+    probe = ("import agentsess,json,os\nt=os.environ['AGENTSESS_TOKEN']\nv=agentsess.verify_token(t,['fs:read'])\n"
+             "w=agentsess.verify_token(t,'fs:write')\nf=agentsess.verify_token(t[:-4]+'AAAA')\n"
+             "print(json.dumps([bool(v),v.claims['sid'],w.reason,f.reason]))")
+    with InRun(*mode) as run:
+        proc = run.run([PY, "-c", probe])
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) == [True, run.run_id, "missing scope", "bad signature"]

@@ -297,13 +297,13 @@ def _whoami(auth: Authority, store, run_id: str, message: dict, pid: int) -> dic
 
 
 def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
-    from agentsess.core.credentials.verify import verify_token
+    from agentsess.core.credentials.verify import verify_here
 
     token = message.get("token")
     if not isinstance(token, str):
         return refused("token verify: no token given")
     scopes = [s for s in message.get("scopes") or [] if isinstance(s, str)]
-    verdict = verify_token(token, scopes)
+    verdict = verify_here(token, scopes)
     return {"ok": True, "verdict": verdict.as_dict(), "valid": bool(verdict.valid), "detail": verdict.detail,
             "reason": verdict.reason}
 
