@@ -971,3 +971,4 @@ def test_the_python_api_inside_a_run_asks_the_supervisor(mode):
         proc = run.run([PY, "-c", probe])
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout) == [True, run.run_id, "missing scope", "bad signature"]
+
