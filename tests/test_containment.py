@@ -607,7 +607,8 @@ def test_the_supervisor_is_not_dumpable_in_either_mode(mode, tmp_path):
     env = {**os.environ, "AGENTSESS_HOME": str(root / "data"), "AGENTSESS_CONFIG": str(root / "c.toml"),
            "HOME": str(root), "HUMAN_ONLY_TOKEN": "human-canary-5a4b3c"}
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    sup = subprocess.Popen([*nobody, PY, "-m", "agentsess", "run", "--no-pty", *mode, "--", "sleep", "60"],
+    sup = subprocess.Popen([*nobody, PY, "-m", "agentsess", "run", "--no-pty", *(mode or ["--contain"]), "--",
+                            "sleep", "60"],
                            env=env, cwd=str(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: subprocess.run(["pgrep", "-P", str(sup.pid)], capture_output=True).stdout,
