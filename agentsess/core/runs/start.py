@@ -244,7 +244,7 @@ def _containment(request: Request, plan: Plan, run_id: str, caller: Caller | Non
 def start_run(request: Request) -> int:
     """Start, supervise and record one run; return the exit code `agentsess run` leaves with."""
     from agentsess.edges.config import load_config
-    from agentsess.edges.supervisor import become_subreaper, not_dumpable
+    from agentsess.edges.supervisor import ExecFailed, become_subreaper, find_executable, not_dumpable
 
     # the supervisor is the run's authority: no same-user process reads its memory or
     # environment, and no process of the run escapes it by a double fork or setsid
@@ -253,20 +253,51 @@ def start_run(request: Request) -> int:
 
     if not request.argv:
         raise AgentsessError("no command to run: put it after --, e.g. `agentsess run -- claude`", RUN_FAILED)
-    from agentsess.core.runs.nested import start_nested
     from agentsess.edges.control import find_socket
 
     parent_socket = find_socket(request.env)
-    if parent_socket is None:
-        config = load_config()
-        with Store() as store:
-            parent_socket = _hidden_parent(store)
-            if parent_socket is None:
-                return _start_top(store, request, config)
-    import gc
+    if parent_socket is not None:
+        import gc
 
-    gc.enable()  # off while `run` starts (cli.run); a nested run's supervisor is not supervise()'s
-    return start_nested(request, parent_socket)
+        from agentsess.core.runs.nested import start_nested
+
+        gc.enable()  # off while `run` starts (cli.run); a nested run's supervisor is not supervise()'s
+
+        return start_nested(request, parent_socket)
+    config = load_config()
+    with Store() as store:
+        hidden = _hidden_parent(store)
+        if hidden is not None:  # an advisory child hid its run's socket from this `run`: nested after all
+            import gc
+
+            from agentsess.core.runs.nested import start_nested
+
+            gc.enable()
+            return start_nested(request, hidden)
+        try:
+            plan = make_plan(request, config, store)
+        except Refused as refusal:
+            run_id = _record_denied(store, request, refusal)
+            raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
+        injected, secrets = _resolve_secrets(plan.profile)
+        try:
+            find_executable(request.argv[0], request.env.get("PATH"))
+        except ExecFailed as exc:
+            what = "command not found" if exc.code == 127 else "command not executable"
+            raise AgentsessError(f"{what}: {request.argv[0]}", exc.code) from None
+        from agentsess.core.guard import agents
+
+        # an agent set up so that its hooks could not run is refused before the run exists
+        agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
+        launch = _launch(store, request, plan, injected, secrets)
+        from agentsess.edges.supervisor import notice
+
+        for line in launch.notices:
+            notice(line)
+        from agentsess.core.runs.supervise import supervise
+
+        return supervise(store, request, plan, launch)
+
 
 
 def _hidden_parent(store: Store) -> str | None:
@@ -286,36 +317,6 @@ def _hidden_parent(store: Store) -> str | None:
             "ancestor) but that run's control socket is gone; a run started here would escape it: refused",
             RUN_FAILED)
     return socket
-
-
-def _start_top(store: Store, request: Request, config) -> int:
-    """A top-level run: plan, record, mint, then supervise it until it ends."""
-    from agentsess.edges.supervisor import ExecFailed, find_executable
-
-    try:
-        plan = make_plan(request, config, store)
-    except Refused as refusal:
-        run_id = _record_denied(store, request, refusal)
-        raise AgentsessError(f"{refusal.message} (recorded as {run_id})", RUN_FAILED) from None
-    injected, secrets = _resolve_secrets(plan.profile)
-    try:
-        find_executable(request.argv[0], request.env.get("PATH"))
-    except ExecFailed as exc:
-        what = "command not found" if exc.code == 127 else "command not executable"
-        raise AgentsessError(f"{what}: {request.argv[0]}", exc.code) from None
-    from agentsess.core.guard import agents
-
-    # an agent set up so that its hooks could not run is refused before the run exists
-    agents.preflight(request.argv, request.integration or plan.profile.integration, request.env, request.cwd)
-    launch = _launch(store, request, plan, injected, secrets)
-    from agentsess.edges.supervisor import notice
-
-    for line in launch.notices:
-        notice(line)
-    from agentsess.core.runs.supervise import supervise
-
-    return supervise(store, request, plan, launch)
-
 
 
 class Launch:
