@@ -973,3 +973,13 @@ def test_the_python_api_inside_a_run_asks_the_supervisor(mode):
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout) == [True, run.run_id, "missing scope", "bad signature"]
 
+
+
+def test_the_readme_command_table_lists_every_command():
+    from agentsess.cli.commands import COMMANDS
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    table = [line for line in readme.splitlines() if line.startswith("| `")]
+    missing = [c.name for c in COMMANDS if not any(line.startswith(f"| `{c.name}") or f"`, `{c.name}" in line
+                                                    for line in table)]
+    assert missing == [], missing
