@@ -211,6 +211,28 @@ def test_a_live_runs_token_re_signed_with_a_later_expiry_or_wider_scope_is_refus
         assert token_verdict(env["AGENTSESS_TOKEN"])[0] == 0
 
 
+def test_a_denied_runs_id_in_a_token_minted_with_the_stolen_key_says_denied():
+    write_config('[profiles.default]\nscopes = ["fs:read"]\n')
+    denied = agentsess("run", "--no-pty", "--scope", "github:*", "--", "true")
+    assert denied.returncode == 125
+    (row,) = [r for r in json.loads(agentsess("runs", "--json", check=0).stdout) if r["status"] == "denied"]
+    with live_run() as env:
+        real = claims_of(env["AGENTSESS_TOKEN"])
+        kid, key = stolen_key()
+        forged = forge(kid, key, dict(real, sid=row["id"]))
+        code, verdict = token_verdict(forged)
+        assert code == 1 and verdict["reason"] == "denied run" and "was denied" in verdict["detail"], verdict
+
+
+def test_a_revoked_runs_token_names_the_reason_given():
+    with live_run() as env:
+        token = env["AGENTSESS_TOKEN"]
+        agentsess("revoke", env["AGENTSESS_RUN_ID"], "--reason", "prompt injection suspected", check=0)
+        code, verdict = token_verdict(token)
+        assert code == 1 and verdict["reason"] == "revoked run", verdict
+        assert "prompt injection suspected" in verdict["detail"] and token not in verdict["detail"]
+
+
 def test_a_forged_token_cannot_serve_as_the_parent_of_a_nested_run():
     with live_run() as env:
         real = claims_of(env["AGENTSESS_TOKEN"])

@@ -264,3 +264,23 @@ def test_strip_git_credentials():
         b'[http "https://h"]\n'
         b"[core]\n\teditor = vim\n"
     )
+
+
+def test_ssh_private_keys_are_found_whatever_their_name_and_sockets_too(tmp_path):
+    import socket
+
+    ssh = tmp_path / ".ssh"
+    (ssh / "work").mkdir(parents=True)
+    files = {"id_rsa": "x", "github": "-----BEGIN OPENSSH PRIVATE KEY-----\nk\n", "github.pub": "ssh-ed25519 A",
+             "work/deploy.pem": "-----BEGIN RSA PRIVATE KEY-----\nk\n", "work/cert.pem": "-----BEGIN CERTIFICATE-----\n",
+             "putty.ppk": "PuTTY-User-Key-File-3: ssh-ed25519\n", "config": "Host *\n", "known_hosts": "h k\n",
+             "authorized_keys": "ssh-ed25519 A\n", "notes": "nothing\n"}
+    for rel, text in files.items():
+        (ssh / rel).write_text(text)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(ssh / "cm-git@github.com:22"))
+    try:
+        found = sorted(os.path.relpath(p, ssh) for p in readable_credential_files(str(tmp_path)))
+    finally:
+        sock.close()
+    assert found == ["cm-git@github.com:22", "github", "id_rsa", "putty.ppk", "work/deploy.pem"]

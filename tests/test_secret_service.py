@@ -113,3 +113,65 @@ def test_forced_system_keyring_without_a_bus_is_a_clear_state_error(tmp_path):
     proc = agentsess("secret", "set", "x", input=b"value-that-must-not-leak", env=env)
     assert proc.returncode == 4, proc.stderr
     assert b"value-that-must-not-leak" not in proc.stderr and proc.stderr.count(b"\n") == 1
+
+
+
+def _bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    return subprocess.run(["bwrap", "--bind", "/", "/", "--unshare-pid", "--", "true"], capture_output=True).returncode == 0
+
+
+# the child asks the Secret Service for its secret and for the signing key (its kid is in the
+# token's header), with the bus's address put back (the run removed it), and connects to the
+# bus's socket itself; it writes what it found to a file (the run's output masks the values)
+REACH = r"""
+import base64, json, os, socket, subprocess, sys
+out, address, secret = sys.argv[1:4]
+head = os.environ["AGENTSESS_TOKEN"].split(".")[0]
+kid = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=address)
+found = {}
+for name in (secret, "signing-key:" + kid):
+    p = subprocess.run(["secret-tool", "lookup", "service", "agentsess", "username", name], env=env,
+                       capture_output=True, timeout=30)
+    found[name] = p.stdout.decode()
+path = address.split("path=", 1)[1].split(",", 1)[0] if "path=" in address else None
+bus = False
+if path:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        bus = True
+    except OSError:
+        pass
+json.dump({"found": found, "bus": bus, "told": os.environ.get("DBUS_SESSION_BUS_ADDRESS"),
+           "injected": os.environ.get("GH_TOKEN"), "kid": kid}, open(out, "w"))
+"""
+
+
+@pytest.mark.parametrize("contained", [True, False], ids=["contained", "advisory"])
+def test_the_supervisor_reads_the_secret_service_and_a_contained_child_cannot_reach_it(secret_service, contained,
+                                                                                          tmp_path):
+    if contained:
+        _need(_bwrap_works(), "bubblewrap with user namespaces is not available here")
+    name = f"ci-{uuid.uuid4().hex[:12]}"
+    value = f"gh-value-{uuid.uuid4().hex}"
+    secret_service.append(f"secret:{name}")
+    write_config(f'[profiles.bot]\nenv = {{ GH_TOKEN = {{ secret = "{name}" }} }}\n')
+    agentsess("secret", "set", name, input=value.encode(), check=0)
+    address = os.environ["DBUS_SESSION_BUS_ADDRESS"]
+    out = tmp_path / "child.json"
+    proc = agentsess("run", "--no-pty", "--profile", "bot", *([] if contained else ["--no-contain"]), "--",
+                     PY, "-c", REACH, str(out), address, f"secret:{name}")
+    assert proc.returncode == 0, proc.stderr
+    child = json.loads(out.read_text())
+    secret_service.append(f"signing-key:{child['kid']}")
+    secret_service.extend(n for n in _key_list_names() if n)
+    assert child["injected"] == value  # the supervisor read the secret from the Secret Service
+    assert lookup(f"signing-key:{child['kid']}")  # and its signing key lives there
+    if contained:
+        assert child["told"] is None and child["bus"] is False
+        assert child["found"] == {f"secret:{name}": "", f"signing-key:{child['kid']}": ""}, "the child reached the bus"
+    else:  # advisory: same user, same bus (the README says so)
+        assert child["bus"] is True and child["found"][f"secret:{name}"] == value

@@ -106,9 +106,11 @@ def revoke(
 ) -> None:
     """Marks the run and its descendants revoked in one transaction (their tokens stop
     verifying at once), writes a run.revoked receipt for each, and stops their processes per
-    the profile's on_revoke, waiting up to the grace period."""
+    the profile's on_revoke, waiting up to the grace period. Inside a run, its supervisor
+    revokes, and only the run's own descendants (its nested runs and sub-agents)."""
     import sys
 
+    from agentsess.cli.inside import ask, socket_path
     from agentsess.core.runs.revocation import revoke_run
 
     def waiting(run_ids: list[str], grace) -> None:
@@ -120,7 +122,10 @@ def revoke(
         )
         sys.stderr.flush()
 
-    results = revoke_run(run, reason, only, on_wait=waiting)
+    if socket_path() is not None:  # inside a run: its supervisor decides, and reaches only descendants
+        results = ask("revoke", target=run, reason=reason, only=only)["results"]
+    else:
+        results = revoke_run(run, reason, only, on_wait=waiting)
     if as_json:
         render.print_json(results)
         return

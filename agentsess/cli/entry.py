@@ -19,12 +19,17 @@ UNEXPECTED = {"run": RUN_FAILED, "hook": 2}
 # refused inside a run, whatever the run can reach
 REFUSED_INSIDE = {("config", "set"), ("config", "init"), ("key", "rotate"), ("secret", "set"), ("secret", "rm"),
                   ("prune",), ("approvals",), ("approve",), ("deny",)}
+# commands that would open the store, the receipt files or the keys to read them: a command
+# inside a run opens none of them (it would find a hidden, empty data root, or, in an advisory
+# run, one it was never told about), so these are refused there too; `whoami` answers instead
+READ_INSIDE = {("runs",), ("show-run",), ("verify",), ("export",), ("jwks",), ("key", "list"), ("secret", "list"),
+               ("doctor",)}
 
 
 def refused_inside(argv: list[str]) -> str | None:
     words = [a for a in argv[:2] if not a.startswith("-")]
     for size in (1, 2):
-        if tuple(words[:size]) in REFUSED_INSIDE:
+        if tuple(words[:size]) in REFUSED_INSIDE or tuple(words[:size]) in READ_INSIDE:
             return " ".join(words[:size])
     return None
 
@@ -122,19 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         return guarded(_top, argv, debug, 1)
     if command.hot:
-        code = guarded(lambda args: command.load()(args[1:]), argv, debug, UNEXPECTED.get(command.name, 1))
+        code = guarded(_refusing_inside(argv, lambda args: command.load()(args[1:])), argv, debug,
+                       UNEXPECTED.get(command.name, 1))
         if command.name == "run" and argv0_is_entry(argv):
             leave(code)
         return code
     from agentsess.cli.app import run_app
 
+    return guarded(_refusing_inside(argv, run_app), argv, debug, 1)
+
+
+def _refusing_inside(argv: list[str], call):
+    """``call``, or, for a command refused inside a run, ``call`` behind that refusal."""
     refused = refused_inside(argv)
-    if refused is not None and "--help" not in argv:
-        from agentsess.cli.inside import refuse_inside
+    if refused is None or "--help" in argv or "-h" in argv:
+        return call
+    from agentsess.cli.inside import refuse_inside
 
-        def checked(args: list[str]) -> int:
-            refuse_inside(f"agentsess {refused}")
-            return run_app(args)
+    def checked(args: list[str]) -> int:
+        refuse_inside(f"agentsess {refused}", reading=tuple(refused.split()) in READ_INSIDE)
+        return call(args)
 
-        return guarded(checked, argv, debug, 1)
-    return guarded(run_app, argv, debug, 1)
+    return checked

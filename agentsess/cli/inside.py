@@ -32,11 +32,19 @@ def ask(op: str, **fields) -> dict:
     return answer
 
 
-def refuse_inside(command: str) -> None:
-    """Refuse ``command`` when this process is inside a run."""
-    if socket_path() is not None:
+def refuse_inside(command: str, reading: bool = False) -> None:
+    """Refuse ``command`` when this process is inside a run (``reading``: a command that would
+    only read agentsess's store or keys, which no command inside a run opens)."""
+    if socket_path() is None:
+        return
+    if reading:
         raise AgentsessError(
-            f"{command} is refused inside a run: a run cannot change agentsess's own state "
-            "(config, keys, secrets, history); run it outside the run",
+            f"{command} is refused inside a run: a run does not open agentsess's store, receipts or "
+            "keys (`agentsess whoami` says which run this is); run it outside the run",
             USAGE,
         )
+    raise AgentsessError(
+        f"{command} is refused inside a run: a run cannot change agentsess's own state "
+        "(config, keys, secrets, history); run it outside the run",
+        USAGE,
+    )

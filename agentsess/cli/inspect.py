@@ -241,6 +241,13 @@ def _stream_output(run_id: str, offset: int, follow: bool) -> None:
         sys.stdout.write("\n")
 
 
+def _containment_text(data: dict) -> str:
+    """``contained`` or ``advisory``, and why, as the run's ``run.started`` receipt says."""
+    started: dict = next((r["data"] for r in data.get("receipts") or () if r.get("type") == "run.started"), {})
+    why = started.get("containment_reason") if isinstance(started, dict) else None
+    return (data.get("containment") or "-") + (f"  ({why})" if why else "")
+
+
 def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) -> None:
     """Identity and credential first (at once), then integrity (reads the whole output log), then the rest."""
     import shlex
@@ -260,6 +267,7 @@ def _show(data: dict, integrity, receipts_shown: int | None = RECEIPTS_SHOWN) ->
         ("parent", data["parent_id"] or "-"),
         ("host / cwd", f"{data['host']}  {data['cwd']}"),
         ("command", shlex.join(str(a) for a in data["command"])),
+        ("containment", _containment_text(data)),
         ("status", (data["status"], render.status_style(data["status"], data["exit_code"]))),
         ("started / ended", f"{t(data['started_at'])}  →  {t(data['ended_at'])}  ({render.duration_text(data['duration'])})"),
         ("exit", exit_text),

@@ -44,9 +44,9 @@ def main(argv: list[str]) -> int:
         answer = ask("token_verify", token=token, scopes=args.scope)
         shown, valid, reason, detail = answer["verdict"], answer["valid"], answer["reason"], answer["detail"]
     else:
-        from agentsess.core.credentials.verify import verify_token
+        from agentsess.core.credentials.verify import verify_here
 
-        verdict = verify_token(token, args.scope)
+        verdict = verify_here(token, args.scope)
         shown, valid, reason, detail = verdict.as_dict(), bool(verdict.valid), verdict.reason, verdict.detail
     if args.as_json:
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")

@@ -187,15 +187,31 @@ def bus_socket(env: dict) -> str | None:
     return uid_bus if os.path.exists(uid_bus) else None
 
 
+def _covers(path: str, kept: list[str]) -> bool:
+    """True when hiding ``path`` would hide one of ``kept`` (it is one of them, or holds one)."""
+    return any(k == path or k.startswith(path.rstrip("/") + "/") for k in kept)
+
+
 def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict,
-                 credential_files: list[str], hide: tuple = (), unhide: tuple = ()) -> list[str]:
-    """Every existing path a contained child must not see, in mount order (parents first)."""
+                 credential_files: list[str], hide: tuple = (), unhide: tuple = (),
+                 cwd: str | None = None) -> list[str]:
+    """Every existing path a contained child must not see, in mount order (parents first).
+
+    Paths that only the human's environment names (``GNUPGHOME=…``, ``KUBECONFIG=…``) are
+    never hidden when that would cover the human's HOME or the run's working folder."""
+    from agentsess.edges import homes
+
+    kept = [os.path.realpath(p) for p in (human_home, cwd or os.getcwd())]
     wanted = [data_root, config_file]
-    wanted += [os.path.join(human_home, rel) for rel in KEY_STORES]
+    folder = os.path.dirname(config_file)  # a folder of agentsess's own (…/agentsess/config.toml): all of it
+    if os.path.basename(folder) == "agentsess" and not _covers(os.path.realpath(folder), kept):
+        wanted.append(folder)
+    wanted += [os.path.join(human_home, rel) for rel in KEY_STORES + homes.CREDENTIAL_FOLDERS]
     bus = bus_socket(env)
     if bus:
         wanted.append(bus)
     wanted += credential_files
+    wanted += [p for p in homes.relocated_credentials(env) if not _covers(os.path.realpath(p), kept)]
     wanted += [os.path.expanduser(p) if p.startswith("~") else p for p in hide]
     spared = {os.path.realpath(os.path.expanduser(p)) for p in unhide}
     seen, out = set(), []
@@ -205,8 +221,42 @@ def hidden_paths(*, data_root: str, config_file: str, human_home: str, env: dict
             continue
         seen.add(real)
         out.append(real)
-    # a folder hidden later would cover what an earlier bind put inside it: parents first
-    return sorted(out, key=lambda p: (p.count("/"), p))
+    # a folder hidden later would cover what an earlier bind put inside it: parents first; and
+    # nothing is covered inside a folder already hidden (it would show up there by its name)
+    out.sort(key=lambda p: (p.count("/"), p))
+    folders = [p for p in out if os.path.isdir(p)]
+    return [p for p in out if not any(p.startswith(f.rstrip("/") + "/") for f in folders)]
+
+
+def sparable(unhide: tuple, *, data_root: str, config_file: str, human_home: str, env: dict) -> tuple:
+    """The profile's ``unhide`` entries that may be shown: none that is, holds or lies inside
+    agentsess's own state (the data root, the config, their default folders, the control
+    folder), whatever the profile says."""
+    from agentsess.edges.paths import control_dir
+
+    own = [data_root, config_file, os.path.join(human_home, ".local/share/agentsess"),
+           os.path.join(human_home, ".config/agentsess"), control_dir()]
+    own += [os.path.join(env[v], "agentsess") for v in ("XDG_DATA_HOME", "XDG_CONFIG_HOME") if os.path.isabs(env.get(v) or "")]
+    if os.path.basename(os.path.dirname(config_file)) == "agentsess":
+        own.append(os.path.dirname(config_file))
+    own = [os.path.realpath(o) for o in own]
+    kept = []
+    for p in unhide:
+        real = os.path.realpath(os.path.expanduser(p))
+        if not any(real == o or real.startswith(o + "/") or o.startswith(real.rstrip("/") + "/") for o in own):
+            kept.append(p)
+    return tuple(kept)
+
+
+def unhidden_inside(hidden: list[str], unhide: tuple = ()) -> list[str]:
+    """The profile's ``unhide`` paths that lie inside a folder hidden whole (``~/.aws/config``
+    when ``~/.aws`` is hidden): bound back over the empty folder, as the human sees them."""
+    out = []
+    for p in unhide:
+        real = os.path.realpath(os.path.expanduser(p))
+        if os.path.lexists(real) and real not in hidden and any(real.startswith(h + "/") for h in hidden):
+            out.append(real)
+    return out
 
 
 def inside_socket(control_dir: str) -> str:
@@ -220,7 +270,7 @@ def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str
             control_dir: str, control_socket: str, info_fd: int) -> list[str]:
     """The bubblewrap command line that runs ``argv`` contained.
 
-    ``hidden`` paths are covered (a folder by an empty tmpfs, anything else by /dev/null);
+    ``hidden`` paths are covered (a folder by an empty private tmpfs, anything else by /dev/null);
     ``visible`` paths under a hidden folder are bound back read-only, ``writable`` ones
     read-write; the control folder is covered and the run's socket bound at
     :func:`inside_socket`. bubblewrap writes its namespace's first pid to ``info_fd``.
@@ -229,7 +279,7 @@ def command(bwrap: str, argv: list[str], *, hidden: list[str], visible: list[str
            "--die-with-parent", "--info-fd", str(info_fd)]
     for path in hidden:
         if os.path.isdir(path) and not os.path.islink(path):
-            out += ["--tmpfs", path]
+            out += ["--perms", "0700", "--tmpfs", path]  # private, as tmux and ssh want their folders
         else:
             out += ["--ro-bind", "/dev/null", path]
     for path in visible:

@@ -34,7 +34,7 @@ HUMAN_CREDENTIAL_FILES = (
     ".pgpass",
     ".pg_service.conf",  # libpq connection services: may hold passwords
     ".postgresql/",  # libpq's client certificate and key
-    ".ssh/",  # the private keys in it: id_* other than *.pub
+    ".ssh/",  # the private keys in it, whatever their name, and its sockets (see _ssh_keys)
     ".gnupg/",
     ".password-store/",
     ".local/share/keyrings/",
@@ -42,6 +42,15 @@ HUMAN_CREDENTIAL_FILES = (
     ".mozilla/firefox/",
     ".config/google-chrome/",
     ".config/chromium/",
+    ".config/BraveSoftware/",
+    ".config/microsoft-edge/",
+    ".config/vivaldi/",
+    ".config/opera/",
+    "snap/firefox/common/.mozilla/firefox/",
+    "snap/chromium/common/chromium/",
+    ".var/app/org.mozilla.firefox/.mozilla/firefox/",
+    ".var/app/com.google.Chrome/config/google-chrome/",
+    ".var/app/org.chromium.Chromium/config/chromium/",
     "Library/Application Support/Google/Chrome/",
     "Library/Application Support/Firefox/",
     "Library/Keychains/",
@@ -74,6 +83,58 @@ HOME_POINTERS = (
     ("HELM_REPOSITORY_CONFIG", ".config/helm/repositories.yaml"),
 )
 
+# The human's credential folders hidden whole (their caches hold live credentials too: AWS SSO
+# and CLI caches, every kubeconfig, gh's whole config), and the folders where screen and an
+# emacs server keep what lets a client in
+CREDENTIAL_FOLDERS = (".aws", ".kube", ".config/gh", ".screen", ".emacs.d/server")
+# Variables that move a credential file or folder away from HOME, and what to hide there
+# ("" the path itself; a name: that file inside it). A list variable (KUBECONFIG) is split.
+RELOCATED = (
+    ("GNUPGHOME", ""), ("AWS_SHARED_CREDENTIALS_FILE", ""), ("AWS_CONFIG_FILE", ""), ("KUBECONFIG", ""),
+    ("DOCKER_CONFIG", "config.json"), ("GH_CONFIG_DIR", ""), ("NPM_CONFIG_USERCONFIG", ""),
+    ("npm_config_userconfig", ""), ("CLOUDSDK_CONFIG", ""), ("AZURE_CONFIG_DIR", ""), ("REGISTRY_AUTH_FILE", ""),
+    ("PGPASSFILE", ""), ("SSH_AUTH_SOCK", ""), ("XDG_CONFIG_HOME", "gh"), ("XDG_CONFIG_HOME", "gcloud"),
+    ("XDG_CONFIG_HOME", "agentsess"), ("XDG_DATA_HOME", "python_keyring"), ("XDG_DATA_HOME", "keyrings"),
+    ("XDG_DATA_HOME", "kwalletd"), ("XDG_DATA_HOME", "agentsess"),
+)
+# Programs that run commands, or type, for whoever reaches their socket, outside any sandbox:
+# terminal multiplexers (`tmux new-window CMD`), editors' servers (`nvim --server`,
+# `emacsclient --eval`), terminals' remote control, VS Code's CLI hook. Named by the variable
+# that tells a program inside them where the socket is (its first field, before a comma),
+# and found in their default folders.
+SERVER_VARIABLES = ("TMUX", "NVIM", "NVIM_LISTEN_ADDRESS", "WEZTERM_UNIX_SOCKET", "KITTY_LISTEN_ON",
+                    "VSCODE_IPC_HOOK_CLI", "VSCODE_IPC_HOOK", "ZELLIJ_SOCKET_DIR", "SCREENDIR")
+
+
+def relocated_credentials(env: dict) -> list[str]:
+    """Credential paths the human's environment moved out of HOME, the key agents' sockets,
+    and the sockets of programs that would run a command outside the run for whoever asks:
+    the user's whole runtime folder (the session bus, systemd's private socket, gpg-agent,
+    gnome-keyring, Wayland, editors' servers live there), tmux's, zellij's, screen's and
+    emacs's folders in /tmp, and every socket a variable of :data:`SERVER_VARIABLES` names."""
+    out = []
+    for var, name in RELOCATED:
+        for value in (env.get(var) or "").split(os.pathsep if var == "KUBECONFIG" else "\0"):
+            if os.path.isabs(value):
+                out.append(os.path.join(value, name) if name else value)
+    gpg = (env.get("GPG_AGENT_INFO") or "").split(":", 1)[0]  # gpg 1: SOCKET:PID:1
+    if os.path.isabs(gpg):
+        out.append(gpg)
+    uid = os.getuid()
+    out += [p for p in (env.get("XDG_RUNTIME_DIR") or "", f"/run/user/{uid}") if os.path.isabs(p)]
+    tmp = [d for d in {"/tmp", env.get("TMUX_TMPDIR") or "/tmp", env.get("TMPDIR") or "/tmp"} if os.path.isabs(d)]
+    out += [os.path.join(d, f"{name}{uid}") for d in tmp for name in ("tmux-", "zellij-", "emacs")]
+    user = env.get("USER") or env.get("LOGNAME") or ""
+    if user and "/" not in user:
+        out += [f"/run/screen/S-{user}", f"/var/run/screen/S-{user}"]
+    for var in SERVER_VARIABLES:
+        value = (env.get(var) or "").split(",", 1)[0]
+        value = value[len("unix:"):] if value.startswith("unix:") else value  # kitty: unix:/path
+        if os.path.isabs(value):
+            out.append(os.path.dirname(value) if var == "TMUX" else value)  # tmux: all the user's servers
+    return out
+
+
 # Git config files whose [credential] sections and http.extraHeader are left behind when
 # carried: they would hand the agent the human's git credentials through a helper.
 _GIT_CONFIGS = (".gitconfig", ".config/git/config")
@@ -82,7 +143,8 @@ _GIT_CONFIGS = (".gitconfig", ".config/git/config")
 def readable_credential_files(home: str) -> list:
     """Absolute paths of the entries of :data:`HUMAN_CREDENTIAL_FILES` under ``home``
     that exist and that this process can read, in list order. For ``.ssh`` these are
-    the private key files themselves; other folders are named when they can be listed."""
+    the private key files themselves (and its sockets); other folders are named when they can
+    be listed."""
     found = []
     for rel in HUMAN_CREDENTIAL_FILES:
         path = os.path.join(home, rel.rstrip("/"))
@@ -96,7 +158,18 @@ def readable_credential_files(home: str) -> list:
     return found
 
 
-def _ssh_keys(folder: str) -> list:
+# What ~/.ssh holds that is not a secret: public keys, host keys, the client's own settings
+SSH_PUBLIC = ("known_hosts", "known_hosts.old", "authorized_keys", "authorized_keys2", "config", "environment")
+# How a private key file begins (OpenSSH, PEM/PKCS#8, PuTTY, ssh.com): its name does not matter
+_PRIVATE_MARKS = (b"PRIVATE KEY", b"PuTTY-User-Key-File", b"SSH2 ENCRYPTED PRIVATE KEY")
+
+
+def _ssh_keys(folder: str, depth: int = 3) -> list:
+    """What in ``folder`` (``~/.ssh``) gives the human's SSH access: private keys whatever
+    their name (``id_*`` by name, any other file by how it begins), in sub-folders too, and
+    sockets (a ControlMaster socket is a logged-in connection)."""
+    import stat
+
     try:
         names = sorted(os.listdir(folder))
     except OSError:
@@ -104,10 +177,30 @@ def _ssh_keys(folder: str) -> list:
     keys = []
     for name in names:
         path = os.path.join(folder, name)
-        private = name.startswith("id_") and not name.endswith(".pub")
-        if private and os.path.isfile(path) and os.access(path, os.R_OK):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISSOCK(st.st_mode):
             keys.append(path)
+        elif stat.S_ISDIR(st.st_mode):
+            if depth > 1 and not os.path.islink(path):
+                keys.extend(_ssh_keys(path, depth - 1))
+        elif stat.S_ISREG(st.st_mode) and not name.endswith(".pub") and name not in SSH_PUBLIC:
+            if not os.access(path, os.R_OK):
+                continue
+            if name.startswith("id_") or _looks_private(path):
+                keys.append(path)
     return keys
+
+
+def _looks_private(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return any(mark in head for mark in _PRIVATE_MARKS)
 
 
 def isolated_home(agent: str, human_home: str, carry=(".gitconfig",)) -> dict:

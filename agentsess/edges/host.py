@@ -53,6 +53,26 @@ def child_known_as(parent: int, pid: int) -> int | None:
     return None
 
 
+def processes_of_run(run_id: str) -> list[int]:
+    """This user's processes (other than this one) whose environment still names run
+    ``run_id`` (``AGENTSESS_RUN_ID``): what a run whose supervisor died left behind outside
+    its process group. A process that scrubbed its environment is not found."""
+    mark = b"\0AGENTSESS_RUN_ID=" + run_id.encode() + b"\0"
+    uid, me, found = os.getuid(), os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                if mark in b"\0" + fh.read() + b"\0":
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
 def ancestors(pid: int):
     """Parent pids of ``pid``, nearest first, up to pid 1. Pid 1 is included: in a PID
     namespace (a container, ``unshare --pid``) it may be a run's own supervisor."""

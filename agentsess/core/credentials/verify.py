@@ -81,10 +81,39 @@ def verify_token(token: str, scopes=(), now: float | None = None) -> Verdict:
     run and every ancestor run still running and not revoked, and (when ``scopes`` is given)
     each requested scope covered by the token's scopes. Returns a :class:`Verdict` (truthy
     when valid; ``reason`` and ``detail`` say why not; ``claims`` once signed).
+
+    Inside a run (a tool the agent started calls it) the run's supervisor verifies, as for
+    `token verify`: no process of a run opens the store or the keys (``now`` is then the
+    supervisor's).
     """
+    from agentsess.edges.control import find_socket
+
+    socket = find_socket() if now is None else None
+    if socket is not None:
+        return _ask_supervisor(socket, token, scopes)
+    return verify_here(token, scopes, now)
+
+
+def verify_here(token: str, scopes=(), now: float | None = None) -> Verdict:
+    """:func:`verify_token` against this process's own store (a supervisor's, or outside runs)."""
     from agentsess.core.runs.abandonment import reap_abandoned
     from agentsess.edges.store import Store
 
     with Store() as store:
         reap_abandoned(store)
         return verify_in_store(store, token, scopes, now)
+
+
+def _ask_supervisor(socket: str, token: str, scopes) -> Verdict:
+    from agentsess.edges.control import ControlError, request
+
+    wanted = [scopes] if isinstance(scopes, str) else [str(s) for s in scopes]
+    try:
+        answer = request(socket, {"op": "token_verify", "token": token, "scopes": wanted})
+    except ControlError as exc:
+        return Verdict(False, tokens.NOT_MINTED, f"cannot ask the run's supervisor: {exc}")
+    shown = answer.get("verdict") if answer.get("ok") else None
+    if not isinstance(shown, dict):
+        return Verdict(False, tokens.NOT_MINTED, str(answer.get("error") or "the run's supervisor refused"))
+    return Verdict(bool(shown.get("valid")), shown.get("reason"), str(shown.get("detail") or ""),
+                   shown.get("claims"), shown.get("kid"))

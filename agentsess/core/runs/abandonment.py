@@ -40,6 +40,21 @@ def stop_leftovers(row: dict) -> bool:
         return False
 
 
+def _stop_marked(row: dict) -> bool:
+    """KILL what a dead supervisor's run left outside its process group (a ``setsid``
+    daemon of an advisory run) that still carries the run's id in its environment."""
+    if (row.get("host") and row["host"] != host.hostname()) or row.get("child_pid") is None:
+        return False
+    hit = False
+    for pid in host.processes_of_run(row["id"]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            hit = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return hit
+
+
 def kill_tree(row: dict) -> bool:
     """KILL a live run's processes without its supervisor: the namespace of a contained run,
     the child's group, and every process below the supervisor (which stays: it is the run's
@@ -77,6 +92,7 @@ def reap_abandoned(store) -> list[str]:
             continue
         found.append(row["id"])
         stopped = stop_leftovers(row)
+        stopped = _stop_marked(row) or stopped
         if store.open_approvals(row["id"]):  # its held calls wait no more (issue 16)
             from agentsess.core.guard import approvals
 

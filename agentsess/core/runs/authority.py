@@ -297,13 +297,13 @@ def _whoami(auth: Authority, store, run_id: str, message: dict, pid: int) -> dic
 
 
 def _token_verify(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
-    from agentsess.core.credentials.verify import verify_token
+    from agentsess.core.credentials.verify import verify_here
 
     token = message.get("token")
     if not isinstance(token, str):
         return refused("token verify: no token given")
     scopes = [s for s in message.get("scopes") or [] if isinstance(s, str)]
-    verdict = verify_token(token, scopes)
+    verdict = verify_here(token, scopes)
     return {"ok": True, "verdict": verdict.as_dict(), "valid": bool(verdict.valid), "detail": verdict.detail,
             "reason": verdict.reason}
 
@@ -363,6 +363,29 @@ def _mcp_result(auth: Authority, store, run_id: str, message: dict, pid: int) ->
     data = {**data, "source": SOURCE}
     recording.record_action(store, run_id, "action.result", data)
     return {"ok": True}
+
+
+def _revoke(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
+    """`revoke` inside a run: only the caller's run's own descendants (its nested runs and
+    sub-agents, and theirs), named by id or a prefix unique among them; never itself, its
+    parent, or any other run (those are not even looked up, so nothing is said about them)."""
+    from agentsess import ids
+    from agentsess.core.runs.revocation import revoke
+
+    ref, reason, only = message.get("target"), message.get("reason"), message.get("only") is True
+    if not isinstance(ref, str) or (reason is not None and not isinstance(reason, str)):
+        return refused("revoke: malformed request")
+    below = [row["id"] for row in store.descendants(run_id)]
+    prefix = ids.normalise_prefix(ref) if ref != "last" else None
+    matches = [rid for rid in below if prefix is not None and rid.startswith(prefix)]
+    if prefix is not None and len(matches) > 1 and prefix in matches:
+        matches = [prefix]
+    if len(matches) != 1:
+        what = "matches more than one" if len(matches) > 1 else "is not one"
+        return refused(f"revoke inside a run reaches only the run's own descendants, and {ref!r} {what} of "
+                       f"run {run_id}'s ({len(below)} in all); revoke other runs from outside the run")
+    said = f"from inside run {run_id}" + (f": {reason}" if reason else "")
+    return {"ok": True, "results": revoke(store, matches[0], said, only)}
 
 
 def describe(store, run_id: str, containment: str) -> dict:
@@ -526,6 +549,7 @@ OPS: dict = {
     "exec": _exec,
     "whoami": _whoami,
     "token_verify": _token_verify,
+    "revoke": _revoke,
     "mcp_call": _mcp_call,
     "mcp_await": _mcp_await,
     "mcp_refused": _mcp_refused,

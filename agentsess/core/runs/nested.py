@@ -55,6 +55,37 @@ class NestedWatch:
             sup.stop(answer.get("grace", self.grace))
 
 
+def enclosing_run(store) -> dict | None:
+    """The live run of this machine whose supervisor is an ancestor of this process (nearest
+    first), found in the store: how a `run` whose control socket was hidden from it (the
+    variable unset, the socket's link deleted: an advisory child can do both) still knows it
+    is inside a run. None outside every run."""
+    from agentsess.edges import host
+
+    rows = store.list_runs(status="running", host=host.hostname(),
+                           columns="id, parent_id, supervisor_pid, supervisor_started")
+    by_process = {(r.get("supervisor_pid"), r.get("supervisor_started")): r for r in rows}
+    if not by_process:
+        return None
+    for pid, started in host.lineage(os.getpid()):
+        row = by_process.get((pid, started))
+        if row is not None:
+            return row
+    return None
+
+
+def socket_of(store, row: dict) -> str | None:
+    """The control socket that answers for ``row``'s processes: its own supervisor's, or for a
+    nested run its nearest ancestor's that serves one; None if none is there."""
+    from agentsess.edges.paths import control_socket
+
+    for run_id in [row["id"], *store.ancestors(row["id"])]:
+        path = control_socket(run_id)
+        if os.path.exists(path):
+            return path
+    return None
+
+
 def start_nested(request: Request, socket: str) -> int:
     from agentsess.core.guard.masking import Masker
     from agentsess.edges.outputlog import OutputLog

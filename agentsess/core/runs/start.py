@@ -266,6 +266,14 @@ def start_run(request: Request) -> int:
         return start_nested(request, parent_socket)
     config = load_config()
     with Store() as store:
+        hidden = _hidden_parent(store)
+        if hidden is not None:  # an advisory child hid its run's socket from this `run`: nested after all
+            import gc
+
+            from agentsess.core.runs.nested import start_nested
+
+            gc.enable()
+            return start_nested(request, hidden)
         try:
             plan = make_plan(request, config, store)
         except Refused as refusal:
@@ -290,6 +298,25 @@ def start_run(request: Request) -> int:
 
         return supervise(store, request, plan, launch)
 
+
+
+def _hidden_parent(store: Store) -> str | None:
+    """A `run` that found no control socket but has a live run's supervisor among its
+    ancestors (an advisory child unset the variable and deleted the socket's link) is that
+    run's nested run, through the socket still there (returned), or refused: never an
+    unrelated top-level run. None outside every run."""
+    from agentsess.core.runs.nested import enclosing_run, socket_of
+
+    row = enclosing_run(store)
+    if row is None:
+        return None
+    socket = socket_of(store, row)
+    if socket is None:
+        raise AgentsessError(
+            f"this process is inside run {row['id']} (its supervisor, pid {row['supervisor_pid']}, is an "
+            "ancestor) but that run's control socket is gone; a run started here would escape it: refused",
+            RUN_FAILED)
+    return socket
 
 
 class Launch:
@@ -429,6 +456,9 @@ def _launch(store: Store, request: Request, plan: Plan, injected: dict, secrets:
         notices.append(f"advisory run: {contained.reason}; the agent runs as you and can reach what you can")
     elif contained.contained and profile.on_exit == "keep":
         notices.append("on_exit = keep needs an advisory run (--no-contain): a contained run's processes end with it")
+    if contained.contained and caller is None and "abstract=" in request.env.get("DBUS_SESSION_BUS_ADDRESS", ""):
+        notices.append("your session bus listens on an abstract socket, which a contained child can still reach "
+                       "(and the Secret Service through it): only a bus on a path is hidden")
     masked = {"token": token.encode()}
     masked.update((name, value.encode()) for name, value in secrets["values"].items())
     # variables let through despite a scrub rule are masked like injected secrets

@@ -26,13 +26,16 @@ def _contained_argv(launch: Launch, request: Request, plan: Plan, sandbox_info_f
 
     env = launch.env
     human_home = request.env.get("HOME") or os.path.expanduser("~")
+    data_root, config_file = paths.data_root(), paths.config_file()
+    unhide = containment.sparable(tuple(plan.profile.unhide or ()), data_root=data_root, config_file=config_file,
+                                  human_home=human_home, env=request.env)
     hidden = containment.hidden_paths(
-        data_root=paths.data_root(), config_file=paths.config_file(), human_home=human_home, env=request.env,
+        data_root=data_root, config_file=config_file, human_home=human_home, env=request.env,
         credential_files=homes.readable_credential_files(human_home),
-        hide=tuple(plan.profile.hide or ()), unhide=tuple(plan.profile.unhide or ()),
+        hide=tuple(plan.profile.hide or ()), unhide=unhide, cwd=request.cwd,
     )
     visible = [paths.run_dir(launch.run_id)]
-    writable = [p for p in (launch.spool,) if p]
+    writable = [p for p in (launch.spool,) if p] + containment.unhidden_inside(hidden, unhide)
     if env.get("GEMINI_CLI_HOME", "").startswith(paths.run_dir(launch.run_id) + os.sep):
         writable.append(env["GEMINI_CLI_HOME"])  # Gemini writes its state beside the run's settings
     if env.get("HOME") and env["HOME"] != human_home:
