@@ -394,3 +394,44 @@ def test_a_flood_of_invented_subagent_ids_stops_at_the_limit(run, monkeypatch):
         assert table.route(store, run.run_id, pre("Read", {"file_path": "/tmp/b"}, "f1"), "claude-code")[1] is None
         table.end_all(store, "test over")
     assert len(children(run.run_id)) == 3
+
+
+def test_the_subagents_own_token_carries_the_nested_act_claim(run, monkeypatch, tmp_path):
+    """The JWT itself, not only its receipt: a sub-agent of a run nested in the orchestrator's
+    run holds a token whose ``act`` is the whole chain, nearest first (the sub-agent acting for
+    the nested run, acting for the orchestrator, acting for the human), valid while its run is."""
+    from agentsess.core.runs import start, subagents
+    from agentsess.edges.store import Store
+
+    nested = run.spawn([sys.executable, "-m", "agentsess", "run", "--no-pty", "--", sys.executable, "-c",
+                        "import sys; sys.stdin.read()"], stderr=open(tmp_path / "nested.err", "wb"))
+    middle = wait_for(lambda: next(iter(children(run.run_id)), None), what="the nested run")
+    launched, real = [], start.launch_subagent
+
+    def spy(*args, **kw):  # the real launch, its result kept: the token is held nowhere a test can read
+        launched.append(real(*args, **kw))
+        return launched[-1]
+
+    monkeypatch.setattr(start, "launch_subagent", spy)
+    table = subagents.SubAgents(os.getpid(), "advisory")
+    try:
+        with Store() as store:
+            target, denial = table.route(store, middle["id"], pre("Read", {"file_path": "/tmp/a"}, "deep1"), "claude-code")
+            assert denial is None and target not in (middle["id"], run.run_id)
+            [(plan, launch)] = launched
+            token = launch.env["AGENTSESS_TOKEN"]
+            proc = agentsess("token", "verify", "--json", "-", input=token.encode())
+            assert proc.returncode == 0, proc.stderr
+            verdict = json.loads(proc.stdout)
+            claims = verdict["claims"]
+            assert verdict["valid"] and claims["sid"] == target and token not in proc.stderr.decode()
+            human = claims["obo"]
+            assert claims["act"] == {"sub": "agent:orch", "sid": middle["id"],
+                                     "act": {"sub": "agent:orch", "sid": run.run_id, "act": {"sub": human}}}
+            assert claims["chain"] == [run.run_id, middle["id"]] and claims["sub"].startswith("agent:")
+            assert claims["scope"].split() == show(target)["scopes"] == ["fs:read", "git:status", "github:pr:create"]
+            assert claims["exp"] <= store.get_run(middle["id"])["expires_at"] <= store.get_run(run.run_id)["expires_at"]
+            table.end_all(store, "test over")
+    finally:
+        nested.stdin.close()
+        nested.wait(30)
