@@ -435,3 +435,33 @@ def test_the_subagents_own_token_carries_the_nested_act_claim(run, monkeypatch, 
     finally:
         nested.stdin.close()
         nested.wait(30)
+
+
+def test_revoking_a_subagent_stops_the_commands_it_is_running_and_leaves_the_orchestrators(run, tmp_path):
+    """Revocation stops a sub-agent's tool calls in flight too: its running command (and what
+    that command left running in the background) is killed; the orchestrator's own command,
+    running at the same time, is not."""
+    from inrun import host_pids
+
+    late, left, mine = tmp_path / "late", tmp_path / "left", tmp_path / "mine"
+    naps = "^sleep 3[01]\\.4711$"  # sleeps this test can find by their arguments
+    command = f"(sleep 30.4711 && touch {left}) & sleep 31.4711 && touch {late}"
+    assert decision(hook(run, pre("Bash", {"command": command}, "w11"))) is None
+    child = children(run.run_id)[0]
+    errors = open(tmp_path / "exec.err", "wb")
+    sub_exec = run.spawn([sys.executable, "-m", "agentsess", "exec", "--source", "claude-code", "--subagents", "-c",
+                          command], stderr=errors)
+    orch = run.spawn(["sh", "-c", f"sleep 3 && touch {mine}"], stderr=open(tmp_path / "orch.err", "wb"))
+    wait_for(lambda: len(host_pids(naps)) == 2, what="the sub-agent's two sleeps")
+    agentsess("revoke", child["id"], "--reason", "stop it now", check=0)
+    code = sub_exec.wait(30)
+    assert code == 128 + 9 or code != 0, code  # its command was killed, as a shell reports SIGKILL
+    wait_for(lambda: not host_pids(naps), what="the sub-agent's processes to die")
+    assert orch.wait(30) == 0 and mine.exists()  # the orchestrator's command ran to its end
+    assert not late.exists() and not left.exists()
+    assert show(child["id"])["status"] == "revoked" and run.proc.poll() is None
+    denied = hook(run, pre("Bash", {"command": "true"}, "w11", tid="t12"))
+    assert decision(denied) == "deny" and "stop it now" in denied.stdout.decode()
+    [ended] = receipts(run.run_id, "subagent.ended")
+    assert ended["run"] == child["id"] and ended["how"] == "revoked" and "stop it now" in ended["reason"]
+    assert ended["processes_killed"] >= 2

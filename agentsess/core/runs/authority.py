@@ -57,6 +57,7 @@ class Authority:
         from agentsess.core.runs.subagents import SubAgents
 
         self.subagents = SubAgents(self.pid, containment)
+        self.subagents.on_stop = self.stop_commands  # a revoked or expired sub-agent's commands die
         # a sub-agent's command (its `agentsess exec`): pid -> (start time, the sub-agent's run)
         self.bound: dict[int, tuple[int | None, str]] = {}
         self.commands: set[int] = set()  # the execs among them: only these end their own binding
@@ -151,6 +152,39 @@ class Authority:
         items = [f"={answer['bound']}"] + [f"-{name}" for name in answer.get("unset") or ()]
         items += [f"+{name}={value}" for name, value in (answer.get("env") or {}).items()]
         return 0, "\0".join(items).encode("utf-8", "surrogateescape"), b""
+
+    def stop_commands(self, run_id: str, rounds: int = 50) -> int:
+        """Kill what the commands bound to sub-agent run ``run_id`` are running (its revocation
+        or expiry stops its tool calls in flight too): everything below each bound exec's
+        keeper, and below each bound keeper; the keepers then end by themselves, and the exec
+        reports the command as killed. Returns how many processes were killed."""
+        import signal
+
+        from agentsess.edges.host import parent_of, process_start
+        from agentsess.edges.supervisor import descendants
+
+        with self.lock:
+            mine = [(pid, started, pid in self.commands) for pid, (started, bound) in self.bound.items()
+                    if bound == run_id]
+        killed = 0
+        for _ in range(rounds):
+            targets = []
+            for pid, started, is_exec in mine:
+                if process_start(pid) != started:
+                    continue  # gone (its pid may be another process's by now)
+                below = descendants(pid)
+                keepers = {p for p in below if parent_of(p) == pid} if is_exec else set()
+                targets += [p for p in below if p not in keepers]
+            if not targets:
+                break
+            for target in targets:
+                try:
+                    os.kill(target, signal.SIGKILL)
+                    killed += 1
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)  # the keepers reap them; what they forked meanwhile is found next round
+        return killed
 
     def nested_supervisor(self, pid: int) -> Nested | None:
         with self.lock:

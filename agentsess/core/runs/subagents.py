@@ -149,6 +149,7 @@ class SubAgents:
         self.pending: dict[str, list[str]] = {}  # command sha256 -> sub-agent runs that allowed it
         self._watcher: Any = None  # a threading.Thread, from the first sub-agent on
         self._closed: Any = None  # its threading.Event: set when the parent ends
+        self.on_stop: Any = None  # on_stop(run): kill what a revoked or expired sub-agent's commands run
 
     # -- routing a hook event ----------------------------------------------------------
 
@@ -332,6 +333,12 @@ class SubAgents:
             with self.lock:
                 if not sub.ended:
                     self._end(store, sub, "expired", f"the credential of sub-agent {sub.agent_id}'s run {sub.run_id} expired")
+        else:
+            return
+        # its tool calls in flight stop too (outside the lock: kills take a while), on the parent's record
+        killed = self.on_stop(sub.run_id) if self.on_stop is not None else 0
+        self._record_parent(store, sub.parent, "subagent.ended", sub, {"how": sub.how, "reason": sub.why,
+                                                                      "processes_killed": killed})
 
     # -- commands a sub-agent runs -------------------------------------------------------
 
