@@ -188,3 +188,28 @@ def test_the_approval_notice_waits_for_a_full_screen_program_to_leave_its_screen
     assert f"agentsess approve {item['run']} {item['request']}".encode() in line and b"\x1b" not in line, line
     [requested] = [r["data"] for r in receipts(item["run"], "approval.requested")]
     assert requested["request_id"] == item["request"]
+
+
+def test_the_request_names_the_sha256_of_the_exact_arguments_and_a_grant_covers_no_respelling(tmp_path):
+    """The hash is over the exact arguments (their canonical JSON), so a grant ``--for`` a while
+    covers that call only: a doubled space, a trailing space, a look-alike letter or one more
+    argument is another call, asked anew."""
+    import hashlib
+
+    write_config(CONFIG.format(timeout="60s"))
+    with InRun("--profile", "p", "--agent", "none", "--no-contain") as live:
+        first = hook(live, tmp_path, "git push origin main")
+        [item] = waiting(live.run_id)
+        exact = json.dumps({"command": "git push origin main"}, sort_keys=True, separators=(",", ":"))
+        assert item["args_sha256"] == hashlib.sha256(exact.encode()).hexdigest()
+        agentsess("approve", live.run_id, item["request"], "--for", "10m", check=0)
+        assert answer_of(first)[0] == "allow"
+        for n, spelling in enumerate(("git push  origin main", "git push origin main ", "git push origin maіn",
+                                      "git push origin main --force", "git push origin main\n")):
+            held = hook(live, tmp_path, spelling, f"respelled{n}")
+            [asked] = waiting(live.run_id)
+            assert asked["request"] != item["request"] and asked["args_sha256"] != item["args_sha256"], spelling
+            agentsess("deny", live.run_id, asked["request"], check=0)
+            assert answer_of(held)[0] == "deny", spelling
+        assert answer_of(hook(live, tmp_path, "git push origin main", "same"))[0] == "allow"  # the grant still holds
+        assert len(receipts(live.run_id, "approval.granted")) == 1
