@@ -213,3 +213,15 @@ def test_the_request_names_the_sha256_of_the_exact_arguments_and_a_grant_covers_
             assert answer_of(held)[0] == "deny", spelling
         assert answer_of(hook(live, tmp_path, "git push origin main", "same"))[0] == "allow"  # the grant still holds
         assert len(receipts(live.run_id, "approval.granted")) == 1
+
+
+def test_approval_timeout_defaults_to_five_minutes(tmp_path):
+    write_config(CONFIG.format(timeout="60s").replace('approval_timeout = "60s"\n', ""))
+    with InRun("--profile", "p", "--agent", "none", "--no-contain") as live:
+        held = hook(live, tmp_path, "git push origin main")
+        [item] = waiting(live.run_id)
+        assert 290 <= item["seconds_left"] <= 300
+        agentsess("deny", live.run_id, item["request"], check=0)
+        assert answer_of(held)[0] == "deny"
+        [requested] = [r["data"] for r in receipts(live.run_id, "approval.requested")]
+        assert requested["timeout"] == 300

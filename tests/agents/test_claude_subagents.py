@@ -22,7 +22,10 @@ pass_env = ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DISABLE_AUTOUPDATER", "D
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "ENABLE_TOOL_SEARCH"]
 
 [profiles.claude.subagents]
-scopes = ["fs:read", "git:status"]
+scopes = ["fs:read"]
+
+[profiles.claude.subagents.types]
+general-purpose = ["fs:read", "git:status"]   # Claude Code's own agent_type for its Agent tool
 
 [[profiles.claude.rules]]
 tool = "Bash"
@@ -106,8 +109,16 @@ def test_a_claude_subagent_gets_its_own_child_run_and_revoking_it_stops_only_it(
     kids = [r for r in runs if r.get("parent_id") == parent["id"]]
     assert len(kids) == 1, kids
     child = show(kids[0]["id"])
-    assert child["scopes"] == ["fs:read", "git:status"]
+    assert child["scopes"] == ["fs:read", "git:status"]  # the general-purpose entry, not the plain scopes
     assert child["status"] == "revoked"
+    assert child["expires_at"] <= show(parent["id"])["expires_at"]
+    # its token's act claim: the sub-agent acting for the orchestrator, acting for the human
+    [minted] = [r["data"] for r in child["receipts"] if r["type"] == "credential.minted"]
+    assert minted["act"] == {"sub": "agent:claude-code", "sid": parent["id"],
+                             "act": {"sub": f"{parent['user']}@{parent['host']}"}}
+    tree = agentsess("runs", "--tree", check=0).stdout.decode()
+    assert f"└ {child['id']}" in tree and tree.index(parent["id"]) < tree.index(child["id"])
+    assert [c["id"] for c in show(parent["id"])["children"]] == [child["id"]]
     # the sub-agent's calls are in its own run: the first observed and run, the push denied by scope
     checked = [r["data"] for r in child["receipts"] if r["type"] == "action.checked"]
     assert checked[0]["decision"] == "observe" and "sub-1" in checked[0]["summary"]
