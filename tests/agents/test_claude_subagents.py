@@ -163,6 +163,7 @@ def test_a_claude_subagent_that_finishes_ends_and_seals_its_run(setting):
     assert mine[0]["tool"] == "Agent" and SUBTASK in mine[0]["summary"]
     stopped = next(r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.stopped")
     assert stopped["run"] == child["id"] and stopped["agent_id"] == started["agent_id"]
+    assert stopped["event"] == "SubagentStop"  # Claude Code's own SubagentStop ended it
     assert not list(s["markers"].glob("push-*"))  # the sub-agent's push was denied
     assert (s["markers"] / "orch").exists() and (s["markers"] / "sub").exists()
     assert agentsess("verify", "--all").returncode == 0
