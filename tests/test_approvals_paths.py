@@ -225,3 +225,16 @@ def test_approval_timeout_defaults_to_five_minutes(tmp_path):
         assert answer_of(held)[0] == "deny"
         [requested] = [r["data"] for r in receipts(live.run_id, "approval.requested")]
         assert requested["timeout"] == 300
+
+
+def test_help_explains_sub_agents_and_approvals_without_shadowing_the_approvals_command():
+    subagents = agentsess("help", "subagents", check=0).stdout.decode()
+    for words in ("child run", "[profiles.claude.subagents]", "act claim", "revoke SUBRUN", "SubagentStop",
+                  "runs --tree"):
+        assert words in subagents, words
+    approval = agentsess("help", "approval", check=0).stdout.decode()
+    for words in ('approval = "human"', "approve RUN REQ [--for 10m]", "deny RUN REQ --reason", "approvals [RUN]",
+                  "SHA-256 of the exact arguments", "approval_timeout (default 5m)", "notify-send",
+                  "approval.granted (by user@host, when, for how long)", "refused inside a run"):
+        assert words in approval, words
+    assert agentsess("help", "approvals", check=0).stdout == agentsess("approvals", "--help", check=0).stdout
