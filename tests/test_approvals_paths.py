@@ -12,8 +12,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import agentsess, show, write_config
 from inrun import InRun
+from pg import backend  # noqa: F401 - the fixture
 from test_approvals import CONFIG, Held, answer_of, hook, pre, receipts, waiting
 
 from agentsess.core.guard import approvals
@@ -32,7 +34,9 @@ def _answerers(run_id: str, request: str, count: int) -> list[subprocess.Popen]:
     return procs
 
 
-def test_two_people_answering_at_once_one_answer_wins_and_the_call_gets_that_one(tmp_path):
+@pytest.mark.usefixtures("backend")
+def test_two_people_answering_at_once_one_answer_wins_and_the_call_gets_that_one(tmp_path):  # noqa: F811
+    """On SQLite and on a fleet's PostgreSQL store: one conditional UPDATE decides."""
     write_config(CONFIG.format(timeout="60s"))
     with InRun("--profile", "p", "--agent", "none", "--no-contain") as live:
         for round_ in range(3):
