@@ -242,3 +242,45 @@ def test_help_explains_sub_agents_and_approvals_without_shadowing_the_approvals_
                   "approval.granted (by user@host, when, for how long)", "refused inside a run"):
         assert words in approval, words
     assert agentsess("help", "approvals", check=0).stdout == agentsess("approvals", "--help", check=0).stdout
+
+
+def test_redaction_compiled_on_first_use_by_many_threads_at_once_keeps_working():
+    """Found by the flood test (eight held calls at once): the supervisor's control-socket
+    threads all redact a summary on their first use of the patterns; two first uses at once
+    must not break redaction (it used to leave every later call of the run failing closed)."""
+    import re
+
+    from agentsess.core.guard import redaction
+
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: the race shows at once
+    try:
+        _race_first_uses(redaction, re, token)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _race_first_uses(redaction, re, token):
+    import threading
+
+    for _ in range(10):
+        redaction._compiled = type(redaction._compiled)() if isinstance(redaction._compiled, list) else None
+        re.purge()  # compiled anew, not found in re's cache: the first use takes a while
+        gate, out, errors = threading.Barrier(16), [], []
+
+        def one(gate=gate, out=out, errors=errors):
+            gate.wait()
+            try:
+                out.append(redaction.redact(f"git push https://x:{token}@github.com/o/r"))
+            except Exception as exc:  # noqa: BLE001 - the race shows as an exception here
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(out) == 16 and all(token not in text and "[masked]" in text for text in out), out
+        assert token not in redaction.redact(f"token={token}")
