@@ -167,3 +167,40 @@ def test_a_claude_subagent_that_finishes_ends_and_seals_its_run(setting):
     assert not list(s["markers"].glob("push-*"))  # the sub-agent's push was denied
     assert (s["markers"] / "orch").exists() and (s["markers"] / "sub").exists()
     assert agentsess("verify", "--all").returncode == 0
+
+
+def test_revoking_a_claude_subagent_kills_the_command_it_is_running(setting):
+    """A call in flight stops too: the real Claude Code's sub-agent is running a long Bash
+    command (through the shell prefix, bound to its run) when its run is revoked; the command
+    dies, the sub-agent's next call is denied, and the orchestrator finishes."""
+    from inrun import host_pids
+
+    s = setting
+    nap = r"python3 -c import time; time\.sleep\(41\.4242\)$"  # found by its arguments
+    orchestrator = [agent_call(), Call("Bash", {"command": f"touch {s['markers']}/orch-after", "description": "after"}),
+                    Say("finished")]
+    sub = [Call("Bash", {"command": f"python3 -c 'import time; time.sleep(41.4242)' && touch {s['markers']}/sub-late",
+                         "description": "long"}),
+           Call("Bash", {"command": f"touch {s['markers']}/sub-next", "description": "next"}),
+           Say("sub-agent done")]
+    result = {}
+    with FakeModel(orchestrator, "anthropic", subs={SUBTASK: sub}) as model:
+        runner = threading.Thread(target=lambda: result.setdefault("proc", run_claude(s, model)))
+        runner.start()
+        try:
+            wait_for(lambda: host_pids(nap), timeout=60, what="the sub-agent's long command")
+            child = next(r for r in runs_json() if r.get("parent_id"))
+            agentsess("revoke", child["id"], "--reason", "cut it short", check=0)
+            wait_for(lambda: not host_pids(nap), timeout=20, what="the sub-agent's command to be killed")
+        finally:
+            runner.join(200)
+        told = model.told()
+    proc = result["proc"]
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert json.loads(proc.stdout)["result"] == "finished"
+    assert not (s["markers"] / "sub-late").exists() and not (s["markers"] / "sub-next").exists()
+    assert (s["markers"] / "orch-after").exists() and "cut it short" in told
+    parent = next(r for r in runs_json() if not r.get("parent_id"))
+    [ended] = [r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.ended"]
+    assert ended["how"] == "revoked" and ended["processes_killed"] >= 1 and ended["run"] == child["id"]
+    assert agentsess("verify", "--all").returncode == 0
