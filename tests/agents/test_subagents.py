@@ -465,3 +465,22 @@ def test_revoking_a_subagent_stops_the_commands_it_is_running_and_leaves_the_orc
     [ended] = receipts(run.run_id, "subagent.ended")
     assert ended["run"] == child["id"] and ended["how"] == "revoked" and "stop it now" in ended["reason"]
     assert ended["processes_killed"] >= 2
+
+
+def test_a_run_a_revoked_subagents_command_started_stops_itself_and_is_sealed(run, tmp_path):
+    """A nested `agentsess run` a sub-agent's command started is a child of the sub-agent's run:
+    the revocation cascades to it, and its own supervisor stops it and seals its stream (it is
+    not killed from under its supervisor, which would leave it unsealed)."""
+    ag = f"{shlex.quote(sys.executable)} -m agentsess"
+    command = f"{ag} run --no-pty --scope fs:read -- {shlex.quote(sys.executable)} -c 'import time; time.sleep(42.4343)'"
+    assert decision(hook(run, pre("Bash", {"command": command}, "w12"))) is None
+    child = children(run.run_id)[0]
+    sub_exec = run.spawn([sys.executable, "-m", "agentsess", "exec", "--source", "claude-code", "--subagents", "-c",
+                          command], stderr=open(tmp_path / "exec.err", "wb"))
+    grandchild = wait_for(lambda: next(iter(children(child["id"])), None), what="the run the sub-agent's command started")
+    agentsess("revoke", child["id"], "--reason", "enough", check=0)
+    assert sub_exec.wait(60) != 0
+    ended = wait_for(lambda: show(grandchild["id"]).get("ended_at") and show(grandchild["id"]), what="its end")
+    assert ended["status"] == "revoked" and ended["integrity"]["sealed"], ended
+    assert agentsess("verify", grandchild["id"]).returncode == 0
+    assert run.proc.poll() is None

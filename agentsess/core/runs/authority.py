@@ -157,7 +157,8 @@ class Authority:
         """Kill what the commands bound to sub-agent run ``run_id`` are running (its revocation
         or expiry stops its tool calls in flight too): everything below each bound exec's
         keeper, and below each bound keeper; the keepers then end by themselves, and the exec
-        reports the command as killed. Returns how many processes were killed."""
+        reports the command as killed. A run nested in it is spared: revoked with it, its own
+        supervisor stops it and seals its stream. Returns how many processes were killed."""
         import signal
 
         from agentsess.edges.host import parent_of, process_start
@@ -169,12 +170,17 @@ class Authority:
         killed = 0
         for _ in range(rounds):
             targets = []
+            with self.lock:
+                nested = set(self.nested)
             for pid, started, is_exec in mine:
                 if process_start(pid) != started:
                     continue  # gone (its pid may be another process's by now)
                 below = descendants(pid)
-                keepers = {p for p in below if parent_of(p) == pid} if is_exec else set()
-                targets += [p for p in below if p not in keepers]
+                spared = {p for p in below if parent_of(p) == pid} if is_exec else set()  # the keepers
+                for supervisor in nested.intersection(below):
+                    # a run it started stops itself (its revocation cascaded): killed, it could not seal
+                    spared |= {supervisor, *descendants(supervisor)}
+                targets += [p for p in below if p not in spared]
             if not targets:
                 break
             for target in targets:
