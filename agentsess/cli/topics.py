@@ -135,7 +135,7 @@ end) ends the child run and seals its stream.
   agentsess runs --tree                 # sub-agents under their parents
   agentsess show-run RUN                # its children
   agentsess revoke SUBRUN --reason TEXT # that sub-agent only: its later calls denied with
-                                        # the reason, its running commands killed
+                                        # the reason, its running commands killed (on_revoke)
 
 An agent_id with control characters or over 128 characters, an agent_type that changes, or
 an id used again after its run ended is refused; a revoked sub-agent never comes back.

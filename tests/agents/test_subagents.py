@@ -484,3 +484,26 @@ def test_a_run_a_revoked_subagents_command_started_stops_itself_and_is_sealed(ru
     assert ended["status"] == "revoked" and ended["integrity"]["sealed"], ended
     assert agentsess("verify", grandchild["id"]).returncode == 0
     assert run.proc.poll() is None
+
+
+def test_on_revoke_keep_leaves_a_revoked_subagents_running_command_alone(tmp_path):
+    """The profile's on_revoke = "keep" keeps a revoked run's processes: a sub-agent's too (its
+    later calls are still denied)."""
+    from inrun import host_pids
+
+    write_config(PROFILE.replace('[profiles.orch]\n', '[profiles.orch]\non_revoke = "keep"\n'))
+    done = tmp_path / "done"
+    command = f"python3 -c 'import time; time.sleep(3.4545)' && touch {done}"
+    with InRun("--profile", "orch", "--agent", "none") as live:
+        assert decision(hook(live, pre("Bash", {"command": command}, "k1"))) is None
+        child = children(live.run_id)[0]
+        sub_exec = live.spawn([sys.executable, "-m", "agentsess", "exec", "--source", "claude-code", "--subagents",
+                               "-c", command], stderr=open(tmp_path / "exec.err", "wb"))
+        wait_for(lambda: host_pids(r"python3 -c import time; time\.sleep\(3\.4545\)$"), what="its command")
+        agentsess("revoke", child["id"], check=0)
+        wait_for(lambda: receipts(live.run_id, "subagent.ended"), what="the sub-agent's end")
+        sub_exec.wait(60)
+        assert done.exists()  # kept: it ran to its end
+        [ended] = receipts(live.run_id, "subagent.ended")
+        assert ended["processes_killed"] == 0 and ended["how"] == "revoked"
+        assert decision(hook(live, pre("Bash", {"command": "true"}, "k1", tid="t2"))) == "deny"

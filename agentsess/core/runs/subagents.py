@@ -335,8 +335,11 @@ class SubAgents:
                     self._end(store, sub, "expired", f"the credential of sub-agent {sub.agent_id}'s run {sub.run_id} expired")
         else:
             return
-        # its tool calls in flight stop too (outside the lock: kills take a while), on the parent's record
-        killed = self.on_stop(sub.run_id) if self.on_stop is not None else 0
+        # its tool calls in flight stop too, as the profile says for a run's process tree (on_revoke,
+        # on_expiry); outside the lock: kills take a while. On the parent's record either way
+        profile = sub.plan.profile
+        stop = (profile.on_revoke if sub.how == "revoked" else profile.on_expiry) == "stop"
+        killed = self.on_stop(sub.run_id) if stop and self.on_stop is not None else 0
         self._record_parent(store, sub.parent, "subagent.ended", sub, {"how": sub.how, "reason": sub.why,
                                                                       "processes_killed": killed})
 
