@@ -138,7 +138,8 @@ end) ends the child run and seals its stream.
                                         # the reason, its running commands killed (on_revoke)
 
 An agent_id with control characters or over 128 characters, an agent_type that changes, or
-an id used again after its run ended is refused; a revoked sub-agent never comes back.
+an id used again after SubagentStop (without a new SubagentStart, which gives it a new run)
+is refused; a revoked or expired sub-agent never comes back.
 """,
     ),
     "approval": (  # not "approvals": that is a command, and `help COMMAND` is its --help
