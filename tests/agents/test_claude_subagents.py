@@ -203,4 +203,5 @@ def test_revoking_a_claude_subagent_kills_the_command_it_is_running(setting):
     parent = next(r for r in runs_json() if not r.get("parent_id"))
     [ended] = [r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.ended"]
     assert ended["how"] == "revoked" and ended["processes_killed"] >= 1 and ended["run"] == child["id"]
+    assert len(ended["commands"]) == 1 and "time.sleep(41.4242)" in ended["commands"][0]  # the model's command
     assert agentsess("verify", "--all").returncode == 0

@@ -445,7 +445,8 @@ def test_revoking_a_subagent_stops_the_commands_it_is_running_and_leaves_the_orc
 
     late, left, mine = tmp_path / "late", tmp_path / "left", tmp_path / "mine"
     naps = "^sleep 3[01]\\.4711$"  # sleeps this test can find by their arguments
-    command = f"(sleep 30.4711 && touch {left}) & sleep 31.4711 && touch {late}"
+    secret = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+    command = f"(sleep 30.4711 && touch {left}) & GH_TOKEN={secret} sleep 31.4711 && touch {late}"
     assert decision(hook(run, pre("Bash", {"command": command}, "w11"))) is None
     child = children(run.run_id)[0]
     errors = open(tmp_path / "exec.err", "wb")
@@ -465,6 +466,8 @@ def test_revoking_a_subagent_stops_the_commands_it_is_running_and_leaves_the_orc
     [ended] = receipts(run.run_id, "subagent.ended")
     assert ended["run"] == child["id"] and ended["how"] == "revoked" and "stop it now" in ended["reason"]
     assert ended["processes_killed"] >= 2
+    [stopped] = ended["commands"]  # what it was running, on the record, its credential masked
+    assert "sleep 31.4711" in stopped and "[masked]" in stopped and secret not in json.dumps(show(run.run_id))
 
 
 def test_a_run_a_revoked_subagents_command_started_stops_itself_and_is_sealed(run, tmp_path):
@@ -505,5 +508,5 @@ def test_on_revoke_keep_leaves_a_revoked_subagents_running_command_alone(tmp_pat
         sub_exec.wait(60)
         assert done.exists()  # kept: it ran to its end
         [ended] = receipts(live.run_id, "subagent.ended")
-        assert ended["processes_killed"] == 0 and ended["how"] == "revoked"
+        assert ended["processes_killed"] == 0 and ended["commands"] == [] and ended["how"] == "revoked"
         assert decision(hook(live, pre("Bash", {"command": "true"}, "k1", tid="t2"))) == "deny"

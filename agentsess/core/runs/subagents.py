@@ -149,7 +149,7 @@ class SubAgents:
         self.pending: dict[str, list[str]] = {}  # command sha256 -> sub-agent runs that allowed it
         self._watcher: Any = None  # a threading.Thread, from the first sub-agent on
         self._closed: Any = None  # its threading.Event: set when the parent ends
-        self.on_stop: Any = None  # on_stop(run): kill what a revoked or expired sub-agent's commands run
+        self.on_stop: Any = None  # on_stop(run) -> {processes_killed, commands}: kill what its commands run
 
     # -- routing a hook event ----------------------------------------------------------
 
@@ -339,9 +339,12 @@ class SubAgents:
         # on_expiry); outside the lock: kills take a while. On the parent's record either way
         profile = sub.plan.profile
         stop = (profile.on_revoke if sub.how == "revoked" else profile.on_expiry) == "stop"
-        killed = self.on_stop(sub.run_id) if stop and self.on_stop is not None else 0
-        self._record_parent(store, sub.parent, "subagent.ended", sub, {"how": sub.how, "reason": sub.why,
-                                                                      "processes_killed": killed})
+        stopped = self.on_stop(sub.run_id) if stop and self.on_stop is not None else {}
+        from agentsess.core.guard.actions import capped
+
+        self._record_parent(store, sub.parent, "subagent.ended", sub, {
+            "how": sub.how, "reason": sub.why, "processes_killed": stopped.get("processes_killed", 0),
+            "commands": [capped(c, 256) for c in stopped.get("commands", [])[:16]]})  # masked, as summaries are
 
     # -- commands a sub-agent runs -------------------------------------------------------
 
