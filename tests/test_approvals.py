@@ -200,7 +200,10 @@ def test_a_desktop_notification_where_notify_send_exists(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "notified.json"
-    script = bin_dir / "notify-send"  # stands in for libnotify's: records what it was asked to show
+    # notify-send's whole interface is its argv (options, then SUMMARY and BODY) and its exit
+    # code; the real one (libnotify-bin) also needs a D-Bus session bus with a notification
+    # daemon, which a test machine has not. This stand-in is that interface: it records its argv.
+    script = bin_dir / "notify-send"
     script.write_text(f"#!{PY}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     script.chmod(0o755)
     write_config(CONFIG.format(timeout="60s"))
@@ -209,6 +212,7 @@ def test_a_desktop_notification_where_notify_send_exists(tmp_path):
         held = hook(live, tmp_path, "git push <b>origin</b> main")
         [item] = waiting(live.run_id)
         argv = wait_for(lambda: record.exists() and json.loads(record.read_text()), what="the notification")
+        assert argv[:3] == ["--app-name=agentsess", "--urgency=critical", "--"]  # no option from the agent's text
         assert argv[-2] == "agentsess: approval needed"
         assert "&lt;b&gt;origin&lt;/b&gt;" in argv[-1] and "<b>" not in argv[-1]
         assert f"agentsess approve {live.run_id} {item['request']}" in argv[-1]

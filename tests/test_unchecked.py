@@ -217,3 +217,33 @@ env_key = "API_KEY"
     items = [i for i in show(run_id)["unchecked"] if i["type"] == "net.request"]
     assert len(items) == 1 and items[0]["what"].endswith("/sneaky") and items[0]["source"] == "api"
     assert agentsess("verify", "--strict", run_id).returncode == 1
+
+
+def test_a_codex_subagents_captured_command_is_covered_by_its_check_in_the_subagents_run(run):
+    """Codex's sub-agents' commands run as the orchestrator's (no shell prefix binds them), so
+    shell capture records them in the parent: the sub-agent's own allowing check, in its run,
+    covers them; a command nobody checked is still flagged, and a denied one is no cover."""
+    from helpers import wait_for
+
+    def codex_pre(command, tid):
+        event = {"hook_event_name": "PreToolUse", "session_id": "s1", "tool_name": "Bash", "tool_use_id": tid,
+                 "tool_input": {"command": command}, "cwd": "/tmp", "agent_id": "codex-sub-9", "agent_type": "worker"}
+        proc = run.call("hook", "codex", "--run", run.run_id, input=json.dumps(event).encode())
+        assert proc.returncode == 0, proc.stderr
+
+    codex_pre("echo from-the-sub-agent", "c1")
+    codex_pre("rm -rf /tmp/not-here-either", "c2")  # denied by the rule: covers nothing
+    for command in ("echo from-the-sub-agent", "echo nobody-checked-this", "rm -rf /tmp/not-here-either"):
+        assert run.run(["bash", "-c", command]).returncode == 0
+
+    def captured():
+        recs = [r["data"]["command"] for r in show(run.run_id)["receipts"] if r["type"] == "action.exec"]
+        return recs if sum("not-here-either" in c or "nobody" in c or "from-the" in c for c in recs) >= 3 else None
+
+    wait_for(captured, what="shell capture's receipts")
+    whats = [i["what"] for i in flagged(run.run_id) if i["source"] == "shell-capture"]
+    assert "echo nobody-checked-this" in whats and "rm -rf /tmp/not-here-either" in whats, whats
+    assert "echo from-the-sub-agent" not in whats, whats
+    [kid] = [r for r in runs_json() if r.get("parent_id") == run.run_id]
+    assert [c["decision"] for c in (r["data"] for r in show(kid["id"])["receipts"] if r["type"] == "action.checked")] \
+        == ["observe", "deny"]

@@ -1,5 +1,6 @@
 """`agentsess help [TOPIC|COMMAND]`: the reference a user needs at the terminal, without
-the README: scopes, rules, exit codes, the environment, receipts, shell completion.
+the README: scopes, rules, exit codes, the environment, receipts, sub-agents, approvals,
+shell completion.
 
 A hot command (no typer, no rich): `help COMMAND` is `agentsess COMMAND --help`.
 """
@@ -113,6 +114,53 @@ verify list them; runs --json counts them (unchecked_actions).
 A bundle holds the stream and the signer's JWKS, but is not trusted by its own keys:
 --jwks names the keys you trust (`agentsess jwks` on the signing machine, or the bundle
 itself when you got it from a place you trust).
+""",
+    ),
+    "subagents": (
+        "A child run per sub-agent an agent spawns inside itself.",
+        """\
+A sub-agent Claude Code (its Agent/Task tool) or Codex (spawn_agent) spawns gets a child run
+of its own on its first tool call (the hook's agent_id/agent_type): its own run id, receipt
+stream and token (whose act claim is the delegation chain: the sub-agent acting for the
+orchestrator acting for you), scopes = the parent's narrowed by the profile's table, expiry
+no later than the parent's. Its calls are decided against its scopes and recorded in its
+run; the orchestrator's planning loop stays in the parent. SubagentStop (or the parent's
+end) ends the child run and seals its stream.
+
+  [profiles.claude.subagents]
+  scopes = ["fs:read", "git:status"]    # every sub-agent's (cut down to the parent's)
+  [profiles.claude.subagents.types]
+  Explore = ["fs:read"]                 # one agent_type's, instead
+
+  agentsess runs --tree                 # sub-agents under their parents
+  agentsess show-run RUN                # its children
+  agentsess revoke SUBRUN --reason TEXT # that sub-agent only: its later calls denied with
+                                        # the reason, its running commands killed (on_revoke)
+
+An agent_id with control characters or over 128 characters, an agent_type that changes, or
+an id used again after SubagentStop (without a new SubagentStart, which gives it a new run)
+is refused; a revoked or expired sub-agent never comes back.
+""",
+    ),
+    "approval": (  # not "approvals": that is a command, and `help COMMAND` is its --help
+        "Calls a rule asks about, held for your answer (approval = \"human\").",
+        """\
+A rule's decision = "ask" goes to the agent's own prompt (approval = "agent", the default:
+Claude Code asks in its terminal; Codex, Gemini, the MCP proxy and `check` deny). With
+approval = "human" the run's supervisor holds the call, records approval.requested (tool,
+masked summary, SHA-256 of the exact arguments, a six-letter request id), prints one line on
+the run's terminal (held while a full-screen program is up) and notifies the desktop where
+notify-send exists. Answer from any terminal outside the run:
+
+  agentsess approvals [RUN] [--json]           # what waits, oldest first
+  agentsess approve RUN REQ [--for 10m]        # that exact call, once (or again until then)
+  agentsess deny RUN REQ --reason TEXT         # the agent is told the reason
+
+An answer is for one request of one run and the hash of its exact arguments: approving
+`git push origin main` does not approve `git push --force`. Nobody answers within
+approval_timeout (default 5m): denied, saying so. Receipts: approval.requested,
+approval.granted (by user@host, when, for how long), approval.denied, approval.expired.
+approvals, approve and deny are refused inside a run.
 """,
     ),
     "completion": (

@@ -22,7 +22,10 @@ pass_env = ["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DISABLE_AUTOUPDATER", "D
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "ENABLE_TOOL_SEARCH"]
 
 [profiles.claude.subagents]
-scopes = ["fs:read", "git:status"]
+scopes = ["fs:read"]
+
+[profiles.claude.subagents.types]
+general-purpose = ["fs:read", "git:status"]   # Claude Code's own agent_type for its Agent tool
 
 [[profiles.claude.rules]]
 tool = "Bash"
@@ -106,8 +109,16 @@ def test_a_claude_subagent_gets_its_own_child_run_and_revoking_it_stops_only_it(
     kids = [r for r in runs if r.get("parent_id") == parent["id"]]
     assert len(kids) == 1, kids
     child = show(kids[0]["id"])
-    assert child["scopes"] == ["fs:read", "git:status"]
+    assert child["scopes"] == ["fs:read", "git:status"]  # the general-purpose entry, not the plain scopes
     assert child["status"] == "revoked"
+    assert child["expires_at"] <= show(parent["id"])["expires_at"]
+    # its token's act claim: the sub-agent acting for the orchestrator, acting for the human
+    [minted] = [r["data"] for r in child["receipts"] if r["type"] == "credential.minted"]
+    assert minted["act"] == {"sub": "agent:claude-code", "sid": parent["id"],
+                             "act": {"sub": f"{parent['user']}@{parent['host']}"}}
+    tree = agentsess("runs", "--tree", check=0).stdout.decode()
+    assert f"└ {child['id']}" in tree and tree.index(parent["id"]) < tree.index(child["id"])
+    assert [c["id"] for c in show(parent["id"])["children"]] == [child["id"]]
     # the sub-agent's calls are in its own run: the first observed and run, the push denied by scope
     checked = [r["data"] for r in child["receipts"] if r["type"] == "action.checked"]
     assert checked[0]["decision"] == "observe" and "sub-1" in checked[0]["summary"]
@@ -152,6 +163,45 @@ def test_a_claude_subagent_that_finishes_ends_and_seals_its_run(setting):
     assert mine[0]["tool"] == "Agent" and SUBTASK in mine[0]["summary"]
     stopped = next(r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.stopped")
     assert stopped["run"] == child["id"] and stopped["agent_id"] == started["agent_id"]
+    assert stopped["event"] == "SubagentStop"  # Claude Code's own SubagentStop ended it
     assert not list(s["markers"].glob("push-*"))  # the sub-agent's push was denied
     assert (s["markers"] / "orch").exists() and (s["markers"] / "sub").exists()
+    assert agentsess("verify", "--all").returncode == 0
+
+
+def test_revoking_a_claude_subagent_kills_the_command_it_is_running(setting):
+    """A call in flight stops too: the real Claude Code's sub-agent is running a long Bash
+    command (through the shell prefix, bound to its run) when its run is revoked; the command
+    dies, the sub-agent's next call is denied, and the orchestrator finishes."""
+    from inrun import host_pids
+
+    s = setting
+    nap = r"python3 -c import time; time\.sleep\(41\.4242\)$"  # found by its arguments
+    orchestrator = [agent_call(), Call("Bash", {"command": f"touch {s['markers']}/orch-after", "description": "after"}),
+                    Say("finished")]
+    sub = [Call("Bash", {"command": f"python3 -c 'import time; time.sleep(41.4242)' && touch {s['markers']}/sub-late",
+                         "description": "long"}),
+           Call("Bash", {"command": f"touch {s['markers']}/sub-next", "description": "next"}),
+           Say("sub-agent done")]
+    result = {}
+    with FakeModel(orchestrator, "anthropic", subs={SUBTASK: sub}) as model:
+        runner = threading.Thread(target=lambda: result.setdefault("proc", run_claude(s, model)))
+        runner.start()
+        try:
+            wait_for(lambda: host_pids(nap), timeout=60, what="the sub-agent's long command")
+            child = next(r for r in runs_json() if r.get("parent_id"))
+            agentsess("revoke", child["id"], "--reason", "cut it short", check=0)
+            wait_for(lambda: not host_pids(nap), timeout=20, what="the sub-agent's command to be killed")
+        finally:
+            runner.join(200)
+        told = model.told()
+    proc = result["proc"]
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert json.loads(proc.stdout)["result"] == "finished"
+    assert not (s["markers"] / "sub-late").exists() and not (s["markers"] / "sub-next").exists()
+    assert (s["markers"] / "orch-after").exists() and "cut it short" in told
+    parent = next(r for r in runs_json() if not r.get("parent_id"))
+    [ended] = [r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.ended"]
+    assert ended["how"] == "revoked" and ended["processes_killed"] >= 1 and ended["run"] == child["id"]
+    assert len(ended["commands"]) == 1 and "time.sleep(41.4242)" in ended["commands"][0]  # the model's command
     assert agentsess("verify", "--all").returncode == 0

@@ -94,8 +94,10 @@ def test_a_codex_subagent_gets_its_own_child_run(tmp_path):
     assert push["decision"] != "deny" and (markers / "orch").exists(), push
     kinds = [r["type"] for r in show(parent["id"])["receipts"]]
     assert "subagent.started" in kinds and "subagent.stopped" in kinds  # Codex's SubagentStop ended it
+    announced = next(r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.started")
+    assert announced["event"] == "SubagentStart" and announced["agent_id"] == spawned  # Codex sent it
     stopped = next(r["data"] for r in show(parent["id"])["receipts"] if r["type"] == "subagent.stopped")
-    assert stopped["run"] == child["id"] and stopped["agent_id"] == spawned
+    assert stopped["run"] == child["id"] and stopped["agent_id"] == spawned and stopped["event"] == "SubagentStop"
     assert agentsess("verify", "--all").returncode == 0
 
 

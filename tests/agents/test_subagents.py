@@ -394,3 +394,119 @@ def test_a_flood_of_invented_subagent_ids_stops_at_the_limit(run, monkeypatch):
         assert table.route(store, run.run_id, pre("Read", {"file_path": "/tmp/b"}, "f1"), "claude-code")[1] is None
         table.end_all(store, "test over")
     assert len(children(run.run_id)) == 3
+
+
+def test_the_subagents_own_token_carries_the_nested_act_claim(run, monkeypatch, tmp_path):
+    """The JWT itself, not only its receipt: a sub-agent of a run nested in the orchestrator's
+    run holds a token whose ``act`` is the whole chain, nearest first (the sub-agent acting for
+    the nested run, acting for the orchestrator, acting for the human), valid while its run is."""
+    from agentsess.core.runs import start, subagents
+    from agentsess.edges.store import Store
+
+    nested = run.spawn([sys.executable, "-m", "agentsess", "run", "--no-pty", "--", sys.executable, "-c",
+                        "import sys; sys.stdin.read()"], stderr=open(tmp_path / "nested.err", "wb"))
+    middle = wait_for(lambda: next(iter(children(run.run_id)), None), what="the nested run")
+    launched, real = [], start.launch_subagent
+
+    def spy(*args, **kw):  # the real launch, its result kept: the token is held nowhere a test can read
+        launched.append(real(*args, **kw))
+        return launched[-1]
+
+    monkeypatch.setattr(start, "launch_subagent", spy)
+    table = subagents.SubAgents(os.getpid(), "advisory")
+    try:
+        with Store() as store:
+            target, denial = table.route(store, middle["id"], pre("Read", {"file_path": "/tmp/a"}, "deep1"), "claude-code")
+            assert denial is None and target not in (middle["id"], run.run_id)
+            [(plan, launch)] = launched
+            token = launch.env["AGENTSESS_TOKEN"]
+            proc = agentsess("token", "verify", "--json", "-", input=token.encode())
+            assert proc.returncode == 0, proc.stderr
+            verdict = json.loads(proc.stdout)
+            claims = verdict["claims"]
+            assert verdict["valid"] and claims["sid"] == target and token not in proc.stderr.decode()
+            human = claims["obo"]
+            assert claims["act"] == {"sub": "agent:orch", "sid": middle["id"],
+                                     "act": {"sub": "agent:orch", "sid": run.run_id, "act": {"sub": human}}}
+            assert claims["chain"] == [run.run_id, middle["id"]] and claims["sub"].startswith("agent:")
+            assert claims["scope"].split() == show(target)["scopes"] == ["fs:read", "git:status", "github:pr:create"]
+            assert claims["exp"] <= store.get_run(middle["id"])["expires_at"] <= store.get_run(run.run_id)["expires_at"]
+            table.end_all(store, "test over")
+    finally:
+        nested.stdin.close()
+        nested.wait(30)
+
+
+def test_revoking_a_subagent_stops_the_commands_it_is_running_and_leaves_the_orchestrators(run, tmp_path):
+    """Revocation stops a sub-agent's tool calls in flight too: its running command (and what
+    that command left running in the background) is killed; the orchestrator's own command,
+    running at the same time, is not."""
+    from inrun import host_pids
+
+    late, left, mine = tmp_path / "late", tmp_path / "left", tmp_path / "mine"
+    naps = "^sleep 3[01]\\.4711$"  # sleeps this test can find by their arguments
+    secret = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+    command = f"(sleep 30.4711 && touch {left}) & GH_TOKEN={secret} sleep 31.4711 && touch {late}"
+    assert decision(hook(run, pre("Bash", {"command": command}, "w11"))) is None
+    child = children(run.run_id)[0]
+    errors = open(tmp_path / "exec.err", "wb")
+    sub_exec = run.spawn([sys.executable, "-m", "agentsess", "exec", "--source", "claude-code", "--subagents", "-c",
+                          command], stderr=errors)
+    orch = run.spawn(["sh", "-c", f"sleep 3 && touch {mine}"], stderr=open(tmp_path / "orch.err", "wb"))
+    wait_for(lambda: len(host_pids(naps)) == 2, what="the sub-agent's two sleeps")
+    agentsess("revoke", child["id"], "--reason", "stop it now", check=0)
+    code = sub_exec.wait(30)
+    assert code == 128 + 9 or code != 0, code  # its command was killed, as a shell reports SIGKILL
+    wait_for(lambda: not host_pids(naps), what="the sub-agent's processes to die")
+    assert orch.wait(30) == 0 and mine.exists()  # the orchestrator's command ran to its end
+    assert not late.exists() and not left.exists()
+    assert show(child["id"])["status"] == "revoked" and run.proc.poll() is None
+    denied = hook(run, pre("Bash", {"command": "true"}, "w11", tid="t12"))
+    assert decision(denied) == "deny" and "stop it now" in denied.stdout.decode()
+    [ended] = receipts(run.run_id, "subagent.ended")
+    assert ended["run"] == child["id"] and ended["how"] == "revoked" and "stop it now" in ended["reason"]
+    assert ended["processes_killed"] >= 2
+    [stopped] = ended["commands"]  # what it was running, on the record, its credential masked
+    assert "sleep 31.4711" in stopped and "[masked]" in stopped and secret not in json.dumps(show(run.run_id))
+
+
+def test_a_run_a_revoked_subagents_command_started_stops_itself_and_is_sealed(run, tmp_path):
+    """A nested `agentsess run` a sub-agent's command started is a child of the sub-agent's run:
+    the revocation cascades to it, and its own supervisor stops it and seals its stream (it is
+    not killed from under its supervisor, which would leave it unsealed)."""
+    ag = f"{shlex.quote(sys.executable)} -m agentsess"
+    command = f"{ag} run --no-pty --scope fs:read -- {shlex.quote(sys.executable)} -c 'import time; time.sleep(42.4343)'"
+    assert decision(hook(run, pre("Bash", {"command": command}, "w12"))) is None
+    child = children(run.run_id)[0]
+    sub_exec = run.spawn([sys.executable, "-m", "agentsess", "exec", "--source", "claude-code", "--subagents", "-c",
+                          command], stderr=open(tmp_path / "exec.err", "wb"))
+    grandchild = wait_for(lambda: next(iter(children(child["id"])), None), what="the run the sub-agent's command started")
+    agentsess("revoke", child["id"], "--reason", "enough", check=0)
+    assert sub_exec.wait(60) != 0
+    ended = wait_for(lambda: show(grandchild["id"]).get("ended_at") and show(grandchild["id"]), what="its end")
+    assert ended["status"] == "revoked" and ended["integrity"]["sealed"], ended
+    assert agentsess("verify", grandchild["id"]).returncode == 0
+    assert run.proc.poll() is None
+
+
+def test_on_revoke_keep_leaves_a_revoked_subagents_running_command_alone(tmp_path):
+    """The profile's on_revoke = "keep" keeps a revoked run's processes: a sub-agent's too (its
+    later calls are still denied)."""
+    from inrun import host_pids
+
+    write_config(PROFILE.replace('[profiles.orch]\n', '[profiles.orch]\non_revoke = "keep"\n'))
+    done = tmp_path / "done"
+    command = f"python3 -c 'import time; time.sleep(3.4545)' && touch {done}"
+    with InRun("--profile", "orch", "--agent", "none") as live:
+        assert decision(hook(live, pre("Bash", {"command": command}, "k1"))) is None
+        child = children(live.run_id)[0]
+        sub_exec = live.spawn([sys.executable, "-m", "agentsess", "exec", "--source", "claude-code", "--subagents",
+                               "-c", command], stderr=open(tmp_path / "exec.err", "wb"))
+        wait_for(lambda: host_pids(r"python3 -c import time; time\.sleep\(3\.4545\)$"), what="its command")
+        agentsess("revoke", child["id"], check=0)
+        wait_for(lambda: receipts(live.run_id, "subagent.ended"), what="the sub-agent's end")
+        sub_exec.wait(60)
+        assert done.exists()  # kept: it ran to its end
+        [ended] = receipts(live.run_id, "subagent.ended")
+        assert ended["processes_killed"] == 0 and ended["commands"] == [] and ended["how"] == "revoked"
+        assert decision(hook(live, pre("Bash", {"command": "true"}, "k1", tid="t2"))) == "deny"

@@ -49,16 +49,22 @@ def _labelled(match: "re.Match") -> str:
     return match.group("named") + q + MASK + q
 
 
-_compiled: list["re.Pattern[str]"] = []
+_compiled: "tuple[re.Pattern[str], re.Pattern[str]] | None" = None
 
 
 def redact(text: str) -> str:
     """``text`` with credential-shaped substrings replaced by ``[masked]``."""
+    global _compiled
     if not text:
         return text
-    if not _compiled:  # compiled on first use: the guard's start-up does not pay for it
-        _compiled.extend((re.compile(*_PATTERNS), re.compile(*_LABELLED)))
-    patterns, labelled = _compiled
+    # compiled on first use (the guard's start-up does not pay for it), bound in one assignment:
+    # the supervisor's control-socket threads redact at once (held approvals), and two first
+    # uses must not both add to a shared list (that left it four long, and every later call of
+    # the run failed closed on unpacking it)
+    compiled = _compiled
+    if compiled is None:
+        compiled = _compiled = (re.compile(*_PATTERNS), re.compile(*_LABELLED))
+    patterns, labelled = compiled
     return labelled.sub(_labelled, patterns.sub(MASK, text))
 
 

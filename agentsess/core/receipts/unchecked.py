@@ -18,7 +18,8 @@ the receipts the code writes:
   ``eval '…'`` by the check of the command it runs;
 - a ``net.request`` matches a call that names its upstream (its host, or its service's
   variables: ``$API_URL``, ``$GH_TOKEN``, the base URL and key the run gave the agent) and
-  its path (a command line, a URL), in the run or in one of its sub-agents' runs; git's
+  its path (a command line, a URL), in the run or in one of its sub-agents' runs (so
+  does a shell-capture or plain exec: a Codex sub-agent's command runs as the orchestrator's); git's
   smart-HTTP requests match a checked ``git`` command that makes them (a push ``git push``,
   a fetch ``git fetch``, ``pull``, ``clone``…); the agent's own model API
   (the service on its integration's base-URL variable: ``ANTHROPIC_BASE_URL`` for Claude
@@ -86,12 +87,13 @@ def _names(service: dict | None, host) -> list[str]:
 def find(records: list[dict], policy: dict | None = None, related: list[dict] | None = None) -> list[dict]:
     """The unchecked actions among ``records`` (one run's stream): ``{"seq", "type", "what",
     "source"}`` each. ``related`` are more records whose checks count for ``net.request``
-    (the run's sub-agents' streams); ``policy`` is the run's profile snapshot."""
+    and for shell-capture and plain ``action.exec`` (the run's sub-agents' streams); ``policy``
+    is the run's profile snapshot."""
     checked_at = {}
     allowing: list[dict] = []
     model: set[str] | None = None
     services: dict[str, dict] = {}
-    others: list[dict] = []
+    others: list[dict] | None = None  # the sub-agents' allowing checks, read once when needed
     out = []
     for rec in records:
         rtype = rec.get("type")
@@ -102,20 +104,27 @@ def find(records: list[dict], policy: dict | None = None, related: list[dict] | 
                 allowing.append(data)
             continue
         if rtype == "action.exec":
-            if not _exec_matched(data, checked_at, allowing):
+            if others is None:
+                others = [r.get("data") or {} for r in _checks(list(related or ()))]
+            # a shell-capture or plain exec of a command a sub-agent's hook let through (Codex's
+            # sub-agents' commands run as the orchestrator's) is checked, in the sub-agent's run;
+            # a shell-prefix exec must name its own check
+            if not _exec_matched(data, checked_at, allowing) and not (
+                    others and "checked" not in data and _exec_matched(data, {}, others)):
                 out.append({"seq": rec.get("seq"), "type": rtype, "what": str(data.get("command"))[:200],
                             "source": data.get("source")})
         elif rtype == "net.request":
             if model is None:
                 services = _services(policy)
                 model = _model_services(records, services)
-                others = [r.get("data") or {} for r in _checks(list(related or ()))]
+                if others is None:
+                    others = [r.get("data") or {} for r in _checks(list(related or ()))]
             if data.get("service") in model:
                 continue
             host = data.get("host")
             service = data.get("service")
             names = _names(services.get(service) if isinstance(service, str) else None, host)
-            if not any(_covers(t, names, data.get("path")) for c in allowing + others for t in _texts(c)):
+            if not any(_covers(t, names, data.get("path")) for c in allowing + (others or []) for t in _texts(c)):
                 what = f"{data.get('method')} {host}:{data.get('port')}{data.get('path') or ''}"
                 out.append({"seq": rec.get("seq"), "type": rtype, "what": what[:200], "source": data.get("service")})
     return out
@@ -201,7 +210,7 @@ def of_run(row: dict, store=None) -> list[dict]:
     shared store, a stream on another machine is read from the store's mirror."""
     records = _load(row["id"], store)
     related: list[dict] = []
-    if store is not None and any(r.get("type") == "net.request" for r in records):
+    if store is not None and any(r.get("type") in ("net.request", "action.exec") for r in records):
         for child in store.descendants(row["id"]):
             related += _load(child["id"], store)
     return find(records, row.get("policy"), related)

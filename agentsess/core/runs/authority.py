@@ -57,9 +57,11 @@ class Authority:
         from agentsess.core.runs.subagents import SubAgents
 
         self.subagents = SubAgents(self.pid, containment)
+        self.subagents.on_stop = self.stop_commands  # a revoked or expired sub-agent's commands die
         # a sub-agent's command (its `agentsess exec`): pid -> (start time, the sub-agent's run)
         self.bound: dict[int, tuple[int | None, str]] = {}
         self.commands: set[int] = set()  # the execs among them: only these end their own binding
+        self.texts: dict[int, str] = {}  # what each bound process runs (the command's text), for the record
         self.say = say  # the run's terminal notice (the supervisor's), for held approvals
 
     def caller_run(self, pid: int) -> str | None:
@@ -151,6 +153,51 @@ class Authority:
         items = [f"={answer['bound']}"] + [f"-{name}" for name in answer.get("unset") or ()]
         items += [f"+{name}={value}" for name, value in (answer.get("env") or {}).items()]
         return 0, "\0".join(items).encode("utf-8", "surrogateescape"), b""
+
+    def stop_commands(self, run_id: str, rounds: int = 50) -> dict:
+        """Kill what the commands bound to sub-agent run ``run_id`` are running (its revocation
+        or expiry stops its tool calls in flight too): everything below each bound exec's
+        keeper, and below each bound keeper; the keepers then end by themselves, and the exec
+        reports the command as killed. A run nested in it is spared: revoked with it, its own
+        supervisor stops it and seals its stream. Returns how many processes were killed and
+        the commands (their text) they were running."""
+        import signal
+
+        from agentsess.edges.host import parent_of, process_start
+        from agentsess.edges.supervisor import descendants
+
+        with self.lock:
+            mine = [(pid, started, pid in self.commands) for pid, (started, bound) in self.bound.items()
+                    if bound == run_id]
+        killed, hit = 0, set()
+        for _ in range(rounds):
+            targets = []
+            with self.lock:
+                nested = set(self.nested)
+            for pid, started, is_exec in mine:
+                if process_start(pid) != started:
+                    continue  # gone (its pid may be another process's by now)
+                below = descendants(pid)
+                spared = {p for p in below if parent_of(p) == pid} if is_exec else set()  # the keepers
+                for supervisor in nested.intersection(below):
+                    # a run it started stops itself (its revocation cascaded): killed, it could not seal
+                    spared |= {supervisor, *descendants(supervisor)}
+                doomed = [p for p in below if p not in spared]
+                if doomed:
+                    hit.add(pid)
+                targets += doomed
+            if not targets:
+                break
+            for target in targets:
+                try:
+                    os.kill(target, signal.SIGKILL)
+                    killed += 1
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)  # the keepers reap them; what they forked meanwhile is found next round
+        with self.lock:
+            texts = sorted({self.texts[pid] for pid in hit if pid in self.texts})
+        return {"processes_killed": killed, "commands": texts}
 
     def nested_supervisor(self, pid: int) -> Nested | None:
         with self.lock:
@@ -259,6 +306,7 @@ def _exec_start(auth: Authority, store, run_id: str, message: dict, pid: int) ->
     with auth.lock:
         auth.bound[pid] = (process_start(pid), sub.run_id)
         auth.commands.add(pid)
+        auth.texts[pid] = inner if inner is not None else command
     row = store.get_run(sub.run_id) or {}
     from agentsess.timefmt import rfc3339
 
@@ -279,6 +327,7 @@ def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
             return {"ok": True}
         auth.commands.discard(pid)
         binding = auth.bound.pop(pid)
+        text = auth.texts.pop(pid, None)
     keeper = message.get("keeper")
     if isinstance(keeper, int) and not isinstance(keeper, bool):
         from agentsess.edges.host import child_known_as, process_start
@@ -289,6 +338,8 @@ def _exec(auth: Authority, store, run_id: str, message: dict, pid: int) -> dict:
         if held is not None:
             with auth.lock:
                 auth.bound[held] = (process_start(held), binding[1])
+                if text is not None:
+                    auth.texts[held] = text
     return {"ok": True}
 
 

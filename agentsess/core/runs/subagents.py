@@ -149,6 +149,7 @@ class SubAgents:
         self.pending: dict[str, list[str]] = {}  # command sha256 -> sub-agent runs that allowed it
         self._watcher: Any = None  # a threading.Thread, from the first sub-agent on
         self._closed: Any = None  # its threading.Event: set when the parent ends
+        self.on_stop: Any = None  # on_stop(run) -> {processes_killed, commands}: kill what its commands run
 
     # -- routing a hook event ----------------------------------------------------------
 
@@ -332,6 +333,18 @@ class SubAgents:
             with self.lock:
                 if not sub.ended:
                     self._end(store, sub, "expired", f"the credential of sub-agent {sub.agent_id}'s run {sub.run_id} expired")
+        else:
+            return
+        # its tool calls in flight stop too, as the profile says for a run's process tree (on_revoke,
+        # on_expiry); outside the lock: kills take a while. On the parent's record either way
+        profile = sub.plan.profile
+        stop = (profile.on_revoke if sub.how == "revoked" else profile.on_expiry) == "stop"
+        stopped = self.on_stop(sub.run_id) if stop and self.on_stop is not None else {}
+        from agentsess.core.guard.actions import capped
+
+        self._record_parent(store, sub.parent, "subagent.ended", sub, {
+            "how": sub.how, "reason": sub.why, "processes_killed": stopped.get("processes_killed", 0),
+            "commands": [capped(c, 256) for c in stopped.get("commands", [])[:16]]})  # masked, as summaries are
 
     # -- commands a sub-agent runs -------------------------------------------------------
 
