@@ -200,8 +200,8 @@ def test_twenty_concurrent_runs_with_nested_runs_stay_consistent():
         cmd = ["run", "--", *nested] if i % 4 == 0 else ["run", "--", "sh", "-c", f"echo {i}"]
         procs.append(spawn(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for p in procs:
-        p.communicate(timeout=120)
-        assert p.returncode == 0
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode(errors="replace")
     verify = agentsess("verify", "--all", "--json", check=0)
     results = json.loads(verify.stdout)
     assert len(results) == 25
