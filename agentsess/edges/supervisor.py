@@ -879,7 +879,7 @@ class Supervisor:
             elif not self.terminal.ok.get(stream, True) and self.master is None:
                 self._close_output(fd)  # the reader went away: the child gets SIGPIPE, as in a pipeline
             return
-        if fd == self._relay_out:
+        if fd == self._relay_out and self.master is not None:
             # the relay ended: at the pty's end (the next read of it says so), or killed; either
             # way, whatever is left is read from the pty here, as before the relay
             self._close_output(fd)
