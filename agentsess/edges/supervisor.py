@@ -14,6 +14,7 @@ by the same ``select`` loop as the child's output.
 
 import contextlib
 import errno
+import gc
 import os
 import re
 import select
@@ -920,6 +921,12 @@ class Supervisor:
         master = self.master
         self._relayed = True
         try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None).prctl  # resolved here: the relay calls it, never loads it
+        except (ImportError, OSError, AttributeError):
+            return  # a relay that might outlive us would keep the pty open: none then
+        try:
             r, w = os.pipe2(os.O_CLOEXEC)
         except OSError:
             return  # no relay: this loop goes on reading the pty itself
@@ -930,6 +937,7 @@ class Supervisor:
         except OSError:
             pass
         parent = os.getpid()
+        top = os.sysconf("SC_OPEN_MAX")
         try:
             pid = os.fork()
         except OSError:
@@ -939,18 +947,16 @@ class Supervisor:
         if pid == 0:  # the relay: never returns
             code = 1
             try:
-                import gc
-
                 gc.disable()  # a collection would touch (and copy) the whole inherited heap
                 signal.set_wakeup_fd(-1)
                 for sig in HANDLED:
                     signal.signal(sig, signal.SIG_IGN if sig in FORWARDED or sig == signal.SIGUSR1 else signal.SIG_DFL)
-                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() == parent:
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() == parent:  # else we were orphaned before the line above
                     low, high = sorted((master, w))
-                    os.closerange(3, low)
+                    os.closerange(3, low)  # the store, sockets, the log: none of the relay's business
                     os.closerange(low + 1, high)
-                    os.closerange(high + 1, 1 << 20)
+                    os.closerange(high + 1, max(top, high + 1))
                     code = _relay(master, w)
             finally:
                 os._exit(code)
