@@ -9,7 +9,9 @@ had it), so the terminal's own signals reach it once and ours are forwarded once
 Every chunk the child writes passes through one choke point, :meth:`Supervisor._emit`:
 masking, then the output log, then the terminal (:class:`Terminal`, which also holds
 agentsess's notices while the child's full-screen program is up; :func:`notice`). Signals arrive through a wakeup fd watched
-by the same ``select`` loop as the child's output.
+by the same ``select`` loop as the child's output. A pty child that writes faster than one
+burst gets a relay: a forked copy of the supervisor that only moves the pty's bytes into a pipe
+this loop reads, so that reading the pty never waits for masking (:meth:`Supervisor._start_relay`).
 """
 
 import contextlib
