@@ -13,7 +13,7 @@ import signal
 import sys
 
 import pexpect
-from helpers import cli, pid_alive, show, wait_for, write_config
+from helpers import cli, live_with_marker, pid_alive, show, wait_for, write_config
 
 PY = sys.executable
 LINE = b"y" * 75 + b"\n"
@@ -212,22 +212,88 @@ def test_a_killed_relay_costs_no_more_than_what_it_held():
 
 
 def test_supervisor_killed_while_relayed_takes_child_and_relay_with_it():
+    # the child floods (the relay starts), then goes quiet: the relay waits on the pty and
+    # writes nothing, so only its parent-death signal can end it; it must, or it would hold
+    # the pty open and the child would never get the hang-up that a dead supervisor means
     code = (
-        "import os\n"
+        "import os, time\n"
         f"data = {LINE!r} * 840\n"
         "os.write(1, f'PID {os.getpid()}\\n'.encode())\n"
-        "while True: os.write(1, data)\n"
+        "for _ in range(40): os.write(1, data)\n"
+        "os.write(1, b'QUIET\\n')\n"
+        "time.sleep(60.0311)\n"
     )
     child = _spawn(["--no-contain", "--", PY, "-c", code])
     child.expect(rb"PID (\d+)\r\n")
-    flooder = int(child.match.group(1))
-    for _ in range(1000):  # the terminal keeps reading: the child floods at full speed
-        child.read_nonblocking(1 << 16, timeout=30)
-        if relays(child.pid):
-            break
-    relay = relays(child.pid)[0]
+    quiet = int(child.match.group(1))
+    _read_until(child, b"QUIET")
+    relay = relays(child.pid)
+    assert len(relay) == 1
     os.kill(child.pid, signal.SIGKILL)
-    # the relay dies with its parent (parent-death signal), so the pty hangs up on the child
-    wait_for(lambda: not pid_alive(relay), timeout=10, what="the relay gone")
-    wait_for(lambda: not pid_alive(flooder), timeout=10, what="the child gone after the pty hung up")
+    wait_for(lambda: not pid_alive(relay[0]), timeout=10, what="the relay gone")
+    wait_for(lambda: not pid_alive(quiet), timeout=10, what="the child gone after the pty hung up")
     child.close(force=True)
+
+
+def test_secrets_split_across_relay_bursts_and_wrapped_are_still_masked():
+    # the relay cuts the stream where it likes; masking (in the supervisor, after the relay)
+    # still sees one stream: a secret written in two pieces with a pause longer than the idle
+    # flush, and its base64 wrapped at 76 columns, are masked on the terminal and in the log
+    import base64
+
+    secret = "relay-split-" + "k" * 30
+    cli("secret", "set", "split-secret", input=secret.encode())
+    write_config('[profiles.default.env]\nSPLIT_SECRET = { secret = "split-secret" }\n')
+    code = (
+        "import base64, os, sys, time\n"
+        f"data = {LINE!r} * 840\n"
+        "for _ in range(40): os.write(1, data)\n"
+        "os.write(1, b'FLOODED\\n')\n"
+        "sys.stdin.readline()\n"
+        "s = os.environ['SPLIT_SECRET'].encode()\n"
+        "os.write(1, b'A ' + s[:9]); time.sleep(0.2); os.write(1, s[9:] + b' Z\\n')\n"
+        "os.write(1, base64.encodebytes(b'x' * 50 + s + b'y' * 50))\n"
+        "for _ in range(10): os.write(1, data)\n"
+        "os.write(1, b'END\\n')\n"
+    )
+    child = _spawn(["--", PY, "-c", code])
+    shown = _read_until(child, b"FLOODED")
+    assert len(relays(child.pid)) == 1
+    child.send("go\r")
+    shown = _read_until(child, b"END\r\n", shown)
+    shown += _rest(child)
+    assert child.exitstatus == 0
+    log = _log_is_what_was_shown(shown, show()["id"])
+    wrapped = base64.encodebytes(b"x" * 50 + secret.encode() + b"y" * 50).replace(b"\n", b"\r\n")
+    for where in (shown, log):
+        assert secret.encode() not in where
+        assert b"A " + secret.encode()[:9] not in where  # the first piece was held through the pause
+        assert b"A [masked:split-secret] Z\r\n" in where
+        assert wrapped not in where and b"[masked:split-secret]" in where.split(b"Z\r\n", 1)[1]
+
+
+def test_a_leftover_holding_the_pty_ends_the_run_and_only_it_is_counted():
+    # the child floods, leaves a process of its own session holding its pty open (so the pty
+    # never ends and the relay never sees its end), and exits: the run ends once the output is
+    # idle, as without the relay; the relay is killed and reaped before the leftover processes
+    # are counted (and killed: on_exit = "stop"), so only the agent's own leftover counts
+    write_config('[profiles.default]\non_exit = "stop"\n')
+    code = (
+        "import os, subprocess\n"
+        f"data = {LINE!r} * 840\n"
+        "for _ in range(40): os.write(1, data)\n"
+        "subprocess.Popen(['sleep', '60.0293'], start_new_session=True)\n"
+        "os.write(1, b'LEFT ONE\\n')\n"
+    )
+    child = _spawn(["--no-contain", "--", PY, "-c", code])
+    try:
+        shown = _read_until(child, b"LEFT ONE")
+        relay = relays(child.pid)
+        shown += _rest(child)
+        assert child.exitstatus == 0
+        assert relay and not pid_alive(relay[0])
+        exited = [r for r in show()["receipts"] if r["type"] == "run.exited"][0]
+        assert exited["data"]["leftover_processes_killed"] == 1  # the sleep (the supervisor is its subreaper)
+    finally:
+        for pid in live_with_marker("sleep 60.0293"):
+            os.kill(pid, signal.SIGKILL)
