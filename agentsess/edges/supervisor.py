@@ -9,11 +9,14 @@ had it), so the terminal's own signals reach it once and ours are forwarded once
 Every chunk the child writes passes through one choke point, :meth:`Supervisor._emit`:
 masking, then the output log, then the terminal (:class:`Terminal`, which also holds
 agentsess's notices while the child's full-screen program is up; :func:`notice`). Signals arrive through a wakeup fd watched
-by the same ``select`` loop as the child's output.
+by the same ``select`` loop as the child's output. A pty child that writes faster than one
+burst gets a relay: a forked copy of the supervisor that only moves the pty's bytes into a pipe
+this loop reads, so that reading the pty never waits for masking (:meth:`Supervisor._start_relay`).
 """
 
 import contextlib
 import errno
+import gc
 import os
 import re
 import select
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20  # most bytes taken from a pipe at once
 PTY_BURST = 1 << 16  # from a pty: what is there now, up to 64 KiB (fewer wake-ups; a pty read gives <= 4 KiB)
+RELAY_BURST = 1 << 18  # the pty relay hands what is there now to the supervisor, up to 256 KiB a write
 FLUSH_AFTER = 0.03  # after this idle time, held bytes that cannot start a secret are let out
 DRAIN_IDLE = 0.2  # after the child is reaped, stop reading output after this long idle
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -128,6 +132,24 @@ def _read_burst(fd: int, limit: int = CHUNK) -> bytes | None:
         parts.append(part)
         size += len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _relay(master: int, out: int) -> int:
+    """The pty relay's loop (see :meth:`Supervisor._start_relay`): the child's output, as it
+    comes, from the pty ``master`` to the supervisor's pipe ``out``, in bursts. Returns the
+    relay's exit code: 0 at the pty's end, 1 when the supervisor no longer reads."""
+    wait, burst, write = select.select, _read_burst, _write_all
+    while True:
+        wait([master], [], [])
+        data = burst(master, RELAY_BURST)
+        if data is None:
+            continue
+        if not data:
+            return 0
+        try:
+            write(out, data)
+        except OSError:
+            return 1
 
 
 @contextlib.contextmanager
@@ -435,6 +457,9 @@ class Supervisor:
         self._next_tick = 0.0
         self._subreaper = False
         self._heap_kept = False
+        self._relayed = False  # a pty relay was started (see _start_relay): never a second one
+        self._relay_pid: int | None = None  # the relay, until reaped
+        self._relay_out: int | None = None  # the pipe we read it from, while we do
 
     # -- spawning ---------------------------------------------------------------------
 
@@ -682,6 +707,8 @@ class Supervisor:
                 return
             if pid == self.pid:
                 self.status = status
+            elif pid == self._relay_pid:
+                self._relay_pid = None  # its pipe's end tells the loop (see _on_output)
 
     def _on_signal(self, sig: int) -> None:
         if sig == signal.SIGCHLD:
@@ -721,6 +748,7 @@ class Supervisor:
                 self.terminal.close()  # notices held for a full-screen child: shown now
                 if self._fg_fd is not None:
                     self._give_terminal(self._fg_fd, os.getpgrp())
+                self._stop_relay()
                 for fd in list(self._outputs):
                     try:
                         os.close(fd)
@@ -838,7 +866,8 @@ class Supervisor:
                 self._stdin_fd = None
 
     def _on_output(self, fd: int) -> None:
-        data = _read_burst(fd, PTY_BURST if fd == self.master else CHUNK)
+        master = fd == self.master
+        data = _read_burst(fd, PTY_BURST if master else CHUNK)
         if data is None:
             return
         stream = self._outputs[fd]
@@ -848,8 +877,17 @@ class Supervisor:
                 _keep_heap()
             self._idle_since = None
             self._emit(stream, data)
-            if not self.terminal.ok.get(stream, True) and self.master is None:
+            if master and len(data) >= PTY_BURST and not self._relayed:
+                self._start_relay()  # the child writes faster than a burst: read its pty in a relay
+            elif not self.terminal.ok.get(stream, True) and self.master is None:
                 self._close_output(fd)  # the reader went away: the child gets SIGPIPE, as in a pipeline
+            return
+        if fd == self._relay_out and self.master is not None:
+            # the relay ended: at the pty's end (the next read of it says so), or killed; either
+            # way, whatever is left is read from the pty here, as before the relay
+            self._close_output(fd)
+            self._relay_out = None
+            self._outputs[self.master] = stream
             return
         self._close_output(fd)
         masker = self.maskers.get(stream)
@@ -859,3 +897,93 @@ class Supervisor:
     def _close_output(self, fd: int) -> None:
         os.close(fd)
         del self._outputs[fd]
+
+    # -- the pty relay ------------------------------------------------------------------
+
+    def _start_relay(self) -> None:
+        """From now on a relay process reads the child's pty, and this loop reads the relay.
+
+        A pty master hands out at most 4 KiB per read, and a read that finds it empty waits
+        for the kernel's flush worker; every moment this thread spends masking, logging and
+        showing a burst is a moment nobody reads the pty, so the child's writes wait (the
+        whole chain is serial). The relay, a forked copy of this process that does nothing but
+        move bytes (pty to pipe, in bursts of up to :data:`RELAY_BURST`), keeps reading while
+        this thread works, and this thread reads the pipe in blocks of up to 1 MiB.
+
+        Started once the child writes faster than one burst (a short or interactive run never
+        has it). Nothing changes for the output: every byte still passes :meth:`_emit`, in
+        order (this thread stopped reading the pty before the relay began); keystrokes,
+        resizes and the pty's end are as before (the master stays ours too). The relay is
+        outside the child's process group, ignores the signals we forward, dies with this
+        process (parent-death signal: the pty then hangs up as before), holds only the master
+        and the pipe, and cannot be traced (it inherits non-dumpable). When its pipe ends (the
+        pty ended, or the relay was killed), this loop reads the pty itself again; at the end
+        of the run it is killed and reaped, before anything counts leftover processes."""
+        assert self.master is not None
+        master = self.master
+        self._relayed = True
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None).prctl  # resolved here: the relay calls it, never loads it
+        except (ImportError, OSError, AttributeError):
+            return  # a relay that might outlive us would keep the pty open: none then
+        try:
+            r, w = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            return  # no relay: this loop goes on reading the pty itself
+        try:
+            import fcntl
+
+            fcntl.fcntl(r, F_SETPIPE_SZ, CHUNK)
+        except OSError:
+            pass
+        parent = os.getpid()
+        top = os.sysconf("SC_OPEN_MAX")
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return
+        if pid == 0:  # the relay: never returns
+            code = 1
+            try:
+                gc.disable()  # a collection would touch (and copy) the whole inherited heap
+                signal.set_wakeup_fd(-1)
+                for sig in HANDLED:
+                    signal.signal(sig, signal.SIG_IGN if sig in FORWARDED or sig == signal.SIGUSR1 else signal.SIG_DFL)
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() == parent:  # else we were orphaned before the line above
+                    low, high = sorted((master, w))
+                    os.closerange(3, low)  # the store, sockets, the log: none of the relay's business
+                    os.closerange(low + 1, high)
+                    os.closerange(high + 1, max(top, high + 1))
+                    code = _relay(master, w)
+            finally:
+                os._exit(code)
+        os.close(w)
+        os.set_blocking(r, False)
+        self._relay_pid, self._relay_out = pid, r
+        self._outputs[r] = self._outputs.pop(master)
+
+    def _stop_relay(self) -> None:
+        """The run is over: the relay (if it still runs, say for a pty a leftover process
+        holds open) is killed and reaped; the pty master is closed."""
+        pid, self._relay_pid = self._relay_pid, None
+        if pid is not None:  # not reaped yet, so the pid is still its own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        if self._relay_out is not None and self.master is not None:
+            # still reading the relay: the master is open and not among the outputs (which
+            # the caller closes); once the relay's pipe ended it is one of them, or closed
+            try:
+                os.close(self.master)
+            except OSError:
+                pass
