@@ -234,3 +234,35 @@ def test_a_run_parses_with_one_worker_that_dies_with_the_run(mode):
     assert not pid_alive(second)
     (exited,) = [r["data"] for r in show(live.run_id)["receipts"] if r["type"] == "run.exited"]
     assert exited["leftover_processes_killed"] == 0
+
+
+def test_a_worker_that_cannot_start_says_so_and_leaks_nothing():
+    # room for one pipe but not two: the first pipe's descriptors must not stay behind
+    script = """
+import os, resource
+from agentsess.core.guard import isolation
+def open_fds():
+    found = set()
+    for name in os.listdir('/proc/self/fd'):
+        try:
+            os.fstat(int(name))
+            found.add(int(name))
+        except OSError:
+            pass  # the listing's own descriptor
+    return found
+isolation.keep_worker()
+before = open_fds()
+limit, free = 0, 0
+while free < 3:  # three free descriptors below the limit: one pipe fits, the second does not
+    free += limit not in before
+    limit += 1
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+print(isolation.isolated(os.getpid, 'x'))
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(open_fds() == before)
+"""
+    out = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    answer, same = out.stdout.splitlines()
+    assert answer == "(False, 'the shell parser could not start (Too many open files)')" and same == "True"

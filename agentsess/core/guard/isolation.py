@@ -134,8 +134,8 @@ class Worker:
     two pipes only this process holds the other ends of. One call at a time (a lock): a call
     takes microseconds, and only the run's own agent can make one slow.
 
-    In the worker, every signal but a fault's is blocked: a terminal's ^C is the supervisor's to forward,
-    and the handlers it inherited would write to the supervisor's wake-up pipe. It holds no
+    In the worker, every signal but a fault's is blocked: a terminal's ^C is the supervisor's
+    to forward, and the handlers it inherited would write to the supervisor's wake-up pipe. It holds no
     descriptor of the supervisor's but its two pipes (a control socket or a pty master held
     open by it would keep a run's clients or terminal waiting). It is stopped with SIGKILL
     through a pidfd (never a reused pid), and leaves by itself when its request pipe closes
@@ -175,17 +175,16 @@ class Worker:
             return False, FAILED
 
     def _start(self) -> str | None:
+        fds: list[int] = []
         try:
-            req_r, req_w = os.pipe()
-            ans_r, ans_w = os.pipe()
-        except OSError as exc:
-            return f"the shell parser could not start ({exc.strerror})"
-        try:
+            fds += os.pipe()
+            fds += os.pipe()
             pid = os.fork()
         except OSError as exc:
-            for fd in (req_r, req_w, ans_r, ans_w):
+            for fd in fds:
                 os.close(fd)
             return f"the shell parser could not start ({exc.strerror})"
+        req_r, req_w, ans_r, ans_w = fds
         if pid == 0:
             try:
                 _serve(req_r, ans_w)
