@@ -163,6 +163,38 @@ def live_in_group(pgid: int) -> list[int]:
     return out
 
 
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def children(pid: int) -> list[int]:
+    """The live (not zombie) children of ``pid``."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
+            out.append(int(name))
+    return out
+
+
+def forks_of(pid: int) -> list[int]:
+    """The children of ``pid`` that run its own program (a fork keeps the command line): a
+    supervisor's pty relay and its parser worker; the run's child is bubblewrap or the command."""
+    own = _cmdline(pid)
+    return [child for child in children(pid) if own and _cmdline(child) == own]
+
 def live_with_marker(marker: str) -> list[int]:
     """Live processes whose command line contains ``marker``."""
     out = []

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from helpers import pid_alive, show, wait_for, write_config
+from helpers import forks_of, pid_alive, show, wait_for, write_config
 from inrun import InRun
 
 from agentsess.core.guard import commands, isolation
@@ -192,27 +192,6 @@ def _decision(live: InRun, command: str) -> str:
     return json.loads(out.stdout)["hookSpecificOutput"]["permissionDecision"]
 
 
-def _workers_of(supervisor: int) -> list[int]:
-    """The supervisor's children that are copies of it (a fork keeps its command line)."""
-    with open(f"/proc/{supervisor}/cmdline", "rb") as fh:
-        own = fh.read()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[1]) == supervisor and cmdline == own and fields[0] != b"Z":
-            found.append(int(name))
-    return found
-
-
 @pytest.mark.parametrize("mode", [pytest.param([], id="contained"), pytest.param(["--no-contain"], id="advisory")])
 def test_a_run_parses_with_one_worker_that_dies_with_the_run(mode):
     write_config(CONFIG)
@@ -220,15 +199,15 @@ def test_a_run_parses_with_one_worker_that_dies_with_the_run(mode):
         supervisor = live.proc.pid
         assert _decision(live, "git status") == "allow"
         assert _decision(live, "cd . && git  push --force") == "deny"
-        (first,) = _workers_of(supervisor)
+        (first,) = forks_of(supervisor)
         assert _decision(live, "ls -la") == "allow"
-        assert _workers_of(supervisor) == [first]
+        assert forks_of(supervisor) == [first]
         # the agent's command killed it (as a crash in tree-sitter would): the next call
         # is decided by a new worker, as strictly as before
         os.kill(first, signal.SIGKILL)
         assert _decision(live, "git push origin main") == "deny"
         assert _decision(live, "git log") == "allow"
-        (second,) = _workers_of(supervisor)
+        (second,) = forks_of(supervisor)
         assert second != first
         live.finish(0)
     assert not pid_alive(second)

@@ -13,7 +13,7 @@ import signal
 import sys
 
 import pexpect
-from helpers import cli, live_with_marker, pid_alive, show, wait_for, write_config
+from helpers import children, cli, forks_of, live_with_marker, pid_alive, show, wait_for, write_config
 
 PY = sys.executable
 LINE = b"y" * 75 + b"\n"
@@ -25,35 +25,9 @@ def _spawn(args, **kw) -> pexpect.spawn:
     return pexpect.spawn(PY, ["-m", "agentsess", "run", *args], env=env, timeout=60, dimensions=(24, 80), **kw)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
-            out.append(int(name))
-    return out
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read()
-    except OSError:
-        return b""
-
-
 def relays(supervisor: int) -> list[int]:
-    """The supervisor's relay: its child running the supervisor's own program (the run's child
-    is bubblewrap or the command)."""
-    own = _cmdline(supervisor)
-    return [pid for pid in _children(supervisor) if own and _cmdline(pid) == own]
+    """The supervisor's relay (no hook is parsed in these runs: no parser worker either)."""
+    return forks_of(supervisor)
 
 
 def _log(run_id: str) -> bytes:
@@ -200,7 +174,7 @@ def test_a_killed_relay_costs_no_more_than_what_it_held():
     relay = relays(child.pid)
     assert len(relay) == 1
     os.kill(relay[0], signal.SIGKILL)
-    wait_for(lambda: relay[0] not in _children(child.pid), timeout=10, what="the relay reaped")
+    wait_for(lambda: relay[0] not in children(child.pid), timeout=10, what="the relay reaped")
     child.send("go\r")
     shown += _rest(child)
     assert child.exitstatus == 0

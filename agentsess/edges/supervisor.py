@@ -212,6 +212,18 @@ def become_subreaper() -> None:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def close_all_but(keep, top: int | None = None) -> None:
+    """In a forked helper (the pty relay, the parser worker): close every descriptor from 3 up
+    (below ``top``, the open-file limit) except those in ``keep``."""
+    top = os.sysconf("SC_OPEN_MAX") if top is None else top
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, max(top, low))
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (read from /proc), deepest last."""
     parents: dict[int, list[int]] = {}
@@ -955,10 +967,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_IGN if sig in FORWARDED or sig == signal.SIGUSR1 else signal.SIG_DFL)
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if os.getppid() == parent:  # else we were orphaned before the line above
-                    low, high = sorted((master, w))
-                    os.closerange(3, low)  # the store, sockets, the log: none of the relay's business
-                    os.closerange(low + 1, high)
-                    os.closerange(high + 1, max(top, high + 1))
+                    close_all_but((master, w), top)  # the store, sockets, the log: none of the relay's business
                     code = _relay(master, w)
             finally:
                 os._exit(code)

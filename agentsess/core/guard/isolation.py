@@ -274,17 +274,12 @@ def _serve(requests: int, answers: int) -> None:
     faults = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTRAP,
               signal.SIGSYS}
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - faults)
-    keep = {requests, answers}
+    from agentsess.edges.supervisor import close_all_but
+
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the listing's own descriptor, already closed
+    close_all_but((requests, answers))  # /dev/null's own descriptor too
     os.set_blocking(requests, True)
     os.set_blocking(answers, True)
     while True:

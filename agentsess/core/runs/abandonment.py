@@ -45,8 +45,13 @@ def _stop_marked(row: dict) -> bool:
     daemon of an advisory run) that still carries the run's id in its environment."""
     if (row.get("host") and row["host"] != host.hostname()) or row.get("child_pid") is None:
         return False
+    return _kill(host.processes_of_run(row["id"]))
+
+
+def _kill(pids) -> bool:
+    """SIGKILL each of ``pids``; True when any was signalled."""
     hit = False
-    for pid in host.processes_of_run(row["id"]):
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
             hit = True
@@ -72,13 +77,7 @@ def kill_tree(row: dict) -> bool:
         # (a run with no child of its own, a sub-agent's, shares its parent's supervisor: its
         # descendants are the parent's processes, not this run's)
         targets.extend(descendants(row["supervisor_pid"]))
-    for pid in targets:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            hit = True
-        except (ProcessLookupError, PermissionError):
-            pass
-    return hit
+    return _kill(targets) or hit
 
 
 def reap_abandoned(store) -> list[str]:
